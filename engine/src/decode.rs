@@ -1,0 +1,154 @@
+//! Typed reads from the YAML tree that collect every problem instead of stopping at the first.
+
+use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::duration::parse_duration;
+use crate::yaml::{YPath, Yaml};
+use serde_json::Value;
+use std::time::Duration;
+
+/// A map entry with its place in the file.
+pub struct Entry<'y> {
+    pub key: &'y str,
+    pub value: &'y Yaml,
+    pub path: YPath,
+}
+
+#[derive(Default)]
+pub struct Decoder {
+    pub diags: Vec<Diagnostic>,
+}
+
+impl Decoder {
+    pub fn push(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.diags.iter().any(Diagnostic::is_error)
+    }
+
+    /// The entries of a map, each with its path (duplicates numbered); an error if not a map.
+    pub fn map<'y>(&mut self, y: &'y Yaml, path: &YPath, what: &str) -> Option<Vec<Entry<'y>>> {
+        match y {
+            Yaml::Map(entries) => Some(entries_of(entries, path)),
+            other => {
+                self.push(
+                    Diagnostic::error(format!("{what} must be a map, not {}", other.kind()))
+                        .at(path.clone(), &other.display()),
+                );
+                None
+            }
+        }
+    }
+
+    /// Reports keys that are not in `allowed`, with the closest allowed one as a hint.
+    pub fn known_keys(&mut self, entries: &[Entry], allowed: &[&str], what: &str) {
+        for e in entries {
+            if !allowed.contains(&e.key) {
+                let mut d = Diagnostic::error(format!("unknown key `{}` in {what}", e.key))
+                    .at(e.path.clone().as_key(), e.key);
+                d = match did_you_mean(e.key, allowed.iter().copied()) {
+                    Some(s) => d.label(format!("did you mean `{s}`?")),
+                    None => d.label(format!("expected one of {}", quoted(allowed))),
+                };
+                self.push(d);
+            }
+        }
+    }
+
+    pub fn string(&mut self, e: &Entry, what: &str) -> Option<String> {
+        match &e.value {
+            Yaml::Scalar(Value::String(s)) => Some(s.clone()),
+            Yaml::Scalar(v @ (Value::Number(_) | Value::Bool(_))) => Some(v.to_string()),
+            other => {
+                self.push(
+                    Diagnostic::error(format!("{what} must be a string, not {}", other.kind()))
+                        .at(e.path.clone(), &other.display()),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn bool(&mut self, e: &Entry, what: &str) -> Option<bool> {
+        match e.value {
+            Yaml::Scalar(Value::Bool(b)) => Some(*b),
+            other => {
+                self.push(
+                    Diagnostic::error(format!("{what} must be true or false, not `{}`", other.display()))
+                        .at(e.path.clone(), &other.display()),
+                );
+                None
+            }
+        }
+    }
+
+    /// A whole number in `min..=max`.
+    pub fn integer(&mut self, e: &Entry, what: &str, min: i64, max: i64) -> Option<i64> {
+        let n = match e.value {
+            Yaml::Scalar(Value::Number(n)) => n.as_i64(),
+            _ => None,
+        };
+        match n {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            Some(n) => {
+                self.push(
+                    Diagnostic::error(format!("{what} must be between {min} and {max}, not {n}"))
+                        .at(e.path.clone(), &n.to_string()),
+                );
+                None
+            }
+            None => {
+                let text = e.value.display();
+                self.push(
+                    Diagnostic::error(format!("{what} must be a whole number, not `{text}`")).at(e.path.clone(), &text),
+                );
+                None
+            }
+        }
+    }
+
+    /// A duration no longer than `max`.
+    pub fn duration(&mut self, e: &Entry, what: &str, max: Duration) -> Option<Duration> {
+        let text = e.value.display();
+        let parsed = match e.value {
+            Yaml::Scalar(Value::String(s)) => parse_duration(s),
+            Yaml::Scalar(Value::Number(n)) if n.as_f64().is_some_and(|f| f >= 0.0) => parse_duration(&text),
+            _ => None,
+        };
+        match parsed {
+            Some(d) if d <= max => Some(d),
+            Some(_) => {
+                self.push(
+                    Diagnostic::error(format!(
+                        "{what} `{text}` is too long; at most {}",
+                        crate::duration::duration_text(max)
+                    ))
+                    .at(e.path.clone(), &text),
+                );
+                None
+            }
+            None => {
+                self.push(
+                    Diagnostic::error(format!("invalid duration `{text}` for {what}"))
+                        .at(e.path.clone(), &text)
+                        .label("expected a number with a unit: 500ms, 30s, 5m, 1h"),
+                );
+                None
+            }
+        }
+    }
+}
+
+pub fn entries_of<'y>(entries: &'y [(String, Yaml)], path: &YPath) -> Vec<Entry<'y>> {
+    let mut out: Vec<Entry<'y>> = Vec::with_capacity(entries.len());
+    for (key, value) in entries {
+        let nth = out.iter().filter(|e| e.key == key.as_str()).count();
+        out.push(Entry { key, value, path: path.key_nth(key, nth) });
+    }
+    out
+}
+
+pub fn quoted(names: &[&str]) -> String {
+    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,235 @@
+//! Problems found while loading a flow, collected all at once and rendered like a compiler:
+//!
+//! ```text
+//! error: node `apply_patch` has unknown goto target `drfat`
+//!  --> flow.yaml:23:39
+//!    |
+//! 23 |       policy: {on_error: {action: goto, target: drfat}}
+//!    |                                              ^^^^^ did you mean `draft`?
+//! ```
+
+use crate::yaml::{locate, YPath};
+use std::fmt::Write as _;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem in a flow file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub message: String,
+    /// Where in the YAML tree; resolved to a line and column when rendered.
+    pub path: Option<YPath>,
+    /// Extra column offset inside the located scalar (e.g. a condition's syntax error).
+    pub offset: usize,
+    /// How many characters to underline.
+    pub width: usize,
+    /// Short text printed beside the underline.
+    pub label: Option<String>,
+    /// A longer suggestion printed after the snippet.
+    pub help: Option<String>,
+    /// A known line and column (YAML syntax errors), used instead of `path`.
+    pub pos: Option<(usize, usize)>,
+}
+
+impl Diagnostic {
+    pub fn error(message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Error,
+            message: message.into(),
+            path: None,
+            offset: 0,
+            width: 1,
+            label: None,
+            help: None,
+            pos: None,
+        }
+    }
+
+    pub fn warning(message: impl Into<String>) -> Self {
+        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(message) }
+    }
+
+    pub fn at(mut self, path: YPath, offending: &str) -> Self {
+        self.path = Some(path);
+        self.width = offending.chars().count().max(1);
+        self
+    }
+
+    pub fn offset(mut self, offset: usize) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+/// A flow file's name and text, for locating and rendering diagnostics.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+impl Source {
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
+        Source { name: name.into(), text: text.into() }
+    }
+
+    /// The 1-based line and column of a diagnostic, if it has a place in this file.
+    pub fn position(&self, diagnostic: &Diagnostic) -> Option<(usize, usize)> {
+        if diagnostic.pos.is_some() {
+            return diagnostic.pos;
+        }
+        let path = diagnostic.path.as_ref()?;
+        let (line, column) = locate(&self.text, path)?;
+        let quoted = self
+            .text
+            .lines()
+            .nth(line - 1)
+            .and_then(|l| l.chars().nth(column - 1))
+            .is_some_and(|c| c == '"' || c == '\'');
+        let shift = if quoted && diagnostic.offset > 0 { 1 } else { 0 };
+        Some((line, column + diagnostic.offset + shift))
+    }
+
+    /// Renders one diagnostic; `color` adds ANSI colours.
+    pub fn render(&self, d: &Diagnostic, color: bool) -> String {
+        let paint = |code: &str, text: &str| {
+            if color {
+                format!("\x1b[{code}m{text}\x1b[0m")
+            } else {
+                text.to_string()
+            }
+        };
+        let (word, code) = match d.severity {
+            Severity::Error => ("error", "1;31"),
+            Severity::Warning => ("warning", "1;33"),
+        };
+        let mut out = format!("{}: {}\n", paint(code, word), paint("1", &d.message));
+        match self.position(d) {
+            Some((line, column)) => {
+                let number = line.to_string();
+                let pad = " ".repeat(number.len());
+                let text = self.text.lines().nth(line - 1).unwrap_or("");
+                let _ = writeln!(out, "{pad}{} {}:{line}:{column}", paint("34", "-->"), self.name);
+                let _ = writeln!(out, "{pad} {}", paint("34", "|"));
+                let _ = writeln!(out, "{} {} {text}", paint("34", &number), paint("34", "|"));
+                let marks = "^".repeat(d.width);
+                let under = format!("{}{marks}", " ".repeat(column - 1));
+                let label = d.label.as_deref().map(|l| format!(" {l}")).unwrap_or_default();
+                let _ = writeln!(out, "{pad} {} {}", paint("34", "|"), paint(code, &format!("{under}{label}")));
+            }
+            None => {
+                let _ = writeln!(out, " {} {}", paint("34", "-->"), self.name);
+                if let Some(label) = &d.label {
+                    let _ = writeln!(out, "  = {label}");
+                }
+            }
+        }
+        if let Some(help) = &d.help {
+            let _ = writeln!(out, "  = help: {help}");
+        }
+        out
+    }
+
+    /// Renders every diagnostic, errors first in file order, then a count line.
+    pub fn render_all(&self, diagnostics: &[Diagnostic], color: bool) -> String {
+        let mut sorted: Vec<&Diagnostic> = diagnostics.iter().collect();
+        sorted.sort_by_key(|d| (d.severity, self.position(d)));
+        let mut out = String::new();
+        for d in &sorted {
+            out.push_str(&self.render(d, color));
+            out.push('\n');
+        }
+        let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+        let warnings = diagnostics.len() - errors;
+        if errors > 0 {
+            let _ = writeln!(out, "{}: {} has {}{}", "error", self.name, plural(errors, "error"), match warnings {
+                0 => String::new(),
+                n => format!(" and {}", plural(n, "warning")),
+            });
+        }
+        out
+    }
+}
+
+pub fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// The closest of `candidates` to `word`, if it is close enough to be a likely typo.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let lower = word.to_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(&lower, &c.to_lowercase()), c))
+        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1) || c.to_lowercase() == lower)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Optimal string alignment distance: edits, with a swap of neighbours counting as one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_names_only() {
+        assert_eq!(did_you_mean("Agnet", ["Agent", "Set", "Loop"]), Some("Agent"));
+        assert_eq!(did_you_mean("drfat", ["draft", "review"]), Some("draft"));
+        assert_eq!(did_you_mean("zzzzzz", ["draft", "review"]), None);
+    }
+
+    #[test]
+    fn renders_a_snippet_with_caret_and_label() {
+        let src = Source::new("flow.yaml", "flow:\n  entry: strat\n");
+        let path = YPath::root().key("flow").key("entry");
+        let d = Diagnostic::error("entry names unknown node `strat`").at(path, "strat").label("did you mean `start`?");
+        assert_eq!(
+            src.render(&d, false),
+            "error: entry names unknown node `strat`\n --> flow.yaml:2:10\n  |\n2 |   entry: strat\n  |          ^^^^^ did you mean `start`?\n"
+        );
+    }
+}

@@ -1,0 +1,360 @@
+//! What a node type provides: a [`NodeFactory`] that turns a `setting:` map into a
+//! [`Node`], registered by name in a [`NodeRegistry`].
+//!
+//! ```
+//! use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, NodeRegistry, Outcome};
+//! use serde_json::Value;
+//!
+//! struct Upper;
+//! #[async_trait::async_trait]
+//! impl Node for Upper {
+//!     async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
+//!         let text = cx.input.as_str().unwrap_or_default().to_uppercase();
+//!         Ok(Outcome::value(Value::String(text)))
+//!     }
+//! }
+//!
+//! struct UpperFactory;
+//! impl NodeFactory for UpperFactory {
+//!     fn type_name(&self) -> &'static str { "Upper" }
+//!     fn summary(&self) -> &'static str { "upper-cases its input" }
+//!     fn build(&self, _cx: &mut BuildCx) -> Option<Box<dyn Node>> { Some(Box::new(Upper)) }
+//! }
+//!
+//! let mut registry = NodeRegistry::new();
+//! registry.register(UpperFactory);
+//! assert_eq!(registry.names(), ["Upper"]);
+//! ```
+
+use crate::condition::Condition;
+use crate::decode::Decoder;
+use crate::diagnostic::Diagnostic;
+use crate::template::{Reads, Template};
+use crate::tracer::Level;
+use crate::value::{looks_like_path, ValueSpec};
+use crate::yaml::{Seg, YPath, Yaml};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// What a node returns: its output, and for routing nodes the chosen next nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub output: Value,
+    pub route: Option<Route>,
+}
+
+impl Outcome {
+    pub fn value(output: Value) -> Outcome {
+        Outcome { output, route: None }
+    }
+}
+
+/// A routing decision; it is recorded in `ctx.routing.<node>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// The next nodes; empty ends this branch.
+    pub targets: Vec<String>,
+    pub confidence: Option<f64>,
+    pub reason: Option<String>,
+}
+
+/// A node's failure. The node says whether trying again may help; the policy decides.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NodeError {
+    #[error("{message}")]
+    Retryable { message: String },
+    #[error("{message}")]
+    Fatal { message: String },
+}
+
+impl NodeError {
+    pub fn retryable(message: impl Into<String>) -> NodeError {
+        NodeError::Retryable { message: message.into() }
+    }
+    pub fn fatal(message: impl Into<String>) -> NodeError {
+        NodeError::Fatal { message: message.into() }
+    }
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, NodeError::Retryable { .. })
+    }
+}
+
+/// Runs another node (a loop body) under its own policy, with a ctx the caller built.
+#[async_trait::async_trait]
+pub trait Invoker: Send + Sync {
+    /// Runs `node` with `ctx` as its ctx; `default_input` is its input when it has no `inputs`.
+    async fn invoke(&self, node: &str, ctx: &Value, default_input: &Value) -> Result<Value, NodeError>;
+    fn event(&self, name: &str, level: Level, attributes: Map<String, Value>);
+}
+
+/// What a node gets for one attempt.
+pub struct NodeCx<'a> {
+    pub id: &'a str,
+    /// The rendered `inputs`, or the previous node's output.
+    pub input: &'a Value,
+    /// The parts of ctx that [`Node::reads`] named (not the whole tree).
+    pub ctx: &'a Value,
+    pub attempt: u32,
+    pub invoker: &'a dyn Invoker,
+}
+
+impl NodeCx<'_> {
+    pub async fn invoke(&self, node: &str, ctx: &Value, default_input: &Value) -> Result<Value, NodeError> {
+        self.invoker.invoke(node, ctx, default_input).await
+    }
+
+    /// Records a trace event on this attempt's span.
+    pub fn event(&self, name: &str, attributes: Map<String, Value>) {
+        self.invoker.event(name, Level::Info, attributes);
+    }
+}
+
+/// A node instance, built once at load and shared by every attempt and branch.
+#[async_trait::async_trait]
+pub trait Node: Send + Sync {
+    async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError>;
+
+    /// The parts of ctx this node reads beyond its input (conditions, loop items).
+    fn reads(&self) -> Reads {
+        Reads::default()
+    }
+
+    /// Is this a routing node (its [`Outcome::route`] replaces its outgoing edges)?
+    fn routes(&self) -> bool {
+        false
+    }
+
+    /// Nodes this node may route to or invoke, with where each is named in the file.
+    fn references(&self) -> Vec<NodeRef> {
+        Vec::new()
+    }
+}
+
+/// A node id named in a node's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRef {
+    pub id: String,
+    pub at: YPath,
+    pub role: RefRole,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefRole {
+    /// A routing target.
+    Route,
+    /// A node run by this one (a loop body); it is not part of the main graph.
+    Invoke,
+}
+
+/// One setting of a node type, for `illumo nodes` and the docs.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingDoc {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub required: bool,
+    pub about: &'static str,
+}
+
+/// Builds a node type's nodes from their `setting:` maps.
+pub trait NodeFactory: Send + Sync {
+    fn type_name(&self) -> &'static str;
+    /// Other accepted names, e.g. illumo-flow's `illumo_flow.nodes.PatchNode`.
+    fn aliases(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn summary(&self) -> &'static str;
+    fn settings(&self) -> &'static [SettingDoc] {
+        &[]
+    }
+    /// Builds the node, reporting every problem through `cx`; `None` when there were errors.
+    fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>>;
+}
+
+/// Node types by name.
+#[derive(Default, Clone)]
+pub struct NodeRegistry {
+    factories: BTreeMap<&'static str, Arc<dyn NodeFactory>>,
+    aliases: BTreeMap<&'static str, &'static str>,
+}
+
+impl NodeRegistry {
+    pub fn new() -> NodeRegistry {
+        NodeRegistry::default()
+    }
+
+    pub fn register(&mut self, factory: impl NodeFactory + 'static) {
+        let name = factory.type_name();
+        for alias in factory.aliases() {
+            self.aliases.insert(alias, name);
+        }
+        self.factories.insert(name, Arc::new(factory));
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn NodeFactory>> {
+        let name = self.aliases.get(name).copied().unwrap_or(name);
+        self.factories.get(name)
+    }
+
+    /// The canonical name for a type name or alias.
+    pub fn canonical(&self, name: &str) -> Option<&'static str> {
+        self.get(name).map(|f| f.type_name())
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.factories.keys().copied().collect()
+    }
+
+    pub fn factories(&self) -> impl Iterator<Item = &Arc<dyn NodeFactory>> {
+        self.factories.values()
+    }
+}
+
+/// What a factory gets to build one node: its settings, and ways to report problems at
+/// their place in the file and to compile templates and conditions.
+pub struct BuildCx<'a> {
+    pub node_id: &'a str,
+    pub setting: &'a Yaml,
+    pub setting_at: YPath,
+    pub(crate) dec: &'a mut Decoder,
+}
+
+impl<'a> BuildCx<'a> {
+    pub fn new(node_id: &'a str, setting: &'a Yaml, setting_at: YPath, dec: &'a mut Decoder) -> Self {
+        BuildCx { node_id, setting, setting_at, dec }
+    }
+
+    /// Deserializes the settings into a config struct (use `deny_unknown_fields`); every
+    /// serde error is reported at its place.
+    pub fn config<T: DeserializeOwned>(&mut self) -> Option<T> {
+        let json = if self.setting.is_null() { Value::Object(Map::new()) } else { self.setting.to_json() };
+        match serde_path_to_error::deserialize::<_, T>(json) {
+            Ok(config) => Some(config),
+            Err(err) => {
+                let mut path = self.setting_at.clone();
+                for seg in err.path().iter() {
+                    path = match seg {
+                        serde_path_to_error::Segment::Map { key } => path.key(key),
+                        serde_path_to_error::Segment::Seq { index } => path.index(*index),
+                        _ => path,
+                    };
+                }
+                let message = err.inner().to_string();
+                let (path, offending) = match unknown_field(&message) {
+                    Some(field) => (path.key(&field).as_key(), field),
+                    None => {
+                        let text = self.text_at(&path);
+                        (path, text)
+                    }
+                };
+                let message = message.replace("unknown field", "unknown setting");
+                self.dec.push(
+                    Diagnostic::error(format!("node `{}`: {message}", self.node_id)).at(path, &offending),
+                );
+                None
+            }
+        }
+    }
+
+    fn text_at(&self, path: &YPath) -> String {
+        let mut y = self.setting;
+        for seg in path.segs.iter().skip(self.setting_at.segs.len()) {
+            let next = match (seg, y) {
+                (Seg::Key(k, _), Yaml::Map(entries)) => entries.iter().find(|(key, _)| key == k).map(|(_, v)| v),
+                (Seg::Index(i), Yaml::Seq(items)) => items.get(*i),
+                _ => None,
+            };
+            match next {
+                Some(n) => y = n,
+                None => return String::new(),
+            }
+        }
+        y.display()
+    }
+
+    /// The place of a setting field (`&["routes", "0", "when"]`-style steps from the setting).
+    pub fn at(&self, steps: &[&str]) -> YPath {
+        steps.iter().fold(self.setting_at.clone(), |p, s| match s.parse::<usize>() {
+            Ok(i) => p.index(i),
+            Err(_) => p.key(s),
+        })
+    }
+
+    pub fn error(&mut self, at: YPath, offending: &str, message: impl Into<String>) {
+        self.dec.push(Diagnostic::error(format!("node `{}`: {}", self.node_id, message.into())).at(at, offending));
+    }
+
+    pub fn push(&mut self, diagnostic: Diagnostic) {
+        self.dec.push(diagnostic);
+    }
+
+    /// Compiles a value with `$ctx...` references and `{{ }}` templates anywhere inside.
+    pub fn value(&mut self, at: YPath, value: &Value) -> Option<ValueSpec> {
+        compile_value(self.dec, &format!("node `{}`", self.node_id), at, value)
+    }
+
+    /// Compiles a `when:` condition.
+    pub fn condition(&mut self, at: YPath, source: &str) -> Option<Condition> {
+        compile_condition(self.dec, at, source)
+    }
+}
+
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest[..rest.find('`')?].to_string())
+}
+
+pub(crate) fn compile_condition(dec: &mut Decoder, at: YPath, source: &str) -> Option<Condition> {
+    match Condition::compile(source) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            let offending: String = source.chars().skip(e.offset).take(e.width).collect();
+            let mut d = Diagnostic::error(format!("invalid condition `{source}`: {}", e.reason))
+                .at(at, &offending)
+                .offset(e.offset);
+            if let Some(hint) = e.hint {
+                d = d.help(hint);
+            }
+            dec.push(d);
+            None
+        }
+    }
+}
+
+pub(crate) fn compile_value(dec: &mut Decoder, owner: &str, at: YPath, value: &Value) -> Option<ValueSpec> {
+    match value {
+        Value::String(s) if looks_like_path(s) => match crate::path::CtxPath::parse(s) {
+            Ok(p) => Some(ValueSpec::Ref(p)),
+            Err(e) => {
+                dec.push(Diagnostic::error(format!("{owner}: {e}")).at(at, s).offset(e.offset));
+                None
+            }
+        },
+        Value::String(s) if s.contains("{{") => match Template::compile(s) {
+            Ok(t) => Some(ValueSpec::Template(Box::new(t))),
+            Err(e) => {
+                let offset = s.lines().take(e.line - 1).map(|l| l.len() + 1).sum::<usize>() + e.column - 1;
+                dec.push(
+                    Diagnostic::error(format!("{owner}: invalid template: {}", e.reason))
+                        .at(at, "{{")
+                        .offset(if s.contains('\n') { 0 } else { offset }),
+                );
+                None
+            }
+        },
+        Value::Array(items) => {
+            let parts: Vec<Option<ValueSpec>> =
+                items.iter().enumerate().map(|(i, v)| compile_value(dec, owner, at.index(i), v)).collect();
+            Some(ValueSpec::array(parts.into_iter().collect::<Option<Vec<_>>>()?))
+        }
+        Value::Object(map) => {
+            let parts: Vec<Option<(String, ValueSpec)>> = map
+                .iter()
+                .map(|(k, v)| compile_value(dec, owner, at.key(k), v).map(|s| (k.clone(), s)))
+                .collect();
+            Some(ValueSpec::object(parts.into_iter().collect::<Option<Vec<_>>>()?))
+        }
+        other => Some(ValueSpec::Literal(other.clone())),
+    }
+}

@@ -1,0 +1,227 @@
+//! Tracer hooks. The engine reports the flow run (root span), every node attempt (a child
+//! span) and events inside them to a [`Tracer`]; backends that store spans implement
+//! [`TracerDB`] and are adapted with [`DbTracer`].
+//!
+//! Hooks take `&self`, have empty defaults and must not block: a slow backend queues work
+//! for a worker thread.
+//!
+//! ```
+//! use illumo_engine::tracer::{EventData, SpanData, Tracer};
+//! struct Count(std::sync::atomic::AtomicUsize);
+//! impl Tracer for Count {
+//!     fn span_end(&self, _span: &SpanData) {
+//!         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+//!     }
+//! }
+//! ```
+
+pub use crate::ids::{SpanId, TraceId};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanKind {
+    Flow,
+    Node,
+}
+
+impl SpanKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanKind::Flow => "flow",
+            SpanKind::Node => "node",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanStatus {
+    Unset,
+    Ok,
+    Error,
+}
+
+impl SpanStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanStatus::Unset => "UNSET",
+            SpanStatus::Ok => "OK",
+            SpanStatus::Error => "ERROR",
+        }
+    }
+}
+
+/// One span: the flow run, or one attempt of one node.
+#[derive(Debug, Clone)]
+pub struct SpanData {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub parent_id: Option<SpanId>,
+    /// `flow <name>` for the root; the node id for a node attempt.
+    pub name: String,
+    pub kind: SpanKind,
+    pub start_time: SystemTime,
+    pub end_time: Option<SystemTime>,
+    pub status: SpanStatus,
+    /// Attributes as JSON: `node.id`, `node.type`, `attempt`, `policy`, `input.preview`, ...
+    pub attributes: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "INFO",
+            Level::Warn => "WARN",
+            Level::Error => "ERROR",
+        }
+    }
+}
+
+/// Something that happened inside a span: `node.retry`, `routing.decision`, `ctx.write`, ...
+#[derive(Debug, Clone)]
+pub struct EventData {
+    pub name: String,
+    pub timestamp: SystemTime,
+    pub level: Level,
+    pub attributes: Map<String, Value>,
+}
+
+impl EventData {
+    pub fn new(name: &str, level: Level, attributes: Map<String, Value>) -> EventData {
+        EventData { name: name.to_string(), timestamp: SystemTime::now(), level, attributes }
+    }
+}
+
+/// The engine's hooks. Every method has an empty default body and must return quickly.
+pub trait Tracer: Send + Sync {
+    /// False when nothing listens: the engine then skips building previews.
+    fn enabled(&self) -> bool {
+        true
+    }
+    fn span_start(&self, _span: &SpanData) {}
+    fn span_end(&self, _span: &SpanData) {}
+    fn event(&self, _span: &SpanData, _event: &EventData) {}
+    /// Called once at the end of a run, also when it fails: write out what is buffered.
+    fn flush(&self) {}
+}
+
+/// Why a tracer backend failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TracerError {
+    #[error("cannot connect to {backend}: {reason}")]
+    Connect { backend: String, reason: String },
+    #[error("{backend} failed to write: {reason}")]
+    Write { backend: String, reason: String },
+}
+
+/// A backend that stores finished spans and their events (SQLite, OTLP, ...).
+pub trait TracerDB: Send + Sync {
+    fn connect(&mut self) -> Result<(), TracerError>;
+    fn record_span(&self, span: &SpanData) -> Result<(), TracerError>;
+    fn record_event(&self, span_id: &SpanId, event: &EventData) -> Result<(), TracerError>;
+    fn flush(&self) -> Result<(), TracerError>;
+    fn close(&mut self) -> Result<(), TracerError>;
+}
+
+/// Adapts a [`TracerDB`] to the engine's hooks: spans are recorded when they end.
+/// A failing backend is reported once on stderr and never fails the flow.
+pub struct DbTracer<T: TracerDB> {
+    db: T,
+    warned: std::sync::atomic::AtomicBool,
+}
+
+impl<T: TracerDB> DbTracer<T> {
+    pub fn new(mut db: T) -> Result<DbTracer<T>, TracerError> {
+        db.connect()?;
+        Ok(DbTracer { db, warned: Default::default() })
+    }
+
+    fn report(&self, result: Result<(), TracerError>) {
+        if let Err(e) = result {
+            if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("warning: tracer: {e}");
+            }
+        }
+    }
+}
+
+impl<T: TracerDB> Tracer for DbTracer<T> {
+    fn span_end(&self, span: &SpanData) {
+        self.report(self.db.record_span(span));
+    }
+    fn event(&self, span: &SpanData, event: &EventData) {
+        self.report(self.db.record_event(&span.span_id, event));
+    }
+    fn flush(&self) {
+        self.report(self.db.flush());
+    }
+}
+
+impl<T: TracerDB> Drop for DbTracer<T> {
+    fn drop(&mut self) {
+        let result = self.db.flush().and_then(|()| self.db.close());
+        self.report(result);
+    }
+}
+
+/// Sends every hook to each of several tracers.
+#[derive(Default, Clone)]
+pub struct Fanout(pub Vec<Arc<dyn Tracer>>);
+
+impl Tracer for Fanout {
+    fn enabled(&self) -> bool {
+        self.0.iter().any(|t| t.enabled())
+    }
+    fn span_start(&self, span: &SpanData) {
+        self.0.iter().for_each(|t| t.span_start(span));
+    }
+    fn span_end(&self, span: &SpanData) {
+        self.0.iter().for_each(|t| t.span_end(span));
+    }
+    fn event(&self, span: &SpanData, event: &EventData) {
+        self.0.iter().for_each(|t| t.event(span, event));
+    }
+    fn flush(&self) {
+        self.0.iter().for_each(|t| t.flush());
+    }
+}
+
+/// Secret values that must not reach any backend: values of environment variables whose
+/// names look secret (`*_KEY`, `*_TOKEN`, `*_SECRET`, `*PASSWORD*`).
+pub fn secret_values() -> Vec<String> {
+    std::env::vars()
+        .filter(|(name, value)| {
+            let n = name.to_uppercase();
+            value.len() >= 4
+                && (n.ends_with("_KEY") || n.ends_with("_TOKEN") || n.ends_with("_SECRET") || n.contains("PASSWORD"))
+        })
+        .map(|(_, value)| value)
+        .collect()
+}
+
+/// A JSON preview of a value, at most `max` characters, with secrets replaced by `***`.
+pub fn preview(value: &Value, max: usize, secrets: &[String]) -> String {
+    let mut text = match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for secret in secrets {
+        if text.contains(secret.as_str()) {
+            text = text.replace(secret.as_str(), "***");
+        }
+    }
+    if text.chars().count() > max {
+        let cut: String = text.chars().take(max).collect();
+        format!("{cut}…")
+    } else {
+        text
+    }
+}
