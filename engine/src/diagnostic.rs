@@ -92,6 +92,14 @@ impl Source {
         Source { name: name.into(), text: text.into() }
     }
 
+    /// The folder of the flow file; relative paths in settings start here.
+    pub fn base_dir(&self) -> std::path::PathBuf {
+        match std::path::Path::new(&self.name).parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        }
+    }
+
     /// The 1-based line and column of a diagnostic, if it has a place in this file.
     pub fn position(&self, diagnostic: &Diagnostic) -> Option<(usize, usize)> {
         if diagnostic.pos.is_some() {

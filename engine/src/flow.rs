@@ -149,7 +149,7 @@ fn build(spec: FlowSpec, registry: &NodeRegistry, dec: &mut Decoder, source: &So
     let mut nodes = Vec::with_capacity(index.len());
     let mut references = Vec::new();
     for n in spec.nodes.iter().filter(|n| n.nth == 0) {
-        let built = build_node(n, registry, dec);
+        let built = build_node(n, registry, dec, &source.base_dir());
         let Some(node) = built else { continue };
         for r in node.node.references() {
             references.push((n.id.clone(), r));
@@ -301,7 +301,7 @@ fn build(spec: FlowSpec, registry: &NodeRegistry, dec: &mut Decoder, source: &So
     Some(flow)
 }
 
-fn build_node(n: &NodeSpec, registry: &NodeRegistry, dec: &mut Decoder) -> Option<FlowNode> {
+fn build_node(n: &NodeSpec, registry: &NodeRegistry, dec: &mut Decoder, base_dir: &std::path::Path) -> Option<FlowNode> {
     let Some(factory) = registry.get(&n.type_name) else {
         let names = registry.names();
         let mut d = Diagnostic::error(format!("unknown node type `{}`", n.type_name)).at(n.type_at.clone(), &n.type_name);
@@ -321,7 +321,7 @@ fn build_node(n: &NodeSpec, registry: &NodeRegistry, dec: &mut Decoder) -> Optio
         Some((yaml, path)) => Some(decode_outputs(dec, &owner, yaml, path)?),
         None => None,
     };
-    let node = factory.build(&mut BuildCx::new(&n.id, &n.setting, n.setting_at.clone(), dec))?;
+    let node = factory.build(&mut BuildCx::new(&n.id, base_dir, &n.setting, n.setting_at.clone(), dec))?;
     Some(FlowNode {
         id: n.id.clone(),
         type_name: factory.type_name(),

@@ -215,14 +215,22 @@ impl NodeRegistry {
 /// their place in the file and to compile templates and conditions.
 pub struct BuildCx<'a> {
     pub node_id: &'a str,
+    /// The flow file's folder: relative paths in settings start here.
+    pub base_dir: &'a std::path::Path,
     pub setting: &'a Yaml,
     pub setting_at: YPath,
     pub(crate) dec: &'a mut Decoder,
 }
 
 impl<'a> BuildCx<'a> {
-    pub fn new(node_id: &'a str, setting: &'a Yaml, setting_at: YPath, dec: &'a mut Decoder) -> Self {
-        BuildCx { node_id, setting, setting_at, dec }
+    pub fn new(
+        node_id: &'a str,
+        base_dir: &'a std::path::Path,
+        setting: &'a Yaml,
+        setting_at: YPath,
+        dec: &'a mut Decoder,
+    ) -> Self {
+        BuildCx { node_id, base_dir, setting, setting_at, dec }
     }
 
     /// Deserializes the settings into a config struct (use `deny_unknown_fields`); every
@@ -242,6 +250,7 @@ impl<'a> BuildCx<'a> {
                 }
                 let message = err.inner().to_string();
                 let (path, offending) = match unknown_field(&message) {
+                    Some(field) if path.segs.last() == Some(&Seg::Key(field.clone(), 0)) => (path.as_key(), field),
                     Some(field) => (path.key(&field).as_key(), field),
                     None => {
                         let text = self.text_at(&path);

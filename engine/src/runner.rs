@@ -26,11 +26,19 @@ pub struct RunOptions {
     pub overrides: PolicySpec,
     pub tracer: Arc<dyn Tracer>,
     pub trace_id: TraceId,
+    /// Notified to stop the run (Ctrl-C): running nodes are cancelled and their child
+    /// processes killed, then the run fails with [`RunError::Cancelled`].
+    pub cancel: Arc<tokio::sync::Notify>,
 }
 
 impl RunOptions {
     pub fn new(tracer: Arc<dyn Tracer>) -> RunOptions {
-        RunOptions { overrides: PolicySpec::default(), tracer, trace_id: TraceId::random() }
+        RunOptions {
+            overrides: PolicySpec::default(),
+            tracer,
+            trace_id: TraceId::random(),
+            cancel: Arc::new(tokio::sync::Notify::new()),
+        }
     }
 }
 
@@ -84,7 +92,7 @@ pub async fn run(flow: Arc<Flow>, ctx: Value, options: RunOptions) -> Result<Run
     if let Some(span) = &root {
         shared.tracer.span_start(span);
     }
-    let driver = Driver::new(shared.clone(), ctx);
+    let driver = Driver::new(shared.clone(), ctx, options.cancel.clone());
     let result = match tokio::spawn(driver.run()).await {
         Ok(r) => r,
         Err(e) if e.is_cancelled() => Err((RunError::Cancelled, Value::Null)),
@@ -249,7 +257,7 @@ async fn attempts(
                 &span,
                 "node.retry",
                 Level::Warn,
-                json!({"attempt": attempt, "next_attempt": attempt + 1, "delay_ms": delay.as_millis() as u64, "error": error.to_string()}),
+                json!({"attempt": attempt, "next_attempt": attempt + 1, "max_attempts": policy.max_attempts, "delay_ms": delay.as_millis() as u64, "error": error.to_string()}),
             );
             shared.end_span(span, Err((&error, timed_out)));
             tokio::time::sleep(delay).await;
@@ -331,10 +339,11 @@ struct Driver {
     history: VecDeque<usize>,
     /// The first failure of a run that is not fail_fast.
     failure: Option<RunError>,
+    cancel: Arc<tokio::sync::Notify>,
 }
 
 impl Driver {
-    fn new(shared: Arc<Shared>, ctx: Value) -> Driver {
+    fn new(shared: Arc<Shared>, ctx: Value, cancel: Arc<tokio::sync::Notify>) -> Driver {
         let count = shared.flow.nodes.len();
         let ctx = if ctx.is_object() { ctx } else { Value::Object(Map::new()) };
         let ready = shared.flow.entry.iter().map(|&node| Activation { node, input: Value::Null }).collect();
@@ -349,6 +358,7 @@ impl Driver {
             steps: 0,
             history: VecDeque::new(),
             failure: None,
+            cancel,
         }
     }
 
@@ -386,7 +396,11 @@ impl Driver {
                     None => return Ok(()),
                 }
             }
-            let Some(joined) = self.tasks.join_next_with_id().await else { continue };
+            let joined = tokio::select! {
+                joined = self.tasks.join_next_with_id() => joined,
+                () = self.cancel.notified() => return Err(RunError::Cancelled),
+            };
+            let Some(joined) = joined else { continue };
             let done = match joined {
                 Ok((id, done)) => {
                     self.task_nodes.remove(&id);

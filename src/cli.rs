@@ -1,0 +1,83 @@
+//! Command-line arguments.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "illumo",
+    version,
+    about = "Run declarative YAML flows of nodes and LLM agents that share one context tree",
+    after_help = "Examples:\n  illumo run examples/basics/hello.yaml --context '{\"user\": {\"name\": \"Ada\"}}'\n  illumo validate flow.yaml\n  illumo graph flow.yaml --format mermaid\n  illumo nodes\n\nExit codes: 0 ok, 1 the flow failed, 2 bad usage or invalid flow, 130 interrupted."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a flow and print the final ctx as JSON on stdout
+    #[command(after_help = "Examples:\n  illumo run flow.yaml --context '{\"request\": {\"summary\": \"fix the bug\"}}'\n  illumo run flow.yaml -c @context.json --set request.user=ada --pretty\n  illumo run flow.yaml --policy '{\"retry\": {\"max_attempts\": 3}}' --profile prod\n  illumo run flow.yaml --tracer none -o result.json\n\nThe final ctx goes to stdout (or -o); the console trace, warnings and errors go to stderr.\nExit codes: 0 ok, 1 the flow failed (the partial ctx is still written), 2 bad usage or invalid flow, 130 interrupted.")]
+    Run(RunArgs),
+    /// Check a flow and report every problem with file:line:column
+    #[command(after_help = "Example:\n  illumo validate flow.yaml\n\nExit code 2 when there are errors; warnings alone exit 0.")]
+    Validate {
+        /// The flow file
+        flow: String,
+    },
+    /// Print the flow's graph as Mermaid or Graphviz dot
+    #[command(after_help = "Examples:\n  illumo graph flow.yaml --format mermaid\n  illumo graph flow.yaml --format dot | dot -Tsvg > flow.svg")]
+    Graph {
+        /// The flow file
+        flow: String,
+        /// Output format
+        #[arg(long, value_enum, default_value = "mermaid")]
+        format: GraphFormat,
+    },
+    /// List the node types and their settings
+    #[command(after_help = "Example:\n  illumo nodes --json | jq '.[].type'")]
+    Nodes {
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum GraphFormat {
+    Mermaid,
+    Dot,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The flow file
+    pub flow: String,
+    /// Initial ctx: JSON text, @FILE, or - for stdin
+    #[arg(short = 'c', long, value_name = "JSON|@FILE|-")]
+    pub context: Option<String>,
+    /// Set one ctx value: `path=value` (value is JSON, or else text); repeatable
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub sets: Vec<String>,
+    /// Policy override for every node (above the flow and profile, below node policies)
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub policy: Option<String>,
+    /// Apply one of the flow's `profiles`
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Tracer to report to: console or none; repeatable (default: console)
+    #[arg(long = "tracer", value_name = "NAME")]
+    pub tracers: Vec<String>,
+    /// Tracer setting `key=value`; repeatable
+    #[arg(long = "tracer-arg", value_name = "KEY=VALUE")]
+    pub tracer_args: Vec<String>,
+    /// Write the final ctx to FILE instead of stdout
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<String>,
+    /// Pretty-print the final ctx
+    #[arg(long)]
+    pub pretty: bool,
+    /// No console trace, warnings or trailer on stderr (errors are still printed)
+    #[arg(short, long)]
+    pub quiet: bool,
+}

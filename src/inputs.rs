@@ -1,0 +1,68 @@
+//! Reading `--context`, `--set` and `--policy`.
+
+use illumo_engine::decode::Decoder;
+use illumo_engine::path::{set_steps, CtxPath};
+use illumo_engine::policy::PolicySpec;
+use illumo_engine::yaml::{YPath, Yaml};
+use illumo_engine::Source;
+use serde_json::{Map, Value};
+use std::io::Read;
+
+/// Text given inline, as `@FILE`, or `-` for stdin.
+pub fn read_arg(flag: &str, arg: &str) -> Result<(String, String), String> {
+    if arg == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).map_err(|e| format!("{flag}: cannot read stdin: {e}"))?;
+        return Ok(("<stdin>".into(), text));
+    }
+    match arg.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|t| (path.to_string(), t))
+            .map_err(|e| format!("{flag}: cannot read `{path}`: {e}")),
+        None => Ok((flag.to_string(), arg.to_string())),
+    }
+}
+
+/// The initial ctx: `--context`, then each `--set` on top.
+pub fn context(context: Option<&str>, sets: &[String]) -> Result<Value, String> {
+    let mut ctx = match context {
+        None => Value::Object(Map::new()),
+        Some(arg) => {
+            let (name, text) = read_arg("--context", arg)?;
+            let value: Value = serde_json::from_str(&text).map_err(|e| format!("--context: {name} is not valid JSON: {e}"))?;
+            if !value.is_object() {
+                return Err(format!("--context: {name} must be a JSON object, like '{{\"request\": {{}}}}'"));
+            }
+            value
+        }
+    };
+    for set in sets {
+        let Some((path, raw)) = set.split_once('=') else {
+            return Err(format!("--set `{set}`: expected PATH=VALUE, like `request.user=ada`"));
+        };
+        let path = if path.starts_with('$') { path.to_string() } else { format!("$ctx.{path}") };
+        let parsed = CtxPath::parse(&path).map_err(|e| format!("--set `{set}`: {e}"))?;
+        if parsed.root != illumo_engine::path::Root::Ctx || parsed.steps.is_empty() {
+            return Err(format!("--set `{set}`: the path must be inside ctx"));
+        }
+        let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+        set_steps(&mut ctx, &parsed.steps, value).map_err(|e| format!("--set `{set}`: {e}"))?;
+    }
+    Ok(ctx)
+}
+
+/// `--policy JSON|@FILE`; errors are rendered with their place in that text.
+pub fn policy(arg: &str) -> Result<PolicySpec, String> {
+    let (name, text) = read_arg("--policy", arg)?;
+    let source = Source::new(name, text);
+    let yaml = Yaml::parse(&source.text).map_err(|e| format!("--policy: not valid JSON or YAML: {e}"))?;
+    let mut dec = Decoder::default();
+    let spec = PolicySpec::decode(&mut dec, &yaml, &YPath::root());
+    if let Some(illumo_engine::policy::OnError::Goto(_)) = &spec.on_error {
+        return Err("--policy: `on_error: goto` must be set in the flow file, where its target is checked".into());
+    }
+    if dec.has_errors() {
+        return Err(source.render_all(&dec.diags, false).trim_end().to_string());
+    }
+    Ok(spec)
+}

@@ -1,0 +1,93 @@
+//! The `illumo` command line: parses arguments, wires the node registry and tracers to the
+//! engine, and renders errors. Exit codes: 0 success, 1 the flow failed, 2 bad usage or an
+//! invalid flow, 130 interrupted.
+
+mod cli;
+mod graph;
+mod inputs;
+mod nodes_cmd;
+mod run_cmd;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use illumo_engine::{Flow, LoadError, NodeRegistry, Source};
+use std::ffi::OsString;
+use std::io::IsTerminal;
+
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// Runs the CLI with these arguments and returns the exit code.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { 0 };
+        }
+    };
+    let registry = illumo_nodes::builtin_registry();
+    match cli.command {
+        Command::Run(args) => run_cmd::run(args, &registry),
+        Command::Validate { flow } => validate(&flow, &registry),
+        Command::Graph { flow, format } => match load(&flow, &registry, false) {
+            Ok(f) => {
+                print!("{}", graph::render(&f, format));
+                0
+            }
+            Err(code) => code,
+        },
+        Command::Nodes { json } => {
+            nodes_cmd::print(&registry, json);
+            0
+        }
+    }
+}
+
+fn stderr_color() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// Reads and loads a flow; on failure prints every diagnostic and returns the exit code.
+pub(crate) fn load(path: &str, registry: &NodeRegistry, quiet: bool) -> Result<Flow, i32> {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => {
+            eprintln!("error: cannot read flow file `{path}`: {e}");
+            return Err(EXIT_USAGE);
+        }
+    };
+    match Flow::load(Source::new(path, text), registry) {
+        Ok(flow) => {
+            if !quiet && !flow.warnings.is_empty() {
+                eprint!("{}", flow.source.render_all(&flow.warnings, stderr_color()));
+            }
+            Ok(flow)
+        }
+        Err(LoadError { source, diagnostics }) => {
+            eprint!("{}", source.render_all(&diagnostics, stderr_color()));
+            Err(EXIT_USAGE)
+        }
+    }
+}
+
+fn validate(path: &str, registry: &NodeRegistry) -> i32 {
+    match load(path, registry, false) {
+        Ok(flow) => {
+            let edges: usize = flow.edges.iter().map(Vec::len).sum();
+            let warnings = match flow.warnings.len() {
+                0 => String::new(),
+                n => format!(", {}", illumo_engine::diagnostic::plural(n, "warning")),
+            };
+            println!(
+                "ok: `{}` in {path} ({}, {}{warnings})",
+                flow.name,
+                illumo_engine::diagnostic::plural(flow.nodes.len(), "node"),
+                illumo_engine::diagnostic::plural(edges, "edge")
+            );
+            0
+        }
+        Err(code) => code,
+    }
+}

@@ -1,0 +1,135 @@
+//! `illumo run`.
+
+use crate::cli::RunArgs;
+use crate::{inputs, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE};
+use illumo_engine::runner::{self, RunError, RunOptions};
+use illumo_engine::tracer::{Fanout, Tracer};
+use illumo_engine::NodeRegistry;
+use illumo_tracers::ConsoleTracer;
+use serde_json::Value;
+use std::sync::Arc;
+
+const TRACERS: [&str; 2] = ["console", "none"];
+
+pub fn run(args: RunArgs, registry: &NodeRegistry) -> i32 {
+    match prepare(&args, registry) {
+        Ok((flow, ctx, options)) => execute(&args, flow, ctx, options),
+        Err(Some(message)) => {
+            eprintln!("error: {message}");
+            EXIT_USAGE
+        }
+        Err(None) => EXIT_USAGE,
+    }
+}
+
+type Prepared = (Arc<illumo_engine::Flow>, Value, RunOptions);
+
+/// Everything checked before the run starts; `Err(None)` when the message was printed.
+fn prepare(args: &RunArgs, registry: &NodeRegistry) -> Result<Prepared, Option<String>> {
+    let tracer = tracers(args)?;
+    let flow = crate::load(&args.flow, registry, args.quiet).map_err(|_| None)?;
+    let ctx = inputs::context(args.context.as_deref(), &args.sets)?;
+    let mut options = RunOptions::new(tracer);
+    if let Some(name) = &args.profile {
+        let Some(profile) = flow.profiles.get(name) else {
+            let known: Vec<&str> = flow.profiles.keys().map(String::as_str).collect();
+            return Err(Some(match known.len() {
+                0 => format!("unknown profile `{name}`: the flow defines no `profiles`"),
+                _ => format!("unknown profile `{name}`; the flow defines `{}`", known.join("`, `")),
+            }));
+        };
+        options.overrides = profile.clone();
+    }
+    if let Some(policy) = &args.policy {
+        options.overrides = options.overrides.overlay(&inputs::policy(policy)?);
+    }
+    Ok((Arc::new(flow), ctx, options))
+}
+
+fn tracers(args: &RunArgs) -> Result<Arc<dyn Tracer>, Option<String>> {
+    let names: Vec<&str> = if args.tracers.is_empty() { vec!["console"] } else { args.tracers.iter().map(String::as_str).collect() };
+    let mut fanout = Fanout::default();
+    for name in names {
+        match name {
+            "console" if !args.quiet => fanout.0.push(Arc::new(ConsoleTracer::new())),
+            "console" | "none" => {}
+            other => {
+                return Err(Some(format!(
+                    "unknown tracer `{other}`; this build has `{}`",
+                    TRACERS.join("`, `")
+                )))
+            }
+        }
+    }
+    if let Some(arg) = args.tracer_args.first() {
+        let key = arg.split_once('=').map_or(arg.as_str(), |(k, _)| k);
+        return Err(Some(format!("--tracer-arg `{key}` is not a setting of the chosen tracers (console takes none)")));
+    }
+    Ok(Arc::new(fanout))
+}
+
+fn execute(args: &RunArgs, flow: Arc<illumo_engine::Flow>, ctx: Value, options: RunOptions) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let cancel = options.cancel.clone();
+    let result = runtime.block_on(async move {
+        let run = tokio::spawn(runner::run(flow, ctx, options));
+        tokio::pin!(run);
+        tokio::select! {
+            result = &mut run => result,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("\ninterrupted: stopping the running nodes");
+                cancel.notify_one();
+                run.await
+            }
+        }
+    });
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: the run crashed: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let (ctx, trace_id, code) = match result {
+        Ok(out) => (out.ctx, out.trace_id, 0),
+        Err(failure) => {
+            report(&failure.error, &failure.trace_id.to_string());
+            let code = if failure.error == RunError::Cancelled { EXIT_INTERRUPTED } else { EXIT_FAILED };
+            (failure.ctx, failure.trace_id, code)
+        }
+    };
+    if let Err(e) = write_ctx(args, &ctx) {
+        eprintln!("error: {e}");
+        return EXIT_FAILED;
+    }
+    if !args.quiet {
+        eprintln!("trace_id: {trace_id}");
+    }
+    code
+}
+
+fn report(error: &RunError, trace_id: &str) {
+    eprintln!("error: {error}");
+    if let RunError::NodeFailed { policy, .. } = error {
+        eprintln!("  policy: {policy}");
+    }
+    eprintln!("  trace_id: {trace_id}");
+}
+
+fn write_ctx(args: &RunArgs, ctx: &Value) -> Result<(), String> {
+    let text = if args.pretty { serde_json::to_string_pretty(ctx) } else { serde_json::to_string(ctx) }
+        .map_err(|e| format!("cannot encode ctx: {e}"))?;
+    match &args.output {
+        Some(path) => std::fs::write(path, format!("{text}\n")).map_err(|e| format!("cannot write `{path}`: {e}")),
+        None => {
+            println!("{text}");
+            Ok(())
+        }
+    }
+}

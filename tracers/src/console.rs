@@ -1,0 +1,149 @@
+//! The console tracer: a readable tree on stderr.
+//!
+//! ```text
+//! ▶ flow retry_demo  trace 4bf92f3577b34da6a3ce929d0e0e4736
+//!   ✗ flaky (Command) attempt 1/3  12.1ms  `python3` exited with code 1: not yet
+//!     ↻ retry 2/3 in 100ms
+//!   ✓ flaky (Command) attempt 2/3  11.8ms
+//!   ✓ route (Router)  85µs
+//!     → done  (ctx.flaky.ok == true)
+//! ✓ flow retry_demo ok in 140.2ms
+//! ```
+
+use illumo_engine::duration::format_duration;
+use illumo_engine::tracer::{EventData, SpanData, SpanId, SpanKind, SpanStatus, Tracer};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub struct ConsoleTracer {
+    color: bool,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    depth: HashMap<SpanId, usize>,
+    pending: HashMap<SpanId, Vec<String>>,
+}
+
+impl Default for ConsoleTracer {
+    fn default() -> Self {
+        ConsoleTracer::new()
+    }
+}
+
+impl ConsoleTracer {
+    /// Colour when stderr is a terminal and `NO_COLOR` is not set.
+    pub fn new() -> ConsoleTracer {
+        let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        ConsoleTracer { color, state: Mutex::new(State::default()) }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn write(&self, text: &str) {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(text.as_bytes());
+        let _ = err.flush();
+    }
+
+    fn event_line(&self, event: &EventData) -> Option<String> {
+        let a = &event.attributes;
+        let text = |key: &str| a.get(key).map(value_text).unwrap_or_default();
+        Some(match event.name.as_str() {
+            "node.retry" => self.paint("33", &format!("↻ retry {}/{} in {}", text("next_attempt"), text("max_attempts"), ms(a.get("delay_ms")))),
+            "node.timeout" => self.paint("33", &format!("⏱ timed out after {}", text("timeout"))),
+            "node.goto" => self.paint("35", &format!("↪ goto {}", text("target"))),
+            "node.error" if text("action") == "continue" => self.paint("33", "↷ continue with the node's input"),
+            "routing.decision" => {
+                let targets: Vec<String> = match a.get("targets") {
+                    Some(Value::Array(t)) => t.iter().map(value_text).collect(),
+                    _ => vec![],
+                };
+                let reason = text("reason");
+                let reason = if reason.is_empty() { String::new() } else { format!("  ({reason})") };
+                self.paint("36", &format!("→ {}{reason}", targets.join(", ")))
+            }
+            "routing.empty" => self.paint("33", "→ no route matched; this branch ends"),
+            _ => return None,
+        })
+    }
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn ms(v: Option<&Value>) -> String {
+    let millis = v.and_then(Value::as_u64).unwrap_or(0);
+    illumo_engine::duration::duration_text(Duration::from_millis(millis))
+}
+
+fn elapsed(span: &SpanData) -> String {
+    let end = span.end_time.unwrap_or(span.start_time);
+    format_duration(end.duration_since(span.start_time).unwrap_or_default())
+}
+
+impl Tracer for ConsoleTracer {
+    fn span_start(&self, span: &SpanData) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let depth = span.parent_id.and_then(|p| state.depth.get(&p).copied()).map_or(0, |d| d + 1);
+        state.depth.insert(span.span_id, depth);
+        drop(state);
+        if span.kind == SpanKind::Flow {
+            let line = format!("▶ {}  {}\n", self.paint("1", &span.name), self.paint("2", &format!("trace {}", span.trace_id)));
+            self.write(&line);
+        }
+    }
+
+    fn event(&self, span: &SpanData, event: &EventData) {
+        let Some(line) = self.event_line(event) else { return };
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.pending.entry(span.span_id).or_default().push(line);
+    }
+
+    fn span_end(&self, span: &SpanData) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let depth = state.depth.remove(&span.span_id).unwrap_or(0);
+        let pending = state.pending.remove(&span.span_id).unwrap_or_default();
+        drop(state);
+        let ok = span.status != SpanStatus::Error;
+        let mark = if ok { self.paint("32", "✓") } else { self.paint("31", "✗") };
+        let attr = |key: &str| span.attributes.get(key);
+        let mut out = String::new();
+        if span.kind == SpanKind::Flow {
+            let word = if ok { "ok" } else { "failed" };
+            out.push_str(&format!("{mark} {} {word} in {}\n", span.name, elapsed(span)));
+        } else {
+            let pad = "  ".repeat(depth);
+            let node_type = attr("node").and_then(|n| n.get("type")).map(value_text).unwrap_or_default();
+            let attempt = attr("attempt").and_then(Value::as_u64).unwrap_or(1);
+            let max = attr("max_attempts").and_then(Value::as_u64).unwrap_or(1);
+            let attempts = if max > 1 { format!(" attempt {attempt}/{max}") } else { String::new() };
+            let mut line = format!("{pad}{mark} {} ({node_type}){attempts}  {}", span.name, self.paint("2", &elapsed(span)));
+            if let Some(message) = attr("error").and_then(|e| e.get("message")) {
+                line.push_str("  ");
+                line.push_str(&self.paint("31", &value_text(message)));
+            }
+            out.push_str(&line);
+            out.push('\n');
+            for p in pending {
+                out.push_str(&format!("{pad}  {p}\n"));
+            }
+        }
+        self.write(&out);
+    }
+}
