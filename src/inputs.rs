@@ -51,18 +51,20 @@ pub fn context(context: Option<&str>, sets: &[String]) -> Result<Value, String> 
     Ok(ctx)
 }
 
-/// `--policy JSON|@FILE`; errors are rendered with their place in that text.
-pub fn policy(arg: &str) -> Result<PolicySpec, String> {
+/// `--policy JSON|@FILE`; errors are rendered with their place in that text and printed
+/// here (`Err(None)`), or returned as one message.
+pub fn policy(arg: &str) -> Result<PolicySpec, Option<String>> {
     let (name, text) = read_arg("--policy", arg)?;
     let source = Source::new(name, text);
     let yaml = Yaml::parse(&source.text).map_err(|e| format!("--policy: not valid JSON or YAML: {e}"))?;
     let mut dec = Decoder::default();
     let spec = PolicySpec::decode(&mut dec, &yaml, &YPath::root());
     if let Some(illumo_engine::policy::OnError::Goto(_)) = &spec.on_error {
-        return Err("--policy: `on_error: goto` must be set in the flow file, where its target is checked".into());
+        return Err(Some("--policy: `on_error: goto` must be set in the flow file, where its target is checked".into()));
     }
     if dec.has_errors() {
-        return Err(source.render_all(&dec.diags, false).trim_end().to_string());
+        eprint!("{}", source.render_all(&dec.diags, crate::stderr_color()));
+        return Err(None);
     }
     Ok(spec)
 }

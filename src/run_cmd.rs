@@ -108,7 +108,7 @@ fn execute(args: &RunArgs, flow: Arc<illumo_engine::Flow>, ctx: Value, options: 
         eprintln!("error: {e}");
         return EXIT_FAILED;
     }
-    if !args.quiet {
+    if !args.quiet && code == 0 {
         eprintln!("trace_id: {trace_id}");
     }
     code

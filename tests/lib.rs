@@ -1,1 +1,12 @@
+//! Integration tests: they run the real `illumo` binary (and the engine for the property
+//! test). One test binary keeps link time down.
 
+mod support;
+
+mod cli;
+mod console;
+mod examples;
+mod fuzz;
+mod policies;
+mod runtime;
+mod validate;

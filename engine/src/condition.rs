@@ -39,7 +39,7 @@ impl Condition {
             let (line, column) = first.map_or((1, 1), |e| (e.pos.0.max(1) as usize, e.pos.1.max(1) as usize));
             let column = column - 1;
             let offset = plain.lines().take(line - 1).map(|l| l.len() + 1).sum::<usize>() + column;
-            let reason = first.map_or_else(|| "syntax error".to_string(), |e| e.msg.clone());
+            let reason = first.map_or_else(|| "syntax error".to_string(), |e| tidy(&e.msg));
             ConditionSyntaxError { reason, offset, width: 1, hint: None }
         })?;
         let references = program.references();
@@ -83,6 +83,17 @@ impl Condition {
             ))),
             Err(e) => Err(fail(e.to_string())),
         }
+    }
+}
+
+/// CEL's parser lists every token it expected; keep the part a person reads.
+fn tidy(message: &str) -> String {
+    let head = message.split(" expecting ").next().unwrap_or(message);
+    let head = head.strip_prefix("Syntax error: ").unwrap_or(head);
+    if head.contains("'<EOF>'") {
+        "the condition ends too early".to_string()
+    } else {
+        head.to_string()
     }
 }
 

@@ -91,11 +91,12 @@ impl Flow {
         let flow = match Yaml::parse(&source.text) {
             Ok(yaml) => decode_flow(&mut dec, &yaml).and_then(|spec| build(spec, registry, &mut dec, &source)),
             Err(e) => {
-                let mut message = e.to_string();
-                if let Some(cut) = message.find(" at line ") {
-                    message.truncate(cut);
-                }
+                let text = e.to_string();
+                let message = text.split(" at line ").next().unwrap_or(&text);
                 let mut d = Diagnostic::error(format!("invalid YAML: {message}"));
+                if let Some((_, context)) = text.split_once(", while ") {
+                    d = d.help(format!("while {context}"));
+                }
                 d.pos = e.location().map(|l| (l.line(), l.column()));
                 dec.push(d);
                 None

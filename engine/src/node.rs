@@ -344,10 +344,16 @@ pub(crate) fn compile_value(dec: &mut Decoder, owner: &str, at: YPath, value: &V
             Ok(t) => Some(ValueSpec::Template(Box::new(t))),
             Err(e) => {
                 let offset = s.lines().take(e.line - 1).map(|l| l.len() + 1).sum::<usize>() + e.column - 1;
+                let reason = if e.reason.starts_with("invalid handlebars syntax") {
+                    "a `{{` is not closed by `}}`, or what is inside is not an expression".to_string()
+                } else {
+                    e.reason
+                };
                 dec.push(
-                    Diagnostic::error(format!("{owner}: invalid template: {}", e.reason))
+                    Diagnostic::error(format!("{owner}: invalid template: {reason}"))
                         .at(at, "{{")
-                        .offset(if s.contains('\n') { 0 } else { offset }),
+                        .offset(if s.contains('\n') { 0 } else { offset })
+                        .help("templates look like `{{ $ctx.user.name }}` or `{{#if $ctx.x}}...{{/if}}`"),
                 );
                 None
             }

@@ -57,10 +57,20 @@ impl Reads {
             if keys.is_empty() {
                 return ctx.clone();
             }
-            let steps: Vec<Step> = keys.iter().map(|k| Step::Key((*k).clone())).collect();
-            let Some(value) = get_steps(ctx, &steps) else { continue };
+            // Copy the deepest part of the path that exists: `$ctx.list.length` copies the list.
+            let mut depth = keys.len();
+            let value = loop {
+                let steps: Vec<Step> = keys[..depth].iter().map(|k| Step::Key((*k).clone())).collect();
+                match get_steps(ctx, &steps) {
+                    Some(v) => break Some(v),
+                    None if depth > 1 => depth -= 1,
+                    None => break None,
+                }
+            };
+            let Some(value) = value else { continue };
+            let keys = &keys[..depth];
             let mut slot = &mut out;
-            for key in &keys {
+            for key in keys {
                 let Value::Object(map) = slot else { break };
                 slot = map.entry((*key).clone()).or_insert_with(|| Value::Object(Map::new()));
             }

@@ -1,0 +1,181 @@
+//! Retry, timeout, on_error and fail_fast, and how policy layers combine.
+
+use crate::support::Illumo;
+use serde_json::json;
+
+const SLOW: &str = r#"
+flow:
+  name: slow
+  profiles:
+    quick: {timeout: 200ms}
+  nodes:
+    sleeper:
+      type: Command
+      setting: {argv: [python3, -c, "import time; time.sleep(5)"]}
+"#;
+
+#[test]
+fn profile_timeout_applies_to_every_node() {
+    let out = Illumo::new().run_flow(SLOW).args(["--profile", "quick"]).run().code(1);
+    assert!(out.stderr.starts_with(
+        "error: node `sleeper` failed on attempt 1 of 1: timed out after 200ms\n  policy: max_attempts 1, timeout 200ms, on_error stop, fail_fast true\n  trace_id: "
+    ), "{}", out.stderr);
+}
+
+#[test]
+fn cli_policy_beats_the_profile() {
+    let out = Illumo::new().run_flow(SLOW).args(["--profile", "quick", "--policy", r#"{"timeout": "300ms"}"#]).run().code(1);
+    assert!(out.stderr.starts_with("error: node `sleeper` failed on attempt 1 of 1: timed out after 300ms\n"), "{}", out.stderr);
+}
+
+#[test]
+fn node_policy_beats_the_cli_policy() {
+    let flow = SLOW.replace("      setting: {argv", "      policy: {timeout: 100ms}\n      setting: {argv");
+    let out = Illumo::new().run_flow(&flow).args(["--policy", r#"{"timeout": "300ms"}"#]).run().code(1);
+    assert!(out.stderr.starts_with("error: node `sleeper` failed on attempt 1 of 1: timed out after 100ms\n"), "{}", out.stderr);
+}
+
+#[test]
+fn unknown_profile_is_a_usage_error() {
+    Illumo::new()
+        .run_flow(SLOW)
+        .args(["--profile", "prod"])
+        .run()
+        .code(2)
+        .stderr("error: unknown profile `prod`; the flow defines `quick`\n");
+}
+
+#[test]
+fn bad_cli_policy_is_reported_with_its_place() {
+    Illumo::new().run_flow(SLOW).args(["--policy", r#"{"timeout": "soon"}"#]).run().code(2).stderr(
+        "error: invalid duration `soon` for `timeout`\n --> --policy:1:13\n  |\n1 | {\"timeout\": \"soon\"}\n  |             ^^^^ expected a number with a unit: 500ms, 30s, 5m, 1h\n\nerror: --policy has 1 error\n",
+    );
+}
+
+#[test]
+fn timeout_kills_the_whole_process_group() {
+    let illumo = Illumo::new();
+    let pidfile = illumo.dir().join("grandchild.pid");
+    let flow = format!(
+        r#"
+flow:
+  nodes:
+    spawner:
+      type: Command
+      policy: {{timeout: 2s}}
+      setting:
+        argv:
+          - python3
+          - -c
+          - |
+            import subprocess, time
+            child = subprocess.Popen(["sleep", "120"])
+            open("{}", "w").write(str(child.pid))
+            time.sleep(120)
+"#,
+        pidfile.display()
+    );
+    let out = illumo.run_flow(&flow).run().code(1);
+    assert!(out.stderr.starts_with("error: node `spawner` failed on attempt 1 of 1: timed out after 2s\n"), "{}", out.stderr);
+    let pid: u32 = std::fs::read_to_string(&pidfile).expect("the grandchild wrote its pid").trim().parse().unwrap();
+    // SIGKILL is delivered at once; give the kernel a bounded moment to tear the process down.
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            .unwrap_or(false)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while alive(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(!alive(pid), "grandchild {pid} survived the timeout");
+}
+
+#[test]
+fn continue_passes_the_input_through() {
+    let flow = r#"
+flow:
+  nodes:
+    seed: {type: Set, setting: {value: {x: 1}}}
+    broken:
+      type: Command
+      setting: {argv: [python3, -c, "import sys; sys.exit(3)"]}
+      outputs: $ctx.after_broken
+      policy: {on_error: continue}
+    next: {type: Set, setting: {value: "went on"}, outputs: $ctx.next}
+  edges:
+    - seed >> broken >> next
+"#;
+    let ctx = Illumo::new().run_flow(flow).run().success().ctx();
+    assert_eq!(ctx["after_broken"], json!({"x": 1}));
+    assert_eq!(ctx["next"], "went on");
+    assert_eq!(
+        ctx["errors"],
+        json!([{"node": "broken", "attempt": 1, "message": "`python3` exited with code 3: ", "timed_out": false, "action": "continue"}])
+    );
+}
+
+#[test]
+fn goto_jumps_with_the_failed_nodes_input() {
+    let flow = r#"
+flow:
+  nodes:
+    seed: {type: Set, setting: {value: {draft: 1}}}
+    apply:
+      type: Command
+      setting: {argv: [python3, -c, "import sys; sys.exit(1)"]}
+      policy: {retry: {max_attempts: 2}, on_error: {action: goto, target: redo}}
+    redo:
+      type: Router
+      setting: {routes: [{default: done}]}
+    done: {type: Set, setting: {value: finished}, outputs: $ctx.done}
+  edges:
+    - seed >> apply
+"#;
+    let ctx = Illumo::new().run_flow(flow).run().success().ctx();
+    assert_eq!(ctx["payloads"]["redo"], json!({"draft": 1}));
+    assert_eq!(ctx["done"], "finished");
+    assert_eq!(ctx["errors"][0]["attempt"], 2);
+    assert_eq!(ctx["errors"][0]["action"], "goto redo");
+}
+
+#[test]
+fn without_fail_fast_other_branches_finish_and_the_run_still_fails() {
+    let flow = r#"
+flow:
+  policy: {fail_fast: false}
+  nodes:
+    seed: {type: Set, setting: {value: 0}}
+    bad:
+      type: Command
+      setting: {argv: [python3, -c, "import sys; print('boom', file=sys.stderr); sys.exit(1)"]}
+    good: {type: Set, setting: {value: done}, outputs: $ctx.good}
+    after_good: {type: Set, setting: {value: also}, outputs: $ctx.after_good}
+  edges:
+    - seed >> (bad | good)
+    - good >> after_good
+"#;
+    let out = Illumo::new().run_flow(flow).run().code(1);
+    let ctx = out.ctx();
+    assert_eq!(ctx["good"], "done");
+    assert_eq!(ctx["after_good"], "also");
+    assert!(out.stderr.starts_with("error: node `bad` failed on attempt 1 of 1: `python3` exited with code 1: boom\n"), "{}", out.stderr);
+}
+
+#[test]
+fn fatal_errors_are_not_retried() {
+    let flow = r#"
+flow:
+  nodes:
+    missing:
+      type: Command
+      setting: {argv: [definitely-not-a-program-xyz]}
+      policy: {retry: {max_attempts: 5}}
+"#;
+    let out = Illumo::new().run_flow(flow).run().code(1);
+    assert!(
+        out.stderr.starts_with("error: node `missing` failed on attempt 1 of 5: cannot start `definitely-not-a-program-xyz` in `"),
+        "{}",
+        out.stderr
+    );
+}

@@ -1,0 +1,247 @@
+//! Execution semantics: concurrency, joins, routing, loops guards, ctx input and output.
+
+use crate::support::{Illumo, TempDir};
+use serde_json::json;
+
+/// Two branches that each wait for a file the other writes: run one after the other, the
+/// first would wait forever (here: until its 20 s deadline fails it).
+fn rendezvous(dir: &std::path::Path, max_parallel: usize) -> String {
+    let script = |me: &str, other: &str| {
+        format!(
+            "import os, sys, time\nopen(os.path.join(sys.argv[1], '{me}'), 'w').close()\ndeadline = time.time() + 20\nwhile not os.path.exists(os.path.join(sys.argv[1], '{other}')):\n    if time.time() > deadline: sys.exit('never saw {other}')\n    time.sleep(0.01)\nprint('{me} met {other}')\n"
+        )
+    };
+    let node = |me: &str, other: &str| {
+        format!(
+            "    {me}:\n      type: Command\n      policy: {{timeout: 1s}}\n      setting:\n        argv: [python3, -c, {:?}, {:?}]\n      outputs: $ctx.{me}\n",
+            script(me, other),
+            dir.display().to_string()
+        )
+    };
+    format!(
+        "flow:\n  max_parallel: {max_parallel}\n  nodes:\n    start: {{type: Set, setting: {{value: 0}}}}\n{}{}  edges:\n    - start >> (left | right)\n",
+        node("left", "right"),
+        node("right", "left")
+    )
+}
+
+#[test]
+fn fan_out_branches_really_run_concurrently() {
+    let dir = TempDir::new();
+    let ctx = Illumo::new().run_flow(&rendezvous(dir.path(), 8)).run().success().ctx();
+    assert_eq!(ctx["left"], "left met right");
+    assert_eq!(ctx["right"], "right met left");
+}
+
+#[test]
+fn max_parallel_one_runs_branches_one_at_a_time() {
+    let dir = TempDir::new();
+    let out = Illumo::new().run_flow(&rendezvous(dir.path(), 1)).run().code(1);
+    assert!(out.stderr.starts_with("error: node `left` failed on attempt 1 of 1: timed out after 1s\n"), "{}", out.stderr);
+}
+
+#[test]
+fn join_waits_for_all_live_parents_and_sees_their_outputs() {
+    let flow = r#"
+flow:
+  nodes:
+    seed: {type: Set, setting: {value: 1}}
+    a: {type: Set, setting: {value: from-a}}
+    b: {type: Set, setting: {value: from-b}}
+    c: {type: Set, setting: {value: from-c}}
+    merge: {type: Set, setting: {value: "{{ $joins.merge.a }}+{{ $joins.merge.b }}+{{ $joins.merge.c }}"}, outputs: $ctx.merged}
+  edges:
+    - seed >> (a | b | c)
+    - (a & b & c) >> merge
+"#;
+    let ctx = Illumo::new().run_flow(flow).run().success().ctx();
+    assert_eq!(ctx["merged"], "from-a+from-b+from-c");
+    assert_eq!(ctx["payloads"]["merge"], "from-a+from-b+from-c");
+}
+
+#[test]
+fn join_after_a_branch_skipped_by_a_condition_still_fires() {
+    let flow = r#"
+flow:
+  nodes:
+    seed: {type: Set, setting: {value: {go: false}}}
+    a: {type: Set, setting: {value: a}}
+    b: {type: Set, setting: {value: b}}
+    b2: {type: Set, setting: {value: b2}}
+    merge: {type: Set, setting: {value: merged}, outputs: $ctx.merged}
+  edges:
+    - seed >> a
+    - {from: seed, to: b, when: "payload.go"}
+    - b >> b2
+    - (a & b2) >> merge
+"#;
+    let ctx = Illumo::new().run_flow(flow).run().success().ctx();
+    assert_eq!(ctx["merged"], "merged");
+    assert_eq!(ctx["joins"]["merge"], json!({"a": "a"}));
+    assert_eq!(ctx["payloads"].get("b"), None);
+}
+
+#[test]
+fn any_join_fires_once_per_arriving_parent() {
+    let flow = r#"
+flow:
+  nodes:
+    seed: {type: Set, setting: {value: 0}}
+    a: {type: Set, setting: {value: a}}
+    b: {type: Set, setting: {value: b}}
+    each: {type: Set, setting: {value: seen}}
+  edges:
+    - seed >> (a | b)
+    - (a | b) >> each
+"#;
+    let ctx = Illumo::new().run_flow(flow).run().success().ctx();
+    let runs = ctx["steps"].as_array().unwrap().iter().filter(|s| s["node"] == "each").count();
+    assert_eq!(runs, 2);
+}
+
+#[test]
+fn router_can_fan_out_to_several_targets() {
+    let flow = r#"
+flow:
+  nodes:
+    route:
+      type: Router
+      setting:
+        routes:
+          - {when: "ctx.score >= 0.5", to: [review, notify]}
+          - {default: reject}
+    review: {type: Set, setting: {value: r}, outputs: $ctx.review}
+    notify: {type: Set, setting: {value: n}, outputs: $ctx.notify}
+    reject: {type: Set, setting: {value: x}, outputs: $ctx.reject}
+"#;
+    let ctx = Illumo::new().run_flow(flow).args(["--set", "score=0.7"]).run().success().ctx();
+    assert_eq!((ctx["review"].as_str(), ctx["notify"].as_str(), ctx.get("reject")), (Some("r"), Some("n"), None));
+    assert_eq!(ctx["routing"]["route"], json!({"target": ["review", "notify"], "confidence": 1.0, "reason": "ctx.score >= 0.5"}));
+}
+
+#[test]
+fn max_steps_names_the_cycle() {
+    let flow = r#"
+flow:
+  max_steps: 7
+  nodes:
+    start: {type: Set, setting: {value: 0}}
+    draft: {type: Set, setting: {value: 1}}
+    review: {type: Set, setting: {value: 2}}
+  edges:
+    - start >> draft >> review >> draft
+"#;
+    let out = Illumo::new().run_flow(flow).args(["--quiet"]).run().code(1);
+    assert_eq!(out.stderr.lines().next(), Some("error: max_steps (7) exceeded in cycle `draft -> review -> draft`"));
+}
+
+#[test]
+fn a_review_loop_ends_when_the_router_says_so() {
+    let flow = r#"
+flow:
+  max_steps: 50
+  nodes:
+    draft:
+      type: Command
+      setting: {argv: [python3, -c, "import sys; print(int(sys.argv[1]) + 1)", "{{ $ctx.round }}"], parse: json}
+      outputs: $ctx.round
+    route:
+      type: Router
+      setting:
+        routes:
+          - {when: "ctx.round >= 3", to: done}
+          - {default: draft}
+    done: {type: Set, setting: {value: "finished after {{ $ctx.round }} rounds"}, outputs: $ctx.result}
+  edges:
+    - draft >> route
+"#;
+    let ctx = Illumo::new().run_flow(flow).args(["--set", "round=0"]).run().success().ctx();
+    assert_eq!(ctx["result"], "finished after 3 rounds");
+    let drafts = ctx["steps"].as_array().unwrap().iter().filter(|s| s["node"] == "draft").count();
+    assert_eq!(drafts, 3);
+}
+
+#[test]
+fn several_entry_nodes_start_together() {
+    let flow = r#"
+flow:
+  entry: [a, b]
+  nodes:
+    a: {type: Set, setting: {value: 1}, outputs: $ctx.a}
+    b: {type: Set, setting: {value: 2}, outputs: $ctx.b}
+"#;
+    let ctx = Illumo::new().run_flow(flow).run().success().ctx();
+    assert_eq!((ctx["a"].clone(), ctx["b"].clone()), (json!(1), json!(2)));
+}
+
+#[test]
+fn inputs_are_rendered_and_outputs_pick_fields() {
+    let flow = r#"
+flow:
+  nodes:
+    pick:
+      type: Set
+      inputs: {name: $ctx.user.name}
+      setting: {value: {first: "{{ $ctx.user.name }}", size: 3}}
+      outputs: {first: $ctx.profile.first, size: $ctx.profile.size}
+"#;
+    let ctx = Illumo::new().run_flow(flow).args(["-c", r#"{"user": {"name": "Ada"}}"#]).run().success().ctx();
+    assert_eq!(ctx["profile"], json!({"first": "Ada", "size": 3}));
+}
+
+#[test]
+fn writing_through_a_scalar_is_a_clear_error() {
+    let flow = "flow:\n  nodes:\n    a: {type: Set, setting: {value: 1}, outputs: $ctx.name.first}\n";
+    let out = Illumo::new().run_flow(flow).args(["-c", r#"{"name": "Ada"}"#]).run().code(1);
+    assert_eq!(
+        out.stderr.lines().next(),
+        Some("error: node `a` failed on attempt 1 of 1: cannot write `$ctx.name.first`: `$ctx.name` is a string")
+    );
+    assert_eq!(out.ctx()["name"], "Ada", "the partial ctx is still printed");
+}
+
+#[test]
+fn missing_template_values_name_the_path() {
+    let flow = "flow:\n  nodes:\n    a: {type: Set, setting: {value: \"hi {{ $ctx.user.name }}\"}}\n";
+    let out = Illumo::new().run_flow(flow).run().code(1);
+    assert_eq!(
+        out.stderr.lines().next(),
+        Some("error: node `a` failed on attempt 1 of 1: template `hi {{ $ctx.user.name }}` failed: `$ctx.user.name` is not in ctx")
+    );
+}
+
+#[test]
+fn context_comes_from_a_file_or_stdin_and_set_overrides() {
+    let flow = "flow:\n  nodes:\n    a: {type: Set, setting: {value: \"{{ $ctx.x }}-{{ $ctx.y.z }}\"}, outputs: $ctx.out}\n";
+    let file = TempDir::new();
+    let ctx_file = file.write("ctx.json", r#"{"x": "file", "y": {"z": 1}}"#);
+    let at = format!("@{}", ctx_file.display());
+    let ctx = Illumo::new().run_flow(flow).args(["-c", &at, "--set", "y.z=2"]).run().success().ctx();
+    assert_eq!(ctx["out"], "file-2");
+    let ctx = Illumo::new().run_flow(flow).args(["-c", "-"]).stdin(r#"{"x": "stdin", "y": {"z": true}}"#).run().success().ctx();
+    assert_eq!(ctx["out"], "stdin-true");
+}
+
+#[test]
+fn output_file_and_pretty_printing() {
+    let flow = "flow:\n  nodes:\n    a: {type: Set, setting: {value: 1}, outputs: $ctx.a}\n";
+    let illumo = Illumo::new();
+    let target = illumo.dir().join("out.json");
+    let out = illumo.run_flow(flow).args(["-o", target.to_str().unwrap(), "--pretty"]).run().success();
+    assert_eq!(out.stdout, "");
+    let text = std::fs::read_to_string(target).unwrap();
+    assert!(text.starts_with("{\n  \"a\": 1,\n"), "{text}");
+}
+
+#[test]
+fn bad_context_is_a_usage_error() {
+    let flow = "flow:\n  nodes:\n    a: {type: Set, setting: {value: 1}}\n";
+    Illumo::new()
+        .run_flow(flow)
+        .args(["-c", "[1, 2]"])
+        .run()
+        .code(2)
+        .stderr("error: --context: --context must be a JSON object, like '{\"request\": {}}'\n");
+    let out = Illumo::new().run_flow(flow).args(["-c", "{oops"]).run().code(2);
+    assert_eq!(out.stderr, "error: --context: --context is not valid JSON: key must be a string at line 1 column 2\n");
+}

@@ -1,0 +1,180 @@
+//! A small builder for running `illumo` the way a user does.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The repository root (where `examples/` lives).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh folder under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "illumo-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write temp file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct Illumo {
+    args: Vec<String>,
+    dir: TempDir,
+    stdin: Option<String>,
+    env: Vec<(String, String)>,
+}
+
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// The test's folder lives as long as its output, so files written there can be read.
+    _dir: TempDir,
+}
+
+impl Illumo {
+    pub fn new() -> Illumo {
+        Illumo { args: vec![], dir: TempDir::new(), stdin: None, env: vec![] }
+    }
+
+    /// `illumo ARGS...`
+    pub fn args<S: AsRef<str>>(mut self, args: impl IntoIterator<Item = S>) -> Illumo {
+        self.args.extend(args.into_iter().map(|s| s.as_ref().to_string()));
+        self
+    }
+
+    /// Writes `text` as `flow.yaml` in the test's folder and returns its path.
+    pub fn flow_file(&self, text: &str) -> String {
+        self.dir.write("flow.yaml", text).display().to_string()
+    }
+
+    /// `illumo run <flow.yaml from text> --tracer none` plus extra args.
+    pub fn run_flow(self, text: &str) -> Illumo {
+        let path = self.flow_file(text);
+        self.args(["run", path.as_str(), "--tracer", "none"])
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn stdin(mut self, text: &str) -> Illumo {
+        self.stdin = Some(text.to_string());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Illumo {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn run(self) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_illumo"));
+        cmd.args(&self.args)
+            .current_dir(root())
+            .env_remove("NO_COLOR")
+            .stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start illumo");
+        if let Some(text) = &self.stdin {
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write stdin");
+        }
+        let out = child.wait_with_output().expect("wait for illumo");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            _dir: self.dir,
+        }
+    }
+}
+
+impl Output {
+    #[track_caller]
+    pub fn code(self, expected: i32) -> Output {
+        assert_eq!(self.code, expected, "exit code; stderr:\n{}\nstdout:\n{}", self.stderr, self.stdout);
+        self
+    }
+
+    #[track_caller]
+    pub fn success(self) -> Output {
+        self.code(0)
+    }
+
+    /// The final ctx printed on stdout.
+    #[track_caller]
+    pub fn ctx(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+
+    #[track_caller]
+    pub fn stderr(self, expected: &str) -> Output {
+        assert_eq!(self.stderr, expected);
+        self
+    }
+}
+
+/// Replaces durations (`12.3ms`, `850µs`, `1.20s`) and hex ids so console text compares exactly.
+pub fn normalize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let starts_word = i == 0 || !chars[i - 1].is_alphanumeric();
+        if c.is_ascii_digit() && starts_word {
+            let mut j = i;
+            while j < chars.len() && (chars[j].is_ascii_digit() || chars[j] == '.') {
+                j += 1;
+            }
+            let unit: String = chars[j..].iter().take_while(|c| c.is_alphabetic()).collect();
+            if ["ms", "µs", "s"].contains(&unit.as_str()) {
+                out.push_str("<dur>");
+                i = j + unit.chars().count();
+                continue;
+            }
+        }
+        if c.is_ascii_hexdigit() && starts_word {
+            let j = (i..chars.len()).find(|&j| !chars[j].is_ascii_hexdigit()).unwrap_or(chars.len());
+            if j - i == 32 {
+                out.push_str("<trace_id>");
+                i = j;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}

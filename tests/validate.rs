@@ -1,0 +1,439 @@
+//! `illumo validate`: one fixture per failure mode, each with its exact message and place.
+
+use crate::support::Illumo;
+
+#[track_caller]
+fn validate(fixture: &str, code: i32, expected: &str) {
+    let out = Illumo::new().args(["validate", fixture]).env("NO_COLOR", "1").run();
+    assert_eq!(out.stderr, expected, "fixture {fixture}");
+    assert_eq!(out.code, code, "fixture {fixture}");
+}
+
+#[test]
+fn reports_bad_duration() {
+    validate(
+        "tests/fixtures/invalid/bad_duration.yaml",
+        2,
+        r#"error: invalid duration `5 sec` for `timeout`
+ --> tests/fixtures/invalid/bad_duration.yaml:3:14
+  |
+3 |     timeout: 5 sec
+  |              ^^^^^ expected a number with a unit: 500ms, 30s, 5m, 1h
+
+error: tests/fixtures/invalid/bad_duration.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn reports_bad_on_error() {
+    validate(
+        "tests/fixtures/invalid/bad_on_error.yaml",
+        2,
+        r#"error: unknown on_error action `explode`
+ --> tests/fixtures/invalid/bad_on_error.yaml:6:26
+  |
+6 |       policy: {on_error: explode}
+  |                          ^^^^^^^ expected `stop`, `continue` or `{action: goto, target: NODE}`
+
+error: tests/fixtures/invalid/bad_on_error.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn reports_bad_path() {
+    validate(
+        "tests/fixtures/invalid/bad_path.yaml",
+        2,
+        r#"error: node `a`: cannot write to `$env.HOME`
+ --> tests/fixtures/invalid/bad_path.yaml:6:16
+  |
+6 |       outputs: $env.HOME
+  |                ^^^^^^^^^ outputs go to a `$ctx.` path
+
+error: tests/fixtures/invalid/bad_path.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn reports_bad_retry_values() {
+    validate(
+        "tests/fixtures/invalid/bad_retry_values.yaml",
+        2,
+        r#"error: `retry.max_attempts` must be between 1 and 100, not -1
+ --> tests/fixtures/invalid/bad_retry_values.yaml:7:31
+  |
+7 |         retry: {max_attempts: -1, delay: 2h, mode: linear}
+  |                               ^^
+
+error: `retry.delay` `2h` is too long; at most 1h
+ --> tests/fixtures/invalid/bad_retry_values.yaml:7:42
+  |
+7 |         retry: {max_attempts: -1, delay: 2h, mode: linear}
+  |                                          ^^
+
+error: unknown retry mode `linear`
+ --> tests/fixtures/invalid/bad_retry_values.yaml:7:52
+  |
+7 |         retry: {max_attempts: -1, delay: 2h, mode: linear}
+  |                                                    ^^^^^^ expected `fixed` or `exponential`
+
+error: tests/fixtures/invalid/bad_retry_values.yaml has 3 errors
+"#,
+    );
+}
+
+#[test]
+fn reports_condition_syntax() {
+    validate(
+        "tests/fixtures/invalid/condition_syntax.yaml",
+        2,
+        r#"error: invalid condition `ctx.score >= `: the condition ends too early
+ --> tests/fixtures/invalid/condition_syntax.yaml:8:34
+  |
+8 |           - {when: "ctx.score >= ", to: done}
+  |                                  ^
+
+error: tests/fixtures/invalid/condition_syntax.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn reports_condition_unknown_name() {
+    validate(
+        "tests/fixtures/invalid/condition_unknown_name.yaml",
+        2,
+        r#"error: invalid condition `review.status == 'OK'`: unknown name `review` in condition
+ --> tests/fixtures/invalid/condition_unknown_name.yaml:7:30
+  |
+7 |     - {from: a, to: b, when: "review.status == 'OK'"}
+  |                              ^^^^^^
+  = help: conditions read `ctx`, `payload` and `env`; did you mean `ctx.review`?
+
+error: tests/fixtures/invalid/condition_unknown_name.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn reports_duplicate_node_id() {
+    validate(
+        "tests/fixtures/invalid/duplicate_node_id.yaml",
+        2,
+        r#"error: duplicate node id `draft`
+ --> tests/fixtures/invalid/duplicate_node_id.yaml:5:5
+  |
+5 |     draft: {type: Set, setting: {value: 3}}
+  |     ^^^^^ each node id may be used once
+
+error: tests/fixtures/invalid/duplicate_node_id.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn reports_edge_syntax() {
+    validate(
+        "tests/fixtures/invalid/edge_syntax.yaml",
+        2,
+        r#"error: invalid edge `a > b`: unexpected `>`
+ --> tests/fixtures/invalid/edge_syntax.yaml:7:9
+  |
+7 |     - a > b
+  |         ^
+  = help: write edges as `a >> b >> c`, `a >> (b | c)` or `(a & b) >> c`
+
+error: tests/fixtures/invalid/edge_syntax.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn reports_many_errors() {
+    validate(
+        "tests/fixtures/invalid/many_errors.yaml",
+        2,
+        r#"error: `entry` names unknown node `strat`
+ --> tests/fixtures/invalid/many_errors.yaml:3:10
+  |
+3 |   entry: strat
+  |          ^^^^^ did you mean `start`?
+
+error: unknown node type `Agnet`
+ --> tests/fixtures/invalid/many_errors.yaml:6:13
+  |
+6 |       type: Agnet
+  |             ^^^^^ not a registered node type
+  = help: known types: Command, Loop, Router, Set
+
+error: invalid duration `10 minutes` for `timeout`
+  --> tests/fixtures/invalid/many_errors.yaml:10:25
+   |
+10 |       policy: {timeout: 10 minutes, on_error: {action: goto, target: drfat}}
+   |                         ^^^^^^^^^^ expected a number with a unit: 500ms, 30s, 5m, 1h
+
+error: node `draft` has unknown goto target `drfat`
+  --> tests/fixtures/invalid/many_errors.yaml:10:70
+   |
+10 |       policy: {timeout: 10 minutes, on_error: {action: goto, target: drfat}}
+   |                                                                      ^^^^^ did you mean `draft`?
+
+error: an edge names unknown node `nowhere`
+  --> tests/fixtures/invalid/many_errors.yaml:12:25
+   |
+12 |     - start >> draft >> nowhere
+   |                         ^^^^^^^
+
+error: tests/fixtures/invalid/many_errors.yaml has 5 errors
+"#,
+    );
+}
+
+#[test]
+fn reports_missing_node_type() {
+    validate(
+        "tests/fixtures/invalid/missing_node_type.yaml",
+        2,
+        r#"error: node `draft` has no `type`
+ --> tests/fixtures/invalid/missing_node_type.yaml:3:5
+  |
+3 |     draft:
+  |     ^^^^^
+  = help: add `type: Set` (or another type from `illumo nodes`)
+
+error: tests/fixtures/invalid/missing_node_type.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn reports_template_syntax() {
+    validate(
+        "tests/fixtures/invalid/template_syntax.yaml",
+        2,
+        r#"error: node `greet`: invalid template: a `{{` is not closed by `}}`, or what is inside is not an expression
+ --> tests/fixtures/invalid/template_syntax.yaml:5:49
+  |
+5 |       setting: {value: "hello {{ $ctx.user.name }"}
+  |                                                 ^^
+  = help: templates look like `{{ $ctx.user.name }}` or `{{#if $ctx.x}}...{{/if}}`
+
+error: tests/fixtures/invalid/template_syntax.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn reports_unknown_edge_node() {
+    validate(
+        "tests/fixtures/invalid/unknown_edge_node.yaml",
+        2,
+        r#"error: an edge names unknown node `reveiw`
+ --> tests/fixtures/invalid/unknown_edge_node.yaml:7:16
+  |
+7 |     - draft >> reveiw
+  |                ^^^^^^ did you mean `review`?
+
+error: tests/fixtures/invalid/unknown_edge_node.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn reports_unknown_entry() {
+    validate(
+        "tests/fixtures/invalid/unknown_entry.yaml",
+        2,
+        r#"error: `entry` names unknown node `strat`
+ --> tests/fixtures/invalid/unknown_entry.yaml:2:10
+  |
+2 |   entry: strat
+  |          ^^^^^ did you mean `start`?
+
+error: tests/fixtures/invalid/unknown_entry.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn reports_unknown_flow_key() {
+    validate(
+        "tests/fixtures/invalid/unknown_flow_key.yaml",
+        2,
+        r#"error: unknown key `max_step` in `flow`
+ --> tests/fixtures/invalid/unknown_flow_key.yaml:3:3
+  |
+3 |   max_step: 10
+  |   ^^^^^^^^ did you mean `max_steps`?
+
+error: tests/fixtures/invalid/unknown_flow_key.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn reports_unknown_goto_target() {
+    validate(
+        "tests/fixtures/invalid/unknown_goto_target.yaml",
+        2,
+        r#"error: node `apply_patch` has unknown goto target `drfat`
+ --> tests/fixtures/invalid/unknown_goto_target.yaml:8:49
+  |
+8 |       policy: {on_error: {action: goto, target: drfat}}
+  |                                                 ^^^^^ did you mean `draft`?
+
+error: tests/fixtures/invalid/unknown_goto_target.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn reports_unknown_node_key() {
+    validate(
+        "tests/fixtures/invalid/unknown_node_key.yaml",
+        2,
+        r#"error: unknown key `output` in node `a`
+ --> tests/fixtures/invalid/unknown_node_key.yaml:6:7
+  |
+6 |       output: $ctx.a
+  |       ^^^^^^ did you mean `outputs`?
+
+error: tests/fixtures/invalid/unknown_node_key.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn reports_unknown_node_type() {
+    validate(
+        "tests/fixtures/invalid/unknown_node_type.yaml",
+        2,
+        r#"error: unknown node type `Sett`
+ --> tests/fixtures/invalid/unknown_node_type.yaml:4:13
+  |
+4 |       type: Sett
+  |             ^^^^ did you mean `Set`?
+  = help: known types: Command, Loop, Router, Set
+
+error: tests/fixtures/invalid/unknown_node_type.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn reports_unknown_router_target() {
+    validate(
+        "tests/fixtures/invalid/unknown_router_target.yaml",
+        2,
+        r#"error: node `route` routes to `rejcet`, which is not a node
+ --> tests/fixtures/invalid/unknown_router_target.yaml:9:23
+  |
+9 |           - {default: rejcet}
+  |                       ^^^^^^ did you mean `reject`?
+
+error: tests/fixtures/invalid/unknown_router_target.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn reports_unknown_setting_key() {
+    validate(
+        "tests/fixtures/invalid/unknown_setting_key.yaml",
+        2,
+        r#"error: node `a`: unknown setting `valeu`, expected `value`
+ --> tests/fixtures/invalid/unknown_setting_key.yaml:5:27
+  |
+5 |       setting: {value: 1, valeu: 2}
+  |                           ^^^^^
+
+error: tests/fixtures/invalid/unknown_setting_key.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn reports_unknown_top_level_key() {
+    validate(
+        "tests/fixtures/invalid/unknown_top_level_key.yaml",
+        2,
+        r#"error: unknown key `flows` in the flow file
+ --> tests/fixtures/invalid/unknown_top_level_key.yaml:4:1
+  |
+4 | flows: {}
+  | ^^^^^ did you mean `flow`?
+
+error: tests/fixtures/invalid/unknown_top_level_key.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn yaml_syntax_error_points_at_the_break() {
+    validate(
+        "tests/fixtures/invalid/yaml_syntax.yaml",
+        2,
+        r#"error: invalid YAML: did not find expected ',' or '}'
+ --> tests/fixtures/invalid/yaml_syntax.yaml:5:1
+  |
+5 | 
+  | ^
+  = help: while parsing a flow mapping at line 4 column 8
+
+error: tests/fixtures/invalid/yaml_syntax.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn warns_cycle_without_exit() {
+    validate(
+        "tests/fixtures/warnings/cycle_without_exit.yaml",
+        0,
+        r#"warning: cycle `draft -> review -> draft` has no router, condition or goto to leave it
+ --> tests/fixtures/warnings/cycle_without_exit.yaml:6:5
+  |
+6 |     draft: {type: Set, setting: {value: 1}}
+  |     ^^^^^ this loop runs until `max_steps` (20)
+
+"#,
+    );
+}
+
+#[test]
+fn warns_unreachable_node() {
+    validate(
+        "tests/fixtures/warnings/unreachable_node.yaml",
+        0,
+        r#"warning: node `orphan` is never reached from entry `a`
+ --> tests/fixtures/warnings/unreachable_node.yaml:6:5
+  |
+6 |     orphan: {type: Set, setting: {value: 3}}
+  |     ^^^^^^ no edge, route or goto leads here
+
+"#,
+    );
+}
+
+#[test]
+fn a_valid_flow_reports_its_size_on_stdout() {
+    let out = Illumo::new().args(["validate", "examples/basics/branching.yaml"]).run().success();
+    assert_eq!(out.stdout, "ok: `branching` in examples/basics/branching.yaml (5 nodes, 4 edges)\n");
+    assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn a_missing_flow_file_is_a_usage_error() {
+    let out = Illumo::new().args(["validate", "no/such/flow.yaml"]).run().code(2);
+    assert!(out.stderr.starts_with("error: cannot read flow file `no/such/flow.yaml`: "), "{}", out.stderr);
+}
+
+#[test]
+fn colour_is_used_only_when_asked_for_by_a_terminal() {
+    // Not a terminal here, so no escape codes even without NO_COLOR.
+    let out = Illumo::new().args(["validate", "tests/fixtures/invalid/unknown_entry.yaml"]).run().code(2);
+    assert!(!out.stderr.contains('\x1b'));
+}
