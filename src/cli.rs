@@ -17,16 +17,22 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run a flow and print the final ctx as JSON on stdout
-    #[command(after_help = "Examples:\n  illumo run flow.yaml --context '{\"request\": {\"summary\": \"fix the bug\"}}'\n  illumo run flow.yaml -c @context.json --set request.user=ada --pretty\n  illumo run flow.yaml --policy '{\"retry\": {\"max_attempts\": 3}}' --profile prod\n  illumo run flow.yaml --tracer none -o result.json\n\nThe final ctx goes to stdout (or -o); the console trace, warnings and errors go to stderr.\nExit codes: 0 ok, 1 the flow failed (the partial ctx is still written), 2 bad usage or invalid flow, 130 interrupted.")]
+    #[command(
+        after_help = "Examples:\n  illumo run flow.yaml --context '{\"request\": {\"summary\": \"fix the bug\"}}'\n  illumo run flow.yaml -c @context.json --set request.user=ada --pretty\n  illumo run flow.yaml --policy '{\"retry\": {\"max_attempts\": 3}}' --profile prod\n  illumo run flow.yaml --tracer none -o result.json\n\nThe final ctx goes to stdout (or -o); the console trace, warnings and errors go to stderr.\nExit codes: 0 ok, 1 the flow failed (the partial ctx is still written), 2 bad usage or invalid flow, 130 interrupted."
+    )]
     Run(RunArgs),
     /// Check a flow and report every problem with file:line:column
-    #[command(after_help = "Example:\n  illumo validate flow.yaml\n\nExit code 2 when there are errors; warnings alone exit 0.")]
+    #[command(
+        after_help = "Example:\n  illumo validate flow.yaml\n\nExit code 2 when there are errors; warnings alone exit 0."
+    )]
     Validate {
         /// The flow file
         flow: String,
     },
     /// Print the flow's graph as Mermaid or Graphviz dot
-    #[command(after_help = "Examples:\n  illumo graph flow.yaml --format mermaid\n  illumo graph flow.yaml --format dot | dot -Tsvg > flow.svg")]
+    #[command(
+        after_help = "Examples:\n  illumo graph flow.yaml --format mermaid\n  illumo graph flow.yaml --format dot | dot -Tsvg > flow.svg"
+    )]
     Graph {
         /// The flow file
         flow: String,

@@ -17,7 +17,12 @@ fn arrows(flow: &Flow) -> Vec<Arrow> {
     let mut out = Vec::new();
     for (from, edges) in flow.edges.iter().enumerate() {
         for e in edges {
-            out.push(Arrow { from, to: e.to, label: e.when.as_ref().map(|c| c.source().to_string()), dashed: false });
+            out.push(Arrow {
+                from,
+                to: e.to,
+                label: e.when.as_ref().map(|c| c.source().to_string()),
+                dashed: false,
+            });
         }
     }
     for (from, node) in flow.nodes.iter().enumerate() {
@@ -28,13 +33,23 @@ fn arrows(flow: &Flow) -> Vec<Arrow> {
                     RefRole::Invoke => "each",
                 };
                 if !out.iter().any(|a| a.from == from && a.to == to) {
-                    out.push(Arrow { from, to, label: Some(label.into()), dashed: true });
+                    out.push(Arrow {
+                        from,
+                        to,
+                        label: Some(label.into()),
+                        dashed: true,
+                    });
                 }
             }
         }
         if let Some(OnError::Goto(target)) = &node.policy.on_error {
             if let Some(&to) = flow.index.get(target) {
-                out.push(Arrow { from, to, label: Some("on error".into()), dashed: true });
+                out.push(Arrow {
+                    from,
+                    to,
+                    label: Some("on error".into()),
+                    dashed: true,
+                });
             }
         }
     }
@@ -51,23 +66,44 @@ pub fn render(flow: &Flow, format: GraphFormat) -> String {
         GraphFormat::Mermaid => {
             out.push_str("flowchart TD\n");
             for (i, n) in flow.nodes.iter().enumerate() {
-                let join = if flow.joins[i].is_some() { " (join)" } else { "" };
-                out.push_str(&format!("    {}[\"{}<br/>{}{join}\"]\n", n.id, n.id, n.type_name));
+                let join = if flow.joins[i].is_some() {
+                    " (join)"
+                } else {
+                    ""
+                };
+                out.push_str(&format!(
+                    "    {}[\"{}<br/>{}{join}\"]\n",
+                    n.id, n.id, n.type_name
+                ));
             }
             for a in arrows(flow) {
                 let (from, to) = (flow.id(a.from), flow.id(a.to));
                 match (a.label, a.dashed) {
                     (None, _) => out.push_str(&format!("    {from} --> {to}\n")),
-                    (Some(l), false) => out.push_str(&format!("    {from} -- \"{}\" --> {to}\n", escape(&l))),
-                    (Some(l), true) => out.push_str(&format!("    {from} -. \"{}\" .-> {to}\n", escape(&l))),
+                    (Some(l), false) => {
+                        out.push_str(&format!("    {from} -- \"{}\" --> {to}\n", escape(&l)))
+                    }
+                    (Some(l), true) => {
+                        out.push_str(&format!("    {from} -. \"{}\" .-> {to}\n", escape(&l)))
+                    }
                 }
             }
         }
         GraphFormat::Dot => {
-            out.push_str(&format!("digraph \"{}\" {{\n    rankdir=TB;\n    node [shape=box];\n", escape(&flow.name)));
+            out.push_str(&format!(
+                "digraph \"{}\" {{\n    rankdir=TB;\n    node [shape=box];\n",
+                escape(&flow.name)
+            ));
             for (i, n) in flow.nodes.iter().enumerate() {
-                let join = if flow.joins[i].is_some() { "\\n(join)" } else { "" };
-                out.push_str(&format!("    \"{}\" [label=\"{}\\n{}{join}\"];\n", n.id, n.id, n.type_name));
+                let join = if flow.joins[i].is_some() {
+                    "\\n(join)"
+                } else {
+                    ""
+                };
+                out.push_str(&format!(
+                    "    \"{}\" [label=\"{}\\n{}{join}\"];\n",
+                    n.id, n.id, n.type_name
+                ));
             }
             for a in arrows(flow) {
                 let mut attrs = vec![];
@@ -77,8 +113,16 @@ pub fn render(flow: &Flow, format: GraphFormat) -> String {
                 if a.dashed {
                     attrs.push("style=dashed".into());
                 }
-                let attrs = if attrs.is_empty() { String::new() } else { format!(" [{}]", attrs.join(", ")) };
-                out.push_str(&format!("    \"{}\" -> \"{}\"{attrs};\n", flow.id(a.from), flow.id(a.to)));
+                let attrs = if attrs.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", attrs.join(", "))
+                };
+                out.push_str(&format!(
+                    "    \"{}\" -> \"{}\"{attrs};\n",
+                    flow.id(a.from),
+                    flow.id(a.to)
+                ));
             }
             out.push_str("}\n");
         }

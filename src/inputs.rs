@@ -12,7 +12,9 @@ use std::io::Read;
 pub fn read_arg(flag: &str, arg: &str) -> Result<(String, String), String> {
     if arg == "-" {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).map_err(|e| format!("{flag}: cannot read stdin: {e}"))?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("{flag}: cannot read stdin: {e}"))?;
         return Ok(("<stdin>".into(), text));
     }
     match arg.strip_prefix('@') {
@@ -29,18 +31,27 @@ pub fn context(context: Option<&str>, sets: &[String]) -> Result<Value, String> 
         None => Value::Object(Map::new()),
         Some(arg) => {
             let (name, text) = read_arg("--context", arg)?;
-            let value: Value = serde_json::from_str(&text).map_err(|e| format!("--context: {name} is not valid JSON: {e}"))?;
+            let value: Value = serde_json::from_str(&text)
+                .map_err(|e| format!("--context: {name} is not valid JSON: {e}"))?;
             if !value.is_object() {
-                return Err(format!("--context: {name} must be a JSON object, like '{{\"request\": {{}}}}'"));
+                return Err(format!(
+                    "--context: {name} must be a JSON object, like '{{\"request\": {{}}}}'"
+                ));
             }
             value
         }
     };
     for set in sets {
         let Some((path, raw)) = set.split_once('=') else {
-            return Err(format!("--set `{set}`: expected PATH=VALUE, like `request.user=ada`"));
+            return Err(format!(
+                "--set `{set}`: expected PATH=VALUE, like `request.user=ada`"
+            ));
         };
-        let path = if path.starts_with('$') { path.to_string() } else { format!("$ctx.{path}") };
+        let path = if path.starts_with('$') {
+            path.to_string()
+        } else {
+            format!("$ctx.{path}")
+        };
         let parsed = CtxPath::parse(&path).map_err(|e| format!("--set `{set}`: {e}"))?;
         if parsed.root != illumo_engine::path::Root::Ctx || parsed.steps.is_empty() {
             return Err(format!("--set `{set}`: the path must be inside ctx"));
@@ -56,11 +67,15 @@ pub fn context(context: Option<&str>, sets: &[String]) -> Result<Value, String> 
 pub fn policy(arg: &str) -> Result<PolicySpec, Option<String>> {
     let (name, text) = read_arg("--policy", arg)?;
     let source = Source::new(name, text);
-    let yaml = Yaml::parse(&source.text).map_err(|e| format!("--policy: not valid JSON or YAML: {e}"))?;
+    let yaml =
+        Yaml::parse(&source.text).map_err(|e| format!("--policy: not valid JSON or YAML: {e}"))?;
     let mut dec = Decoder::default();
     let spec = PolicySpec::decode(&mut dec, &yaml, &YPath::root());
     if let Some(illumo_engine::policy::OnError::Goto(_)) = &spec.on_error {
-        return Err(Some("--policy: `on_error: goto` must be set in the flow file, where its target is checked".into()));
+        return Err(Some(
+            "--policy: `on_error: goto` must be set in the flow file, where its target is checked"
+                .into(),
+        ));
     }
     if dec.has_errors() {
         eprint!("{}", source.render_all(&dec.diags, crate::stderr_color()));

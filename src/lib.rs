@@ -65,7 +65,10 @@ pub(crate) fn load(path: &str, registry: &NodeRegistry, quiet: bool) -> Result<F
             }
             Ok(flow)
         }
-        Err(LoadError { source, diagnostics }) => {
+        Err(LoadError {
+            source,
+            diagnostics,
+        }) => {
             eprint!("{}", source.render_all(&diagnostics, stderr_color()));
             Err(EXIT_USAGE)
         }

@@ -18,7 +18,10 @@ pub fn print(registry: &NodeRegistry, as_json: bool) {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
         return;
     }
     for f in registry.factories() {

@@ -35,7 +35,10 @@ fn prepare(args: &RunArgs, registry: &NodeRegistry) -> Result<Prepared, Option<S
             let known: Vec<&str> = flow.profiles.keys().map(String::as_str).collect();
             return Err(Some(match known.len() {
                 0 => format!("unknown profile `{name}`: the flow defines no `profiles`"),
-                _ => format!("unknown profile `{name}`; the flow defines `{}`", known.join("`, `")),
+                _ => format!(
+                    "unknown profile `{name}`; the flow defines `{}`",
+                    known.join("`, `")
+                ),
             }));
         };
         options.overrides = profile.clone();
@@ -47,7 +50,11 @@ fn prepare(args: &RunArgs, registry: &NodeRegistry) -> Result<Prepared, Option<S
 }
 
 fn tracers(args: &RunArgs) -> Result<Arc<dyn Tracer>, Option<String>> {
-    let names: Vec<&str> = if args.tracers.is_empty() { vec!["console"] } else { args.tracers.iter().map(String::as_str).collect() };
+    let names: Vec<&str> = if args.tracers.is_empty() {
+        vec!["console"]
+    } else {
+        args.tracers.iter().map(String::as_str).collect()
+    };
     let mut fanout = Fanout::default();
     for name in names {
         match name {
@@ -63,13 +70,18 @@ fn tracers(args: &RunArgs) -> Result<Arc<dyn Tracer>, Option<String>> {
     }
     if let Some(arg) = args.tracer_args.first() {
         let key = arg.split_once('=').map_or(arg.as_str(), |(k, _)| k);
-        return Err(Some(format!("--tracer-arg `{key}` is not a setting of the chosen tracers (console takes none)")));
+        return Err(Some(format!(
+            "--tracer-arg `{key}` is not a setting of the chosen tracers (console takes none)"
+        )));
     }
     Ok(Arc::new(fanout))
 }
 
 fn execute(args: &RunArgs, flow: Arc<illumo_engine::Flow>, ctx: Value, options: RunOptions) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -100,7 +112,11 @@ fn execute(args: &RunArgs, flow: Arc<illumo_engine::Flow>, ctx: Value, options: 
         Ok(out) => (out.ctx, out.trace_id, 0),
         Err(failure) => {
             report(&failure.error, &failure.trace_id.to_string());
-            let code = if failure.error == RunError::Cancelled { EXIT_INTERRUPTED } else { EXIT_FAILED };
+            let code = if failure.error == RunError::Cancelled {
+                EXIT_INTERRUPTED
+            } else {
+                EXIT_FAILED
+            };
             (failure.ctx, failure.trace_id, code)
         }
     };
@@ -123,10 +139,15 @@ fn report(error: &RunError, trace_id: &str) {
 }
 
 fn write_ctx(args: &RunArgs, ctx: &Value) -> Result<(), String> {
-    let text = if args.pretty { serde_json::to_string_pretty(ctx) } else { serde_json::to_string(ctx) }
-        .map_err(|e| format!("cannot encode ctx: {e}"))?;
+    let text = if args.pretty {
+        serde_json::to_string_pretty(ctx)
+    } else {
+        serde_json::to_string(ctx)
+    }
+    .map_err(|e| format!("cannot encode ctx: {e}"))?;
     match &args.output {
-        Some(path) => std::fs::write(path, format!("{text}\n")).map_err(|e| format!("cannot write `{path}`: {e}")),
+        Some(path) => std::fs::write(path, format!("{text}\n"))
+            .map_err(|e| format!("cannot write `{path}`: {e}")),
         None => {
             println!("{text}");
             Ok(())

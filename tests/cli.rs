@@ -4,7 +4,15 @@ use crate::support::Illumo;
 
 #[test]
 fn graph_as_mermaid() {
-    let out = Illumo::new().args(["graph", "examples/basics/branching.yaml", "--format", "mermaid"]).run().success();
+    let out = Illumo::new()
+        .args([
+            "graph",
+            "examples/basics/branching.yaml",
+            "--format",
+            "mermaid",
+        ])
+        .run()
+        .success();
     assert_eq!(
         out.stdout,
         "flowchart TD
@@ -24,7 +32,10 @@ fn graph_as_mermaid() {
 
 #[test]
 fn graph_as_dot() {
-    let out = Illumo::new().args(["graph", "examples/basics/command.yaml", "--format", "dot"]).run().success();
+    let out = Illumo::new()
+        .args(["graph", "examples/basics/command.yaml", "--format", "dot"])
+        .run()
+        .success();
     assert_eq!(
         out.stdout,
         "digraph \"command\" {
@@ -46,16 +57,34 @@ fn graph_as_dot() {
 fn nodes_lists_types_and_settings_as_json() {
     let out = Illumo::new().args(["nodes", "--json"]).run().success();
     let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    let types: Vec<&str> = list.as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["type"].as_str().unwrap())
+        .collect();
     assert_eq!(types, ["Command", "Loop", "Router", "Set"]);
-    assert_eq!(list[3]["settings"][0], serde_json::json!({"name": "value", "kind": "any", "required": true, "about": "the output; strings may be paths or templates"}));
+    assert_eq!(
+        list[3]["settings"][0],
+        serde_json::json!({"name": "value", "kind": "any", "required": true, "about": "the output; strings may be paths or templates"})
+    );
 }
 
 #[test]
 fn help_explains_with_examples() {
     let out = Illumo::new().args(["run", "--help"]).run().success();
-    assert!(out.stdout.contains("illumo run flow.yaml --context '{\"request\": {\"summary\": \"fix the bug\"}}'"), "{}", out.stdout);
-    assert!(out.stdout.contains("Exit codes: 0 ok, 1 the flow failed"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(
+            "illumo run flow.yaml --context '{\"request\": {\"summary\": \"fix the bug\"}}'"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("Exit codes: 0 ok, 1 the flow failed"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -80,5 +109,10 @@ fn unknown_tracer_and_stray_tracer_args_are_usage_errors() {
 #[test]
 fn an_unknown_subcommand_exits_2() {
     let out = Illumo::new().args(["frobnicate"]).run().code(2);
-    assert!(out.stderr.starts_with("error: unrecognized subcommand 'frobnicate'"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("error: unrecognized subcommand 'frobnicate'"),
+        "{}",
+        out.stderr
+    );
 }

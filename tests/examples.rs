@@ -6,27 +6,58 @@ use serde_json::json;
 #[test]
 fn hello_greets_and_shouts() {
     let out = Illumo::new()
-        .args(["run", "examples/basics/hello.yaml", "--tracer", "none", "--context", r#"{"user": {"name": "Ada"}}"#])
+        .args([
+            "run",
+            "examples/basics/hello.yaml",
+            "--tracer",
+            "none",
+            "--context",
+            r#"{"user": {"name": "Ada"}}"#,
+        ])
         .run()
         .success();
     let ctx = out.ctx();
     assert_eq!(ctx["greeting"], "hello Ada");
     assert_eq!(ctx["shouted"], "HELLO ADA!");
-    assert_eq!(ctx["steps"], json!([{"node": "greet", "status": "ok"}, {"node": "shout", "status": "ok"}]));
+    assert_eq!(
+        ctx["steps"],
+        json!([{"node": "greet", "status": "ok"}, {"node": "shout", "status": "ok"}])
+    );
     assert!(out.stderr.starts_with("trace_id: "), "{}", out.stderr);
 }
 
 #[test]
 fn branching_join_fires_once_when_the_router_skips_a_branch() {
     let out = Illumo::new()
-        .args(["run", "examples/basics/branching.yaml", "--tracer", "none", "-c", r#"{"order": {"amount": 120, "country": "FR"}}"#])
+        .args([
+            "run",
+            "examples/basics/branching.yaml",
+            "--tracer",
+            "none",
+            "-c",
+            r#"{"order": {"amount": 120, "country": "FR"}}"#,
+        ])
         .run()
         .success();
     let ctx = out.ctx();
-    assert_eq!(ctx["result"], json!({"region": "FR-zone", "parents": "{\"geo\":{\"region\":\"FR-zone\"}}"}));
-    assert_eq!(ctx["joins"], json!({"merge": {"geo": {"region": "FR-zone"}}}));
-    assert_eq!(ctx["routing"]["risk"], json!({"target": null, "confidence": null, "reason": "no route matched"}));
-    let merges = ctx["steps"].as_array().unwrap().iter().filter(|s| s["node"] == "merge").count();
+    assert_eq!(
+        ctx["result"],
+        json!({"region": "FR-zone", "parents": "{\"geo\":{\"region\":\"FR-zone\"}}"})
+    );
+    assert_eq!(
+        ctx["joins"],
+        json!({"merge": {"geo": {"region": "FR-zone"}}})
+    );
+    assert_eq!(
+        ctx["routing"]["risk"],
+        json!({"target": null, "confidence": null, "reason": "no route matched"})
+    );
+    let merges = ctx["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["node"] == "merge")
+        .count();
     assert_eq!(merges, 1);
     assert_eq!(ctx.get("review"), None);
 }
@@ -34,11 +65,21 @@ fn branching_join_fires_once_when_the_router_skips_a_branch() {
 #[test]
 fn branching_join_waits_for_the_routed_branch_when_it_runs() {
     let out = Illumo::new()
-        .args(["run", "examples/basics/branching.yaml", "--tracer", "none", "-c", r#"{"order": {"amount": 5000, "country": "DE"}}"#])
+        .args([
+            "run",
+            "examples/basics/branching.yaml",
+            "--tracer",
+            "none",
+            "-c",
+            r#"{"order": {"amount": 5000, "country": "DE"}}"#,
+        ])
         .run()
         .success();
     let ctx = out.ctx();
-    assert_eq!(ctx["joins"]["merge"], json!({"geo": {"region": "DE-zone"}, "review": {"flagged": true}}));
+    assert_eq!(
+        ctx["joins"]["merge"],
+        json!({"geo": {"region": "DE-zone"}, "review": {"flagged": true}})
+    );
     assert_eq!(ctx["routing"]["risk"]["target"], "review");
     assert_eq!(ctx["routing"]["risk"]["reason"], "ctx.order.amount >= 1000");
 }
@@ -48,7 +89,14 @@ fn retry_timeout_goto_recovers_with_the_fallback() {
     let dir = TempDir::new();
     let context = json!({"work_dir": dir.path().join("state")}).to_string();
     let out = Illumo::new()
-        .args(["run", "examples/basics/retry_timeout_goto.yaml", "--tracer", "none", "-c", &context])
+        .args([
+            "run",
+            "examples/basics/retry_timeout_goto.yaml",
+            "--tracer",
+            "none",
+            "-c",
+            &context,
+        ])
         .run()
         .success();
     let ctx = out.ctx();
@@ -58,14 +106,26 @@ fn retry_timeout_goto_recovers_with_the_fallback() {
         ctx["errors"],
         json!([{"node": "slow", "attempt": 1, "message": "timed out after 300ms", "timed_out": true, "action": "goto fallback"}])
     );
-    let steps: Vec<&str> = ctx["steps"].as_array().unwrap().iter().map(|s| s["node"].as_str().unwrap()).collect();
+    let steps: Vec<&str> = ctx["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["node"].as_str().unwrap())
+        .collect();
     assert_eq!(steps, ["prepare", "flaky", "slow", "fallback"]);
 }
 
 #[test]
 fn loop_collects_the_body_outputs() {
     let out = Illumo::new()
-        .args(["run", "examples/basics/loop.yaml", "--tracer", "none", "-c", r#"{"files": ["a.py", "b.py"]}"#])
+        .args([
+            "run",
+            "examples/basics/loop.yaml",
+            "--tracer",
+            "none",
+            "-c",
+            r#"{"files": ["a.py", "b.py"]}"#,
+        ])
         .run()
         .success();
     let ctx = out.ctx();
@@ -74,19 +134,33 @@ fn loop_collects_the_body_outputs() {
         json!([{"index": 0, "file": "a.py", "label": "#0 a.py"}, {"index": 1, "file": "b.py", "label": "#1 b.py"}])
     );
     assert_eq!(ctx["summary"], "checked 2 files");
-    assert_eq!(ctx.get("loop"), None, "the loop's item never leaks into the flow's ctx");
+    assert_eq!(
+        ctx.get("loop"),
+        None,
+        "the loop's item never leaks into the flow's ctx"
+    );
 }
 
 #[test]
 fn command_pipes_json_and_routes_on_the_result() {
     let out = Illumo::new()
-        .args(["run", "examples/basics/command.yaml", "--tracer", "none", "-c", r#"{"scores": [0.2, 0.9, 0.7]}"#])
+        .args([
+            "run",
+            "examples/basics/command.yaml",
+            "--tracer",
+            "none",
+            "-c",
+            r#"{"scores": [0.2, 0.9, 0.7]}"#,
+        ])
         .run()
         .success();
     let ctx = out.ctx();
     assert_eq!(ctx["stats"], json!({"mean": 0.6, "best": 0.9}));
     assert_eq!(ctx["verdict"], "accepted with mean 0.6");
-    assert_eq!(ctx["routing"]["verdict"], json!({"target": "accept", "confidence": 1.0, "reason": "ctx.stats.mean >= 0.5"}));
+    assert_eq!(
+        ctx["routing"]["verdict"],
+        json!({"target": "accept", "confidence": 1.0, "reason": "ctx.stats.mean >= 0.5"})
+    );
 }
 
 #[test]
@@ -94,7 +168,11 @@ fn every_example_is_valid() {
     for entry in std::fs::read_dir(crate::support::root().join("examples/basics")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
-            let rel = path.strip_prefix(crate::support::root()).unwrap().display().to_string();
+            let rel = path
+                .strip_prefix(crate::support::root())
+                .unwrap()
+                .display()
+                .to_string();
             let out = Illumo::new().args(["validate", &rel]).run();
             assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{rel}");
         }

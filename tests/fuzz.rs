@@ -77,6 +77,10 @@ fn every_example_loads_unchanged() {
     let registry = illumo_nodes::builtin_registry();
     for text in examples() {
         let flow = Flow::load(Source::new("example.yaml", text), &registry);
-        assert!(flow.as_ref().map(|f| f.warnings.len()).ok() == Some(0), "{:?}", flow.err().map(|e| e.to_string()));
+        assert!(
+            flow.as_ref().map(|f| f.warnings.len()).ok() == Some(0),
+            "{:?}",
+            flow.err().map(|e| e.to_string())
+        );
     }
 }

@@ -16,7 +16,11 @@ flow:
 
 #[test]
 fn profile_timeout_applies_to_every_node() {
-    let out = Illumo::new().run_flow(SLOW).args(["--profile", "quick"]).run().code(1);
+    let out = Illumo::new()
+        .run_flow(SLOW)
+        .args(["--profile", "quick"])
+        .run()
+        .code(1);
     assert!(out.stderr.starts_with(
         "error: node `sleeper` failed on attempt 1 of 1: timed out after 200ms\n  policy: max_attempts 1, timeout 200ms, on_error stop, fail_fast true\n  trace_id: "
     ), "{}", out.stderr);
@@ -24,15 +28,36 @@ fn profile_timeout_applies_to_every_node() {
 
 #[test]
 fn cli_policy_beats_the_profile() {
-    let out = Illumo::new().run_flow(SLOW).args(["--profile", "quick", "--policy", r#"{"timeout": "300ms"}"#]).run().code(1);
-    assert!(out.stderr.starts_with("error: node `sleeper` failed on attempt 1 of 1: timed out after 300ms\n"), "{}", out.stderr);
+    let out = Illumo::new()
+        .run_flow(SLOW)
+        .args(["--profile", "quick", "--policy", r#"{"timeout": "300ms"}"#])
+        .run()
+        .code(1);
+    assert!(
+        out.stderr
+            .starts_with("error: node `sleeper` failed on attempt 1 of 1: timed out after 300ms\n"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
 fn node_policy_beats_the_cli_policy() {
-    let flow = SLOW.replace("      setting: {argv", "      policy: {timeout: 100ms}\n      setting: {argv");
-    let out = Illumo::new().run_flow(&flow).args(["--policy", r#"{"timeout": "300ms"}"#]).run().code(1);
-    assert!(out.stderr.starts_with("error: node `sleeper` failed on attempt 1 of 1: timed out after 100ms\n"), "{}", out.stderr);
+    let flow = SLOW.replace(
+        "      setting: {argv",
+        "      policy: {timeout: 100ms}\n      setting: {argv",
+    );
+    let out = Illumo::new()
+        .run_flow(&flow)
+        .args(["--policy", r#"{"timeout": "300ms"}"#])
+        .run()
+        .code(1);
+    assert!(
+        out.stderr
+            .starts_with("error: node `sleeper` failed on attempt 1 of 1: timed out after 100ms\n"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -76,12 +101,28 @@ flow:
         pidfile.display()
     );
     let out = illumo.run_flow(&flow).run().code(1);
-    assert!(out.stderr.starts_with("error: node `spawner` failed on attempt 1 of 1: timed out after 2s\n"), "{}", out.stderr);
-    let pid: u32 = std::fs::read_to_string(&pidfile).expect("the grandchild wrote its pid").trim().parse().unwrap();
+    assert!(
+        out.stderr
+            .starts_with("error: node `spawner` failed on attempt 1 of 1: timed out after 2s\n"),
+        "{}",
+        out.stderr
+    );
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .expect("the grandchild wrote its pid")
+        .trim()
+        .parse()
+        .unwrap();
     // SIGKILL is delivered at once; give the kernel a bounded moment to tear the process down.
     let alive = |pid: u32| {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            .map(|stat| {
+                !stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
             .unwrap_or(false)
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -159,7 +200,13 @@ flow:
     let ctx = out.ctx();
     assert_eq!(ctx["good"], "done");
     assert_eq!(ctx["after_good"], "also");
-    assert!(out.stderr.starts_with("error: node `bad` failed on attempt 1 of 1: `python3` exited with code 1: boom\n"), "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with(
+            "error: node `bad` failed on attempt 1 of 1: `python3` exited with code 1: boom\n"
+        ),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -28,7 +28,11 @@ fn rendezvous(dir: &std::path::Path, max_parallel: usize) -> String {
 #[test]
 fn fan_out_branches_really_run_concurrently() {
     let dir = TempDir::new();
-    let ctx = Illumo::new().run_flow(&rendezvous(dir.path(), 8)).run().success().ctx();
+    let ctx = Illumo::new()
+        .run_flow(&rendezvous(dir.path(), 8))
+        .run()
+        .success()
+        .ctx();
     assert_eq!(ctx["left"], "left met right");
     assert_eq!(ctx["right"], "right met left");
 }
@@ -36,8 +40,16 @@ fn fan_out_branches_really_run_concurrently() {
 #[test]
 fn max_parallel_one_runs_branches_one_at_a_time() {
     let dir = TempDir::new();
-    let out = Illumo::new().run_flow(&rendezvous(dir.path(), 1)).run().code(1);
-    assert!(out.stderr.starts_with("error: node `left` failed on attempt 1 of 1: timed out after 1s\n"), "{}", out.stderr);
+    let out = Illumo::new()
+        .run_flow(&rendezvous(dir.path(), 1))
+        .run()
+        .code(1);
+    assert!(
+        out.stderr
+            .starts_with("error: node `left` failed on attempt 1 of 1: timed out after 1s\n"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -95,7 +107,12 @@ flow:
     - (a | b) >> each
 "#;
     let ctx = Illumo::new().run_flow(flow).run().success().ctx();
-    let runs = ctx["steps"].as_array().unwrap().iter().filter(|s| s["node"] == "each").count();
+    let runs = ctx["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["node"] == "each")
+        .count();
     assert_eq!(runs, 2);
 }
 
@@ -114,9 +131,24 @@ flow:
     notify: {type: Set, setting: {value: n}, outputs: $ctx.notify}
     reject: {type: Set, setting: {value: x}, outputs: $ctx.reject}
 "#;
-    let ctx = Illumo::new().run_flow(flow).args(["--set", "score=0.7"]).run().success().ctx();
-    assert_eq!((ctx["review"].as_str(), ctx["notify"].as_str(), ctx.get("reject")), (Some("r"), Some("n"), None));
-    assert_eq!(ctx["routing"]["route"], json!({"target": ["review", "notify"], "confidence": 1.0, "reason": "ctx.score >= 0.5"}));
+    let ctx = Illumo::new()
+        .run_flow(flow)
+        .args(["--set", "score=0.7"])
+        .run()
+        .success()
+        .ctx();
+    assert_eq!(
+        (
+            ctx["review"].as_str(),
+            ctx["notify"].as_str(),
+            ctx.get("reject")
+        ),
+        (Some("r"), Some("n"), None)
+    );
+    assert_eq!(
+        ctx["routing"]["route"],
+        json!({"target": ["review", "notify"], "confidence": 1.0, "reason": "ctx.score >= 0.5"})
+    );
 }
 
 #[test]
@@ -132,7 +164,10 @@ flow:
     - start >> draft >> review >> draft
 "#;
     let out = Illumo::new().run_flow(flow).args(["--quiet"]).run().code(1);
-    assert_eq!(out.stderr.lines().next(), Some("error: max_steps (7) exceeded in cycle `draft -> review -> draft`"));
+    assert_eq!(
+        out.stderr.lines().next(),
+        Some("error: max_steps (7) exceeded in cycle `draft -> review -> draft`")
+    );
 }
 
 #[test]
@@ -155,9 +190,19 @@ flow:
   edges:
     - draft >> route
 "#;
-    let ctx = Illumo::new().run_flow(flow).args(["--set", "round=0"]).run().success().ctx();
+    let ctx = Illumo::new()
+        .run_flow(flow)
+        .args(["--set", "round=0"])
+        .run()
+        .success()
+        .ctx();
     assert_eq!(ctx["result"], "finished after 3 rounds");
-    let drafts = ctx["steps"].as_array().unwrap().iter().filter(|s| s["node"] == "draft").count();
+    let drafts = ctx["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["node"] == "draft")
+        .count();
     assert_eq!(drafts, 3);
 }
 
@@ -185,14 +230,24 @@ flow:
       setting: {value: {first: "{{ $ctx.user.name }}", size: 3}}
       outputs: {first: $ctx.profile.first, size: $ctx.profile.size}
 "#;
-    let ctx = Illumo::new().run_flow(flow).args(["-c", r#"{"user": {"name": "Ada"}}"#]).run().success().ctx();
+    let ctx = Illumo::new()
+        .run_flow(flow)
+        .args(["-c", r#"{"user": {"name": "Ada"}}"#])
+        .run()
+        .success()
+        .ctx();
     assert_eq!(ctx["profile"], json!({"first": "Ada", "size": 3}));
 }
 
 #[test]
 fn writing_through_a_scalar_is_a_clear_error() {
-    let flow = "flow:\n  nodes:\n    a: {type: Set, setting: {value: 1}, outputs: $ctx.name.first}\n";
-    let out = Illumo::new().run_flow(flow).args(["-c", r#"{"name": "Ada"}"#]).run().code(1);
+    let flow =
+        "flow:\n  nodes:\n    a: {type: Set, setting: {value: 1}, outputs: $ctx.name.first}\n";
+    let out = Illumo::new()
+        .run_flow(flow)
+        .args(["-c", r#"{"name": "Ada"}"#])
+        .run()
+        .code(1);
     assert_eq!(
         out.stderr.lines().next(),
         Some("error: node `a` failed on attempt 1 of 1: cannot write `$ctx.name.first`: `$ctx.name` is a string")
@@ -202,7 +257,8 @@ fn writing_through_a_scalar_is_a_clear_error() {
 
 #[test]
 fn missing_template_values_name_the_path() {
-    let flow = "flow:\n  nodes:\n    a: {type: Set, setting: {value: \"hi {{ $ctx.user.name }}\"}}\n";
+    let flow =
+        "flow:\n  nodes:\n    a: {type: Set, setting: {value: \"hi {{ $ctx.user.name }}\"}}\n";
     let out = Illumo::new().run_flow(flow).run().code(1);
     assert_eq!(
         out.stderr.lines().next(),
@@ -216,9 +272,20 @@ fn context_comes_from_a_file_or_stdin_and_set_overrides() {
     let file = TempDir::new();
     let ctx_file = file.write("ctx.json", r#"{"x": "file", "y": {"z": 1}}"#);
     let at = format!("@{}", ctx_file.display());
-    let ctx = Illumo::new().run_flow(flow).args(["-c", &at, "--set", "y.z=2"]).run().success().ctx();
+    let ctx = Illumo::new()
+        .run_flow(flow)
+        .args(["-c", &at, "--set", "y.z=2"])
+        .run()
+        .success()
+        .ctx();
     assert_eq!(ctx["out"], "file-2");
-    let ctx = Illumo::new().run_flow(flow).args(["-c", "-"]).stdin(r#"{"x": "stdin", "y": {"z": true}}"#).run().success().ctx();
+    let ctx = Illumo::new()
+        .run_flow(flow)
+        .args(["-c", "-"])
+        .stdin(r#"{"x": "stdin", "y": {"z": true}}"#)
+        .run()
+        .success()
+        .ctx();
     assert_eq!(ctx["out"], "stdin-true");
 }
 
@@ -227,7 +294,11 @@ fn output_file_and_pretty_printing() {
     let flow = "flow:\n  nodes:\n    a: {type: Set, setting: {value: 1}, outputs: $ctx.a}\n";
     let illumo = Illumo::new();
     let target = illumo.dir().join("out.json");
-    let out = illumo.run_flow(flow).args(["-o", target.to_str().unwrap(), "--pretty"]).run().success();
+    let out = illumo
+        .run_flow(flow)
+        .args(["-o", target.to_str().unwrap(), "--pretty"])
+        .run()
+        .success();
     assert_eq!(out.stdout, "");
     let text = std::fs::read_to_string(target).unwrap();
     assert!(text.starts_with("{\n  \"a\": 1,\n"), "{text}");
@@ -242,6 +313,13 @@ fn bad_context_is_a_usage_error() {
         .run()
         .code(2)
         .stderr("error: --context: --context must be a JSON object, like '{\"request\": {}}'\n");
-    let out = Illumo::new().run_flow(flow).args(["-c", "{oops"]).run().code(2);
-    assert_eq!(out.stderr, "error: --context: --context is not valid JSON: key must be a string at line 1 column 2\n");
+    let out = Illumo::new()
+        .run_flow(flow)
+        .args(["-c", "{oops"])
+        .run()
+        .code(2);
+    assert_eq!(
+        out.stderr,
+        "error: --context: --context is not valid JSON: key must be a string at line 1 column 2\n"
+    );
 }

@@ -60,12 +60,18 @@ pub struct Output {
 
 impl Illumo {
     pub fn new() -> Illumo {
-        Illumo { args: vec![], dir: TempDir::new(), stdin: None, env: vec![] }
+        Illumo {
+            args: vec![],
+            dir: TempDir::new(),
+            stdin: None,
+            env: vec![],
+        }
     }
 
     /// `illumo ARGS...`
     pub fn args<S: AsRef<str>>(mut self, args: impl IntoIterator<Item = S>) -> Illumo {
-        self.args.extend(args.into_iter().map(|s| s.as_ref().to_string()));
+        self.args
+            .extend(args.into_iter().map(|s| s.as_ref().to_string()));
         self
     }
 
@@ -99,7 +105,11 @@ impl Illumo {
         cmd.args(&self.args)
             .current_dir(root())
             .env_remove("NO_COLOR")
-            .stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in &self.env {
@@ -108,7 +118,12 @@ impl Illumo {
         let mut child = cmd.spawn().expect("start illumo");
         if let Some(text) = &self.stdin {
             use std::io::Write;
-            child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write stdin");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())
+                .expect("write stdin");
         }
         let out = child.wait_with_output().expect("wait for illumo");
         Output {
@@ -123,7 +138,11 @@ impl Illumo {
 impl Output {
     #[track_caller]
     pub fn code(self, expected: i32) -> Output {
-        assert_eq!(self.code, expected, "exit code; stderr:\n{}\nstdout:\n{}", self.stderr, self.stdout);
+        assert_eq!(
+            self.code, expected,
+            "exit code; stderr:\n{}\nstdout:\n{}",
+            self.stderr, self.stdout
+        );
         self
     }
 
@@ -135,7 +154,12 @@ impl Output {
     /// The final ctx printed on stdout.
     #[track_caller]
     pub fn ctx(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     #[track_caller]
@@ -158,7 +182,10 @@ pub fn normalize(text: &str) -> String {
             while j < chars.len() && (chars[j].is_ascii_digit() || chars[j] == '.') {
                 j += 1;
             }
-            let unit: String = chars[j..].iter().take_while(|c| c.is_alphabetic()).collect();
+            let unit: String = chars[j..]
+                .iter()
+                .take_while(|c| c.is_alphabetic())
+                .collect();
             if ["ms", "µs", "s"].contains(&unit.as_str()) {
                 out.push_str("<dur>");
                 i = j + unit.chars().count();
@@ -166,7 +193,9 @@ pub fn normalize(text: &str) -> String {
             }
         }
         if c.is_ascii_hexdigit() && starts_word {
-            let j = (i..chars.len()).find(|&j| !chars[j].is_ascii_hexdigit()).unwrap_or(chars.len());
+            let j = (i..chars.len())
+                .find(|&j| !chars[j].is_ascii_hexdigit())
+                .unwrap_or(chars.len());
             if j - i == 32 {
                 out.push_str("<trace_id>");
                 i = j;

@@ -4,7 +4,10 @@ use crate::support::Illumo;
 
 #[track_caller]
 fn validate(fixture: &str, code: i32, expected: &str) {
-    let out = Illumo::new().args(["validate", fixture]).env("NO_COLOR", "1").run();
+    let out = Illumo::new()
+        .args(["validate", fixture])
+        .env("NO_COLOR", "1")
+        .run();
     assert_eq!(out.stderr, expected, "fixture {fixture}");
     assert_eq!(out.code, code, "fixture {fixture}");
 }
@@ -420,20 +423,37 @@ fn warns_unreachable_node() {
 
 #[test]
 fn a_valid_flow_reports_its_size_on_stdout() {
-    let out = Illumo::new().args(["validate", "examples/basics/branching.yaml"]).run().success();
-    assert_eq!(out.stdout, "ok: `branching` in examples/basics/branching.yaml (5 nodes, 4 edges)\n");
+    let out = Illumo::new()
+        .args(["validate", "examples/basics/branching.yaml"])
+        .run()
+        .success();
+    assert_eq!(
+        out.stdout,
+        "ok: `branching` in examples/basics/branching.yaml (5 nodes, 4 edges)\n"
+    );
     assert_eq!(out.stderr, "");
 }
 
 #[test]
 fn a_missing_flow_file_is_a_usage_error() {
-    let out = Illumo::new().args(["validate", "no/such/flow.yaml"]).run().code(2);
-    assert!(out.stderr.starts_with("error: cannot read flow file `no/such/flow.yaml`: "), "{}", out.stderr);
+    let out = Illumo::new()
+        .args(["validate", "no/such/flow.yaml"])
+        .run()
+        .code(2);
+    assert!(
+        out.stderr
+            .starts_with("error: cannot read flow file `no/such/flow.yaml`: "),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
 fn colour_is_used_only_when_asked_for_by_a_terminal() {
     // Not a terminal here, so no escape codes even without NO_COLOR.
-    let out = Illumo::new().args(["validate", "tests/fixtures/invalid/unknown_entry.yaml"]).run().code(2);
+    let out = Illumo::new()
+        .args(["validate", "tests/fixtures/invalid/unknown_entry.yaml"])
+        .run()
+        .code(2);
     assert!(!out.stderr.contains('\x1b'));
 }

@@ -36,11 +36,23 @@ impl Condition {
         let plain = strip_dollars(source);
         let program = cel::Program::compile(&plain).map_err(|errors| {
             let first = errors.errors.first();
-            let (line, column) = first.map_or((1, 1), |e| (e.pos.0.max(1) as usize, e.pos.1.max(1) as usize));
+            let (line, column) = first.map_or((1, 1), |e| {
+                (e.pos.0.max(1) as usize, e.pos.1.max(1) as usize)
+            });
             let column = column - 1;
-            let offset = plain.lines().take(line - 1).map(|l| l.len() + 1).sum::<usize>() + column;
+            let offset = plain
+                .lines()
+                .take(line - 1)
+                .map(|l| l.len() + 1)
+                .sum::<usize>()
+                + column;
             let reason = first.map_or_else(|| "syntax error".to_string(), |e| tidy(&e.msg));
-            ConditionSyntaxError { reason, offset, width: 1, hint: None }
+            ConditionSyntaxError {
+                reason,
+                offset,
+                width: 1,
+                hint: None,
+            }
         })?;
         let references = program.references();
         let mut variables = references.variables();
@@ -52,12 +64,18 @@ impl Condition {
                     reason: format!("unknown name `{name}` in condition"),
                     offset,
                     width: name.len(),
-                    hint: Some(format!("conditions read `ctx`, `payload` and `env`; did you mean `ctx.{name}`?")),
+                    hint: Some(format!(
+                        "conditions read `ctx`, `payload` and `env`; did you mean `ctx.{name}`?"
+                    )),
                 });
             }
         }
         let marked: String = mark_roots(&plain);
-        Ok(Condition { source: source.to_string(), program: std::sync::Arc::new(program), reads: scan_reads(&marked) })
+        Ok(Condition {
+            source: source.to_string(),
+            program: std::sync::Arc::new(program),
+            reads: scan_reads(&marked),
+        })
     }
 
     pub fn source(&self) -> &str {
@@ -70,7 +88,10 @@ impl Condition {
 
     /// Evaluates to a boolean; anything else, or a missing key, is an error.
     pub fn eval(&self, ctx: &Value, payload: &Value) -> Result<bool, ConditionError> {
-        let fail = |reason: String| ConditionError { condition: self.source.clone(), reason };
+        let fail = |reason: String| ConditionError {
+            condition: self.source.clone(),
+            reason,
+        };
         let mut cx = cel::Context::default();
         cx.add_variable_from_value("ctx", to_cel(&self.reads.prune(ctx)));
         cx.add_variable_from_value("payload", to_cel(payload));
@@ -107,7 +128,9 @@ fn to_cel(value: &Value) -> cel::Value {
             None => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
         },
         Value::String(s) => cel::Value::String(std::sync::Arc::new(s.clone())),
-        Value::Array(items) => cel::Value::List(std::sync::Arc::new(items.iter().map(to_cel).collect())),
+        Value::Array(items) => {
+            cel::Value::List(std::sync::Arc::new(items.iter().map(to_cel).collect()))
+        }
         Value::Object(map) => {
             let entries: std::collections::HashMap<String, cel::Value> =
                 map.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect();
@@ -137,7 +160,8 @@ fn mark_roots(plain: &str) -> String {
     let mut out = String::with_capacity(plain.len() + 8);
     let mut prev: Option<char> = None;
     for (i, c) in plain.char_indices() {
-        let boundary = prev.is_none_or(|p| !(p.is_alphanumeric() || p == '_' || p == '.' || p == '$'));
+        let boundary =
+            prev.is_none_or(|p| !(p.is_alphanumeric() || p == '_' || p == '.' || p == '$'));
         if boundary && NAMES.iter().any(|n| plain[i..].starts_with(n)) {
             out.push('$');
         }
@@ -155,8 +179,12 @@ mod tests {
     #[test]
     fn evaluates_over_ctx_payload_and_env() {
         let c = Condition::compile("$ctx.review.status == 'OK' && payload.n > 1").unwrap();
-        assert!(c.eval(&json!({"review": {"status": "OK"}}), &json!({"n": 2})).unwrap());
-        assert!(!c.eval(&json!({"review": {"status": "NG"}}), &json!({"n": 2})).unwrap());
+        assert!(c
+            .eval(&json!({"review": {"status": "OK"}}), &json!({"n": 2}))
+            .unwrap());
+        assert!(!c
+            .eval(&json!({"review": {"status": "NG"}}), &json!({"n": 2}))
+            .unwrap());
         let score = Condition::compile("ctx.score >= 0.8").unwrap();
         assert!(score.eval(&json!({"score": 0.9}), &Value::Null).unwrap());
         assert!(score.eval(&json!({"score": 1}), &Value::Null).unwrap());
@@ -165,7 +193,11 @@ mod tests {
     #[test]
     fn reads_only_named_paths() {
         let c = Condition::compile("ctx.a.b == 1 || has(ctx.c)").unwrap();
-        assert_eq!(c.reads().prune(&json!({"a": {"b": 1, "x": 2}, "c": 3, "d": 4})), json!({"a": {"b": 1}, "c": 3}));
+        assert_eq!(
+            c.reads()
+                .prune(&json!({"a": {"b": 1, "x": 2}, "c": 3, "d": 4})),
+            json!({"a": {"b": 1}, "c": 3})
+        );
     }
 
     #[test]
@@ -187,6 +219,9 @@ mod tests {
             "condition `ctx.review.status == 'OK'` failed: no key `review`; use has(...) to test whether a value is there"
         );
         let n = Condition::compile("ctx.n + 1").unwrap();
-        assert_eq!(n.eval(&json!({"n": 1}), &Value::Null).unwrap_err().reason, "it gave Int(2), not true or false");
+        assert_eq!(
+            n.eval(&json!({"n": 1}), &Value::Null).unwrap_err().reason,
+            "it gave Int(2), not true or false"
+        );
     }
 }

@@ -75,8 +75,11 @@ impl Decoder {
             Yaml::Scalar(Value::Bool(b)) => Some(*b),
             other => {
                 self.push(
-                    Diagnostic::error(format!("{what} must be true or false, not `{}`", other.display()))
-                        .at(e.path.clone(), &other.display()),
+                    Diagnostic::error(format!(
+                        "{what} must be true or false, not `{}`",
+                        other.display()
+                    ))
+                    .at(e.path.clone(), &other.display()),
                 );
                 None
             }
@@ -101,7 +104,8 @@ impl Decoder {
             None => {
                 let text = e.value.display();
                 self.push(
-                    Diagnostic::error(format!("{what} must be a whole number, not `{text}`")).at(e.path.clone(), &text),
+                    Diagnostic::error(format!("{what} must be a whole number, not `{text}`"))
+                        .at(e.path.clone(), &text),
                 );
                 None
             }
@@ -113,7 +117,9 @@ impl Decoder {
         let text = e.value.display();
         let parsed = match e.value {
             Yaml::Scalar(Value::String(s)) => parse_duration(s),
-            Yaml::Scalar(Value::Number(n)) if n.as_f64().is_some_and(|f| f >= 0.0) => parse_duration(&text),
+            Yaml::Scalar(Value::Number(n)) if n.as_f64().is_some_and(|f| f >= 0.0) => {
+                parse_duration(&text)
+            }
             _ => None,
         };
         match parsed {
@@ -144,11 +150,19 @@ pub fn entries_of<'y>(entries: &'y [(String, Yaml)], path: &YPath) -> Vec<Entry<
     let mut out: Vec<Entry<'y>> = Vec::with_capacity(entries.len());
     for (key, value) in entries {
         let nth = out.iter().filter(|e| e.key == key.as_str()).count();
-        out.push(Entry { key, value, path: path.key_nth(key, nth) });
+        out.push(Entry {
+            key,
+            value,
+            path: path.key_nth(key, nth),
+        });
     }
     out
 }
 
 pub fn quoted(names: &[&str]) -> String {
-    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -51,7 +51,10 @@ impl Diagnostic {
     }
 
     pub fn warning(message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(message) }
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(message)
+        }
     }
 
     pub fn at(mut self, path: YPath, offending: &str) -> Self {
@@ -89,7 +92,10 @@ pub struct Source {
 
 impl Source {
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
-        Source { name: name.into(), text: text.into() }
+        Source {
+            name: name.into(),
+            text: text.into(),
+        }
     }
 
     /// The folder of the flow file; relative paths in settings start here.
@@ -113,7 +119,11 @@ impl Source {
             .nth(line - 1)
             .and_then(|l| l.chars().nth(column - 1))
             .is_some_and(|c| c == '"' || c == '\'');
-        let shift = if quoted && diagnostic.offset > 0 { 1 } else { 0 };
+        let shift = if quoted && diagnostic.offset > 0 {
+            1
+        } else {
+            0
+        };
         Some((line, column + diagnostic.offset + shift))
     }
 
@@ -136,13 +146,27 @@ impl Source {
                 let number = line.to_string();
                 let pad = " ".repeat(number.len());
                 let text = self.text.lines().nth(line - 1).unwrap_or("");
-                let _ = writeln!(out, "{pad}{} {}:{line}:{column}", paint("34", "-->"), self.name);
+                let _ = writeln!(
+                    out,
+                    "{pad}{} {}:{line}:{column}",
+                    paint("34", "-->"),
+                    self.name
+                );
                 let _ = writeln!(out, "{pad} {}", paint("34", "|"));
                 let _ = writeln!(out, "{} {} {text}", paint("34", &number), paint("34", "|"));
                 let marks = "^".repeat(d.width);
                 let under = format!("{}{marks}", " ".repeat(column - 1));
-                let label = d.label.as_deref().map(|l| format!(" {l}")).unwrap_or_default();
-                let _ = writeln!(out, "{pad} {} {}", paint("34", "|"), paint(code, &format!("{under}{label}")));
+                let label = d
+                    .label
+                    .as_deref()
+                    .map(|l| format!(" {l}"))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{pad} {} {}",
+                    paint("34", "|"),
+                    paint(code, &format!("{under}{label}"))
+                );
             }
             None => {
                 let _ = writeln!(out, " {} {}", paint("34", "-->"), self.name);
@@ -169,10 +193,16 @@ impl Source {
         let errors = diagnostics.iter().filter(|d| d.is_error()).count();
         let warnings = diagnostics.len() - errors;
         if errors > 0 {
-            let _ = writeln!(out, "{}: {} has {}{}", "error", self.name, plural(errors, "error"), match warnings {
-                0 => String::new(),
-                n => format!(" and {}", plural(n, "warning")),
-            });
+            let _ = writeln!(
+                out,
+                "error: {} has {}{}",
+                self.name,
+                plural(errors, "error"),
+                match warnings {
+                    0 => String::new(),
+                    n => format!(" and {}", plural(n, "warning")),
+                }
+            );
         }
         out
     }
@@ -187,7 +217,10 @@ pub fn plural(n: usize, word: &str) -> String {
 }
 
 /// The closest of `candidates` to `word`, if it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let lower = word.to_lowercase();
     candidates
         .into_iter()
@@ -204,13 +237,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
             }
@@ -225,7 +260,10 @@ mod tests {
 
     #[test]
     fn suggests_close_names_only() {
-        assert_eq!(did_you_mean("Agnet", ["Agent", "Set", "Loop"]), Some("Agent"));
+        assert_eq!(
+            did_you_mean("Agnet", ["Agent", "Set", "Loop"]),
+            Some("Agent")
+        );
         assert_eq!(did_you_mean("drfat", ["draft", "review"]), Some("draft"));
         assert_eq!(did_you_mean("zzzzzz", ["draft", "review"]), None);
     }
@@ -234,7 +272,9 @@ mod tests {
     fn renders_a_snippet_with_caret_and_label() {
         let src = Source::new("flow.yaml", "flow:\n  entry: strat\n");
         let path = YPath::root().key("flow").key("entry");
-        let d = Diagnostic::error("entry names unknown node `strat`").at(path, "strat").label("did you mean `start`?");
+        let d = Diagnostic::error("entry names unknown node `strat`")
+            .at(path, "strat")
+            .label("did you mean `start`?");
         assert_eq!(
             src.render(&d, false),
             "error: entry names unknown node `strat`\n --> flow.yaml:2:10\n  |\n2 |   entry: strat\n  |          ^^^^^ did you mean `start`?\n"

@@ -89,7 +89,8 @@ impl Flow {
     pub fn load(source: Source, registry: &NodeRegistry) -> Result<Flow, LoadError> {
         let mut dec = Decoder::default();
         let flow = match Yaml::parse(&source.text) {
-            Ok(yaml) => decode_flow(&mut dec, &yaml).and_then(|spec| build(spec, registry, &mut dec, &source)),
+            Ok(yaml) => decode_flow(&mut dec, &yaml)
+                .and_then(|spec| build(spec, registry, &mut dec, &source)),
             Err(e) => {
                 let text = e.to_string();
                 let message = text.split(" at line ").next().unwrap_or(&text);
@@ -112,7 +113,10 @@ impl Flow {
                 if dec.diags.is_empty() {
                     dec.push(Diagnostic::error("the flow could not be loaded"));
                 }
-                Err(LoadError { source, diagnostics: dec.diags })
+                Err(LoadError {
+                    source,
+                    diagnostics: dec.diags,
+                })
             }
         }
     }
@@ -122,7 +126,12 @@ impl Flow {
     }
 }
 
-fn build(spec: FlowSpec, registry: &NodeRegistry, dec: &mut Decoder, source: &Source) -> Option<Flow> {
+fn build(
+    spec: FlowSpec,
+    registry: &NodeRegistry,
+    dec: &mut Decoder,
+    source: &Source,
+) -> Option<Flow> {
     let mut index = HashMap::new();
     for n in &spec.nodes {
         if n.nth > 0 {
@@ -135,7 +144,12 @@ fn build(spec: FlowSpec, registry: &NodeRegistry, dec: &mut Decoder, source: &So
             index.insert(n.id.clone(), index.len());
         }
     }
-    let known: Vec<&str> = spec.nodes.iter().filter(|n| n.nth == 0).map(|n| n.id.as_str()).collect();
+    let known: Vec<&str> = spec
+        .nodes
+        .iter()
+        .filter(|n| n.nth == 0)
+        .map(|n| n.id.as_str())
+        .collect();
     let unknown_node = |dec: &mut Decoder, what: &str, name: &str, place: &Place| {
         let mut d = Diagnostic::error(format!("{what} names unknown node `{name}`"))
             .at(place.path.clone(), name)
@@ -145,7 +159,10 @@ fn build(spec: FlowSpec, registry: &NodeRegistry, dec: &mut Decoder, source: &So
         }
         dec.push(d);
     };
-    let at = |path: &YPath| Place { path: path.clone(), offset: 0 };
+    let at = |path: &YPath| Place {
+        path: path.clone(),
+        offset: 0,
+    };
 
     let mut nodes = Vec::with_capacity(index.len());
     let mut references = Vec::new();
@@ -183,7 +200,9 @@ fn build(spec: FlowSpec, registry: &NodeRegistry, dec: &mut Decoder, source: &So
                 } else {
                     what.to_string()
                 };
-                let mut d = Diagnostic::error(format!("{owner} has unknown goto target `{target}`")).at(path.clone(), target);
+                let mut d =
+                    Diagnostic::error(format!("{owner} has unknown goto target `{target}`"))
+                        .at(path.clone(), target);
                 if let Some(s) = did_you_mean(target, known.iter().copied()) {
                     d = d.label(format!("did you mean `{s}`?"));
                 }
@@ -231,7 +250,10 @@ fn build(spec: FlowSpec, registry: &NodeRegistry, dec: &mut Decoder, source: &So
     }
 
     let mut invoked = vec![false; count];
-    let mut transitions: Vec<Vec<usize>> = edges.iter().map(|es| es.iter().map(|e| e.to).collect()).collect();
+    let mut transitions: Vec<Vec<usize>> = edges
+        .iter()
+        .map(|es| es.iter().map(|e| e.to).collect())
+        .collect();
     for (owner, r) in &references {
         let (o, t) = (index[owner], index[&r.id]);
         match r.role {
@@ -255,8 +277,11 @@ fn build(spec: FlowSpec, registry: &NodeRegistry, dec: &mut Decoder, source: &So
         .iter()
         .enumerate()
         .map(|(child, ps)| {
-            let forward: Vec<usize> =
-                ps.iter().filter(|(p, _)| !reach[child][*p] && *p != child).map(|(p, _)| *p).collect();
+            let forward: Vec<usize> = ps
+                .iter()
+                .filter(|(p, _)| !reach[child][*p] && *p != child)
+                .map(|(p, _)| *p)
+                .collect();
             let any = ps.iter().any(|(_, m)| *m == JoinMode::Any);
             (forward.len() >= 2 && !any).then_some(forward)
         })
@@ -302,10 +327,16 @@ fn build(spec: FlowSpec, registry: &NodeRegistry, dec: &mut Decoder, source: &So
     Some(flow)
 }
 
-fn build_node(n: &NodeSpec, registry: &NodeRegistry, dec: &mut Decoder, base_dir: &std::path::Path) -> Option<FlowNode> {
+fn build_node(
+    n: &NodeSpec,
+    registry: &NodeRegistry,
+    dec: &mut Decoder,
+    base_dir: &std::path::Path,
+) -> Option<FlowNode> {
     let Some(factory) = registry.get(&n.type_name) else {
         let names = registry.names();
-        let mut d = Diagnostic::error(format!("unknown node type `{}`", n.type_name)).at(n.type_at.clone(), &n.type_name);
+        let mut d = Diagnostic::error(format!("unknown node type `{}`", n.type_name))
+            .at(n.type_at.clone(), &n.type_name);
         d = match did_you_mean(&n.type_name, names.iter().copied()) {
             Some(s) => d.label(format!("did you mean `{s}`?")),
             None => d.label("not a registered node type"),
@@ -322,7 +353,13 @@ fn build_node(n: &NodeSpec, registry: &NodeRegistry, dec: &mut Decoder, base_dir
         Some((yaml, path)) => Some(decode_outputs(dec, &owner, yaml, path)?),
         None => None,
     };
-    let node = factory.build(&mut BuildCx::new(&n.id, base_dir, &n.setting, n.setting_at.clone(), dec))?;
+    let node = factory.build(&mut BuildCx::new(
+        &n.id,
+        base_dir,
+        &n.setting,
+        n.setting_at.clone(),
+        dec,
+    ))?;
     Some(FlowNode {
         id: n.id.clone(),
         type_name: factory.type_name(),
@@ -339,16 +376,26 @@ fn decode_outputs(dec: &mut Decoder, owner: &str, yaml: &Yaml, path: &YPath) -> 
     let target = |dec: &mut Decoder, text: &str, at: YPath| match CtxPath::parse(text) {
         Ok(p) if p.root == Root::Ctx && !p.steps.is_empty() => Some(p),
         Ok(_) => {
-            dec.push(Diagnostic::error(format!("{owner}: cannot write to `{text}`")).at(at, text).label("outputs go to a `$ctx.` path"));
+            dec.push(
+                Diagnostic::error(format!("{owner}: cannot write to `{text}`"))
+                    .at(at, text)
+                    .label("outputs go to a `$ctx.` path"),
+            );
             None
         }
         Err(e) => {
-            dec.push(Diagnostic::error(format!("{owner}: {e}")).at(at, text).offset(e.offset));
+            dec.push(
+                Diagnostic::error(format!("{owner}: {e}"))
+                    .at(at, text)
+                    .offset(e.offset),
+            );
             None
         }
     };
     match yaml {
-        Yaml::Scalar(serde_json::Value::String(s)) => target(dec, s, path.clone()).map(Outputs::Path),
+        Yaml::Scalar(serde_json::Value::String(s)) => {
+            target(dec, s, path.clone()).map(Outputs::Path)
+        }
         Yaml::Map(_) => {
             let entries = dec.map(yaml, path, "`outputs`")?;
             let mut fields = vec![];
@@ -360,8 +407,11 @@ fn decode_outputs(dec: &mut Decoder, owner: &str, yaml: &Yaml, path: &YPath) -> 
         }
         other => {
             dec.push(
-                Diagnostic::error(format!("{owner}: `outputs` must be a `$ctx.` path or a map of them, not {}", other.kind()))
-                    .at(path.clone(), &other.display()),
+                Diagnostic::error(format!(
+                    "{owner}: `outputs` must be a `$ctx.` path or a map of them, not {}",
+                    other.kind()
+                ))
+                .at(path.clone(), &other.display()),
             );
             None
         }
@@ -398,11 +448,19 @@ fn warn_unreachable(flow: &Flow, specs: &[NodeSpec], dec: &mut Decoder) {
     let entry: Vec<&str> = flow.entry.iter().map(|&e| flow.id(e)).collect();
     for (i, node) in flow.nodes.iter().enumerate() {
         if !seen[i] && !flow.invoked[i] {
-            let at = specs.iter().find(|s| s.id == node.id && s.nth == 0).map(|s| s.at.clone()).unwrap_or_default();
+            let at = specs
+                .iter()
+                .find(|s| s.id == node.id && s.nth == 0)
+                .map(|s| s.at.clone())
+                .unwrap_or_default();
             dec.push(
-                Diagnostic::warning(format!("node `{}` is never reached from entry `{}`", node.id, entry.join("`, `")))
-                    .at(at, &node.id)
-                    .label("no edge, route or goto leads here"),
+                Diagnostic::warning(format!(
+                    "node `{}` is never reached from entry `{}`",
+                    node.id,
+                    entry.join("`, `")
+                ))
+                .at(at, &node.id)
+                .label("no edge, route or goto leads here"),
             );
         }
     }
@@ -438,7 +496,11 @@ fn warn_endless_cycles(flow: &mut Flow, specs: &[NodeSpec], dec: &mut Decoder) {
         let mut cycle = vec![first];
         let mut at = first;
         loop {
-            let next = flow.transitions[at].iter().copied().find(|t| members.contains(t)).unwrap_or(first);
+            let next = flow.transitions[at]
+                .iter()
+                .copied()
+                .find(|t| members.contains(t))
+                .unwrap_or(first);
             cycle.push(next);
             if next == first || cycle.len() > members.len() {
                 break;
@@ -446,11 +508,21 @@ fn warn_endless_cycles(flow: &mut Flow, specs: &[NodeSpec], dec: &mut Decoder) {
             at = next;
         }
         let text: Vec<&str> = cycle.iter().map(|&i| flow.id(i)).collect();
-        let at = specs.iter().find(|s| s.id == flow.nodes[first].id && s.nth == 0).map(|s| s.at.clone()).unwrap_or_default();
+        let at = specs
+            .iter()
+            .find(|s| s.id == flow.nodes[first].id && s.nth == 0)
+            .map(|s| s.at.clone())
+            .unwrap_or_default();
         dec.push(
-            Diagnostic::warning(format!("cycle `{}` has no router, condition or goto to leave it", text.join(" -> ")))
-                .at(at, flow.id(first))
-                .label(format!("this loop runs until `max_steps` ({})", flow.max_steps)),
+            Diagnostic::warning(format!(
+                "cycle `{}` has no router, condition or goto to leave it",
+                text.join(" -> ")
+            ))
+            .at(at, flow.id(first))
+            .label(format!(
+                "this loop runs until `max_steps` ({})",
+                flow.max_steps
+            )),
         );
     }
 }

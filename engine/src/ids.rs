@@ -10,7 +10,11 @@ pub fn random_u64() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     h.finish()
 }
 
@@ -93,7 +97,10 @@ mod tests {
 
     #[test]
     fn ids_have_fixed_width_hex() {
-        assert_eq!(TraceId(0xab).to_string(), "000000000000000000000000000000ab");
+        assert_eq!(
+            TraceId(0xab).to_string(),
+            "000000000000000000000000000000ab"
+        );
         assert_eq!(SpanId(1).to_string().len(), 16);
         assert_ne!(SpanId::random(), SpanId::random());
     }

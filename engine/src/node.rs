@@ -47,7 +47,10 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn value(output: Value) -> Outcome {
-        Outcome { output, route: None }
+        Outcome {
+            output,
+            route: None,
+        }
     }
 }
 
@@ -71,10 +74,14 @@ pub enum NodeError {
 
 impl NodeError {
     pub fn retryable(message: impl Into<String>) -> NodeError {
-        NodeError::Retryable { message: message.into() }
+        NodeError::Retryable {
+            message: message.into(),
+        }
     }
     pub fn fatal(message: impl Into<String>) -> NodeError {
-        NodeError::Fatal { message: message.into() }
+        NodeError::Fatal {
+            message: message.into(),
+        }
     }
     pub fn is_retryable(&self) -> bool {
         matches!(self, NodeError::Retryable { .. })
@@ -85,7 +92,12 @@ impl NodeError {
 #[async_trait::async_trait]
 pub trait Invoker: Send + Sync {
     /// Runs `node` with `ctx` as its ctx; `default_input` is its input when it has no `inputs`.
-    async fn invoke(&self, node: &str, ctx: &Value, default_input: &Value) -> Result<Value, NodeError>;
+    async fn invoke(
+        &self,
+        node: &str,
+        ctx: &Value,
+        default_input: &Value,
+    ) -> Result<Value, NodeError>;
     fn event(&self, name: &str, level: Level, attributes: Map<String, Value>);
 }
 
@@ -101,7 +113,12 @@ pub struct NodeCx<'a> {
 }
 
 impl NodeCx<'_> {
-    pub async fn invoke(&self, node: &str, ctx: &Value, default_input: &Value) -> Result<Value, NodeError> {
+    pub async fn invoke(
+        &self,
+        node: &str,
+        ctx: &Value,
+        default_input: &Value,
+    ) -> Result<Value, NodeError> {
         self.invoker.invoke(node, ctx, default_input).await
     }
 
@@ -230,13 +247,23 @@ impl<'a> BuildCx<'a> {
         setting_at: YPath,
         dec: &'a mut Decoder,
     ) -> Self {
-        BuildCx { node_id, base_dir, setting, setting_at, dec }
+        BuildCx {
+            node_id,
+            base_dir,
+            setting,
+            setting_at,
+            dec,
+        }
     }
 
     /// Deserializes the settings into a config struct (use `deny_unknown_fields`); every
     /// serde error is reported at its place.
     pub fn config<T: DeserializeOwned>(&mut self) -> Option<T> {
-        let json = if self.setting.is_null() { Value::Object(Map::new()) } else { self.setting.to_json() };
+        let json = if self.setting.is_null() {
+            Value::Object(Map::new())
+        } else {
+            self.setting.to_json()
+        };
         match serde_path_to_error::deserialize::<_, T>(json) {
             Ok(config) => Some(config),
             Err(err) => {
@@ -250,7 +277,9 @@ impl<'a> BuildCx<'a> {
                 }
                 let message = err.inner().to_string();
                 let (path, offending) = match unknown_field(&message) {
-                    Some(field) if path.segs.last() == Some(&Seg::Key(field.clone(), 0)) => (path.as_key(), field),
+                    Some(field) if path.segs.last() == Some(&Seg::Key(field.clone(), 0)) => {
+                        (path.as_key(), field)
+                    }
                     Some(field) => (path.key(&field).as_key(), field),
                     None => {
                         let text = self.text_at(&path);
@@ -259,7 +288,8 @@ impl<'a> BuildCx<'a> {
                 };
                 let message = message.replace("unknown field", "unknown setting");
                 self.dec.push(
-                    Diagnostic::error(format!("node `{}`: {message}", self.node_id)).at(path, &offending),
+                    Diagnostic::error(format!("node `{}`: {message}", self.node_id))
+                        .at(path, &offending),
                 );
                 None
             }
@@ -270,7 +300,9 @@ impl<'a> BuildCx<'a> {
         let mut y = self.setting;
         for seg in path.segs.iter().skip(self.setting_at.segs.len()) {
             let next = match (seg, y) {
-                (Seg::Key(k, _), Yaml::Map(entries)) => entries.iter().find(|(key, _)| key == k).map(|(_, v)| v),
+                (Seg::Key(k, _), Yaml::Map(entries)) => {
+                    entries.iter().find(|(key, _)| key == k).map(|(_, v)| v)
+                }
                 (Seg::Index(i), Yaml::Seq(items)) => items.get(*i),
                 _ => None,
             };
@@ -284,14 +316,19 @@ impl<'a> BuildCx<'a> {
 
     /// The place of a setting field (`&["routes", "0", "when"]`-style steps from the setting).
     pub fn at(&self, steps: &[&str]) -> YPath {
-        steps.iter().fold(self.setting_at.clone(), |p, s| match s.parse::<usize>() {
-            Ok(i) => p.index(i),
-            Err(_) => p.key(s),
-        })
+        steps
+            .iter()
+            .fold(self.setting_at.clone(), |p, s| match s.parse::<usize>() {
+                Ok(i) => p.index(i),
+                Err(_) => p.key(s),
+            })
     }
 
     pub fn error(&mut self, at: YPath, offending: &str, message: impl Into<String>) {
-        self.dec.push(Diagnostic::error(format!("node `{}`: {}", self.node_id, message.into())).at(at, offending));
+        self.dec.push(
+            Diagnostic::error(format!("node `{}`: {}", self.node_id, message.into()))
+                .at(at, offending),
+        );
     }
 
     pub fn push(&mut self, diagnostic: Diagnostic) {
@@ -331,21 +368,37 @@ pub(crate) fn compile_condition(dec: &mut Decoder, at: YPath, source: &str) -> O
     }
 }
 
-pub(crate) fn compile_value(dec: &mut Decoder, owner: &str, at: YPath, value: &Value) -> Option<ValueSpec> {
+pub(crate) fn compile_value(
+    dec: &mut Decoder,
+    owner: &str,
+    at: YPath,
+    value: &Value,
+) -> Option<ValueSpec> {
     match value {
         Value::String(s) if looks_like_path(s) => match crate::path::CtxPath::parse(s) {
             Ok(p) => Some(ValueSpec::Ref(p)),
             Err(e) => {
-                dec.push(Diagnostic::error(format!("{owner}: {e}")).at(at, s).offset(e.offset));
+                dec.push(
+                    Diagnostic::error(format!("{owner}: {e}"))
+                        .at(at, s)
+                        .offset(e.offset),
+                );
                 None
             }
         },
         Value::String(s) if s.contains("{{") => match Template::compile(s) {
             Ok(t) => Some(ValueSpec::Template(Box::new(t))),
             Err(e) => {
-                let offset = s.lines().take(e.line - 1).map(|l| l.len() + 1).sum::<usize>() + e.column - 1;
+                let offset = s
+                    .lines()
+                    .take(e.line - 1)
+                    .map(|l| l.len() + 1)
+                    .sum::<usize>()
+                    + e.column
+                    - 1;
                 let reason = if e.reason.starts_with("invalid handlebars syntax") {
-                    "a `{{` is not closed by `}}`, or what is inside is not an expression".to_string()
+                    "a `{{` is not closed by `}}`, or what is inside is not an expression"
+                        .to_string()
                 } else {
                     e.reason
                 };
@@ -359,16 +412,23 @@ pub(crate) fn compile_value(dec: &mut Decoder, owner: &str, at: YPath, value: &V
             }
         },
         Value::Array(items) => {
-            let parts: Vec<Option<ValueSpec>> =
-                items.iter().enumerate().map(|(i, v)| compile_value(dec, owner, at.index(i), v)).collect();
-            Some(ValueSpec::array(parts.into_iter().collect::<Option<Vec<_>>>()?))
+            let parts: Vec<Option<ValueSpec>> = items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| compile_value(dec, owner, at.index(i), v))
+                .collect();
+            Some(ValueSpec::array(
+                parts.into_iter().collect::<Option<Vec<_>>>()?,
+            ))
         }
         Value::Object(map) => {
             let parts: Vec<Option<(String, ValueSpec)>> = map
                 .iter()
                 .map(|(k, v)| compile_value(dec, owner, at.key(k), v).map(|s| (k.clone(), s)))
                 .collect();
-            Some(ValueSpec::object(parts.into_iter().collect::<Option<Vec<_>>>()?))
+            Some(ValueSpec::object(
+                parts.into_iter().collect::<Option<Vec<_>>>()?,
+            ))
         }
         other => Some(ValueSpec::Literal(other.clone())),
     }

@@ -54,9 +54,15 @@ impl CtxPath {
             match bytes[i] {
                 b'.' => {
                     let start = i + 1;
-                    let end = rest[start..].find(['.', '[']).map_or(rest.len(), |e| start + e);
+                    let end = rest[start..]
+                        .find(['.', '['])
+                        .map_or(rest.len(), |e| start + e);
                     let key = &rest[start..end];
-                    if key.is_empty() || !key.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-') {
+                    if key.is_empty()
+                        || !key
+                            .chars()
+                            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+                    {
                         return fail(format!("bad key `{key}` in path `{text}`"), base + start);
                     }
                     steps.push(Step::Key(key.to_string()));
@@ -72,23 +78,41 @@ impl CtxPath {
                         Err(_) => {
                             let key = inner.trim_matches(|c| c == '"' || c == '\'');
                             if key.len() + 2 != inner.len() || key.is_empty() {
-                                return fail(format!("bad index `[{inner}]` in path `{text}`"), base + i);
+                                return fail(
+                                    format!("bad index `[{inner}]` in path `{text}`"),
+                                    base + i,
+                                );
                             }
                             steps.push(Step::Key(key.to_string()));
                         }
                     }
                     i += close + 1;
                 }
-                _ => return fail(format!("unexpected `{}` in path `{text}`", &rest[i..i + 1]), base + i),
+                _ => {
+                    return fail(
+                        format!("unexpected `{}` in path `{text}`", &rest[i..i + 1]),
+                        base + i,
+                    )
+                }
             }
         }
         if root == Root::Env && steps.len() != 1 {
-            return fail(format!("`{text}` must name one variable, like `$env.HOME`"), 0);
+            return fail(
+                format!("`{text}` must name one variable, like `$env.HOME`"),
+                0,
+            );
         }
         if steps.is_empty() && root == Root::Ctx && text != "$ctx" {
-            return fail(format!("`{text}` must name a node, like `{text}.node_id`"), 0);
+            return fail(
+                format!("`{text}` must name a node, like `{text}.node_id`"),
+                0,
+            );
         }
-        Ok(CtxPath { root, steps, text: text.to_string() })
+        Ok(CtxPath {
+            root,
+            steps,
+            text: text.to_string(),
+        })
     }
 
     /// Builds a ctx path from steps.
@@ -103,7 +127,11 @@ impl CtxPath {
                 Step::Index(i) => text.push_str(&format!("[{i}]")),
             }
         }
-        CtxPath { root: Root::Ctx, steps, text }
+        CtxPath {
+            root: Root::Ctx,
+            steps,
+            text,
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -112,8 +140,7 @@ impl CtxPath {
 
     /// Does this path cover `other` (equal, or one is inside the other)?
     pub fn overlaps(&self, other: &CtxPath) -> bool {
-        self.root == other.root
-            && self.steps.iter().zip(&other.steps).all(|(a, b)| a == b)
+        self.root == other.root && self.steps.iter().zip(&other.steps).all(|(a, b)| a == b)
     }
 
     /// Reads the value at this path; `None` when any step is missing.
@@ -203,28 +230,66 @@ mod tests {
     #[test]
     fn parses_every_root() {
         let p = CtxPath::parse("$ctx.a.b[0].c").unwrap();
-        assert_eq!(p.steps, vec![Step::Key("a".into()), Step::Key("b".into()), Step::Index(0), Step::Key("c".into())]);
-        assert_eq!(CtxPath::parse("$payload.draft").unwrap().steps, vec![Step::Key("payloads".into()), Step::Key("draft".into())]);
+        assert_eq!(
+            p.steps,
+            vec![
+                Step::Key("a".into()),
+                Step::Key("b".into()),
+                Step::Index(0),
+                Step::Key("c".into())
+            ]
+        );
+        assert_eq!(
+            CtxPath::parse("$payload.draft").unwrap().steps,
+            vec![Step::Key("payloads".into()), Step::Key("draft".into())]
+        );
         assert_eq!(CtxPath::parse("$joins.merge.geo").unwrap().steps.len(), 3);
         assert_eq!(CtxPath::parse("$env.HOME").unwrap().root, Root::Env);
-        assert_eq!(CtxPath::parse("$ctx.a[\"b c\"]").unwrap().steps[1], Step::Key("b c".into()));
+        assert_eq!(
+            CtxPath::parse("$ctx.a[\"b c\"]").unwrap().steps[1],
+            Step::Key("b c".into())
+        );
     }
 
     #[test]
     fn rejects_malformed_paths_with_offsets() {
         assert_eq!(CtxPath::parse("$ctx.a..b").unwrap_err().offset, 7);
-        assert_eq!(CtxPath::parse("$ctx.a[x").unwrap_err().reason, "unclosed `[` in path `$ctx.a[x`");
+        assert_eq!(
+            CtxPath::parse("$ctx.a[x").unwrap_err().reason,
+            "unclosed `[` in path `$ctx.a[x`"
+        );
         assert_eq!(CtxPath::parse("ctx.a").unwrap_err().offset, 0);
-        assert_eq!(CtxPath::parse("$env.A.B").unwrap_err().reason, "`$env.A.B` must name one variable, like `$env.HOME`");
+        assert_eq!(
+            CtxPath::parse("$env.A.B").unwrap_err().reason,
+            "`$env.A.B` must name one variable, like `$env.HOME`"
+        );
     }
 
     #[test]
     fn writes_create_maps_and_refuse_scalars() {
         let mut ctx = json!({"a": 1, "list": [1]});
-        set_steps(&mut ctx, &CtxPath::parse("$ctx.x.y").unwrap().steps, json!(2)).unwrap();
-        set_steps(&mut ctx, &CtxPath::parse("$ctx.list[1]").unwrap().steps, json!(3)).unwrap();
+        set_steps(
+            &mut ctx,
+            &CtxPath::parse("$ctx.x.y").unwrap().steps,
+            json!(2),
+        )
+        .unwrap();
+        set_steps(
+            &mut ctx,
+            &CtxPath::parse("$ctx.list[1]").unwrap().steps,
+            json!(3),
+        )
+        .unwrap();
         assert_eq!(ctx, json!({"a": 1, "list": [1, 3], "x": {"y": 2}}));
-        let err = set_steps(&mut ctx, &CtxPath::parse("$ctx.a.b").unwrap().steps, json!(0)).unwrap_err();
-        assert_eq!(err.to_string(), "cannot write `$ctx.a.b`: `$ctx.a` is a number");
+        let err = set_steps(
+            &mut ctx,
+            &CtxPath::parse("$ctx.a.b").unwrap().steps,
+            json!(0),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot write `$ctx.a.b`: `$ctx.a` is a number"
+        );
     }
 }

@@ -103,8 +103,14 @@ impl PolicySpec {
     /// Reads a `policy:` map, reporting every bad field.
     pub fn decode(dec: &mut Decoder, y: &Yaml, path: &YPath) -> PolicySpec {
         let mut spec = PolicySpec::default();
-        let Some(entries) = dec.map(y, path, "`policy`") else { return spec };
-        dec.known_keys(&entries, &["fail_fast", "timeout", "retry", "on_error"], "`policy`");
+        let Some(entries) = dec.map(y, path, "`policy`") else {
+            return spec;
+        };
+        dec.known_keys(
+            &entries,
+            &["fail_fast", "timeout", "retry", "on_error"],
+            "`policy`",
+        );
         for e in &entries {
             match e.key {
                 "fail_fast" => spec.fail_fast = dec.bool(e, "`fail_fast`"),
@@ -118,12 +124,20 @@ impl PolicySpec {
     }
 
     fn decode_retry(&mut self, dec: &mut Decoder, e: &Entry) {
-        let Some(entries) = dec.map(e.value, &e.path, "`retry`") else { return };
-        dec.known_keys(&entries, &["max_attempts", "delay", "mode", "max_delay", "jitter"], "`retry`");
+        let Some(entries) = dec.map(e.value, &e.path, "`retry`") else {
+            return;
+        };
+        dec.known_keys(
+            &entries,
+            &["max_attempts", "delay", "mode", "max_delay", "jitter"],
+            "`retry`",
+        );
         for r in &entries {
             match r.key {
                 "max_attempts" => {
-                    self.max_attempts = dec.integer(r, "`retry.max_attempts`", 1, MAX_ATTEMPTS).map(|n| n as u32)
+                    self.max_attempts = dec
+                        .integer(r, "`retry.max_attempts`", 1, MAX_ATTEMPTS)
+                        .map(|n| n as u32)
                 }
                 "delay" => self.delay = dec.duration(r, "`retry.delay`", MAX_DELAY),
                 "max_delay" => self.max_delay = dec.duration(r, "`retry.max_delay`", MAX_DELAY),
@@ -163,7 +177,9 @@ impl PolicySpec {
                 _ => bad(dec, e.path.clone(), s.clone()),
             },
             Yaml::Map(_) => {
-                let Some(entries) = dec.map(e.value, &e.path, "`on_error`") else { return };
+                let Some(entries) = dec.map(e.value, &e.path, "`on_error`") else {
+                    return;
+                };
                 dec.known_keys(&entries, &["action", "target"], "`on_error`");
                 let action = entries.iter().find(|x| x.key == "action");
                 let target = entries.iter().find(|x| x.key == "target");
@@ -175,8 +191,10 @@ impl PolicySpec {
                         }
                     }
                     (Some("goto"), None) => dec.push(
-                        Diagnostic::error("`on_error: {action: goto}` needs a `target` node")
-                            .at(action.map(|a| a.path.clone()).unwrap_or(e.path.clone()), "goto"),
+                        Diagnostic::error("`on_error: {action: goto}` needs a `target` node").at(
+                            action.map(|a| a.path.clone()).unwrap_or(e.path.clone()),
+                            "goto",
+                        ),
                     ),
                     (Some("stop"), _) => self.on_error = Some(OnError::Stop),
                     (Some("continue"), _) => self.on_error = Some(OnError::Continue),
@@ -234,8 +252,13 @@ impl Policy {
     pub fn summary(&self) -> String {
         let retry = match (self.max_attempts, self.mode) {
             (1, _) => "max_attempts 1".to_string(),
-            (n, Backoff::Fixed) => format!("max_attempts {n} (fixed {})", duration_text(self.delay)),
-            (n, Backoff::Exponential) => format!("max_attempts {n} (exponential from {})", duration_text(self.delay)),
+            (n, Backoff::Fixed) => {
+                format!("max_attempts {n} (fixed {})", duration_text(self.delay))
+            }
+            (n, Backoff::Exponential) => format!(
+                "max_attempts {n} (exponential from {})",
+                duration_text(self.delay)
+            ),
         };
         let timeout = self.timeout.map_or("none".to_string(), duration_text);
         let on_error = match &self.on_error {
@@ -243,7 +266,10 @@ impl Policy {
             OnError::Continue => "continue".to_string(),
             OnError::Goto(t) => format!("goto `{t}`"),
         };
-        format!("{retry}, timeout {timeout}, on_error {on_error}, fail_fast {}", self.fail_fast)
+        format!(
+            "{retry}, timeout {timeout}, on_error {on_error}, fail_fast {}",
+            self.fail_fast
+        )
     }
 }
 
@@ -261,7 +287,8 @@ mod tests {
     #[test]
     fn layers_override_field_by_field() {
         let (flow, _) = decode("{timeout: 30s, retry: {max_attempts: 3, delay: 200ms}}");
-        let (node, _) = decode("{retry: {max_attempts: 2}, on_error: {action: goto, target: draft}}");
+        let (node, _) =
+            decode("{retry: {max_attempts: 2}, on_error: {action: goto, target: draft}}");
         let p = flow.overlay(&node).resolve();
         assert_eq!(p.max_attempts, 2);
         assert_eq!(p.delay, Duration::from_millis(200));
@@ -271,7 +298,8 @@ mod tests {
 
     #[test]
     fn exponential_backoff_doubles_up_to_max_delay() {
-        let (spec, _) = decode("{retry: {max_attempts: 5, delay: 100ms, mode: exponential, max_delay: 300ms}}");
+        let (spec, _) =
+            decode("{retry: {max_attempts: 5, delay: 100ms, mode: exponential, max_delay: 300ms}}");
         let p = spec.resolve();
         let waits: Vec<u128> = (2..=5).map(|n| p.delay_before(n).as_millis()).collect();
         assert_eq!(waits, [100, 200, 300, 300]);

@@ -11,7 +11,10 @@ use crate::flow::{Flow, Outputs};
 use crate::node::{Invoker, NodeCx, NodeError, Outcome};
 use crate::path::{set_steps, CtxPath, Step};
 use crate::policy::{OnError, Policy, PolicySpec};
-use crate::tracer::{preview, secret_values, EventData, Level, SpanData, SpanId, SpanKind, SpanStatus, TraceId, Tracer};
+use crate::tracer::{
+    preview, secret_values, EventData, Level, SpanData, SpanId, SpanKind, SpanStatus, TraceId,
+    Tracer,
+};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -54,7 +57,14 @@ pub struct RunOutput {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RunError {
     #[error("node `{node}` failed on attempt {attempt} of {max_attempts}: {reason}")]
-    NodeFailed { node: String, attempt: u32, max_attempts: u32, reason: String, timed_out: bool, policy: String },
+    NodeFailed {
+        node: String,
+        attempt: u32,
+        max_attempts: u32,
+        reason: String,
+        timed_out: bool,
+        policy: String,
+    },
     #[error("max_steps ({limit}) exceeded{}", cycle_text(.cycle))]
     MaxSteps { limit: u64, cycle: Vec<String> },
     #[error("the run was cancelled")]
@@ -85,7 +95,11 @@ impl std::fmt::Display for RunFailure {
 
 /// Runs `flow` from `ctx` to the end. Call it from inside a tokio runtime; the driver runs
 /// as a task of its own so that node tasks are awaited from the runtime's worker threads.
-pub async fn run(flow: Arc<Flow>, ctx: Value, options: RunOptions) -> Result<RunOutput, RunFailure> {
+pub async fn run(
+    flow: Arc<Flow>,
+    ctx: Value,
+    options: RunOptions,
+) -> Result<RunOutput, RunFailure> {
     let trace_id = options.trace_id;
     let shared = Arc::new(Shared::new(flow, &options));
     let root = shared.flow_span();
@@ -100,16 +114,29 @@ pub async fn run(flow: Arc<Flow>, ctx: Value, options: RunOptions) -> Result<Run
     };
     if let Some(mut span) = root {
         span.end_time = Some(SystemTime::now());
-        span.status = if result.is_ok() { SpanStatus::Ok } else { SpanStatus::Error };
+        span.status = if result.is_ok() {
+            SpanStatus::Ok
+        } else {
+            SpanStatus::Error
+        };
         if let Err((e, _)) = &result {
-            span.attributes.insert("error".into(), json!({"message": e.to_string()}));
+            span.attributes
+                .insert("error".into(), json!({"message": e.to_string()}));
         }
         shared.tracer.span_end(&span);
     }
     shared.tracer.flush();
     match result {
-        Ok((ctx, steps)) => Ok(RunOutput { ctx, trace_id, steps }),
-        Err((error, ctx)) => Err(RunFailure { error, ctx, trace_id }),
+        Ok((ctx, steps)) => Ok(RunOutput {
+            ctx,
+            trace_id,
+            steps,
+        }),
+        Err((error, ctx)) => Err(RunFailure {
+            error,
+            ctx,
+            trace_id,
+        }),
     }
 }
 
@@ -127,7 +154,11 @@ struct Shared {
 impl Shared {
     fn new(flow: Arc<Flow>, options: &RunOptions) -> Shared {
         let base = flow.policy.overlay(&options.overrides);
-        let policies = flow.nodes.iter().map(|n| base.overlay(&n.policy).resolve()).collect();
+        let policies = flow
+            .nodes
+            .iter()
+            .map(|n| base.overlay(&n.policy).resolve())
+            .collect();
         let tracing = options.tracer.enabled();
         Shared {
             flow,
@@ -143,7 +174,10 @@ impl Shared {
     fn flow_span(&self) -> Option<SpanData> {
         self.tracing.then(|| {
             let mut attributes = Map::new();
-            attributes.insert("flow".into(), json!({"name": self.flow.name, "nodes": self.flow.nodes.len()}));
+            attributes.insert(
+                "flow".into(),
+                json!({"name": self.flow.name, "nodes": self.flow.nodes.len()}),
+            );
             SpanData {
                 trace_id: self.trace_id,
                 span_id: self.root_id,
@@ -158,18 +192,30 @@ impl Shared {
         })
     }
 
-    fn node_span(&self, index: usize, attempt: u32, input: &Value, parent: SpanId) -> Option<SpanData> {
+    fn node_span(
+        &self,
+        index: usize,
+        attempt: u32,
+        input: &Value,
+        parent: SpanId,
+    ) -> Option<SpanData> {
         if !self.tracing {
             return None;
         }
         let node = &self.flow.nodes[index];
         let policy = &self.policies[index];
         let mut attributes = Map::new();
-        attributes.insert("node".into(), json!({"id": node.id, "type": node.type_name}));
+        attributes.insert(
+            "node".into(),
+            json!({"id": node.id, "type": node.type_name}),
+        );
         attributes.insert("attempt".into(), json!(attempt));
         attributes.insert("max_attempts".into(), json!(policy.max_attempts));
         attributes.insert("policy".into(), policy.to_json());
-        attributes.insert("input".into(), json!({"preview": preview(input, PREVIEW_CHARS, &self.secrets)}));
+        attributes.insert(
+            "input".into(),
+            json!({"preview": preview(input, PREVIEW_CHARS, &self.secrets)}),
+        );
         let span = SpanData {
             trace_id: self.trace_id,
             span_id: SpanId::random(),
@@ -187,8 +233,11 @@ impl Shared {
 
     fn event(&self, span: &Option<SpanData>, name: &str, level: Level, attributes: Value) {
         if let Some(span) = span {
-            let Value::Object(attributes) = attributes else { return };
-            self.tracer.event(span, &EventData::new(name, level, attributes));
+            let Value::Object(attributes) = attributes else {
+                return;
+            };
+            self.tracer
+                .event(span, &EventData::new(name, level, attributes));
         }
     }
 
@@ -198,13 +247,23 @@ impl Shared {
         match result {
             Ok(output) => {
                 span.status = SpanStatus::Ok;
-                span.attributes.insert("output".into(), json!({"preview": preview(output, PREVIEW_CHARS, &self.secrets)}));
+                span.attributes.insert(
+                    "output".into(),
+                    json!({"preview": preview(output, PREVIEW_CHARS, &self.secrets)}),
+                );
             }
             Err((error, timed_out)) => {
                 span.status = SpanStatus::Error;
-                let kind = if timed_out { "timeout" } else if error.is_retryable() { "retryable" } else { "fatal" };
+                let kind = if timed_out {
+                    "timeout"
+                } else if error.is_retryable() {
+                    "retryable"
+                } else {
+                    "fatal"
+                };
                 let message = preview(&Value::String(error.to_string()), 2000, &self.secrets);
-                span.attributes.insert("error".into(), json!({"type": kind, "message": message}));
+                span.attributes
+                    .insert("error".into(), json!({"type": kind, "message": message}));
                 span.attributes.insert("timeout".into(), json!(timed_out));
             }
         }
@@ -233,16 +292,33 @@ async fn attempts(
     let mut attempt = 1;
     loop {
         let span = shared.node_span(index, attempt, input, parent);
-        let invoker = AttemptInvoker { shared: shared.clone(), span: span.clone() };
-        let cx = NodeCx { id: &node.id, input, ctx: view, attempt, invoker: &invoker };
+        let invoker = AttemptInvoker {
+            shared: shared.clone(),
+            span: span.clone(),
+        };
+        let cx = NodeCx {
+            id: &node.id,
+            input,
+            ctx: view,
+            attempt,
+            invoker: &invoker,
+        };
         let run = node.node.run(cx);
         let (result, timed_out) = match policy.timeout {
             Some(limit) => match tokio::time::timeout(limit, run).await {
                 Ok(r) => (r, false),
                 Err(_) => {
                     let text = crate::duration::duration_text(limit);
-                    shared.event(&span, "node.timeout", Level::Warn, json!({"timeout": text, "attempt": attempt}));
-                    (Err(NodeError::retryable(format!("timed out after {text}"))), true)
+                    shared.event(
+                        &span,
+                        "node.timeout",
+                        Level::Warn,
+                        json!({"timeout": text, "attempt": attempt}),
+                    );
+                    (
+                        Err(NodeError::retryable(format!("timed out after {text}"))),
+                        true,
+                    )
                 }
             },
             None => (run.await, false),
@@ -264,7 +340,14 @@ async fn attempts(
             attempt += 1;
             continue;
         }
-        return (Err(Failed { error, attempt, timed_out }), span);
+        return (
+            Err(Failed {
+                error,
+                attempt,
+                timed_out,
+            }),
+            span,
+        );
     }
 }
 
@@ -276,17 +359,29 @@ struct AttemptInvoker {
 
 #[async_trait::async_trait]
 impl Invoker for AttemptInvoker {
-    async fn invoke(&self, node: &str, ctx: &Value, default_input: &Value) -> Result<Value, NodeError> {
+    async fn invoke(
+        &self,
+        node: &str,
+        ctx: &Value,
+        default_input: &Value,
+    ) -> Result<Value, NodeError> {
         let shared = &self.shared;
         let Some(&index) = shared.flow.index.get(node) else {
-            return Err(NodeError::fatal(format!("there is no node `{node}` to run")));
+            return Err(NodeError::fatal(format!(
+                "there is no node `{node}` to run"
+            )));
         };
         let body = &shared.flow.nodes[index];
         let input = match &body.inputs {
-            Some(spec) => spec.render(ctx).map_err(|e| NodeError::fatal(format!("node `{node}`: {e}")))?,
+            Some(spec) => spec
+                .render(ctx)
+                .map_err(|e| NodeError::fatal(format!("node `{node}`: {e}")))?,
             None => default_input.clone(),
         };
-        let view = body.snapshot_reads.as_ref().map_or(Value::Null, |r| r.prune(ctx));
+        let view = body
+            .snapshot_reads
+            .as_ref()
+            .map_or(Value::Null, |r| r.prune(ctx));
         let parent = self.span.as_ref().map_or(shared.root_id, |s| s.span_id);
         let (result, span) = attempts(shared, index, &input, &view, parent).await;
         match result {
@@ -296,7 +391,10 @@ impl Invoker for AttemptInvoker {
             }
             Err(failed) => {
                 shared.end_span(span, Err((&failed.error, failed.timed_out)));
-                let message = format!("node `{node}` failed on attempt {}: {}", failed.attempt, failed.error);
+                let message = format!(
+                    "node `{node}` failed on attempt {}: {}",
+                    failed.attempt, failed.error
+                );
                 Err(match failed.error {
                     NodeError::Retryable { .. } => NodeError::retryable(message),
                     NodeError::Fatal { .. } => NodeError::fatal(message),
@@ -306,7 +404,8 @@ impl Invoker for AttemptInvoker {
     }
 
     fn event(&self, name: &str, level: Level, attributes: Map<String, Value>) {
-        self.shared.event(&self.span, name, level, Value::Object(attributes));
+        self.shared
+            .event(&self.span, name, level, Value::Object(attributes));
     }
 }
 
@@ -345,8 +444,20 @@ struct Driver {
 impl Driver {
     fn new(shared: Arc<Shared>, ctx: Value, cancel: Arc<tokio::sync::Notify>) -> Driver {
         let count = shared.flow.nodes.len();
-        let ctx = if ctx.is_object() { ctx } else { Value::Object(Map::new()) };
-        let ready = shared.flow.entry.iter().map(|&node| Activation { node, input: Value::Null }).collect();
+        let ctx = if ctx.is_object() {
+            ctx
+        } else {
+            Value::Object(Map::new())
+        };
+        let ready = shared
+            .flow
+            .entry
+            .iter()
+            .map(|&node| Activation {
+                node,
+                input: Value::Null,
+            })
+            .collect();
         Driver {
             shared,
             ctx,
@@ -380,7 +491,9 @@ impl Driver {
         let max_parallel = self.shared.flow.max_parallel;
         loop {
             while self.tasks.len() < max_parallel {
-                let Some(activation) = self.ready.pop_front() else { break };
+                let Some(activation) = self.ready.pop_front() else {
+                    break;
+                };
                 self.dispatch(activation)?;
             }
             if self.tasks.is_empty() {
@@ -419,7 +532,16 @@ impl Driver {
                     } else {
                         "the node task was cancelled".to_string()
                     };
-                    Done { node, input, result: Err(Failed { error: NodeError::fatal(message), attempt: 1, timed_out: false }), span: None }
+                    Done {
+                        node,
+                        input,
+                        result: Err(Failed {
+                            error: NodeError::fatal(message),
+                            attempt: 1,
+                            timed_out: false,
+                        }),
+                        span: None,
+                    }
                 }
             };
             self.running[done.node] -= 1;
@@ -437,7 +559,10 @@ impl Driver {
         }
         let flow = &self.shared.flow;
         if self.steps > flow.max_steps {
-            return Err(RunError::MaxSteps { limit: flow.max_steps, cycle: self.recent_cycle() });
+            return Err(RunError::MaxSteps {
+                limit: flow.max_steps,
+                cycle: self.recent_cycle(),
+            });
         }
         let node = &flow.nodes[index];
         let input = match &node.inputs {
@@ -445,18 +570,34 @@ impl Driver {
             Some(spec) => match spec.render(&self.ctx) {
                 Ok(v) => v,
                 Err(e) => {
-                    let failed = Failed { error: NodeError::fatal(e.to_string()), attempt: 1, timed_out: false };
+                    let failed = Failed {
+                        error: NodeError::fatal(e.to_string()),
+                        attempt: 1,
+                        timed_out: false,
+                    };
                     return self.fail(index, input, failed, None);
                 }
             },
         };
-        let view = node.snapshot_reads.as_ref().map_or(Value::Null, |r| r.prune(&self.ctx));
+        let view = node
+            .snapshot_reads
+            .as_ref()
+            .map_or(Value::Null, |r| r.prune(&self.ctx));
         let shared = self.shared.clone();
         self.running[index] += 1;
-        let task_input = if matches!(self.shared.policies[index].on_error, OnError::Stop) { Value::Null } else { input.clone() };
+        let task_input = if matches!(self.shared.policies[index].on_error, OnError::Stop) {
+            Value::Null
+        } else {
+            input.clone()
+        };
         let handle = self.tasks.spawn(async move {
             let (result, span) = attempts(&shared, index, &input, &view, shared.root_id).await;
-            Done { node: index, input, result, span }
+            Done {
+                node: index,
+                input,
+                result,
+                span,
+            }
         });
         self.task_nodes.insert(handle.id(), (index, task_input));
         Ok(())
@@ -473,7 +614,11 @@ impl Driver {
                     Ok(())
                 }
                 Err(error) => {
-                    let failed = Failed { error, attempt: 1, timed_out: false };
+                    let failed = Failed {
+                        error,
+                        attempt: 1,
+                        timed_out: false,
+                    };
                     self.fail(done.node, done.input, failed, done.span)
                 }
             },
@@ -482,7 +627,12 @@ impl Driver {
     }
 
     /// Writes a node's output into ctx and returns the nodes to go to next.
-    fn apply(&mut self, index: usize, outcome: &Outcome, span: &Option<SpanData>) -> Result<Vec<usize>, NodeError> {
+    fn apply(
+        &mut self,
+        index: usize,
+        outcome: &Outcome,
+        span: &Option<SpanData>,
+    ) -> Result<Vec<usize>, NodeError> {
         let flow = self.shared.flow.clone();
         let node = &flow.nodes[index];
         let output = &outcome.output;
@@ -510,14 +660,25 @@ impl Driver {
                 [one] => json!(one),
                 many => json!(many),
             };
-            self.record("routing", &node.id, json!({"target": target, "confidence": route.confidence, "reason": route.reason}));
-            let (name, level) = if route.targets.is_empty() { ("routing.empty", Level::Warn) } else { ("routing.decision", Level::Info) };
+            self.record(
+                "routing",
+                &node.id,
+                json!({"target": target, "confidence": route.confidence, "reason": route.reason}),
+            );
+            let (name, level) = if route.targets.is_empty() {
+                ("routing.empty", Level::Warn)
+            } else {
+                ("routing.decision", Level::Info)
+            };
             self.shared.event(span, name, level, json!({"targets": route.targets, "confidence": route.confidence, "reason": route.reason}));
             return route
                 .targets
                 .iter()
                 .map(|t| {
-                    flow.index.get(t).copied().ok_or_else(|| NodeError::fatal(format!("routed to unknown node `{t}`")))
+                    flow.index
+                        .get(t)
+                        .copied()
+                        .ok_or_else(|| NodeError::fatal(format!("routed to unknown node `{t}`")))
                 })
                 .collect();
         }
@@ -525,7 +686,9 @@ impl Driver {
         for edge in &flow.edges[index] {
             let take = match &edge.when {
                 None => true,
-                Some(c) => c.eval(&self.ctx, output).map_err(|e| NodeError::fatal(e.to_string()))?,
+                Some(c) => c
+                    .eval(&self.ctx, output)
+                    .map_err(|e| NodeError::fatal(e.to_string()))?,
             };
             if take {
                 next.push(edge.to);
@@ -534,9 +697,20 @@ impl Driver {
         Ok(next)
     }
 
-    fn write(&mut self, path: &CtxPath, value: Value, span: &Option<SpanData>) -> Result<(), NodeError> {
-        set_steps(&mut self.ctx, &path.steps, value).map_err(|e| NodeError::fatal(e.to_string()))?;
-        self.shared.event(span, "ctx.write", Level::Info, json!({"path": path.as_str()}));
+    fn write(
+        &mut self,
+        path: &CtxPath,
+        value: Value,
+        span: &Option<SpanData>,
+    ) -> Result<(), NodeError> {
+        set_steps(&mut self.ctx, &path.steps, value)
+            .map_err(|e| NodeError::fatal(e.to_string()))?;
+        self.shared.event(
+            span,
+            "ctx.write",
+            Level::Info,
+            json!({"path": path.as_str()}),
+        );
         Ok(())
     }
 
@@ -556,7 +730,13 @@ impl Driver {
         }
     }
 
-    fn fail(&mut self, index: usize, input: Value, failed: Failed, span: Option<SpanData>) -> Result<(), RunError> {
+    fn fail(
+        &mut self,
+        index: usize,
+        input: Value,
+        failed: Failed,
+        span: Option<SpanData>,
+    ) -> Result<(), RunError> {
         let shared = self.shared.clone();
         let node = &shared.flow.nodes[index];
         let policy = &shared.policies[index];
@@ -584,7 +764,9 @@ impl Driver {
             OnError::Continue => {
                 let outcome = Outcome::value(input);
                 shared.end_span(span, Err((&failed.error, failed.timed_out)));
-                let next = self.apply(index, &outcome, &None).map_err(|e| self.node_failed(index, 1, &e, false))?;
+                let next = self
+                    .apply(index, &outcome, &None)
+                    .map_err(|e| self.node_failed(index, 1, &e, false))?;
                 for to in next {
                     self.arrive(to, index, outcome.output.clone());
                 }
@@ -599,7 +781,8 @@ impl Driver {
             }
             OnError::Stop => {
                 shared.end_span(span, Err((&failed.error, failed.timed_out)));
-                let error = self.node_failed(index, failed.attempt, &failed.error, failed.timed_out);
+                let error =
+                    self.node_failed(index, failed.attempt, &failed.error, failed.timed_out);
                 if policy.fail_fast {
                     return Err(error);
                 }
@@ -609,7 +792,13 @@ impl Driver {
         }
     }
 
-    fn node_failed(&self, index: usize, attempt: u32, error: &NodeError, timed_out: bool) -> RunError {
+    fn node_failed(
+        &self,
+        index: usize,
+        attempt: u32,
+        error: &NodeError,
+        timed_out: bool,
+    ) -> RunError {
         let policy = &self.shared.policies[index];
         RunError::NodeFailed {
             node: self.shared.flow.id(index).to_string(),
@@ -622,13 +811,18 @@ impl Driver {
     }
 
     fn arrive(&mut self, to: usize, from: usize, value: Value) {
-        let is_join_parent = self.shared.flow.joins[to].as_ref().is_some_and(|parents| parents.contains(&from));
+        let is_join_parent = self.shared.flow.joins[to]
+            .as_ref()
+            .is_some_and(|parents| parents.contains(&from));
         if is_join_parent {
             let arrivals = self.waiting.entry(to).or_default();
             arrivals.retain(|(p, _)| *p != from);
             arrivals.push((from, value));
         } else {
-            self.ready.push_back(Activation { node: to, input: value });
+            self.ready.push_back(Activation {
+                node: to,
+                input: value,
+            });
         }
     }
 
@@ -640,7 +834,9 @@ impl Driver {
             .iter()
             .filter(|(join, arrivals)| {
                 let parents = flow.joins[**join].as_deref().unwrap_or(&[]);
-                parents.iter().all(|p| arrivals.iter().any(|(a, _)| a == p) || !self.can_arrive(*p, **join))
+                parents
+                    .iter()
+                    .all(|p| arrivals.iter().any(|(a, _)| a == p) || !self.can_arrive(*p, **join))
             })
             .map(|(join, _)| *join)
             .collect();
@@ -669,7 +865,9 @@ impl Driver {
         }
         let flow = &self.shared.flow;
         let mut seen = vec![false; flow.nodes.len()];
-        let mut stack: Vec<usize> = (0..flow.nodes.len()).filter(|&i| self.running[i] > 0).collect();
+        let mut stack: Vec<usize> = (0..flow.nodes.len())
+            .filter(|&i| self.running[i] > 0)
+            .collect();
         stack.extend(self.ready.iter().map(|a| a.node));
         stack.extend(self.waiting.keys().copied().filter(|&j| j != join));
         while let Some(x) = stack.pop() {
@@ -688,10 +886,17 @@ impl Driver {
     fn recent_cycle(&self) -> Vec<String> {
         let flow = &self.shared.flow;
         let history: Vec<usize> = self.history.iter().copied().collect();
-        let Some(&last) = history.last() else { return vec![] };
-        let previous = history[..history.len() - 1].iter().rposition(|&n| n == last);
+        let Some(&last) = history.last() else {
+            return vec![];
+        };
+        let previous = history[..history.len() - 1]
+            .iter()
+            .rposition(|&n| n == last);
         match previous {
-            Some(start) => history[start..].iter().map(|&i| flow.id(i).to_string()).collect(),
+            Some(start) => history[start..]
+                .iter()
+                .map(|&i| flow.id(i).to_string())
+                .collect(),
             None => vec![flow.id(last).to_string()],
         }
     }

@@ -67,9 +67,20 @@ pub struct Place {
     pub offset: usize,
 }
 
-const FLOW_KEYS: [&str; 9] =
-    ["name", "describe", "entry", "max_steps", "max_parallel", "policy", "profiles", "nodes", "edges"];
-const NODE_KEYS: [&str; 7] = ["type", "setting", "inputs", "outputs", "policy", "describe", "context"];
+const FLOW_KEYS: [&str; 9] = [
+    "name",
+    "describe",
+    "entry",
+    "max_steps",
+    "max_parallel",
+    "policy",
+    "profiles",
+    "nodes",
+    "edges",
+];
+const NODE_KEYS: [&str; 7] = [
+    "type", "setting", "inputs", "outputs", "policy", "describe", "context",
+];
 
 /// Decodes a whole flow file; `None` only when its shape is too broken to go on.
 pub fn decode_flow(dec: &mut Decoder, root: &Yaml) -> Option<FlowSpec> {
@@ -77,7 +88,10 @@ pub fn decode_flow(dec: &mut Decoder, root: &Yaml) -> Option<FlowSpec> {
     let entries = dec.map(root, &top, "a flow file")?;
     dec.known_keys(&entries, &["flow"], "the flow file");
     let Some(flow) = entries.iter().find(|e| e.key == "flow") else {
-        dec.push(Diagnostic::error("the flow file has no `flow:` section").help("start the file with `flow:` and put `name`, `nodes` and `edges` under it"));
+        dec.push(
+            Diagnostic::error("the flow file has no `flow:` section")
+                .help("start the file with `flow:` and put `name`, `nodes` and `edges` under it"),
+        );
         return None;
     };
     let fields = dec.map(flow.value, &flow.path, "`flow`")?;
@@ -99,16 +113,21 @@ pub fn decode_flow(dec: &mut Decoder, root: &Yaml) -> Option<FlowSpec> {
             "describe" => spec.describe = dec.string(e, "`describe`"),
             "entry" => spec.entry = decode_entry(dec, e),
             "max_steps" => {
-                spec.max_steps = dec.integer(e, "`max_steps`", 1, 10_000_000).map_or(spec.max_steps, |n| n as u64)
+                spec.max_steps = dec
+                    .integer(e, "`max_steps`", 1, 10_000_000)
+                    .map_or(spec.max_steps, |n| n as u64)
             }
             "max_parallel" => {
-                spec.max_parallel = dec.integer(e, "`max_parallel`", 1, 10_000).map_or(spec.max_parallel, |n| n as usize)
+                spec.max_parallel = dec
+                    .integer(e, "`max_parallel`", 1, 10_000)
+                    .map_or(spec.max_parallel, |n| n as usize)
             }
             "policy" => spec.policy = PolicySpec::decode(dec, e.value, &e.path),
             "profiles" => {
                 if let Some(profiles) = dec.map(e.value, &e.path, "`profiles`") {
                     for p in &profiles {
-                        spec.profiles.push((p.key.to_string(), PolicySpec::decode(dec, p.value, &p.path)));
+                        spec.profiles
+                            .push((p.key.to_string(), PolicySpec::decode(dec, p.value, &p.path)));
                     }
                 }
             }
@@ -133,16 +152,29 @@ fn decode_entry(dec: &mut Decoder, e: &Entry) -> Vec<(String, YPath)> {
             .iter()
             .enumerate()
             .filter_map(|(i, item)| {
-                let entry = Entry { key: "entry", value: item, path: e.path.index(i) };
-                dec.string(&entry, "an `entry` node").map(|s| (s, entry.path))
+                let entry = Entry {
+                    key: "entry",
+                    value: item,
+                    path: e.path.index(i),
+                };
+                dec.string(&entry, "an `entry` node")
+                    .map(|s| (s, entry.path))
             })
             .collect(),
-        _ => dec.string(e, "`entry`").map(|s| vec![(s, e.path.clone())]).unwrap_or_default(),
+        _ => dec
+            .string(e, "`entry`")
+            .map(|s| vec![(s, e.path.clone())])
+            .unwrap_or_default(),
     }
 }
 
 fn decode_node(dec: &mut Decoder, n: &Entry) -> Option<NodeSpec> {
-    if n.key.is_empty() || !n.key.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-') {
+    if n.key.is_empty()
+        || !n
+            .key
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+    {
         dec.push(
             Diagnostic::error(format!("invalid node id `{}`", n.key))
                 .at(n.path.clone().as_key(), n.key)
@@ -182,10 +214,16 @@ fn decode_node(dec: &mut Decoder, n: &Entry) -> Option<NodeSpec> {
             }
             "inputs" => node.inputs = Some((f.value.to_json(), f.path.clone())),
             "outputs" => node.outputs = Some((f.value.clone(), f.path.clone())),
-            "policy" => node.policy = node.policy.overlay(&PolicySpec::decode(dec, f.value, &f.path)),
+            "policy" => {
+                node.policy = node
+                    .policy
+                    .overlay(&PolicySpec::decode(dec, f.value, &f.path))
+            }
             "describe" => node.describe = dec.string(f, "`describe`"),
             "context" => {
-                let Some(ctx) = dec.map(f.value, &f.path, "`context`") else { continue };
+                let Some(ctx) = dec.map(f.value, &f.path, "`context`") else {
+                    continue;
+                };
                 dec.known_keys(&ctx, &["inputs", "outputs"], "`context`");
                 for c in &ctx {
                     match c.key {
@@ -230,7 +268,10 @@ fn take_setting_policy(dec: &mut Decoder, f: &Entry, policy: &mut PolicySpec) ->
 
 fn decode_edges(dec: &mut Decoder, e: &Entry) -> Vec<EdgeSpec> {
     let Yaml::Seq(items) = e.value else {
-        dec.push(Diagnostic::error(format!("`edges` must be a list, not {}", e.value.kind())).at(e.path.clone(), &e.value.display()));
+        dec.push(
+            Diagnostic::error(format!("`edges` must be a list, not {}", e.value.kind()))
+                .at(e.path.clone(), &e.value.display()),
+        );
         return vec![];
     };
     let mut edges = Vec::new();
@@ -243,8 +284,14 @@ fn decode_edges(dec: &mut Decoder, e: &Entry) -> Vec<EdgeSpec> {
                     to: p.to,
                     when: None,
                     mode: p.mode,
-                    from_at: Place { path: at.clone(), offset: p.from_offset },
-                    to_at: Place { path: at.clone(), offset: p.to_offset },
+                    from_at: Place {
+                        path: at.clone(),
+                        offset: p.from_offset,
+                    },
+                    to_at: Place {
+                        path: at.clone(),
+                        offset: p.to_offset,
+                    },
                     when_at: None,
                 })),
                 Err(err) => dec.push(
@@ -256,8 +303,11 @@ fn decode_edges(dec: &mut Decoder, e: &Entry) -> Vec<EdgeSpec> {
             },
             Yaml::Map(_) => edges.extend(decode_edge_map(dec, item, at)),
             other => dec.push(
-                Diagnostic::error(format!("an edge must be a string like `a >> b` or a map, not {}", other.kind()))
-                    .at(at, &other.display()),
+                Diagnostic::error(format!(
+                    "an edge must be a string like `a >> b` or a map, not {}",
+                    other.kind()
+                ))
+                .at(at, &other.display()),
             ),
         }
     }
@@ -265,7 +315,9 @@ fn decode_edges(dec: &mut Decoder, e: &Entry) -> Vec<EdgeSpec> {
 }
 
 fn decode_edge_map(dec: &mut Decoder, item: &Yaml, at: YPath) -> Vec<EdgeSpec> {
-    let Some(fields) = dec.map(item, &at, "an edge") else { return vec![] };
+    let Some(fields) = dec.map(item, &at, "an edge") else {
+        return vec![];
+    };
     dec.known_keys(&fields, &["from", "to", "when"], "an edge");
     let names = |dec: &mut Decoder, key: &str| -> Vec<(String, YPath)> {
         let Some(f) = fields.iter().find(|f| f.key == key) else {
@@ -286,8 +338,14 @@ fn decode_edge_map(dec: &mut Decoder, item: &Yaml, at: YPath) -> Vec<EdgeSpec> {
                 to: t.clone(),
                 when: when_text.clone(),
                 mode: JoinMode::All,
-                from_at: Place { path: f_at.clone(), offset: 0 },
-                to_at: Place { path: t_at.clone(), offset: 0 },
+                from_at: Place {
+                    path: f_at.clone(),
+                    offset: 0,
+                },
+                to_at: Place {
+                    path: t_at.clone(),
+                    offset: 0,
+                },
                 when_at: when.map(|w| w.path.clone()),
             });
         }
@@ -340,14 +398,22 @@ fn tokenize(text: &str) -> Result<Vec<(Token, usize)>, ChainError> {
             }
             c if c.is_alphanumeric() || c == '_' || c == '-' => {
                 let start = i;
-                while i + 1 < chars.len() && (chars[i + 1].1.is_alphanumeric() || chars[i + 1].1 == '_' || chars[i + 1].1 == '-') {
+                while i + 1 < chars.len()
+                    && (chars[i + 1].1.is_alphanumeric()
+                        || chars[i + 1].1 == '_'
+                        || chars[i + 1].1 == '-')
+                {
                     i += 1;
                 }
                 let name: String = chars[start..=i].iter().map(|c| c.1).collect();
                 tokens.push((Token::Name(name), at));
             }
             other => {
-                return Err(ChainError { reason: format!("unexpected `{other}`"), offset: at, near: other.to_string() })
+                return Err(ChainError {
+                    reason: format!("unexpected `{other}`"),
+                    offset: at,
+                    near: other.to_string(),
+                })
             }
         }
         i += 1;
@@ -360,7 +426,11 @@ pub fn parse_chain(text: &str) -> Result<Vec<ChainEdge>, ChainError> {
     let tokens = tokenize(text)?;
     let mut groups: Vec<(Vec<(String, usize)>, JoinMode)> = vec![];
     let mut i = 0;
-    let err = |reason: &str, offset: usize, near: &str| ChainError { reason: reason.into(), offset, near: near.into() };
+    let err = |reason: &str, offset: usize, near: &str| ChainError {
+        reason: reason.into(),
+        offset,
+        near: near.into(),
+    };
     loop {
         match tokens.get(i) {
             Some((Token::Name(n), at)) => {
@@ -376,16 +446,28 @@ pub fn parse_chain(text: &str) -> Result<Vec<ChainEdge>, ChainError> {
                         Some((Token::Name(n), at)) => names.push((n.clone(), *at)),
                         _ => {
                             let at = tokens.get(i).map_or(text.len(), |t| t.1);
-                            return Err(err("expected a node name", at, text.get(at..at + 1).unwrap_or(" ")));
+                            return Err(err(
+                                "expected a node name",
+                                at,
+                                text.get(at..at + 1).unwrap_or(" "),
+                            ));
                         }
                     }
                     i += 1;
                     match tokens.get(i) {
                         Some((Token::Close, _)) => break,
                         Some((t @ (Token::Or | Token::And), at)) => {
-                            let this = if *t == Token::Or { JoinMode::Any } else { JoinMode::All };
+                            let this = if *t == Token::Or {
+                                JoinMode::Any
+                            } else {
+                                JoinMode::All
+                            };
                             if mode.is_some_and(|m| m != this) {
-                                return Err(err("do not mix `|` and `&` in one group", *at, if this == JoinMode::Any { "|" } else { "&" }));
+                                return Err(err(
+                                    "do not mix `|` and `&` in one group",
+                                    *at,
+                                    if this == JoinMode::Any { "|" } else { "&" },
+                                ));
                             }
                             mode = Some(this);
                         }
@@ -396,17 +478,33 @@ pub fn parse_chain(text: &str) -> Result<Vec<ChainEdge>, ChainError> {
                 i += 1;
                 groups.push((names, mode.unwrap_or(JoinMode::All)));
             }
-            Some((_, at)) => return Err(err("expected a node name or `(`", *at, text.get(*at..*at + 1).unwrap_or(" "))),
+            Some((_, at)) => {
+                return Err(err(
+                    "expected a node name or `(`",
+                    *at,
+                    text.get(*at..*at + 1).unwrap_or(" "),
+                ))
+            }
             None => return Err(err("expected a node name", text.len(), " ")),
         }
         match tokens.get(i) {
             None => break,
             Some((Token::Then, _)) => i += 1,
-            Some((_, at)) => return Err(err("expected `>>`", *at, text.get(*at..*at + 1).unwrap_or(" "))),
+            Some((_, at)) => {
+                return Err(err(
+                    "expected `>>`",
+                    *at,
+                    text.get(*at..*at + 1).unwrap_or(" "),
+                ))
+            }
         }
     }
     if groups.len() < 2 {
-        return Err(err("an edge needs at least two nodes joined by `>>`", 0, text));
+        return Err(err(
+            "an edge needs at least two nodes joined by `>>`",
+            0,
+            text,
+        ));
     }
     let mut edges = vec![];
     for pair in groups.windows(2) {
@@ -414,7 +512,13 @@ pub fn parse_chain(text: &str) -> Result<Vec<ChainEdge>, ChainError> {
         let mode = if from.len() > 1 { *mode } else { JoinMode::All };
         for (f, f_at) in from {
             for (t, t_at) in &pair[1].0 {
-                edges.push(ChainEdge { from: f.clone(), to: t.clone(), mode, from_offset: *f_at, to_offset: *t_at });
+                edges.push(ChainEdge {
+                    from: f.clone(),
+                    to: t.clone(),
+                    mode,
+                    from_offset: *f_at,
+                    to_offset: *t_at,
+                });
             }
         }
     }
@@ -426,16 +530,32 @@ mod tests {
     use super::*;
 
     fn pairs(text: &str) -> Vec<(String, String, JoinMode)> {
-        parse_chain(text).unwrap().into_iter().map(|e| (e.from, e.to, e.mode)).collect()
+        parse_chain(text)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.from, e.to, e.mode))
+            .collect()
     }
 
     #[test]
     fn parses_chains_fan_out_and_fan_in() {
         use JoinMode::*;
-        assert_eq!(pairs("a >> b >> c"), [("a".into(), "b".into(), All), ("b".into(), "c".into(), All)]);
-        assert_eq!(pairs("a >> (b | c)"), [("a".into(), "b".into(), All), ("a".into(), "c".into(), All)]);
-        assert_eq!(pairs("(a & b) >> c"), [("a".into(), "c".into(), All), ("b".into(), "c".into(), All)]);
-        assert_eq!(pairs("(a | b) >> c"), [("a".into(), "c".into(), Any), ("b".into(), "c".into(), Any)]);
+        assert_eq!(
+            pairs("a >> b >> c"),
+            [("a".into(), "b".into(), All), ("b".into(), "c".into(), All)]
+        );
+        assert_eq!(
+            pairs("a >> (b | c)"),
+            [("a".into(), "b".into(), All), ("a".into(), "c".into(), All)]
+        );
+        assert_eq!(
+            pairs("(a & b) >> c"),
+            [("a".into(), "c".into(), All), ("b".into(), "c".into(), All)]
+        );
+        assert_eq!(
+            pairs("(a | b) >> c"),
+            [("a".into(), "c".into(), Any), ("b".into(), "c".into(), Any)]
+        );
     }
 
     #[test]
@@ -445,7 +565,10 @@ mod tests {
         let e = parse_chain("a > b").unwrap_err();
         assert_eq!((e.reason.as_str(), e.offset), ("unexpected `>`", 2));
         let e = parse_chain("(a | b & c) >> d").unwrap_err();
-        assert_eq!((e.reason.as_str(), e.offset), ("do not mix `|` and `&` in one group", 7));
+        assert_eq!(
+            (e.reason.as_str(), e.offset),
+            ("do not mix `|` and `&` in one group", 7)
+        );
         let e = parse_chain("a").unwrap_err();
         assert_eq!(e.reason, "an edge needs at least two nodes joined by `>>`");
     }

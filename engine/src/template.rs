@@ -18,11 +18,17 @@ pub struct Reads {
 
 impl Reads {
     pub fn all() -> Reads {
-        Reads { all: true, ..Reads::default() }
+        Reads {
+            all: true,
+            ..Reads::default()
+        }
     }
 
     pub fn path(steps: Vec<Step>) -> Reads {
-        Reads { paths: vec![steps], ..Reads::default() }
+        Reads {
+            paths: vec![steps],
+            ..Reads::default()
+        }
     }
 
     pub fn merge(&mut self, other: &Reads) {
@@ -60,7 +66,10 @@ impl Reads {
             // Copy the deepest part of the path that exists: `$ctx.list.length` copies the list.
             let mut depth = keys.len();
             let value = loop {
-                let steps: Vec<Step> = keys[..depth].iter().map(|k| Step::Key((*k).clone())).collect();
+                let steps: Vec<Step> = keys[..depth]
+                    .iter()
+                    .map(|k| Step::Key((*k).clone()))
+                    .collect();
                 match get_steps(ctx, &steps) {
                     Some(v) => break Some(v),
                     None if depth > 1 => depth -= 1,
@@ -72,7 +81,9 @@ impl Reads {
             let mut slot = &mut out;
             for key in keys {
                 let Value::Object(map) = slot else { break };
-                slot = map.entry((*key).clone()).or_insert_with(|| Value::Object(Map::new()));
+                slot = map
+                    .entry((*key).clone())
+                    .or_insert_with(|| Value::Object(Map::new()));
             }
             *slot = value.clone();
         }
@@ -160,7 +171,10 @@ fn json_helper(
     out: &mut dyn handlebars::Output,
 ) -> handlebars::HelperResult {
     let value = h.param(0).map(|p| p.value().clone()).unwrap_or(Value::Null);
-    let text = if h.hash_get("pretty").is_some_and(|p| p.value().as_bool() == Some(true)) {
+    let text = if h
+        .hash_get("pretty")
+        .is_some_and(|p| p.value().as_bool() == Some(true))
+    {
         serde_json::to_string_pretty(&value)
     } else {
         serde_json::to_string(&value)
@@ -197,9 +211,17 @@ impl Template {
     pub fn compile(source: &str) -> Result<Template, TemplateSyntaxError> {
         let compiled = handlebars::Template::compile(source).map_err(|e| {
             let (line, column) = e.pos().unwrap_or((1, 1));
-            TemplateSyntaxError { reason: e.reason().to_string(), line, column }
+            TemplateSyntaxError {
+                reason: e.reason().to_string(),
+                line,
+                column,
+            }
         })?;
-        Ok(Template { source: source.to_string(), compiled, reads: scan_reads(source) })
+        Ok(Template {
+            source: source.to_string(),
+            compiled,
+            reads: scan_reads(source),
+        })
     }
 
     pub fn source(&self) -> &str {
@@ -221,7 +243,10 @@ impl Template {
         let context = Context::from(Value::Object(data));
         let mut rc = handlebars::RenderContext::new(None);
         let rendered = self.compiled.renders(registry(), &context, &mut rc);
-        rendered.map_err(|e| RenderError { template: self.source.clone(), reason: render_reason(&e) })
+        rendered.map_err(|e| RenderError {
+            template: self.source.clone(),
+            reason: render_reason(&e),
+        })
     }
 }
 
@@ -252,14 +277,21 @@ mod tests {
 
     #[test]
     fn each_sees_root_through_at_root() {
-        let t = Template::compile("{{#each $ctx.items}}{{this}}{{@root.$ctx.sep}}{{/each}}").unwrap();
-        assert_eq!(t.render(&json!({"items": ["a", "b"], "sep": ","})).unwrap(), "a,b,");
+        let t =
+            Template::compile("{{#each $ctx.items}}{{this}}{{@root.$ctx.sep}}{{/each}}").unwrap();
+        assert_eq!(
+            t.render(&json!({"items": ["a", "b"], "sep": ","})).unwrap(),
+            "a,b,"
+        );
     }
 
     #[test]
     fn strict_mode_names_the_missing_path() {
         let t = Template::compile("hi {{ $ctx.user.name }}").unwrap();
-        assert_eq!(t.render(&json!({})).unwrap_err().reason, "`$ctx.user.name` is not in ctx");
+        assert_eq!(
+            t.render(&json!({})).unwrap_err().reason,
+            "`$ctx.user.name` is not in ctx"
+        );
     }
 
     #[test]
@@ -272,6 +304,9 @@ mod tests {
     fn prune_copies_only_named_subtrees() {
         let reads = scan_reads("{{ $ctx.a.b }} {{ $payload.n }} {{ $ctx.list.0 }}");
         let ctx = json!({"a": {"b": 1, "c": 2}, "payloads": {"n": 3, "m": 4}, "list": [5], "z": 6});
-        assert_eq!(reads.prune(&ctx), json!({"a": {"b": 1}, "payloads": {"n": 3}, "list": [5]}));
+        assert_eq!(
+            reads.prune(&ctx),
+            json!({"a": {"b": 1}, "payloads": {"n": 3}, "list": [5]})
+        );
     }
 }

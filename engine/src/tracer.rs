@@ -96,7 +96,12 @@ pub struct EventData {
 
 impl EventData {
     pub fn new(name: &str, level: Level, attributes: Map<String, Value>) -> EventData {
-        EventData { name: name.to_string(), timestamp: SystemTime::now(), level, attributes }
+        EventData {
+            name: name.to_string(),
+            timestamp: SystemTime::now(),
+            level,
+            attributes,
+        }
     }
 }
 
@@ -141,7 +146,10 @@ pub struct DbTracer<T: TracerDB> {
 impl<T: TracerDB> DbTracer<T> {
     pub fn new(mut db: T) -> Result<DbTracer<T>, TracerError> {
         db.connect()?;
-        Ok(DbTracer { db, warned: Default::default() })
+        Ok(DbTracer {
+            db,
+            warned: Default::default(),
+        })
     }
 
     fn report(&self, result: Result<(), TracerError>) {
@@ -201,7 +209,10 @@ pub fn secret_values() -> Vec<String> {
         .filter(|(name, value)| {
             let n = name.to_uppercase();
             value.len() >= 4
-                && (n.ends_with("_KEY") || n.ends_with("_TOKEN") || n.ends_with("_SECRET") || n.contains("PASSWORD"))
+                && (n.ends_with("_KEY")
+                    || n.ends_with("_TOKEN")
+                    || n.ends_with("_SECRET")
+                    || n.contains("PASSWORD"))
         })
         .map(|(_, value)| value)
         .collect()

@@ -21,9 +21,12 @@ impl ValueSpec {
             ValueSpec::Literal(v) => v.clone(),
             ValueSpec::Ref(path) => lookup(path, ctx)?,
             ValueSpec::Template(t) => Value::String(t.render(ctx)?),
-            ValueSpec::Array(items) => {
-                Value::Array(items.iter().map(|i| i.render(ctx)).collect::<Result<_, _>>()?)
-            }
+            ValueSpec::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| i.render(ctx))
+                    .collect::<Result<_, _>>()?,
+            ),
             ValueSpec::Object(entries) => {
                 let mut map = Map::new();
                 for (k, v) in entries {
@@ -48,7 +51,11 @@ impl ValueSpec {
                 Root::Ctx if path.steps.is_empty() => reads.all = true,
                 Root::Ctx => reads.merge(&Reads::path(path.steps.clone())),
                 Root::Env => reads.merge(&Reads {
-                    env: path.steps.iter().map(|s| format!("{}", step_text(s))).collect(),
+                    env: path
+                        .steps
+                        .iter()
+                        .map(|s| step_text(s).to_string())
+                        .collect(),
                     ..Reads::default()
                 }),
             },
@@ -69,9 +76,15 @@ impl ValueSpec {
     }
 
     pub fn object(entries: Vec<(String, ValueSpec)>) -> ValueSpec {
-        if entries.iter().all(|(_, v)| matches!(v, ValueSpec::Literal(_))) {
+        if entries
+            .iter()
+            .all(|(_, v)| matches!(v, ValueSpec::Literal(_)))
+        {
             return ValueSpec::Literal(Value::Object(
-                entries.into_iter().map(|(k, v)| (k, v.into_literal())).collect(),
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_literal()))
+                    .collect(),
             ));
         }
         ValueSpec::Object(entries)
@@ -93,15 +106,20 @@ fn step_text(step: &crate::path::Step) -> String {
 }
 
 fn lookup(path: &CtxPath, ctx: &Value) -> Result<Value, RenderError> {
-    let missing = || RenderError { template: path.to_string(), reason: format!("`{path}` is not in ctx") };
+    let missing = || RenderError {
+        template: path.to_string(),
+        reason: format!("`{path}` is not in ctx"),
+    };
     match path.root {
         Root::Ctx => path.get(ctx).cloned().ok_or_else(missing),
         Root::Env => {
             let name = path.steps.first().map(step_text).unwrap_or_default();
-            std::env::var(&name).map(Value::String).map_err(|_| RenderError {
-                template: path.to_string(),
-                reason: format!("environment variable `{name}` is not set"),
-            })
+            std::env::var(&name)
+                .map(Value::String)
+                .map_err(|_| RenderError {
+                    template: path.to_string(),
+                    reason: format!("environment variable `{name}` is not set"),
+                })
         }
     }
 }
@@ -124,14 +142,26 @@ mod tests {
     #[test]
     fn renders_nested_refs_and_templates() {
         let spec = ValueSpec::object(vec![
-            ("a".into(), ValueSpec::Ref(CtxPath::parse("$ctx.x[1]").unwrap())),
-            ("b".into(), ValueSpec::Template(Box::new(Template::compile("n={{ $ctx.n }}").unwrap()))),
+            (
+                "a".into(),
+                ValueSpec::Ref(CtxPath::parse("$ctx.x[1]").unwrap()),
+            ),
+            (
+                "b".into(),
+                ValueSpec::Template(Box::new(Template::compile("n={{ $ctx.n }}").unwrap())),
+            ),
             ("c".into(), ValueSpec::Literal(json!(true))),
         ]);
         let ctx = json!({"x": [0, {"deep": 1}], "n": 5});
-        assert_eq!(spec.render(&ctx).unwrap(), json!({"a": {"deep": 1}, "b": "n=5", "c": true}));
         assert_eq!(
-            ValueSpec::Ref(CtxPath::parse("$ctx.nope").unwrap()).render(&ctx).unwrap_err().reason,
+            spec.render(&ctx).unwrap(),
+            json!({"a": {"deep": 1}, "b": "n=5", "c": true})
+        );
+        assert_eq!(
+            ValueSpec::Ref(CtxPath::parse("$ctx.nope").unwrap())
+                .render(&ctx)
+                .unwrap_err()
+                .reason,
             "`$ctx.nope` is not in ctx"
         );
     }

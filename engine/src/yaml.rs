@@ -45,13 +45,19 @@ impl YPath {
     pub fn key_nth(&self, name: &str, nth: usize) -> YPath {
         let mut segs = self.segs.clone();
         segs.push(Seg::Key(name.to_string(), nth));
-        YPath { segs, at_key: false }
+        YPath {
+            segs,
+            at_key: false,
+        }
     }
 
     pub fn index(&self, i: usize) -> YPath {
         let mut segs = self.segs.clone();
         segs.push(Seg::Index(i));
-        YPath { segs, at_key: false }
+        YPath {
+            segs,
+            at_key: false,
+        }
     }
 
     /// The same place, pointing at the key rather than at its value.
@@ -184,7 +190,10 @@ const FOUND: &str = "\u{0}illumo-found";
 /// The 1-based line and column of the place `path` names in `text`, if it is there.
 pub fn locate(text: &str, path: &YPath) -> Option<(usize, usize)> {
     let de = serde_yaml::Deserializer::from_str(text);
-    let seed = Walk { segs: &path.segs, at_key: path.at_key };
+    let seed = Walk {
+        segs: &path.segs,
+        at_key: path.at_key,
+    };
     match seed.deserialize(de) {
         Err(err) if err.to_string().contains(FOUND) => {
             err.location().map(|loc| (loc.line(), loc.column()))
@@ -222,11 +231,17 @@ impl<'de> Visitor<'de> for Walk<'_> {
         };
         let mut seen = 0;
         loop {
-            let probe = KeyProbe { name, target: rest.is_empty() && self.at_key && seen == *nth };
+            let probe = KeyProbe {
+                name,
+                target: rest.is_empty() && self.at_key && seen == *nth,
+            };
             match map.next_key_seed(probe)? {
                 None => return Err(de::Error::custom("not here")),
                 Some(true) if seen == *nth => {
-                    return map.next_value_seed(Walk { segs: rest, at_key: self.at_key });
+                    return map.next_value_seed(Walk {
+                        segs: rest,
+                        at_key: self.at_key,
+                    });
                 }
                 Some(true) => {
                     seen += 1;
@@ -248,7 +263,10 @@ impl<'de> Visitor<'de> for Walk<'_> {
                 return Err(de::Error::custom("not here"));
             }
         }
-        seq.next_element_seed(Walk { segs: rest, at_key: self.at_key })?;
+        seq.next_element_seed(Walk {
+            segs: rest,
+            at_key: self.at_key,
+        })?;
         Err(de::Error::custom("not here"))
     }
 }
@@ -364,16 +382,24 @@ mod tests {
         let target = nodes.key("a").key("policy").key("on_error").key("target");
         assert_eq!(locate(TEXT, &target), Some((4, 62)));
         assert_eq!(locate(TEXT, &nodes.key_nth("a", 1).as_key()), Some((5, 5)));
-        assert_eq!(locate(TEXT, &nodes.key_nth("a", 1).key("type")), Some((6, 13)));
+        assert_eq!(
+            locate(TEXT, &nodes.key_nth("a", 1).key("type")),
+            Some((6, 13))
+        );
         let edge = YPath::root().key("flow").key("edges").index(1);
         assert_eq!(locate(TEXT, &edge), Some((9, 7)));
-        assert_eq!(locate(TEXT, &YPath::root().key("flow").key("missing")), None);
+        assert_eq!(
+            locate(TEXT, &YPath::root().key("flow").key("missing")),
+            None
+        );
     }
 
     #[test]
     fn keeps_duplicate_keys_in_order() {
         let yaml = Yaml::parse("b: 1\na: 2\nb: 3\n").unwrap();
-        let Yaml::Map(entries) = yaml else { panic!("not a map") };
+        let Yaml::Map(entries) = yaml else {
+            panic!("not a map")
+        };
         let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["b", "a", "b"]);
     }

@@ -62,18 +62,52 @@ impl NodeFactory for CommandFactory {
     }
     fn settings(&self) -> &'static [SettingDoc] {
         &[
-            SettingDoc { name: "argv", kind: "list", required: true, about: "program and arguments; items may be templates" },
-            SettingDoc { name: "stdin", kind: "any", required: false, about: "a value written to stdin as JSON (a string is written as is)" },
-            SettingDoc { name: "parse", kind: "text|json", required: false, about: "how to read stdout (default text)" },
-            SettingDoc { name: "cwd", kind: "path", required: false, about: "working folder, relative to the flow file (default: its folder)" },
-            SettingDoc { name: "env", kind: "map", required: false, about: "extra environment variables; values may be templates" },
-            SettingDoc { name: "ok_codes", kind: "list", required: false, about: "exit codes that count as success (default [0])" },
+            SettingDoc {
+                name: "argv",
+                kind: "list",
+                required: true,
+                about: "program and arguments; items may be templates",
+            },
+            SettingDoc {
+                name: "stdin",
+                kind: "any",
+                required: false,
+                about: "a value written to stdin as JSON (a string is written as is)",
+            },
+            SettingDoc {
+                name: "parse",
+                kind: "text|json",
+                required: false,
+                about: "how to read stdout (default text)",
+            },
+            SettingDoc {
+                name: "cwd",
+                kind: "path",
+                required: false,
+                about: "working folder, relative to the flow file (default: its folder)",
+            },
+            SettingDoc {
+                name: "env",
+                kind: "map",
+                required: false,
+                about: "extra environment variables; values may be templates",
+            },
+            SettingDoc {
+                name: "ok_codes",
+                kind: "list",
+                required: false,
+                about: "exit codes that count as success (default [0])",
+            },
         ]
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
         let config: CommandConfig = cx.config()?;
         if config.argv.is_empty() {
-            cx.error(cx.at(&["argv"]), "[]", "`argv` needs at least the program to run");
+            cx.error(
+                cx.at(&["argv"]),
+                "[]",
+                "`argv` needs at least the program to run",
+            );
             return None;
         }
         let argv = cx.value(cx.at(&["argv"]), &Value::Array(config.argv))?;
@@ -89,7 +123,14 @@ impl NodeFactory for CommandFactory {
             Some(c) => cx.base_dir.join(c),
             None => cx.base_dir.to_path_buf(),
         };
-        Some(Box::new(Command { argv, stdin, parse: config.parse, cwd, env, ok_codes: config.ok_codes }))
+        Some(Box::new(Command {
+            argv,
+            stdin,
+            parse: config.parse,
+            cwd,
+            env,
+            ok_codes: config.ok_codes,
+        }))
     }
 }
 
@@ -114,7 +155,10 @@ fn tail(text: &str, max: usize) -> String {
 #[illumo_engine::async_trait]
 impl Node for Command {
     async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
-        let render = |spec: &ValueSpec| spec.render(cx.ctx).map_err(|e| NodeError::fatal(e.to_string()));
+        let render = |spec: &ValueSpec| {
+            spec.render(cx.ctx)
+                .map_err(|e| NodeError::fatal(e.to_string()))
+        };
         let Value::Array(argv) = render(&self.argv)? else {
             return Err(NodeError::fatal("`argv` must render to a list"));
         };
@@ -137,9 +181,17 @@ impl Node for Command {
             }),
             None => None,
         };
-        command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        command.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         let mut child = command.spawn().map_err(|e| {
-            NodeError::fatal(format!("cannot start `{}` in `{}`: {e}", argv[0], self.cwd.display()))
+            NodeError::fatal(format!(
+                "cannot start `{}` in `{}`: {e}",
+                argv[0],
+                self.cwd.display()
+            ))
         })?;
         let _group = child.id().map(GroupGuard::new);
         let pipe = child.stdin.take();
@@ -155,14 +207,27 @@ impl Node for Command {
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         let code = output.status.code();
         if !code.is_some_and(|c| self.ok_codes.contains(&c)) {
-            let how = code.map_or("was killed by a signal".to_string(), |c| format!("exited with code {c}"));
-            let detail = if stderr.trim().is_empty() { tail(&stdout, 300) } else { tail(&stderr, 300) };
-            return Err(NodeError::retryable(format!("`{}` {how}: {detail}", argv[0])));
+            let how = code.map_or("was killed by a signal".to_string(), |c| {
+                format!("exited with code {c}")
+            });
+            let detail = if stderr.trim().is_empty() {
+                tail(&stdout, 300)
+            } else {
+                tail(&stderr, 300)
+            };
+            return Err(NodeError::retryable(format!(
+                "`{}` {how}: {detail}",
+                argv[0]
+            )));
         }
         let value = match self.parse {
             Parse::Text => Value::String(stdout.strip_suffix('\n').unwrap_or(&stdout).to_string()),
             Parse::Json => serde_json::from_str(&stdout).map_err(|e| {
-                NodeError::fatal(format!("`{}` did not print JSON ({e}): {}", argv[0], tail(&stdout, 200)))
+                NodeError::fatal(format!(
+                    "`{}` did not print JSON ({e}): {}",
+                    argv[0],
+                    tail(&stdout, 200)
+                ))
             })?,
         };
         Ok(Outcome::value(value))

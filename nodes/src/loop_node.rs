@@ -1,7 +1,9 @@
 //! `Loop`: runs its `body` node once per item of `items`, with `ctx.loop.item` and
 //! `ctx.loop.index`; its output is the list of the body's outputs.
 
-use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, NodeRef, Outcome, RefRole, SettingDoc};
+use illumo_engine::node::{
+    BuildCx, Node, NodeCx, NodeError, NodeFactory, NodeRef, Outcome, RefRole, SettingDoc,
+};
 use illumo_engine::path::kind_of;
 use illumo_engine::template::Reads;
 use illumo_engine::value::ValueSpec;
@@ -32,28 +34,56 @@ impl NodeFactory for LoopFactory {
     }
     fn settings(&self) -> &'static [SettingDoc] {
         &[
-            SettingDoc { name: "items", kind: "list or path", required: true, about: "the items, e.g. `$ctx.files`" },
-            SettingDoc { name: "body", kind: "node id", required: true, about: "the node run for each item" },
+            SettingDoc {
+                name: "items",
+                kind: "list or path",
+                required: true,
+                about: "the items, e.g. `$ctx.files`",
+            },
+            SettingDoc {
+                name: "body",
+                kind: "node id",
+                required: true,
+                about: "the node run for each item",
+            },
         ]
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
         let config: LoopConfig = cx.config()?;
         let items = cx.value(cx.at(&["items"]), &config.items)?;
-        let body_ref = NodeRef { id: config.body.clone(), at: cx.at(&["body"]), role: RefRole::Invoke };
+        let body_ref = NodeRef {
+            id: config.body.clone(),
+            at: cx.at(&["body"]),
+            role: RefRole::Invoke,
+        };
         if config.body == cx.node_id {
-            cx.error(cx.at(&["body"]), &config.body, "a loop cannot run itself as its body");
+            cx.error(
+                cx.at(&["body"]),
+                &config.body,
+                "a loop cannot run itself as its body",
+            );
             return None;
         }
-        Some(Box::new(Loop { items, body: config.body, body_ref }))
+        Some(Box::new(Loop {
+            items,
+            body: config.body,
+            body_ref,
+        }))
     }
 }
 
 #[illumo_engine::async_trait]
 impl Node for Loop {
     async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
-        let items = self.items.render(cx.ctx).map_err(|e| NodeError::fatal(e.to_string()))?;
+        let items = self
+            .items
+            .render(cx.ctx)
+            .map_err(|e| NodeError::fatal(e.to_string()))?;
         let Value::Array(items) = items else {
-            return Err(NodeError::fatal(format!("`items` is {}, not a list", kind_of(&items))));
+            return Err(NodeError::fatal(format!(
+                "`items` is {}, not a list",
+                kind_of(&items)
+            )));
         };
         let mut ctx = cx.ctx.clone();
         if !ctx.is_object() {

@@ -2,7 +2,9 @@
 //! several nodes (fan-out). No match and no default ends the branch.
 
 use illumo_engine::condition::Condition;
-use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, NodeRef, Outcome, RefRole, Route, SettingDoc};
+use illumo_engine::node::{
+    BuildCx, Node, NodeCx, NodeError, NodeFactory, NodeRef, Outcome, RefRole, Route, SettingDoc,
+};
 use illumo_engine::template::Reads;
 use illumo_engine::yaml::YPath;
 use serde::Deserialize;
@@ -78,13 +80,21 @@ impl NodeFactory for RouterFactory {
                 (Some(w), Some(to), None) => (Some(w), "to", to),
                 (None, None, Some(d)) => {
                     if i + 1 != count {
-                        cx.error(at.key("default").as_key(), "default", "`default` must be the last route");
+                        cx.error(
+                            at.key("default").as_key(),
+                            "default",
+                            "`default` must be the last route",
+                        );
                         ok = false;
                     }
                     (None, "default", d)
                 }
                 _ => {
-                    cx.error(at.clone(), "{", "each route needs `when` and `to`, or only `default`");
+                    cx.error(
+                        at.clone(),
+                        "{",
+                        "each route needs `when` and `to`, or only `default`",
+                    );
                     ok = false;
                     continue;
                 }
@@ -104,8 +114,16 @@ impl NodeFactory for RouterFactory {
             };
             let targets = targets.list();
             for (j, t) in targets.iter().enumerate() {
-                let path: YPath = if targets.len() == 1 { at.key(key) } else { at.key(key).index(j) };
-                refs.push(NodeRef { id: t.clone(), at: path, role: RefRole::Route });
+                let path: YPath = if targets.len() == 1 {
+                    at.key(key)
+                } else {
+                    at.key(key).index(j)
+                };
+                refs.push(NodeRef {
+                    id: t.clone(),
+                    at: path,
+                    role: RefRole::Route,
+                });
             }
             rules.push(Rule { when, targets });
         }
@@ -120,17 +138,32 @@ impl Node for Router {
             let (hit, reason) = match &rule.when {
                 None => (true, "default".to_string()),
                 Some(c) => (
-                    c.eval(cx.ctx, cx.input).map_err(|e| NodeError::fatal(e.to_string()))?,
+                    c.eval(cx.ctx, cx.input)
+                        .map_err(|e| NodeError::fatal(e.to_string()))?,
                     c.source().to_string(),
                 ),
             };
             if hit {
-                let route = Route { targets: rule.targets.clone(), confidence: Some(1.0), reason: Some(reason) };
-                return Ok(Outcome { output: cx.input.clone(), route: Some(route) });
+                let route = Route {
+                    targets: rule.targets.clone(),
+                    confidence: Some(1.0),
+                    reason: Some(reason),
+                };
+                return Ok(Outcome {
+                    output: cx.input.clone(),
+                    route: Some(route),
+                });
             }
         }
-        let route = Route { targets: vec![], confidence: None, reason: Some("no route matched".into()) };
-        Ok(Outcome { output: cx.input.clone(), route: Some(route) })
+        let route = Route {
+            targets: vec![],
+            confidence: None,
+            reason: Some("no route matched".into()),
+        };
+        Ok(Outcome {
+            output: cx.input.clone(),
+            route: Some(route),
+        })
     }
 
     fn reads(&self) -> Reads {

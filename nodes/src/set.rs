@@ -26,7 +26,12 @@ impl NodeFactory for SetFactory {
         "outputs `value`, with `$ctx...` references and `{{ }}` templates rendered"
     }
     fn settings(&self) -> &'static [SettingDoc] {
-        &[SettingDoc { name: "value", kind: "any", required: true, about: "the output; strings may be paths or templates" }]
+        &[SettingDoc {
+            name: "value",
+            kind: "any",
+            required: true,
+            about: "the output; strings may be paths or templates",
+        }]
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
         let config: SetConfig = cx.config()?;
@@ -38,7 +43,10 @@ impl NodeFactory for SetFactory {
 #[illumo_engine::async_trait]
 impl Node for Set {
     async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
-        let value = self.value.render(cx.ctx).map_err(|e| NodeError::fatal(e.to_string()))?;
+        let value = self
+            .value
+            .render(cx.ctx)
+            .map_err(|e| NodeError::fatal(e.to_string()))?;
         Ok(Outcome::value(value))
     }
 

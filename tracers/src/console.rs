@@ -39,7 +39,10 @@ impl ConsoleTracer {
     /// Colour when stderr is a terminal and `NO_COLOR` is not set.
     pub fn new() -> ConsoleTracer {
         let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        ConsoleTracer { color, state: Mutex::new(State::default()) }
+        ConsoleTracer {
+            color,
+            state: Mutex::new(State::default()),
+        }
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
@@ -60,17 +63,31 @@ impl ConsoleTracer {
         let a = &event.attributes;
         let text = |key: &str| a.get(key).map(value_text).unwrap_or_default();
         Some(match event.name.as_str() {
-            "node.retry" => self.paint("33", &format!("↻ retry {}/{} in {}", text("next_attempt"), text("max_attempts"), ms(a.get("delay_ms")))),
+            "node.retry" => self.paint(
+                "33",
+                &format!(
+                    "↻ retry {}/{} in {}",
+                    text("next_attempt"),
+                    text("max_attempts"),
+                    ms(a.get("delay_ms"))
+                ),
+            ),
             "node.timeout" => self.paint("33", &format!("⏱ timed out after {}", text("timeout"))),
             "node.goto" => self.paint("35", &format!("↪ goto {}", text("target"))),
-            "node.error" if text("action") == "continue" => self.paint("33", "↷ continue with the node's input"),
+            "node.error" if text("action") == "continue" => {
+                self.paint("33", "↷ continue with the node's input")
+            }
             "routing.decision" => {
                 let targets: Vec<String> = match a.get("targets") {
                     Some(Value::Array(t)) => t.iter().map(value_text).collect(),
                     _ => vec![],
                 };
                 let reason = text("reason");
-                let reason = if reason.is_empty() { String::new() } else { format!("  ({reason})") };
+                let reason = if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({reason})")
+                };
                 self.paint("36", &format!("→ {}{reason}", targets.join(", ")))
             }
             "routing.empty" => self.paint("33", "→ no route matched; this branch ends"),
@@ -100,17 +117,26 @@ fn elapsed(span: &SpanData) -> String {
 impl Tracer for ConsoleTracer {
     fn span_start(&self, span: &SpanData) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let depth = span.parent_id.and_then(|p| state.depth.get(&p).copied()).map_or(0, |d| d + 1);
+        let depth = span
+            .parent_id
+            .and_then(|p| state.depth.get(&p).copied())
+            .map_or(0, |d| d + 1);
         state.depth.insert(span.span_id, depth);
         drop(state);
         if span.kind == SpanKind::Flow {
-            let line = format!("▶ {}  {}\n", self.paint("1", &span.name), self.paint("2", &format!("trace {}", span.trace_id)));
+            let line = format!(
+                "▶ {}  {}\n",
+                self.paint("1", &span.name),
+                self.paint("2", &format!("trace {}", span.trace_id))
+            );
             self.write(&line);
         }
     }
 
     fn event(&self, span: &SpanData, event: &EventData) {
-        let Some(line) = self.event_line(event) else { return };
+        let Some(line) = self.event_line(event) else {
+            return;
+        };
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.pending.entry(span.span_id).or_default().push(line);
     }
@@ -121,19 +147,38 @@ impl Tracer for ConsoleTracer {
         let pending = state.pending.remove(&span.span_id).unwrap_or_default();
         drop(state);
         let ok = span.status != SpanStatus::Error;
-        let mark = if ok { self.paint("32", "✓") } else { self.paint("31", "✗") };
+        let mark = if ok {
+            self.paint("32", "✓")
+        } else {
+            self.paint("31", "✗")
+        };
         let attr = |key: &str| span.attributes.get(key);
         let mut out = String::new();
         if span.kind == SpanKind::Flow {
             let word = if ok { "ok" } else { "failed" };
-            out.push_str(&format!("{mark} {} {word} in {}\n", span.name, elapsed(span)));
+            out.push_str(&format!(
+                "{mark} {} {word} in {}\n",
+                span.name,
+                elapsed(span)
+            ));
         } else {
             let pad = "  ".repeat(depth);
-            let node_type = attr("node").and_then(|n| n.get("type")).map(value_text).unwrap_or_default();
+            let node_type = attr("node")
+                .and_then(|n| n.get("type"))
+                .map(value_text)
+                .unwrap_or_default();
             let attempt = attr("attempt").and_then(Value::as_u64).unwrap_or(1);
             let max = attr("max_attempts").and_then(Value::as_u64).unwrap_or(1);
-            let attempts = if max > 1 { format!(" attempt {attempt}/{max}") } else { String::new() };
-            let mut line = format!("{pad}{mark} {} ({node_type}){attempts}  {}", span.name, self.paint("2", &elapsed(span)));
+            let attempts = if max > 1 {
+                format!(" attempt {attempt}/{max}")
+            } else {
+                String::new()
+            };
+            let mut line = format!(
+                "{pad}{mark} {} ({node_type}){attempts}  {}",
+                span.name,
+                self.paint("2", &elapsed(span))
+            );
             if let Some(message) = attr("error").and_then(|e| e.get("message")) {
                 line.push_str("  ");
                 line.push_str(&self.paint("31", &value_text(message)));
