@@ -323,3 +323,29 @@ fn bad_context_is_a_usage_error() {
         "error: --context: --context is not valid JSON: key must be a string at line 1 column 2\n"
     );
 }
+
+#[test]
+fn parallel_writes_to_one_path_fail_the_run() {
+    let text = std::fs::read_to_string(
+        crate::support::root().join("tests/fixtures/warnings/parallel_writes.yaml"),
+    )
+    .unwrap();
+    let out = Illumo::new()
+        .run_flow(&text)
+        .args(["--quiet"])
+        .run()
+        .code(1);
+    assert_eq!(
+        out.stderr.lines().next(),
+        Some("error: node `slow` failed on attempt 1 of 1: nodes `fast` and `slow` wrote `$ctx.result.text` while running in parallel; give each branch its own path")
+    );
+    assert_eq!(out.ctx()["result"], "fast", "the first write stands");
+}
+
+#[test]
+fn sequential_nodes_may_overwrite_a_path() {
+    let flow = "flow:\n  nodes:\n    a: {type: Set, setting: {value: 1}, outputs: $ctx.x}\n    b: {type: Set, setting: {value: 2}, outputs: $ctx.x}\n  edges:\n    - a >> b\n";
+    let out = Illumo::new().run_flow(flow).run().success();
+    assert_eq!(out.ctx()["x"], 2);
+    assert_eq!(out.stderr.lines().count(), 1, "no warning: {}", out.stderr);
+}

@@ -422,6 +422,21 @@ fn warns_unreachable_node() {
 }
 
 #[test]
+fn warns_parallel_writes() {
+    validate(
+        "tests/fixtures/warnings/parallel_writes.yaml",
+        0,
+        r#"warning: nodes `fast` and `slow` may run in parallel and both write `$ctx.result`
+ --> tests/fixtures/warnings/parallel_writes.yaml:8:16
+  |
+8 |       outputs: $ctx.result.text
+  |                ^^^^^^^^^^^ the second write fails the run; give each branch its own path
+
+"#,
+    );
+}
+
+#[test]
 fn a_valid_flow_reports_its_size_on_stdout() {
     let out = Illumo::new()
         .args(["validate", "examples/basics/branching.yaml"])

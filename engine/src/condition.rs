@@ -191,6 +191,25 @@ mod tests {
     }
 
     #[test]
+    fn has_size_in_and_env_work() {
+        std::env::set_var("ILLUMO_CONDITION_TEST", "prod");
+        let ctx = json!({"files": ["a"], "labels": ["bug"], "review": {}});
+        for (source, expected) in [
+            ("has(ctx.review.summary)", false),
+            ("has(ctx.review)", true),
+            ("size(ctx.files) > 0 && 'bug' in ctx.labels", true),
+            ("env.ILLUMO_CONDITION_TEST == 'prod'", true),
+            ("ctx.files[0] == 'a'", true),
+        ] {
+            assert_eq!(
+                Condition::compile(source).unwrap().eval(&ctx, &Value::Null),
+                Ok(expected),
+                "{source}"
+            );
+        }
+    }
+
+    #[test]
     fn reads_only_named_paths() {
         let c = Condition::compile("ctx.a.b == 1 || has(ctx.c)").unwrap();
         assert_eq!(

@@ -62,6 +62,8 @@ pub struct Flow {
     pub transitions: Vec<Vec<usize>>,
     /// Nodes run only by another node (loop bodies).
     pub invoked: Vec<bool>,
+    /// `reach[a][b]`: b can follow a (by edges, routes or gotos).
+    pub reach: Vec<Vec<bool>>,
     pub max_steps: u64,
     pub max_parallel: usize,
     pub policy: PolicySpec,
@@ -85,6 +87,22 @@ impl std::fmt::Display for LoadError {
 impl std::error::Error for LoadError {}
 
 impl Flow {
+    /// Can `a` and `b` run at the same time: neither follows the other, and some fan-out
+    /// leads to both on different edges?
+    pub fn may_run_in_parallel(&self, a: usize, b: usize) -> bool {
+        if a == b || self.reach[a][b] || self.reach[b][a] {
+            return false;
+        }
+        let leads = |from: usize, to: usize| from == to || self.reach[from][to];
+        self.edges.iter().any(|edges| {
+            edges.iter().any(|x| {
+                edges
+                    .iter()
+                    .any(|y| x.to != y.to && leads(x.to, a) && leads(y.to, b))
+            })
+        })
+    }
+
     /// Reads, decodes, builds and validates a flow; every problem is reported at once.
     pub fn load(source: Source, registry: &NodeRegistry) -> Result<Flow, LoadError> {
         let mut dec = Decoder::default();
@@ -316,6 +334,7 @@ fn build(
         joins,
         transitions,
         invoked,
+        reach,
         max_steps: spec.max_steps,
         max_parallel: spec.max_parallel,
         policy: spec.policy,
@@ -324,6 +343,7 @@ fn build(
     };
     warn_unreachable(&flow, &spec.nodes, dec);
     warn_endless_cycles(&mut flow, &spec.nodes, dec);
+    warn_parallel_writes(&flow, &spec.nodes, dec);
     Some(flow)
 }
 
@@ -461,6 +481,45 @@ fn warn_unreachable(flow: &Flow, specs: &[NodeSpec], dec: &mut Decoder) {
                 ))
                 .at(at, &node.id)
                 .label("no edge, route or goto leads here"),
+            );
+        }
+    }
+}
+
+/// Two nodes that may run at the same time and write the same ctx path race each other.
+fn warn_parallel_writes(flow: &Flow, specs: &[NodeSpec], dec: &mut Decoder) {
+    let writers: Vec<usize> = (0..flow.nodes.len())
+        .filter(|&i| flow.nodes[i].outputs.is_some())
+        .collect();
+    for (n, &a) in writers.iter().enumerate() {
+        for &b in &writers[n + 1..] {
+            let (Some(wa), Some(wb)) = (&flow.nodes[a].outputs, &flow.nodes[b].outputs) else {
+                continue;
+            };
+            let Some(path) = wa
+                .paths()
+                .into_iter()
+                .find(|p| wb.paths().iter().any(|q| p.overlaps(q)))
+            else {
+                continue;
+            };
+            if !flow.may_run_in_parallel(a, b) {
+                continue;
+            }
+            let spec = specs
+                .iter()
+                .find(|s| s.id == flow.nodes[b].id && s.nth == 0);
+            let at = spec
+                .and_then(|s| s.outputs.as_ref())
+                .map(|(_, p)| p.clone())
+                .unwrap_or_default();
+            dec.push(
+                Diagnostic::warning(format!(
+                    "nodes `{}` and `{}` may run in parallel and both write `{path}`",
+                    flow.nodes[a].id, flow.nodes[b].id
+                ))
+                .at(at, path.as_str())
+                .label("the second write fails the run; give each branch its own path"),
             );
         }
     }

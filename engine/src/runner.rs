@@ -418,6 +418,8 @@ struct Activation {
 /// A node task's result.
 struct Done {
     node: usize,
+    /// The driver's clock when the node was started.
+    started: u64,
     input: Value,
     result: Result<Outcome, Failed>,
     span: Option<SpanData>,
@@ -438,6 +440,10 @@ struct Driver {
     history: VecDeque<usize>,
     /// The first failure of a run that is not fail_fast.
     failure: Option<RunError>,
+    /// Counts dispatches and completions, to tell which writes happened while a node ran.
+    clock: u64,
+    /// The last write to each output path: (node, clock).
+    writes: HashMap<String, (usize, u64)>,
     cancel: Arc<tokio::sync::Notify>,
 }
 
@@ -469,6 +475,8 @@ impl Driver {
             steps: 0,
             history: VecDeque::new(),
             failure: None,
+            clock: 0,
+            writes: HashMap::new(),
             cancel,
         }
     }
@@ -534,6 +542,7 @@ impl Driver {
                     };
                     Done {
                         node,
+                        started: self.clock,
                         input,
                         result: Err(Failed {
                             error: NodeError::fatal(message),
@@ -590,10 +599,13 @@ impl Driver {
         } else {
             input.clone()
         };
+        self.clock += 1;
+        let started = self.clock;
         let handle = self.tasks.spawn(async move {
             let (result, span) = attempts(&shared, index, &input, &view, shared.root_id).await;
             Done {
                 node: index,
+                started,
                 input,
                 result,
                 span,
@@ -604,8 +616,9 @@ impl Driver {
     }
 
     fn finish(&mut self, done: Done) -> Result<(), RunError> {
+        self.clock += 1;
         match done.result {
-            Ok(outcome) => match self.apply(done.node, &outcome, &done.span) {
+            Ok(outcome) => match self.apply(done.node, done.started, &outcome, &done.span) {
                 Ok(next) => {
                     self.shared.end_span(done.span, Ok(&outcome.output));
                     for to in next {
@@ -630,6 +643,7 @@ impl Driver {
     fn apply(
         &mut self,
         index: usize,
+        started: u64,
         outcome: &Outcome,
         span: &Option<SpanData>,
     ) -> Result<Vec<usize>, NodeError> {
@@ -638,7 +652,7 @@ impl Driver {
         let output = &outcome.output;
         if let Some(outputs) = &node.outputs {
             match outputs {
-                Outputs::Path(path) => self.write(path, output.clone(), span)?,
+                Outputs::Path(path) => self.write(index, started, path, output.clone(), span)?,
                 Outputs::Fields(fields) => {
                     for (field, path) in fields {
                         let Some(value) = output.get(field) else {
@@ -647,7 +661,7 @@ impl Driver {
                                 preview(output, 120, &[])
                             )));
                         };
-                        self.write(path, value.clone(), span)?;
+                        self.write(index, started, path, value.clone(), span)?;
                     }
                 }
             }
@@ -697,12 +711,31 @@ impl Driver {
         Ok(next)
     }
 
+    /// Writes an output. A write to a path that a parallel node wrote while this one ran
+    /// is an error: which value won would depend on timing.
     fn write(
         &mut self,
+        node: usize,
+        started: u64,
         path: &CtxPath,
         value: Value,
         span: &Option<SpanData>,
     ) -> Result<(), NodeError> {
+        let flow = &self.shared.flow;
+        for (other_path, &(other, when)) in &self.writes {
+            if when > started && other != node && flow.may_run_in_parallel(node, other) {
+                let other_path = CtxPath::parse(other_path).ok();
+                if other_path.is_some_and(|p| p.overlaps(path)) {
+                    return Err(NodeError::fatal(format!(
+                        "nodes `{}` and `{}` wrote `{path}` while running in parallel; give each branch its own path",
+                        flow.id(other),
+                        flow.id(node)
+                    )));
+                }
+            }
+        }
+        self.writes
+            .insert(path.as_str().to_string(), (node, self.clock));
         set_steps(&mut self.ctx, &path.steps, value)
             .map_err(|e| NodeError::fatal(e.to_string()))?;
         self.shared.event(
@@ -765,7 +798,7 @@ impl Driver {
                 let outcome = Outcome::value(input);
                 shared.end_span(span, Err((&failed.error, failed.timed_out)));
                 let next = self
-                    .apply(index, &outcome, &None)
+                    .apply(index, self.clock, &outcome, &None)
                     .map_err(|e| self.node_failed(index, 1, &e, false))?;
                 for to in next {
                     self.arrive(to, index, outcome.output.clone());
