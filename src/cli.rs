@@ -40,6 +40,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "mermaid")]
         format: GraphFormat,
     },
+    /// Read traces recorded by the sqlite tracer
+    #[command(subcommand)]
+    Trace(TraceCommand),
     /// List the node types and their settings
     #[command(after_help = "Example:\n  illumo nodes --json | jq '.[].type'")]
     Nodes {
@@ -71,12 +74,15 @@ pub struct RunArgs {
     /// Apply one of the flow's `profiles`
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
-    /// Tracer to report to: console or none; repeatable (default: console)
+    /// Tracer to report to: console, sqlite or none; repeatable (default: console)
     #[arg(long = "tracer", value_name = "NAME")]
     pub tracers: Vec<String>,
-    /// Tracer setting `key=value`; repeatable
+    /// Tracer setting `key=value`, e.g. `db_path=./trace.db` for sqlite; repeatable
     #[arg(long = "tracer-arg", value_name = "KEY=VALUE")]
     pub tracer_args: Vec<String>,
+    /// A text that must never reach a tracer (replaced by ***); repeatable
+    #[arg(long = "redact", value_name = "TEXT")]
+    pub redact: Vec<String>,
     /// Write the final ctx to FILE instead of stdout
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<String>,
@@ -86,4 +92,78 @@ pub struct RunArgs {
     /// No console trace, warnings or trailer on stderr (errors are still printed)
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+#[derive(Subcommand)]
+pub enum TraceCommand {
+    /// List runs, newest first: flow, start, duration, status, node count
+    #[command(after_help = "Example:\n  illumo trace list --db trace.db --limit 5")]
+    List {
+        /// The trace database
+        #[arg(long, default_value = "trace.db")]
+        db: String,
+        /// How many runs
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: ListFormat,
+    },
+    /// Show one run as a tree of node attempts with durations, statuses and events
+    #[command(
+        after_help = "Examples:\n  illumo trace show 4bf92f35 --db trace.db\n  illumo trace show 4bf92f3577b34da6a3ce929d0e0e4736 --format json | jq '.spans[].name'"
+    )]
+    Show {
+        /// A trace id, or a unique prefix of one
+        trace_id: String,
+        /// The trace database
+        #[arg(long, default_value = "trace.db")]
+        db: String,
+        /// Output format
+        #[arg(long, value_enum, default_value = "tree")]
+        format: ShowFormat,
+    },
+    /// Find node attempts by status, node, attribute or timeout
+    #[command(
+        after_help = "Examples:\n  illumo trace search --db trace.db --status error\n  illumo trace search --db trace.db --node draft --attr node.type=Command\n  illumo trace search --db trace.db --timeouts"
+    )]
+    Search {
+        /// The trace database
+        #[arg(long, default_value = "trace.db")]
+        db: String,
+        /// OK or ERROR
+        #[arg(long)]
+        status: Option<String>,
+        /// A node id
+        #[arg(long)]
+        node: Option<String>,
+        /// An attribute `path=value`, e.g. `node.type=Command`; repeatable
+        #[arg(long = "attr", value_name = "PATH=VALUE")]
+        attrs: Vec<String>,
+        /// Only attempts that timed out
+        #[arg(long)]
+        timeouts: bool,
+        /// Only this trace (id or prefix)
+        #[arg(long)]
+        trace: Option<String>,
+        /// How many results
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: ListFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ShowFormat {
+    Tree,
+    Table,
+    Json,
 }

@@ -7,6 +7,7 @@ mod graph;
 mod inputs;
 mod nodes_cmd;
 mod run_cmd;
+mod trace_cmd;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -38,6 +39,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             }
             Err(code) => code,
         },
+        Command::Trace(command) => trace_cmd::run(command),
         Command::Nodes { json } => {
             nodes_cmd::print(&registry, json);
             0

@@ -3,13 +3,11 @@
 use crate::cli::RunArgs;
 use crate::{inputs, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE};
 use illumo_engine::runner::{self, RunError, RunOptions};
-use illumo_engine::tracer::{Fanout, Tracer};
+use illumo_engine::tracer::{DbTracer, Fanout, Tracer};
 use illumo_engine::NodeRegistry;
-use illumo_tracers::ConsoleTracer;
+use illumo_tracers::{ConsoleTracer, SqliteTracer};
 use serde_json::Value;
 use std::sync::Arc;
-
-const TRACERS: [&str; 2] = ["console", "none"];
 
 pub fn run(args: RunArgs, registry: &NodeRegistry) -> i32 {
     match prepare(&args, registry) {
@@ -30,6 +28,7 @@ fn prepare(args: &RunArgs, registry: &NodeRegistry) -> Result<Prepared, Option<S
     let flow = crate::load(&args.flow, registry, args.quiet).map_err(|_| None)?;
     let ctx = inputs::context(args.context.as_deref(), &args.sets)?;
     let mut options = RunOptions::new(tracer);
+    options.redact = args.redact.clone();
     if let Some(name) = &args.profile {
         let Some(profile) = flow.profiles.get(name) else {
             let known: Vec<&str> = flow.profiles.keys().map(String::as_str).collect();
@@ -49,30 +48,65 @@ fn prepare(args: &RunArgs, registry: &NodeRegistry) -> Result<Prepared, Option<S
     Ok((Arc::new(flow), ctx, options))
 }
 
+/// Each tracer and the `--tracer-arg` keys it takes.
+const TRACERS: [(&str, &[&str]); 3] = [("console", &[]), ("sqlite", &["db_path"]), ("none", &[])];
+
 fn tracers(args: &RunArgs) -> Result<Arc<dyn Tracer>, Option<String>> {
     let names: Vec<&str> = if args.tracers.is_empty() {
         vec!["console"]
     } else {
         args.tracers.iter().map(String::as_str).collect()
     };
+    let mut settings: Vec<(String, String)> = Vec::new();
+    for arg in &args.tracer_args {
+        let Some((key, value)) = arg.split_once('=') else {
+            return Err(Some(format!(
+                "--tracer-arg `{arg}`: expected KEY=VALUE, like `db_path=./trace.db`"
+            )));
+        };
+        let takers: Vec<&str> = TRACERS
+            .iter()
+            .filter(|(_, keys)| keys.contains(&key))
+            .map(|(n, _)| *n)
+            .collect();
+        if !takers.iter().any(|t| names.contains(t)) {
+            return Err(Some(match takers.first() {
+                Some(t) => format!(
+                    "--tracer-arg `{key}` is a setting of the `{t}` tracer; add `--tracer {t}`"
+                ),
+                None => format!(
+                    "--tracer-arg `{key}` is not a setting of any tracer (sqlite takes `db_path`)"
+                ),
+            }));
+        }
+        settings.push((key.to_string(), value.to_string()));
+    }
+    let setting = |key: &str| {
+        settings
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
     let mut fanout = Fanout::default();
     for name in names {
         match name {
             "console" if !args.quiet => fanout.0.push(Arc::new(ConsoleTracer::new())),
             "console" | "none" => {}
+            "sqlite" => {
+                let path = setting("db_path").unwrap_or_else(|| "trace.db".to_string());
+                let db =
+                    DbTracer::new(SqliteTracer::new(&path)).map_err(|e| Some(e.to_string()))?;
+                fanout.0.push(Arc::new(db));
+            }
             other => {
+                let known: Vec<&str> = TRACERS.iter().map(|(n, _)| *n).collect();
                 return Err(Some(format!(
                     "unknown tracer `{other}`; this build has `{}`",
-                    TRACERS.join("`, `")
-                )))
+                    known.join("`, `")
+                )));
             }
         }
-    }
-    if let Some(arg) = args.tracer_args.first() {
-        let key = arg.split_once('=').map_or(arg.as_str(), |(k, _)| k);
-        return Err(Some(format!(
-            "--tracer-arg `{key}` is not a setting of the chosen tracers (console takes none)"
-        )));
     }
     Ok(Arc::new(fanout))
 }

@@ -32,6 +32,8 @@ pub struct RunOptions {
     /// Notified to stop the run (Ctrl-C): running nodes are cancelled and their child
     /// processes killed, then the run fails with [`RunError::Cancelled`].
     pub cancel: Arc<tokio::sync::Notify>,
+    /// Texts that must never reach a tracer, besides secret-looking environment variables.
+    pub redact: Vec<String>,
 }
 
 impl RunOptions {
@@ -41,6 +43,7 @@ impl RunOptions {
             tracer,
             trace_id: TraceId::random(),
             cancel: Arc::new(tokio::sync::Notify::new()),
+            redact: Vec::new(),
         }
     }
 }
@@ -167,7 +170,13 @@ impl Shared {
             tracing,
             trace_id: options.trace_id,
             root_id: SpanId::random(),
-            secrets: if tracing { secret_values() } else { Vec::new() },
+            secrets: if tracing {
+                let mut secrets = secret_values();
+                secrets.extend(options.redact.iter().filter(|r| !r.is_empty()).cloned());
+                secrets
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -231,8 +240,11 @@ impl Shared {
         Some(span)
     }
 
-    fn event(&self, span: &Option<SpanData>, name: &str, level: Level, attributes: Value) {
+    fn event(&self, span: &Option<SpanData>, name: &str, level: Level, mut attributes: Value) {
         if let Some(span) = span {
+            if !self.secrets.is_empty() {
+                redact(&mut attributes, &self.secrets);
+            }
             let Value::Object(attributes) = attributes else {
                 return;
             };
@@ -268,6 +280,22 @@ impl Shared {
             }
         }
         self.tracer.span_end(&span);
+    }
+}
+
+/// Replaces every secret inside the strings of a value by `***`.
+fn redact(value: &mut Value, secrets: &[String]) {
+    match value {
+        Value::String(text) => {
+            for secret in secrets {
+                if text.contains(secret.as_str()) {
+                    *text = text.replace(secret.as_str(), "***");
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| redact(v, secrets)),
+        Value::Object(map) => map.values_mut().for_each(|v| redact(v, secrets)),
+        _ => {}
     }
 }
 

@@ -127,7 +127,11 @@ pub enum TracerError {
     Write { backend: String, reason: String },
 }
 
-/// A backend that stores finished spans and their events (SQLite, OTLP, ...).
+/// A backend that stores spans and their events (SQLite, OTLP, ...).
+///
+/// Through [`DbTracer`], `record_span` is called when a span starts (no `end_time`, status
+/// `UNSET`) and again when it ends, so a store can show runs in progress; a backend that
+/// keeps only finished spans ignores the first call.
 pub trait TracerDB: Send + Sync {
     fn connect(&mut self) -> Result<(), TracerError>;
     fn record_span(&self, span: &SpanData) -> Result<(), TracerError>;
@@ -136,8 +140,8 @@ pub trait TracerDB: Send + Sync {
     fn close(&mut self) -> Result<(), TracerError>;
 }
 
-/// Adapts a [`TracerDB`] to the engine's hooks: spans are recorded when they end.
-/// A failing backend is reported once on stderr and never fails the flow.
+/// Adapts a [`TracerDB`] to the engine's hooks: spans are recorded when they start and
+/// when they end. A failing backend is reported once on stderr and never fails the flow.
 pub struct DbTracer<T: TracerDB> {
     db: T,
     warned: std::sync::atomic::AtomicBool,
@@ -162,6 +166,9 @@ impl<T: TracerDB> DbTracer<T> {
 }
 
 impl<T: TracerDB> Tracer for DbTracer<T> {
+    fn span_start(&self, span: &SpanData) {
+        self.report(self.db.record_span(span));
+    }
     fn span_end(&self, span: &SpanData) {
         self.report(self.db.record_span(span));
     }

@@ -1,6 +1,9 @@
-//! illumo's tracer backends. This release ships the console tracer; SQLite and OTLP
-//! backends implement [`illumo_engine::tracer::TracerDB`] the same way.
+//! illumo's tracer backends: the console tree, SQLite (WAL) files, and readers for
+//! `illumo trace`. Storage backends implement [`illumo_engine::tracer::TracerDB`].
 
 mod console;
+pub mod sqlite;
+pub mod store;
 
 pub use console::ConsoleTracer;
+pub use sqlite::SqliteTracer;

@@ -1,0 +1,321 @@
+//! `illumo trace list|show|search`: read what the sqlite tracer recorded.
+
+use crate::cli::{ListFormat, ShowFormat, TraceCommand};
+use crate::EXIT_USAGE;
+use illumo_engine::duration::format_duration;
+use illumo_tracers::store::{self, EventRow, RunSummary, Search, SpanRow};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+
+pub fn run(command: TraceCommand) -> i32 {
+    match execute(command) {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            EXIT_USAGE
+        }
+    }
+}
+
+fn execute(command: TraceCommand) -> Result<String, String> {
+    match command {
+        TraceCommand::List { db, limit, format } => {
+            let conn = store::open(Path::new(&db))?;
+            let runs = store::list_runs(&conn, limit)?;
+            Ok(match format {
+                ListFormat::Json => json_text(&Value::Array(runs.iter().map(run_json).collect())),
+                ListFormat::Table if runs.is_empty() => format!("no runs in {db}\n"),
+                ListFormat::Table => table(
+                    &["TRACE ID", "FLOW", "START", "DURATION", "STATUS", "NODES"],
+                    runs.iter()
+                        .map(|r| {
+                            vec![
+                                r.trace_id.clone(),
+                                r.flow.clone(),
+                                r.start_time.clone(),
+                                duration(r.duration_ms),
+                                status_text(&r.status, r.duration_ms),
+                                r.nodes.to_string(),
+                            ]
+                        })
+                        .collect(),
+                ),
+            })
+        }
+        TraceCommand::Show {
+            trace_id,
+            db,
+            format,
+        } => {
+            let conn = store::open(Path::new(&db))?;
+            let trace_id = store::resolve_trace(&conn, &trace_id)?;
+            let spans = store::trace(&conn, &trace_id)?;
+            Ok(match format {
+                ShowFormat::Tree => tree(&spans),
+                ShowFormat::Table => span_table(&spans),
+                ShowFormat::Json => json_text(&json!({
+                    "trace_id": trace_id,
+                    "spans": spans.iter().map(span_json).collect::<Vec<_>>(),
+                })),
+            })
+        }
+        TraceCommand::Search {
+            db,
+            status,
+            node,
+            attrs,
+            timeouts,
+            trace,
+            limit,
+            format,
+        } => {
+            let conn = store::open(Path::new(&db))?;
+            let attrs = attrs
+                .iter()
+                .map(|a| {
+                    a.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| {
+                            format!("--attr `{a}`: expected PATH=VALUE, like `node.type=Command`")
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(s) = &status {
+                if !["ok", "error", "unset"].contains(&s.to_lowercase().as_str()) {
+                    return Err(format!("--status `{s}`: expected OK or ERROR"));
+                }
+            }
+            let trace_id = trace.map(|t| store::resolve_trace(&conn, &t)).transpose()?;
+            let search = Search {
+                status,
+                node,
+                attrs,
+                timeouts,
+                trace_id,
+                limit,
+            };
+            let spans = store::search(&conn, &search)?;
+            Ok(match format {
+                ListFormat::Json => json_text(&Value::Array(spans.iter().map(span_json).collect())),
+                ListFormat::Table if spans.is_empty() => "no matching node attempts\n".to_string(),
+                ListFormat::Table => table(
+                    &[
+                        "TRACE ID", "START", "NODE", "TYPE", "ATTEMPT", "STATUS", "DURATION",
+                        "ERROR",
+                    ],
+                    spans
+                        .iter()
+                        .map(|s| {
+                            vec![
+                                s.trace_id.clone(),
+                                s.start_time.clone(),
+                                s.name.clone(),
+                                attr(s, "/node/type"),
+                                attr(s, "/attempt"),
+                                status_text(&s.status, s.duration_ms),
+                                duration(s.duration_ms),
+                                short(&attr(s, "/error/message"), 60),
+                            ]
+                        })
+                        .collect(),
+                ),
+            })
+        }
+    }
+}
+
+fn json_text(value: &Value) -> String {
+    format!(
+        "{}\n",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    )
+}
+
+fn run_json(r: &RunSummary) -> Value {
+    json!({
+        "trace_id": r.trace_id, "flow": r.flow, "start_time": r.start_time,
+        "duration_ms": r.duration_ms, "status": r.status, "nodes": r.nodes,
+    })
+}
+
+fn span_json(s: &SpanRow) -> Value {
+    json!({
+        "span_id": s.span_id, "trace_id": s.trace_id, "parent_id": s.parent_id, "name": s.name,
+        "kind": s.kind, "start_time": s.start_time, "end_time": s.end_time,
+        "duration_ms": s.duration_ms, "status": s.status, "attributes": s.attributes,
+        "events": s.events.iter().map(event_json).collect::<Vec<_>>(),
+    })
+}
+
+fn event_json(e: &EventRow) -> Value {
+    json!({"name": e.name, "timestamp": e.timestamp, "level": e.level, "attributes": e.attributes})
+}
+
+fn duration(ms: Option<f64>) -> String {
+    ms.map_or("-".to_string(), |ms| {
+        format_duration(Duration::from_secs_f64(ms.max(0.0) / 1000.0))
+    })
+}
+
+/// A span that never ended belongs to a run that is still going or was killed.
+fn status_text(status: &str, duration_ms: Option<f64>) -> String {
+    match (status, duration_ms) {
+        ("UNSET", None) => "RUNNING?".to_string(),
+        (s, _) => s.to_string(),
+    }
+}
+
+fn attr(span: &SpanRow, pointer: &str) -> String {
+    match span.attributes.pointer(pointer) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn short(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or("");
+    if line.chars().count() > max {
+        format!("{}…", line.chars().take(max - 1).collect::<String>())
+    } else {
+        line.to_string()
+    }
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+fn mark(span: &SpanRow) -> &'static str {
+    match (span.status.as_str(), span.end_time.is_some()) {
+        ("OK", _) => "✓",
+        ("ERROR", _) => "✗",
+        _ => "…",
+    }
+}
+
+fn event_line(e: &EventRow) -> String {
+    let details: Vec<String> = match &e.attributes {
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => format!("{k}={}", short(s, 80)),
+                other => format!("{k}={other}"),
+            })
+            .collect(),
+        _ => vec![],
+    };
+    format!("· {}  {}", e.name, details.join(" "))
+}
+
+/// The run as an indented tree: the flow, its node attempts (loop bodies under their
+/// loop), and each attempt's events.
+fn tree(spans: &[SpanRow]) -> String {
+    let mut out = String::new();
+    let roots: Vec<&SpanRow> = spans
+        .iter()
+        .filter(|s| {
+            s.parent_id
+                .as_ref()
+                .is_none_or(|p| !spans.iter().any(|o| &o.span_id == p))
+        })
+        .collect();
+    for root in roots {
+        write_span(&mut out, spans, root, 0);
+    }
+    out
+}
+
+fn write_span(out: &mut String, spans: &[SpanRow], span: &SpanRow, depth: usize) {
+    let pad = "  ".repeat(depth);
+    if span.kind == "flow" {
+        let name = span.name.strip_prefix("flow ").unwrap_or(&span.name);
+        out.push_str(&format!(
+            "{} flow {name}  {}  {}  trace {}  started {}\n",
+            mark(span),
+            status_text(&span.status, span.duration_ms),
+            duration(span.duration_ms),
+            span.trace_id,
+            span.start_time
+        ));
+    } else {
+        let node_type = attr(span, "/node/type");
+        let max = attr(span, "/max_attempts");
+        let attempt = if max.is_empty() || max == "1" {
+            String::new()
+        } else {
+            format!(" attempt {}/{max}", attr(span, "/attempt"))
+        };
+        let error = attr(span, "/error/message");
+        let error = if error.is_empty() {
+            String::new()
+        } else {
+            format!("  {}", short(&error, 100))
+        };
+        let state = if span.end_time.is_none() {
+            "  (did not finish)".to_string()
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "{pad}{} {} ({node_type}){attempt}  {}{error}{state}\n",
+            mark(span),
+            span.name,
+            duration(span.duration_ms)
+        ));
+    }
+    for e in &span.events {
+        out.push_str(&format!("{pad}    {}\n", event_line(e)));
+    }
+    for child in spans
+        .iter()
+        .filter(|c| c.parent_id.as_deref() == Some(span.span_id.as_str()))
+    {
+        write_span(out, spans, child, depth + 1);
+    }
+}
+
+fn span_table(spans: &[SpanRow]) -> String {
+    table(
+        &[
+            "START", "DURATION", "STATUS", "SPAN", "TYPE", "ATTEMPT", "EVENTS",
+        ],
+        spans
+            .iter()
+            .map(|s| {
+                let events: Vec<&str> = s.events.iter().map(|e| e.name.as_str()).collect();
+                vec![
+                    s.start_time.clone(),
+                    duration(s.duration_ms),
+                    status_text(&s.status, s.duration_ms),
+                    s.name.clone(),
+                    attr(s, "/node/type"),
+                    attr(s, "/attempt"),
+                    events.join(","),
+                ]
+            })
+            .collect(),
+    )
+}

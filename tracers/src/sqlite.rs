@@ -1,0 +1,345 @@
+//! The SQLite tracer: spans and events in a SQLite file in WAL mode, written in batches by
+//! a background thread, readable with the plain `sqlite3` CLI while a run is writing.
+//! Several runs (processes) may write to one file at once.
+
+use illumo_engine::ids::iso8601;
+use illumo_engine::tracer::{EventData, SpanData, SpanId, TracerDB, TracerError};
+use rusqlite::{params, Connection, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+const BACKEND: &str = "the sqlite tracer";
+/// Records waiting for the writer; past this the hook drops the record rather than block.
+const QUEUE: usize = 65_536;
+/// Rows written in one transaction at most.
+const BATCH: usize = 2_000;
+/// How long a writer waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The schema, one migration per version; `PRAGMA user_version` says how many have run.
+pub const MIGRATIONS: &[&str] = &["
+    CREATE TABLE spans (
+        span_id     TEXT PRIMARY KEY,
+        trace_id    TEXT NOT NULL,
+        parent_id   TEXT,
+        name        TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        start_time  TEXT NOT NULL,
+        end_time    TEXT,
+        duration_ms REAL,
+        status      TEXT NOT NULL,
+        attributes  TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX spans_by_trace ON spans (trace_id, start_time);
+    CREATE INDEX spans_by_start ON spans (start_time);
+    CREATE TABLE events (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        trace_id    TEXT NOT NULL,
+        span_id     TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        timestamp   TEXT NOT NULL,
+        level       TEXT NOT NULL,
+        attributes  TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_by_trace ON events (trace_id, timestamp);
+    CREATE INDEX events_by_span ON events (span_id);
+"];
+
+/// One row for the writer.
+enum Record {
+    Span {
+        span_id: String,
+        trace_id: String,
+        parent_id: Option<String>,
+        name: String,
+        kind: &'static str,
+        start_time: String,
+        end_time: Option<String>,
+        duration_ms: Option<f64>,
+        status: &'static str,
+        attributes: String,
+    },
+    Event {
+        trace_id: String,
+        span_id: String,
+        name: String,
+        timestamp: String,
+        level: &'static str,
+        attributes: String,
+    },
+    Flush(SyncSender<Result<(), String>>),
+}
+
+pub struct SqliteTracer {
+    path: PathBuf,
+    queue: Option<SyncSender<Record>>,
+    writer: Option<JoinHandle<()>>,
+    trace_id: OnceLock<String>,
+    dropped: AtomicU64,
+    /// The first error the writer met, reported at flush.
+    failure: std::sync::Arc<Mutex<Option<String>>>,
+}
+
+impl SqliteTracer {
+    pub fn new(path: impl Into<PathBuf>) -> SqliteTracer {
+        SqliteTracer {
+            path: path.into(),
+            queue: None,
+            writer: None,
+            trace_id: OnceLock::new(),
+            dropped: AtomicU64::new(0),
+            failure: Default::default(),
+        }
+    }
+
+    fn send(&self, record: Record) -> Result<(), TracerError> {
+        let Some(queue) = &self.queue else {
+            return Err(write_error("the tracer is not connected"));
+        };
+        match queue.try_send(record) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(TrySendError::Disconnected(_)) => Err(write_error(&self.failure_text())),
+        }
+    }
+
+    fn failure_text(&self) -> String {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| "the writer stopped".into())
+    }
+}
+
+fn write_error(reason: &str) -> TracerError {
+    TracerError::Write {
+        backend: BACKEND.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Opens (creating if needed) a trace database, sets WAL and brings the schema up to date.
+pub fn open(path: &Path) -> Result<Connection, TracerError> {
+    let fail = |e: &dyn std::fmt::Display| TracerError::Connect {
+        backend: format!("{BACKEND} at `{}`", path.display()),
+        reason: e.to_string(),
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| fail(&e))?;
+    }
+    let mut conn = Connection::open(path).map_err(|e| fail(&e))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| fail(&e))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(|e| fail(&e))?;
+    if mode != "wal" {
+        return Err(fail(&format!("cannot switch to WAL mode (got `{mode}`)")));
+    }
+    conn.execute_batch("PRAGMA synchronous = NORMAL")
+        .map_err(|e| fail(&e))?;
+    migrate(&mut conn).map_err(|e| fail(&e))?;
+    Ok(conn)
+}
+
+/// Applies the migrations this database has not seen, in one transaction.
+fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| e.to_string())?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        return Err(format!(
+            "the database has schema version {version}, newer than this illumo knows ({}); upgrade illumo",
+            MIGRATIONS.len()
+        ));
+    }
+    for sql in &MIGRATIONS[version..] {
+        tx.execute_batch(sql).map_err(|e| e.to_string())?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)
+        .map_err(|e| e.to_string())?;
+    tx.commit().map_err(|e| e.to_string())
+}
+
+fn write_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut span = tx.prepare_cached(
+            "INSERT INTO spans (span_id, trace_id, parent_id, name, kind, start_time, end_time, duration_ms, status, attributes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (span_id) DO UPDATE SET
+               end_time = excluded.end_time, duration_ms = excluded.duration_ms,
+               status = excluded.status, attributes = excluded.attributes",
+        )?;
+        let mut event = tx.prepare_cached(
+            "INSERT INTO events (trace_id, span_id, name, timestamp, level, attributes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for record in batch {
+            match record {
+                Record::Span {
+                    span_id,
+                    trace_id,
+                    parent_id,
+                    name,
+                    kind,
+                    start_time,
+                    end_time,
+                    duration_ms,
+                    status,
+                    attributes,
+                } => {
+                    span.execute(params![
+                        span_id,
+                        trace_id,
+                        parent_id,
+                        name,
+                        kind,
+                        start_time,
+                        end_time,
+                        duration_ms,
+                        status,
+                        attributes
+                    ])?;
+                }
+                Record::Event {
+                    trace_id,
+                    span_id,
+                    name,
+                    timestamp,
+                    level,
+                    attributes,
+                } => {
+                    event.execute(params![
+                        trace_id, span_id, name, timestamp, level, attributes
+                    ])?;
+                }
+                Record::Flush(_) => {}
+            }
+        }
+    }
+    tx.commit()
+}
+
+/// Drains the queue: each batch is everything waiting (up to [`BATCH`]), committed at once.
+fn writer(
+    mut conn: Connection,
+    queue: Receiver<Record>,
+    failure: std::sync::Arc<Mutex<Option<String>>>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        match queue.recv_timeout(Duration::from_millis(100)) {
+            Ok(record) => batch.push(record),
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        while batch.len() < BATCH {
+            match queue.try_recv() {
+                Ok(record) => batch.push(record),
+                Err(_) => break,
+            }
+        }
+        let result = write_batch(&mut conn, &batch).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(|| e.clone());
+        }
+        for record in batch.drain(..) {
+            if let Record::Flush(ack) = record {
+                let _ = ack.send(result.clone());
+            }
+        }
+    }
+}
+
+impl TracerDB for SqliteTracer {
+    fn connect(&mut self) -> Result<(), TracerError> {
+        let conn = open(&self.path)?;
+        let (tx, rx) = sync_channel(QUEUE);
+        let failure = self.failure.clone();
+        let writer = std::thread::Builder::new()
+            .name("illumo-sqlite".into())
+            .spawn(move || writer(conn, rx, failure))
+            .map_err(|e| TracerError::Connect {
+                backend: BACKEND.into(),
+                reason: e.to_string(),
+            })?;
+        self.queue = Some(tx);
+        self.writer = Some(writer);
+        Ok(())
+    }
+
+    fn record_span(&self, span: &SpanData) -> Result<(), TracerError> {
+        let trace_id = self
+            .trace_id
+            .get_or_init(|| span.trace_id.to_string())
+            .clone();
+        let duration_ms = span
+            .end_time
+            .and_then(|end| end.duration_since(span.start_time).ok())
+            .map(|d| (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0);
+        self.send(Record::Span {
+            span_id: span.span_id.to_string(),
+            trace_id,
+            parent_id: span.parent_id.map(|p| p.to_string()),
+            name: span.name.clone(),
+            kind: span.kind.as_str(),
+            start_time: iso8601(span.start_time),
+            end_time: span.end_time.map(iso8601),
+            duration_ms,
+            status: span.status.as_str(),
+            attributes: serde_json::Value::Object(span.attributes.clone()).to_string(),
+        })
+    }
+
+    fn record_event(&self, span_id: &SpanId, event: &EventData) -> Result<(), TracerError> {
+        self.send(Record::Event {
+            trace_id: self.trace_id.get().cloned().unwrap_or_default(),
+            span_id: span_id.to_string(),
+            name: event.name.clone(),
+            timestamp: iso8601(event.timestamp),
+            level: event.level.as_str(),
+            attributes: serde_json::Value::Object(event.attributes.clone()).to_string(),
+        })
+    }
+
+    /// Waits until everything queued so far is committed.
+    fn flush(&self) -> Result<(), TracerError> {
+        let (ack, done) = sync_channel(1);
+        let Some(queue) = &self.queue else {
+            return Ok(());
+        };
+        queue
+            .send(Record::Flush(ack))
+            .map_err(|_| write_error(&self.failure_text()))?;
+        let result = done.recv().map_err(|_| write_error(&self.failure_text()))?;
+        result.map_err(|e| write_error(&e))?;
+        match self.dropped.swap(0, Ordering::Relaxed) {
+            0 => Ok(()),
+            n => Err(write_error(&format!(
+                "{n} records were dropped because the write queue was full"
+            ))),
+        }
+    }
+
+    fn close(&mut self) -> Result<(), TracerError> {
+        self.queue = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,224 @@
+//! Reading a trace database back, for `illumo trace list|show|search`.
+
+use rusqlite::{params_from_iter, Connection, OpenFlags};
+use serde_json::Value;
+use std::path::Path;
+
+/// One run: its root span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub trace_id: String,
+    pub flow: String,
+    pub start_time: String,
+    pub duration_ms: Option<f64>,
+    /// `OK`, `ERROR`, or `UNSET` for a run that has not ended (still running, or killed).
+    pub status: String,
+    pub nodes: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanRow {
+    pub span_id: String,
+    pub trace_id: String,
+    pub parent_id: Option<String>,
+    pub name: String,
+    pub kind: String,
+    pub start_time: String,
+    pub end_time: Option<String>,
+    pub duration_ms: Option<f64>,
+    pub status: String,
+    pub attributes: Value,
+    pub events: Vec<EventRow>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    pub span_id: String,
+    pub name: String,
+    pub timestamp: String,
+    pub level: String,
+    pub attributes: Value,
+}
+
+/// What `illumo trace search` filters on; every given filter must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Search {
+    pub status: Option<String>,
+    pub node: Option<String>,
+    /// `(key, value)`: `json_extract(attributes, '$.key')` equals value (as text).
+    pub attrs: Vec<(String, String)>,
+    pub timeouts: bool,
+    pub trace_id: Option<String>,
+    pub limit: usize,
+}
+
+/// Opens an existing trace database for reading.
+pub fn open(path: &Path) -> Result<Connection, String> {
+    if !path.exists() {
+        return Err(format!("no trace database at `{}`", path.display()));
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if version == 0 {
+        return Err(format!(
+            "`{}` is not an illumo trace database",
+            path.display()
+        ));
+    }
+    Ok(conn)
+}
+
+fn text(e: rusqlite::Error) -> String {
+    e.to_string()
+}
+
+fn json(text: String) -> Value {
+    serde_json::from_str(&text).unwrap_or(Value::String(text))
+}
+
+/// The newest runs first.
+pub fn list_runs(conn: &Connection, limit: usize) -> Result<Vec<RunSummary>, String> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT s.trace_id, s.name, s.start_time, s.duration_ms, s.status,
+                    (SELECT count(*) FROM spans c WHERE c.trace_id = s.trace_id AND c.kind = 'node')
+             FROM spans s WHERE s.kind = 'flow' ORDER BY s.start_time DESC LIMIT ?1",
+        )
+        .map_err(text)?;
+    let rows = stmt
+        .query_map([limit as i64], |r| {
+            let name: String = r.get(1)?;
+            Ok(RunSummary {
+                trace_id: r.get(0)?,
+                flow: name.strip_prefix("flow ").unwrap_or(&name).to_string(),
+                start_time: r.get(2)?,
+                duration_ms: r.get(3)?,
+                status: r.get(4)?,
+                nodes: r.get(5)?,
+            })
+        })
+        .map_err(text)?;
+    rows.collect::<Result<_, _>>().map_err(text)
+}
+
+/// The full trace id for an id or a unique prefix of one.
+pub fn resolve_trace(conn: &Connection, id: &str) -> Result<String, String> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "`{id}` is not a trace id (32 hex digits, or a unique prefix)"
+        ));
+    }
+    let mut stmt = conn
+        .prepare("SELECT DISTINCT trace_id FROM spans WHERE trace_id LIKE ?1 || '%' LIMIT 3")
+        .map_err(text)?;
+    let ids: Vec<String> = stmt
+        .query_map([id.to_lowercase()], |r| r.get(0))
+        .map_err(text)?
+        .collect::<Result<_, _>>()
+        .map_err(text)?;
+    match ids.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(format!(
+            "no trace `{id}` in this database; `illumo trace list` shows the runs"
+        )),
+        _ => Err(format!("`{id}` matches several traces; give more digits")),
+    }
+}
+
+fn span_rows(conn: &Connection, sql: &str, args: Vec<String>) -> Result<Vec<SpanRow>, String> {
+    let mut stmt = conn.prepare(sql).map_err(text)?;
+    let rows = stmt
+        .query_map(params_from_iter(args), |r| {
+            Ok(SpanRow {
+                span_id: r.get(0)?,
+                trace_id: r.get(1)?,
+                parent_id: r.get(2)?,
+                name: r.get(3)?,
+                kind: r.get(4)?,
+                start_time: r.get(5)?,
+                end_time: r.get(6)?,
+                duration_ms: r.get(7)?,
+                status: r.get(8)?,
+                attributes: json(r.get(9)?),
+                events: Vec::new(),
+            })
+        })
+        .map_err(text)?;
+    rows.collect::<Result<_, _>>().map_err(text)
+}
+
+const SPAN_COLUMNS: &str =
+    "s.span_id, s.trace_id, s.parent_id, s.name, s.kind, s.start_time, s.end_time, s.duration_ms, s.status, s.attributes";
+
+/// Every span of a trace in start order, each with its events.
+pub fn trace(conn: &Connection, trace_id: &str) -> Result<Vec<SpanRow>, String> {
+    let sql = format!(
+        "SELECT {SPAN_COLUMNS} FROM spans s WHERE s.trace_id = ?1 ORDER BY s.start_time, s.rowid"
+    );
+    let mut spans = span_rows(conn, &sql, vec![trace_id.to_string()])?;
+    let mut stmt = conn
+        .prepare("SELECT span_id, name, timestamp, level, attributes FROM events WHERE trace_id = ?1 ORDER BY timestamp, id")
+        .map_err(text)?;
+    let events = stmt
+        .query_map([trace_id], |r| {
+            Ok(EventRow {
+                span_id: r.get(0)?,
+                name: r.get(1)?,
+                timestamp: r.get(2)?,
+                level: r.get(3)?,
+                attributes: json(r.get(4)?),
+            })
+        })
+        .map_err(text)?;
+    for event in events {
+        let event = event.map_err(text)?;
+        if let Some(span) = spans.iter_mut().find(|s| s.span_id == event.span_id) {
+            span.events.push(event);
+        }
+    }
+    Ok(spans)
+}
+
+/// Node spans matching every filter, newest first.
+pub fn search(conn: &Connection, search: &Search) -> Result<Vec<SpanRow>, String> {
+    let mut conditions = vec!["s.kind = 'node'".to_string()];
+    let mut args = Vec::new();
+    if let Some(status) = &search.status {
+        args.push(status.to_uppercase());
+        conditions.push(format!("s.status = ?{}", args.len()));
+    }
+    if let Some(node) = &search.node {
+        args.push(node.clone());
+        conditions.push(format!("s.name = ?{}", args.len()));
+    }
+    if let Some(trace_id) = &search.trace_id {
+        args.push(trace_id.clone());
+        conditions.push(format!("s.trace_id = ?{}", args.len()));
+    }
+    for (key, value) in &search.attrs {
+        args.push(format!("$.{key}"));
+        let path = args.len();
+        args.push(value.clone());
+        conditions.push(format!(
+            "CAST(json_extract(s.attributes, ?{path}) AS TEXT) = ?{}",
+            args.len()
+        ));
+    }
+    if search.timeouts {
+        conditions.push("json_extract(s.attributes, '$.timeout') = 1".into());
+    }
+    let sql = format!(
+        "SELECT {SPAN_COLUMNS} FROM spans s WHERE {} ORDER BY s.start_time DESC LIMIT {}",
+        conditions.join(" AND "),
+        search.limit.max(1)
+    );
+    span_rows(conn, &sql, args)
+}
