@@ -9,4 +9,6 @@ mod examples;
 mod fuzz;
 mod policies;
 mod runtime;
+mod sqlite;
+mod trace_cli;
 mod validate;

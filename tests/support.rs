@@ -192,6 +192,11 @@ pub fn normalize(text: &str) -> String {
                 continue;
             }
         }
+        if c.is_ascii_digit() && starts_word && is_timestamp(&chars[i..]) {
+            out.push_str("<time>");
+            i += 27;
+            continue;
+        }
         if c.is_ascii_hexdigit() && starts_word {
             let j = (i..chars.len())
                 .find(|&j| !chars[j].is_ascii_hexdigit())
@@ -206,4 +211,33 @@ pub fn normalize(text: &str) -> String {
         i += 1;
     }
     out
+}
+
+/// `2026-11-21T06:13:30.448620Z`
+fn is_timestamp(chars: &[char]) -> bool {
+    const SHAPE: &str = "dddd-dd-ddTdd:dd:dd.ddddddZ";
+    chars.len() >= SHAPE.len()
+        && SHAPE.chars().zip(chars).all(|(s, c)| {
+            if s == 'd' {
+                c.is_ascii_digit()
+            } else {
+                s == *c
+            }
+        })
+}
+
+/// Runs the `sqlite3` CLI on a database, as a user would, and returns its stdout.
+#[track_caller]
+pub fn sqlite3(db: &Path, sql: &str) -> String {
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("the sqlite3 CLI is installed");
+    assert!(
+        out.status.success(),
+        "sqlite3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

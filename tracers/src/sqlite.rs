@@ -126,50 +126,73 @@ fn write_error(reason: &str) -> TracerError {
     }
 }
 
+/// Is this the error of a database another process holds locked for the moment?
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Runs `step` again while another process holds the database (up to about 30 s). Switching
+/// a new file to WAL and its first migration can meet a lock without SQLite's busy handler.
+fn retry_busy<T>(mut step: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let mut wait = Duration::from_millis(5);
+    loop {
+        match step() {
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(wait.mul_f64(0.5 + illumo_engine::ids::random_unit()));
+                wait = (wait * 2).min(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Opens (creating if needed) a trace database, sets WAL and brings the schema up to date.
 pub fn open(path: &Path) -> Result<Connection, TracerError> {
-    let fail = |e: &dyn std::fmt::Display| TracerError::Connect {
+    let fail = |reason: String| TracerError::Connect {
         backend: format!("{BACKEND} at `{}`", path.display()),
-        reason: e.to_string(),
+        reason,
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| fail(&e))?;
+        std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
     }
-    let mut conn = Connection::open(path).map_err(|e| fail(&e))?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| fail(&e))?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(|e| fail(&e))?;
+    retry_busy(|| try_open(path))
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(fail)
+}
+
+/// One try at opening: SQLite errors (a busy database may be tried again) outside, and
+/// problems with this database that no retry fixes inside.
+fn try_open(path: &Path) -> rusqlite::Result<Result<Connection, String>> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if mode != "wal" {
-        return Err(fail(&format!("cannot switch to WAL mode (got `{mode}`)")));
+        return Ok(Err(format!("cannot switch to WAL mode (got `{mode}`)")));
     }
-    conn.execute_batch("PRAGMA synchronous = NORMAL")
-        .map_err(|e| fail(&e))?;
-    migrate(&mut conn).map_err(|e| fail(&e))?;
-    Ok(conn)
+    conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+    Ok(migrate(&mut conn)?.map(|()| conn))
 }
 
 /// Applies the migrations this database has not seen, in one transaction.
-fn migrate(conn: &mut Connection) -> Result<(), String> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| e.to_string())?;
-    let version: i64 = tx
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| e.to_string())?;
+fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), String>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let version = usize::try_from(version).unwrap_or(usize::MAX);
     if version > MIGRATIONS.len() {
-        return Err(format!(
+        return Ok(Err(format!(
             "the database has schema version {version}, newer than this illumo knows ({}); upgrade illumo",
             MIGRATIONS.len()
-        ));
+        )));
     }
     for sql in &MIGRATIONS[version..] {
-        tx.execute_batch(sql).map_err(|e| e.to_string())?;
+        tx.execute_batch(sql)?;
     }
-    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)
-        .map_err(|e| e.to_string())?;
-    tx.commit().map_err(|e| e.to_string())
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    tx.commit().map(Ok)
 }
 
 fn write_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<()> {
@@ -250,7 +273,7 @@ fn writer(
                 Err(_) => break,
             }
         }
-        let result = write_batch(&mut conn, &batch).map_err(|e| e.to_string());
+        let result = retry_busy(|| write_batch(&mut conn, &batch)).map_err(|e| e.to_string());
         if let Err(e) = &result {
             failure
                 .lock()

@@ -1,0 +1,258 @@
+//! The sqlite tracer, read back with the `sqlite3` CLI as a user would.
+
+use crate::support::{sqlite3, Illumo, TempDir};
+use std::process::{Command, Stdio};
+
+/// Runs `examples/basics/retry_timeout_goto.yaml` into `db` and returns its trace id.
+pub fn record_retry_example(db: &std::path::Path, work: &std::path::Path) -> String {
+    let context = serde_json::json!({"work_dir": work}).to_string();
+    let out = Illumo::new()
+        .args([
+            "run",
+            "examples/basics/retry_timeout_goto.yaml",
+            "-c",
+            &context,
+            "--tracer",
+            "sqlite",
+        ])
+        .args(["--tracer-arg", &format!("db_path={}", db.display())])
+        .run()
+        .success();
+    out.stderr
+        .trim()
+        .strip_prefix("trace_id: ")
+        .expect("trace id at the end")
+        .to_string()
+}
+
+#[test]
+fn spans_and_events_are_rows_readable_with_the_sqlite3_cli() {
+    let dir = TempDir::new();
+    let db = dir.path().join("trace.db");
+    let trace_id = record_retry_example(&db, &dir.path().join("work"));
+    assert_eq!(
+        sqlite3(&db, "PRAGMA journal_mode; PRAGMA user_version;"),
+        "wal\n1\n"
+    );
+    assert_eq!(
+        sqlite3(
+            &db,
+            "SELECT name, kind, status, json_extract(attributes, '$.attempt'), parent_id IS NULL FROM spans ORDER BY start_time"
+        ),
+        "flow retry_timeout_goto|flow|OK||1\nprepare|node|OK|1|0\nflaky|node|ERROR|1|0\nflaky|node|ERROR|2|0\nflaky|node|OK|3|0\nslow|node|ERROR|1|0\nfallback|node|OK|1|0\n"
+    );
+    assert_eq!(
+        sqlite3(&db, "SELECT s.name, e.name, e.level FROM events e JOIN spans s USING (span_id) ORDER BY e.id"),
+        "flaky|node.retry|WARN\nflaky|node.retry|WARN\nflaky|ctx.write|INFO\nslow|node.timeout|WARN\nslow|node.error|ERROR\nslow|node.goto|WARN\nfallback|ctx.write|INFO\n"
+    );
+    assert_eq!(
+        sqlite3(
+            &db,
+            "SELECT DISTINCT trace_id FROM spans UNION SELECT DISTINCT trace_id FROM events"
+        ),
+        format!("{trace_id}\n"),
+        "one trace id for the run, shared by spans and events"
+    );
+    assert_eq!(
+        sqlite3(&db, "SELECT count(*) FROM spans s JOIN spans p ON s.parent_id = p.span_id WHERE p.kind = 'flow'"),
+        "6\n",
+        "every node attempt is a child of the flow span"
+    );
+    assert_eq!(
+        sqlite3(
+            &db,
+            "SELECT json_extract(attributes, '$.node.type'), json_extract(attributes, '$.policy.timeout'), json_extract(attributes, '$.error.type'), json_extract(attributes, '$.timeout') FROM spans WHERE name = 'slow'"
+        ),
+        "Command|300ms|timeout|1\n"
+    );
+    assert_eq!(
+        sqlite3(&db, "SELECT json_extract(attributes, '$.delay_ms') FROM events WHERE name = 'node.retry' ORDER BY id"),
+        "50\n100\n"
+    );
+    assert_eq!(
+        sqlite3(
+            &db,
+            "SELECT count(*) FROM spans WHERE start_time GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z' AND end_time > start_time AND duration_ms >= 0"
+        ),
+        "7\n"
+    );
+}
+
+#[test]
+fn the_store_reader_sees_the_same_rows() {
+    let dir = TempDir::new();
+    let db = dir.path().join("trace.db");
+    let trace_id = record_retry_example(&db, &dir.path().join("work"));
+    let conn = illumo_tracers::store::open(&db).unwrap();
+    let runs = illumo_tracers::store::list_runs(&conn, 10).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        (
+            runs[0].trace_id.as_str(),
+            runs[0].flow.as_str(),
+            runs[0].status.as_str(),
+            runs[0].nodes
+        ),
+        (trace_id.as_str(), "retry_timeout_goto", "OK", 6)
+    );
+    let spans = illumo_tracers::store::trace(&conn, &trace_id).unwrap();
+    let slow = spans.iter().find(|s| s.name == "slow").unwrap();
+    let events: Vec<&str> = slow.events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(events, ["node.timeout", "node.error", "node.goto"]);
+    assert_eq!(
+        slow.attributes["input"]["preview"], "{\"attempts\":3,\"ok\":true}",
+        "its input is the previous output"
+    );
+}
+
+#[test]
+fn twenty_concurrent_runs_share_one_file_and_lose_nothing() {
+    let dir = TempDir::new();
+    let db = dir.path().join("shared.db");
+    let flow = dir.write(
+        "flow.yaml",
+        "flow:\n  name: many\n  nodes:\n    a: {type: Set, setting: {value: 1}}\n    b: {type: Set, setting: {value: 2}}\n    c: {type: Set, setting: {value: 3}}\n  edges:\n    - a >> (b | c)\n",
+    );
+    let children: Vec<_> = (0..20)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_illumo"))
+                .args([
+                    "run",
+                    flow.to_str().unwrap(),
+                    "--quiet",
+                    "--tracer",
+                    "sqlite",
+                ])
+                .arg(format!("--tracer-arg=db_path={}", db.display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        sqlite3(&db, "SELECT count(DISTINCT trace_id), count(*) FROM spans"),
+        "20|80\n"
+    );
+    assert_eq!(
+        sqlite3(&db, "SELECT count(*) FROM (SELECT trace_id FROM spans GROUP BY trace_id HAVING count(*) = 4 AND sum(status = 'OK') = 4)"),
+        "20\n"
+    );
+    assert_eq!(sqlite3(&db, "PRAGMA integrity_check"), "ok\n");
+}
+
+#[test]
+fn a_run_killed_mid_flight_leaves_a_sound_database_with_what_was_flushed() {
+    let dir = TempDir::new();
+    let db = dir.path().join("killed.db");
+    let flow = dir.write(
+        "flow.yaml",
+        "flow:\n  name: killed\n  nodes:\n    first: {type: Set, setting: {value: 1}}\n    long:\n      type: Command\n      setting: {argv: [python3, -c, \"import time; time.sleep(5)\"]}\n  edges:\n    - first >> long\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_illumo"))
+        .args([
+            "run",
+            flow.to_str().unwrap(),
+            "--quiet",
+            "--tracer",
+            "sqlite",
+        ])
+        .arg(format!("--tracer-arg=db_path={}", db.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read the database while the run writes it, until the long node has started.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let started = loop {
+        let seen = if db.exists() {
+            sqlite3(&db, "SELECT count(*) FROM spans WHERE name = 'long'")
+        } else {
+            String::new()
+        };
+        if seen == "1\n" {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        started,
+        "the long node never showed up while the run was writing"
+    );
+    assert_eq!(sqlite3(&db, "PRAGMA integrity_check"), "ok\n");
+    assert_eq!(
+        sqlite3(
+            &db,
+            "SELECT name, status, end_time IS NOT NULL FROM spans ORDER BY start_time"
+        ),
+        "flow killed|UNSET|0\nfirst|OK|1\nlong|UNSET|0\n"
+    );
+}
+
+#[test]
+fn secrets_never_reach_the_database() {
+    let dir = TempDir::new();
+    let db = dir.path().join("secret.db");
+    let flow = "flow:\n  nodes:\n    leak:\n      type: Command\n      setting: {argv: [python3, -c, \"import os, sys; print(os.environ['DEMO_API_KEY'], 'and', sys.argv[1]); sys.exit(1)\", customer-4711]}\n      policy: {on_error: continue}\n";
+    let illumo = Illumo::new().env("DEMO_API_KEY", "sk-very-secret-value");
+    let path = illumo.flow_file(flow);
+    illumo
+        .args([
+            "run",
+            path.as_str(),
+            "--tracer",
+            "sqlite",
+            "--redact",
+            "customer-4711",
+        ])
+        .args(["--tracer-arg", &format!("db_path={}", db.display())])
+        .run()
+        .success();
+    let everything = sqlite3(
+        &db,
+        "SELECT attributes FROM spans UNION ALL SELECT attributes FROM events",
+    );
+    assert!(
+        !everything.contains("sk-very-secret-value") && !everything.contains("customer-4711"),
+        "{everything}"
+    );
+    assert!(everything.contains("*** and ***"), "{everything}");
+}
+
+#[test]
+fn a_database_from_a_newer_illumo_is_refused() {
+    let dir = TempDir::new();
+    let db = dir.path().join("future.db");
+    sqlite3(&db, "PRAGMA user_version = 99");
+    let flow = "flow:\n  nodes:\n    a: {type: Set, setting: {value: 1}}\n";
+    let illumo = Illumo::new();
+    let path = illumo.flow_file(flow);
+    let out = illumo
+        .args([
+            "run",
+            path.as_str(),
+            "--tracer",
+            "sqlite",
+            "--tracer-arg",
+            &format!("db_path={}", db.display()),
+        ])
+        .run()
+        .code(2);
+    assert_eq!(
+        out.stderr,
+        format!("error: cannot connect to the sqlite tracer at `{}`: the database has schema version 99, newer than this illumo knows (1); upgrade illumo\n", db.display())
+    );
+}

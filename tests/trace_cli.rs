@@ -1,0 +1,130 @@
+//! `illumo trace list|show|search` over a recorded run.
+
+use crate::sqlite::record_retry_example;
+use crate::support::{normalize, Illumo, TempDir};
+
+#[test]
+fn list_show_and_search_a_recorded_run() {
+    let dir = TempDir::new();
+    let db = dir.path().join("trace.db");
+    let trace_id = record_retry_example(&db, &dir.path().join("work"));
+    let db = db.display().to_string();
+
+    let list = Illumo::new()
+        .args(["trace", "list", "--db", &db])
+        .run()
+        .success();
+    assert_eq!(
+        normalize(&list.stdout),
+        "TRACE ID                          FLOW                START                        DURATION  STATUS  NODES\n<trace_id>  retry_timeout_goto  <time>  <dur>   OK      6\n"
+    );
+
+    let show = Illumo::new()
+        .args(["trace", "show", &trace_id[..8], "--db", &db])
+        .run()
+        .success();
+    assert_eq!(
+        normalize(&show.stdout),
+        "✓ flow retry_timeout_goto  OK  <dur>  trace <trace_id>  started <time>
+  ✓ prepare (Command)  <dur>
+  ✗ flaky (Command) attempt 1/3  <dur>  `python3` exited with code 1: attempt 1: not yet
+      · node.retry  attempt=1 next_attempt=2 max_attempts=3 delay_ms=50 error=`python3` exited with code 1: attempt 1: not yet
+  ✗ flaky (Command) attempt 2/3  <dur>  `python3` exited with code 1: attempt 2: not yet
+      · node.retry  attempt=2 next_attempt=3 max_attempts=3 delay_ms=100 error=`python3` exited with code 1: attempt 2: not yet
+  ✓ flaky (Command) attempt 3/3  <dur>
+      · ctx.write  path=$ctx.flaky
+  ✗ slow (Command)  <dur>  timed out after <dur>
+      · node.timeout  timeout=<dur> attempt=1
+      · node.error  attempt=1 message=timed out after <dur> timed_out=true action=goto fallback
+      · node.goto  target=fallback
+  ✓ fallback (Set)  <dur>
+      · ctx.write  path=$ctx.outcome
+"
+    );
+
+    let json = Illumo::new()
+        .args(["trace", "show", &trace_id, "--db", &db, "--format", "json"])
+        .run()
+        .success();
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(value["trace_id"], trace_id.as_str());
+    let names: Vec<&str> = value["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "flow retry_timeout_goto",
+            "prepare",
+            "flaky",
+            "flaky",
+            "flaky",
+            "slow",
+            "fallback"
+        ]
+    );
+
+    let timeouts = Illumo::new()
+        .args([
+            "trace",
+            "search",
+            "--db",
+            &db,
+            "--timeouts",
+            "--format",
+            "json",
+        ])
+        .run()
+        .success();
+    let value: serde_json::Value = serde_json::from_str(&timeouts.stdout).unwrap();
+    assert_eq!(value.as_array().map(|a| a.len()), Some(1));
+    assert_eq!(value[0]["name"], "slow");
+
+    let errors = Illumo::new()
+        .args([
+            "trace", "search", "--db", &db, "--status", "error", "--node", "flaky",
+        ])
+        .run()
+        .success();
+    assert_eq!(errors.stdout.lines().count(), 3, "{}", errors.stdout);
+    let by_attr = Illumo::new()
+        .args([
+            "trace",
+            "search",
+            "--db",
+            &db,
+            "--attr",
+            "node.type=Set",
+            "--format",
+            "json",
+        ])
+        .run()
+        .success();
+    let value: serde_json::Value = serde_json::from_str(&by_attr.stdout).unwrap();
+    assert_eq!(value[0]["name"], "fallback");
+}
+
+#[test]
+fn trace_errors_are_clear() {
+    Illumo::new()
+        .args(["trace", "list", "--db", "/nonexistent/trace.db"])
+        .run()
+        .code(2)
+        .stderr("error: no trace database at `/nonexistent/trace.db`\n");
+    let dir = TempDir::new();
+    let db = dir.path().join("trace.db");
+    record_retry_example(&db, &dir.path().join("work"));
+    Illumo::new()
+        .args(["trace", "show", "ffff", "--db", db.to_str().unwrap()])
+        .run()
+        .code(2)
+        .stderr("error: no trace `ffff` in this database; `illumo trace list` shows the runs\n");
+    Illumo::new()
+        .args(["trace", "show", "zz", "--db", db.to_str().unwrap()])
+        .run()
+        .code(2)
+        .stderr("error: `zz` is not a trace id (32 hex digits, or a unique prefix)\n");
+}
