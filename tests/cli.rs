@@ -103,7 +103,7 @@ fn unknown_tracer_and_stray_tracer_args_are_usage_errors() {
         .args(["run", path.as_str(), "--tracer-arg", "db_path=x.db"])
         .run()
         .code(2)
-        .stderr("error: --tracer-arg `db_path` is not a setting of the chosen tracers (console takes none)\n");
+        .stderr("error: --tracer-arg `db_path` is a setting of the `sqlite` tracer; add `--tracer sqlite`\n");
 }
 
 #[test]

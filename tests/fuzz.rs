@@ -48,6 +48,12 @@ fn arbitrary_bytes_never_panic_the_loader() {
                     0 if !b.is_empty() => {
                         b.remove(at.min(b.len() - 1));
                     }
+                    1 if rng.below(4) == 0 => {
+                        // Multi-byte text: paths, keys and templates must not slice it apart.
+                        let wide = ["é", "€", "日本", "🙂"][rng.below(4)].as_bytes();
+                        let at = at.min(b.len());
+                        b.splice(at..at, wide.iter().copied());
+                    }
                     1 => b.insert(at.min(b.len()), ALPHABET[rng.below(ALPHABET.len())]),
                     _ if !b.is_empty() => {
                         let i = at.min(b.len() - 1);

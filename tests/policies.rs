@@ -151,6 +151,10 @@ flow:
     assert_eq!(ctx["after_broken"], json!({"x": 1}));
     assert_eq!(ctx["next"], "went on");
     assert_eq!(
+        ctx["steps"],
+        json!([{"node": "seed", "status": "ok"}, {"node": "broken", "status": "error"}, {"node": "next", "status": "ok"}])
+    );
+    assert_eq!(
         ctx["errors"],
         json!([{"node": "broken", "attempt": 1, "message": "`python3` exited with code 3: ", "timed_out": false, "action": "continue"}])
     );

@@ -349,3 +349,186 @@ fn sequential_nodes_may_overwrite_a_path() {
     assert_eq!(out.ctx()["x"], 2);
     assert_eq!(out.stderr.lines().count(), 1, "no warning: {}", out.stderr);
 }
+
+fn step_names(ctx: &serde_json::Value) -> Vec<String> {
+    ctx["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["node"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_join_inside_a_loop_still_waits_for_both_parents_each_round() {
+    let flow = r#"
+flow:
+  max_steps: 100
+  nodes:
+    seed: {type: Set, setting: {value: 0}}
+    a: {type: Set, setting: {value: a}}
+    b: {type: Set, setting: {value: b}}
+    merge: {type: Set, setting: {value: m}}
+    route:
+      type: Router
+      setting:
+        routes:
+          - {when: "size(ctx.steps) < 8", to: seed}
+  edges:
+    - seed >> (a | b)
+    - (a & b) >> merge >> route
+"#;
+    let ctx = Illumo::new().run_flow(flow).run().success().ctx();
+    let steps = step_names(&ctx);
+    let merges = steps.iter().filter(|s| *s == "merge").count();
+    let routes = steps.iter().filter(|s| *s == "route").count();
+    assert_eq!((merges, routes), (2, 2), "{steps:?}");
+    assert_eq!(steps[..5].to_vec(), ["seed", "a", "b", "merge", "route"]);
+}
+
+#[test]
+fn a_goto_from_a_profile_is_a_path_a_join_waits_for() {
+    let flow = r#"
+flow:
+  profiles:
+    rescue: {on_error: {action: goto, target: p}}
+  nodes:
+    seed: {type: Set, setting: {value: 0}}
+    a: {type: Set, setting: {value: a}}
+    slow:
+      type: Command
+      setting: {argv: [python3, -c, "import sys; sys.exit(3)"]}
+    p: {type: Set, setting: {value: p}}
+    merge: {type: Set, setting: {value: m}}
+  edges:
+    - seed >> (a | slow)
+    - (a & p) >> merge
+"#;
+    let ctx = Illumo::new()
+        .run_flow(flow)
+        .args(["--profile", "rescue"])
+        .run()
+        .success()
+        .ctx();
+    assert_eq!(step_names(&ctx).iter().filter(|s| *s == "merge").count(), 1);
+    assert_eq!(ctx["joins"]["merge"], json!({"a": "a", "p": "p"}));
+}
+
+#[test]
+fn when_nothing_runs_the_join_nothing_else_feeds_fires_first() {
+    let flow = r#"
+flow:
+  max_parallel: 1
+  policy: {fail_fast: false}
+  nodes:
+    s: {type: Set, setting: {value: 0}}
+    j1: {type: Set, setting: {value: j1}}
+    d: {type: Set, setting: {value: d}}
+    a: {type: Set, setting: {value: a}}
+    b: {type: Set, inputs: $ctx.missing, setting: {value: b}}
+    j2: {type: Set, setting: {value: j2}}
+    c: {type: Set, setting: {value: c}}
+  edges:
+    - s >> (d | a | b)
+    - (a & b) >> j2 >> c
+    - (c & d) >> j1
+"#;
+    let out = Illumo::new().run_flow(flow).run().code(1);
+    let steps = step_names(&out.ctx());
+    assert_eq!(steps.iter().filter(|s| *s == "j1").count(), 1, "{steps:?}");
+    assert_eq!(out.ctx()["joins"]["j1"], json!({"c": "c", "d": "d"}));
+}
+
+#[test]
+fn nested_loops_see_what_the_innermost_body_reads() {
+    let flow = r#"
+flow:
+  nodes:
+    outer: {type: Loop, setting: {items: $ctx.rows, body: inner}, outputs: $ctx.cells}
+    inner: {type: Loop, setting: {items: $ctx.loop.item, body: cell}}
+    cell: {type: Set, setting: {value: "{{ $ctx.prefix }}-{{ $ctx.loop.item }}"}}
+"#;
+    let ctx = Illumo::new()
+        .run_flow(flow)
+        .args(["-c", r#"{"rows": [[1, 2], [3]], "prefix": "p"}"#])
+        .run()
+        .success()
+        .ctx();
+    assert_eq!(ctx["cells"], json!([["p-1", "p-2"], ["p-3"]]));
+}
+
+#[test]
+fn a_loop_body_that_may_continue_passes_its_item_on() {
+    let flow = r#"
+flow:
+  nodes:
+    each: {type: Loop, setting: {items: [1, 2], body: check}, outputs: $ctx.out}
+    check:
+      type: Command
+      setting: {argv: [python3, -c, "import sys; sys.exit(int(sys.argv[1]) - 1)", "{{ $ctx.loop.item }}"]}
+      policy: {on_error: continue}
+"#;
+    let ctx = Illumo::new().run_flow(flow).run().success().ctx();
+    assert_eq!(ctx["out"], json!(["", 2]));
+}
+
+#[test]
+fn a_router_fan_out_and_several_entries_are_parallel_for_writes() {
+    let flow = r#"
+flow:
+  nodes:
+    r: {type: Router, setting: {routes: [{default: [fast, slow]}]}}
+    fast: {type: Set, setting: {value: fast}, outputs: $ctx.res}
+    slow: {type: Command, setting: {argv: [python3, -c, "print('slow')"]}, outputs: $ctx.res}
+"#;
+    let out = Illumo::new().run_flow(flow).run().code(1);
+    assert!(
+        out.stderr.starts_with(
+            "warning: nodes `fast` and `slow` may run in parallel and both write `$ctx.res`"
+        ),
+        "{}",
+        out.stderr
+    );
+    let entries = "flow:\n  entry: [x, y]\n  nodes:\n    x: {type: Set, setting: {value: 1}, outputs: $ctx.v}\n    y: {type: Set, setting: {value: 2}, outputs: $ctx.v}\n";
+    let out = Illumo::new()
+        .run_flow(entries)
+        .args(["--quiet"])
+        .run()
+        .code(1);
+    assert!(
+        out.stderr
+            .contains("wrote `$ctx.v` while running in parallel"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_duplicated_edge_runs_its_target_once() {
+    let flow = "flow:\n  nodes:\n    a: {type: Set, setting: {value: 1}}\n    b: {type: Set, setting: {value: 2}}\n  edges:\n    - a >> b\n    - a >> b\n";
+    let ctx = Illumo::new().run_flow(flow).run().success().ctx();
+    assert_eq!(step_names(&ctx), ["a", "b"]);
+}
+
+#[test]
+fn non_ascii_text_in_paths_is_an_error_not_a_crash() {
+    let out = Illumo::new()
+        .run_flow("flow:\n  nodes:\n    a: {type: Set, setting: {value: \"$ctx.a[0]é\"}}\n")
+        .run()
+        .code(2);
+    assert!(
+        out.stderr
+            .starts_with("error: node `a`: unexpected `é` in path `$ctx.a[0]é`\n"),
+        "{}",
+        out.stderr
+    );
+    let out = Illumo::new()
+        .run_flow("flow:\n  nodes:\n    a: {type: Set, setting: {value: 1}}\n")
+        .args(["--set", "$ctx[0]é=1"])
+        .run()
+        .code(2);
+    assert_eq!(
+        out.stderr,
+        "error: --set `$ctx[0]é=1`: unexpected `é` in path `$ctx[0]é`\n"
+    );
+}

@@ -437,6 +437,109 @@ fn warns_parallel_writes() {
 }
 
 #[test]
+fn reports_duplicate_keys() {
+    validate(
+        "tests/fixtures/invalid/duplicate_keys.yaml",
+        2,
+        r#"error: duplicate key `name` in `flow`
+ --> tests/fixtures/invalid/duplicate_keys.yaml:3:3
+  |
+3 |   name: second
+  |   ^^^^ a key may appear once; the earlier value would be lost
+
+error: duplicate key `value` in the settings of node `a`
+ --> tests/fixtures/invalid/duplicate_keys.yaml:7:27
+  |
+7 |       setting: {value: 1, value: 2}
+  |                           ^^^^^ a key may appear once; the earlier value would be lost
+
+error: tests/fixtures/invalid/duplicate_keys.yaml has 2 errors
+"#,
+    );
+}
+
+#[test]
+fn reports_loops_run_each_other() {
+    validate(
+        "tests/fixtures/invalid/loops_run_each_other.yaml",
+        2,
+        r#"error: nodes run each other endlessly: `a -> b -> a`
+ --> tests/fixtures/invalid/loops_run_each_other.yaml:3:49
+  |
+3 |     a: {type: Loop, setting: {items: [1], body: b}}
+  |                                                 ^ `a` runs `b` here
+
+error: tests/fixtures/invalid/loops_run_each_other.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn reports_missing_setting() {
+    validate(
+        "tests/fixtures/invalid/missing_setting.yaml",
+        2,
+        r#"error: node `a`: missing setting `value`
+ --> tests/fixtures/invalid/missing_setting.yaml:3:5
+  |
+3 |     a: {type: Set}
+  |     ^
+
+error: tests/fixtures/invalid/missing_setting.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn reports_template_unknown_helper() {
+    validate(
+        "tests/fixtures/invalid/template_unknown_helper.yaml",
+        2,
+        r#"error: node `greet`: invalid template: unknown helper `upcase`; templates have `if`, `unless`, `each`, `with`, `lookup`, `raw`, `log`, `eq`, `ne`, `gt`, `gte`, `lt`, `lte`, `and`, `or`, `not`, `len`, `json`
+ --> tests/fixtures/invalid/template_unknown_helper.yaml:5:28
+  |
+5 |       setting: {value: "hi {{ upcase $ctx.user.name }}"}
+  |                            ^^
+  = help: templates look like `{{ $ctx.user.name }}` or `{{#if $ctx.x}}...{{/if}}`
+
+error: tests/fixtures/invalid/template_unknown_helper.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn reports_template_unknown_root() {
+    validate(
+        "tests/fixtures/invalid/template_unknown_root.yaml",
+        2,
+        r#"error: node `greet`: invalid template: `ctx.user.name` is not a known value: paths start with `$ctx`, `$payload`, `$joins` or `$env`; did you mean `$ctx.user.name`?
+ --> tests/fixtures/invalid/template_unknown_root.yaml:5:28
+  |
+5 |       setting: {value: "hi {{ ctx.user.name }}"}
+  |                            ^^
+  = help: templates look like `{{ $ctx.user.name }}` or `{{#if $ctx.x}}...{{/if}}`
+
+error: tests/fixtures/invalid/template_unknown_root.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn warns_router_edge_never_followed() {
+    validate(
+        "tests/fixtures/warnings/router_edge_never_followed.yaml",
+        0,
+        r#"warning: edge `route >> audit` is never followed: `route` is a router
+  --> tests/fixtures/warnings/router_edge_never_followed.yaml:11:16
+   |
+11 |     - route >> audit
+   |                ^^^^^ add `audit` to the routes of `route` instead
+
+"#,
+    );
+}
+
+#[test]
 fn a_valid_flow_reports_its_size_on_stdout() {
     let out = Illumo::new()
         .args(["validate", "examples/basics/branching.yaml"])

@@ -57,9 +57,10 @@ impl Condition {
         let references = program.references();
         let mut variables = references.variables();
         variables.sort_unstable();
+        let bound = macro_variables(&plain);
         for name in variables {
-            if !NAMES.contains(&name) {
-                let offset = plain.find(name).unwrap_or(0);
+            if !NAMES.contains(&name) && !bound.iter().any(|b| b == name) {
+                let offset = find_word(&plain, name).unwrap_or(0);
                 return Err(ConditionSyntaxError {
                     reason: format!("unknown name `{name}` in condition"),
                     offset,
@@ -105,6 +106,37 @@ impl Condition {
             Err(e) => Err(fail(e.to_string())),
         }
     }
+}
+
+/// Names that CEL macros bind: `x` in `ctx.files.exists(x, x == 'a')`.
+fn macro_variables(source: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for name in ["all", "exists", "exists_one", "map", "filter"] {
+        let pattern = format!(".{name}(");
+        let mut rest = source;
+        while let Some(at) = rest.find(&pattern) {
+            rest = &rest[at + pattern.len()..];
+            let var: String = rest
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if !var.is_empty() && rest.trim_start()[var.len()..].trim_start().starts_with(',') {
+                names.push(var);
+            }
+        }
+    }
+    names
+}
+
+/// Where `word` stands alone (not inside a longer name or after a `.`).
+fn find_word(text: &str, word: &str) -> Option<usize> {
+    let is_name = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(word).map(|(i, _)| i).find(|&i| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + word.len()..].chars().next();
+        !before.is_some_and(|c| is_name(c) || c == '.') && !after.is_some_and(is_name)
+    })
 }
 
 /// CEL's parser lists every token it expected; keep the part a person reads.
@@ -207,6 +239,19 @@ mod tests {
                 "{source}"
             );
         }
+    }
+
+    #[test]
+    fn macros_bind_their_own_names() {
+        let c = Condition::compile("ctx.files.exists(f, f == 'a') && ctx.n.all(x, x > 0)").unwrap();
+        assert!(c
+            .eval(&json!({"files": ["b", "a"], "n": [1, 2]}), &Value::Null)
+            .unwrap());
+        let e = Condition::compile("ctx.files.size() > 0 && files == 1").unwrap_err();
+        assert_eq!(
+            (e.reason.as_str(), e.offset),
+            ("unknown name `files` in condition", 24)
+        );
     }
 
     #[test]

@@ -41,8 +41,10 @@ impl Decoder {
         }
     }
 
-    /// Reports keys that are not in `allowed`, with the closest allowed one as a hint.
+    /// Reports keys that are not in `allowed` (with the closest allowed one as a hint) and
+    /// keys written twice.
     pub fn known_keys(&mut self, entries: &[Entry], allowed: &[&str], what: &str) {
+        self.unique_keys(entries, what);
         for e in entries {
             if !allowed.contains(&e.key) {
                 let mut d = Diagnostic::error(format!("unknown key `{}` in {what}", e.key))
@@ -53,6 +55,38 @@ impl Decoder {
                 };
                 self.push(d);
             }
+        }
+    }
+
+    /// Reports every key written a second time in the same map.
+    pub fn unique_keys(&mut self, entries: &[Entry], what: &str) {
+        for e in entries {
+            if matches!(e.path.segs.last(), Some(crate::yaml::Seg::Key(_, nth)) if *nth > 0) {
+                self.push(
+                    Diagnostic::error(format!("duplicate key `{}` in {what}", e.key))
+                        .at(e.path.clone().as_key(), e.key)
+                        .label("a key may appear once; the earlier value would be lost"),
+                );
+            }
+        }
+    }
+
+    /// Reports duplicate keys anywhere inside a free-form value (settings, inputs).
+    pub fn unique_keys_deep(&mut self, y: &Yaml, path: &YPath, what: &str) {
+        match y {
+            Yaml::Map(entries) => {
+                let entries = entries_of(entries, path);
+                self.unique_keys(&entries, what);
+                for e in &entries {
+                    self.unique_keys_deep(e.value, &e.path, what);
+                }
+            }
+            Yaml::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.unique_keys_deep(item, &path.index(i), what);
+                }
+            }
+            Yaml::Scalar(_) => {}
         }
     }
 

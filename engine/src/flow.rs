@@ -64,6 +64,9 @@ pub struct Flow {
     pub invoked: Vec<bool>,
     /// `reach[a][b]`: b can follow a (by edges, routes or gotos).
     pub reach: Vec<Vec<bool>>,
+    /// Sets of nodes that start at the same time: a node's edges, a route to several
+    /// targets, several entry nodes.
+    pub fan_outs: Vec<Vec<usize>>,
     pub max_steps: u64,
     pub max_parallel: usize,
     pub policy: PolicySpec,
@@ -94,12 +97,9 @@ impl Flow {
             return false;
         }
         let leads = |from: usize, to: usize| from == to || self.reach[from][to];
-        self.edges.iter().any(|edges| {
-            edges.iter().any(|x| {
-                edges
-                    .iter()
-                    .any(|y| x.to != y.to && leads(x.to, a) && leads(y.to, b))
-            })
+        self.fan_outs.iter().any(|set| {
+            set.iter()
+                .any(|&x| set.iter().any(|&y| x != y && leads(x, a) && leads(y, b)))
         })
     }
 
@@ -257,7 +257,12 @@ fn build(
             _ => None,
         };
         if let (Some(from), Some(to)) = (from, to) {
-            edges[from].push(Edge { to, when });
+            // The same plain edge written twice is one edge, not two runs of `to`.
+            let duplicate =
+                e.when.is_none() && edges[from].iter().any(|x| x.to == to && x.when.is_none());
+            if !duplicate {
+                edges[from].push(Edge { to, when });
+            }
             if !parents[to].iter().any(|(p, _)| *p == from) {
                 parents[to].push((from, e.mode));
             }
@@ -279,11 +284,18 @@ fn build(
             RefRole::Invoke => invoked[t] = true,
         }
     }
+    // Any layer may send a failing node elsewhere; a profile applies to every node.
+    let shared_gotos: Vec<usize> = std::iter::once(&spec.policy)
+        .chain(spec.profiles.iter().map(|(_, p)| p))
+        .filter_map(|p| match &p.on_error {
+            Some(OnError::Goto(t)) => Some(index[t]),
+            _ => None,
+        })
+        .collect();
     for (i, n) in nodes.iter().enumerate() {
-        for policy in [&spec.policy, &n.policy] {
-            if let Some(OnError::Goto(t)) = &policy.on_error {
-                transitions[i].push(index[t]);
-            }
+        transitions[i].extend(&shared_gotos);
+        if let Some(OnError::Goto(t)) = &n.policy.on_error {
+            transitions[i].push(index[t]);
         }
     }
     for t in &mut transitions {
@@ -291,13 +303,14 @@ fn build(
         t.dedup();
     }
     let reach = reachability(&transitions);
+    let back = back_edges(&transitions, &entry);
     let joins = parents
         .iter()
         .enumerate()
         .map(|(child, ps)| {
             let forward: Vec<usize> = ps
                 .iter()
-                .filter(|(p, _)| !reach[child][*p] && *p != child)
+                .filter(|(p, _)| !back.contains(&(*p, child)))
                 .map(|(p, _)| *p)
                 .collect();
             let any = ps.iter().any(|(_, m)| *m == JoinMode::Any);
@@ -305,7 +318,33 @@ fn build(
         })
         .collect();
 
-    let invoke_reads: Vec<Reads> = nodes
+    // Nodes that run other nodes (loops): no cycles, and each sees what its bodies read,
+    // down to the innermost body.
+    let mut invokes: Vec<Vec<usize>> = vec![Vec::new(); count];
+    for (owner, r) in &references {
+        if r.role == RefRole::Invoke {
+            invokes[index[owner]].push(index[&r.id]);
+        }
+    }
+    if let Some(cycle) = invoke_cycle(&invokes) {
+        let names: Vec<&str> = cycle.iter().map(|&i| nodes[i].id.as_str()).collect();
+        let (owner, r) = references
+            .iter()
+            .find(|(o, r)| {
+                r.role == RefRole::Invoke && index[o] == cycle[0] && index[&r.id] == cycle[1]
+            })
+            .expect("the cycle was built from these references");
+        dec.push(
+            Diagnostic::error(format!(
+                "nodes run each other endlessly: `{}`",
+                names.join(" -> ")
+            ))
+            .at(r.at.clone(), &r.id)
+            .label(format!("`{owner}` runs `{}` here", r.id)),
+        );
+        return None;
+    }
+    let own: Vec<Reads> = nodes
         .iter()
         .map(|n| {
             let mut r = n.inputs.as_ref().map(ValueSpec::reads).unwrap_or_default();
@@ -313,14 +352,44 @@ fn build(
             r
         })
         .collect();
-    for (i, node) in nodes.iter_mut().enumerate() {
-        let mut reads = node.node.reads();
-        for (owner, r) in &references {
-            if index[owner] == i && r.role == RefRole::Invoke {
-                reads.merge(&invoke_reads[index[&r.id]]);
+    let mut snapshot: Vec<Reads> = nodes.iter().map(|n| n.node.reads()).collect();
+    // Without cycles, `count` rounds carry reads up any chain of bodies.
+    for _ in 0..count {
+        let mut changed = false;
+        for i in 0..count {
+            for &body in &invokes[i] {
+                let before = snapshot[i].clone();
+                snapshot[i].merge(&own[body]);
+                let inner = snapshot[body].clone();
+                snapshot[i].merge(&inner);
+                changed |= snapshot[i] != before;
             }
         }
+        if !changed {
+            break;
+        }
+    }
+    for (node, reads) in nodes.iter_mut().zip(snapshot) {
         node.snapshot_reads = (reads != Reads::default()).then_some(reads);
+    }
+
+    let mut fan_outs: Vec<Vec<usize>> = edges
+        .iter()
+        .map(|es| {
+            let mut targets: Vec<usize> = es.iter().map(|e| e.to).collect();
+            targets.sort_unstable();
+            targets.dedup();
+            targets
+        })
+        .filter(|t| t.len() > 1)
+        .collect();
+    for node in &nodes {
+        for group in node.node.fan_outs() {
+            fan_outs.push(group.iter().filter_map(|t| index.get(t).copied()).collect());
+        }
+    }
+    if entry.len() > 1 {
+        fan_outs.push(entry.clone());
     }
 
     let mut flow = Flow {
@@ -335,12 +404,14 @@ fn build(
         transitions,
         invoked,
         reach,
+        fan_outs,
         max_steps: spec.max_steps,
         max_parallel: spec.max_parallel,
         policy: spec.policy,
         profiles: spec.profiles.into_iter().collect(),
         warnings: Vec::new(),
     };
+    warn_unfollowed_router_edges(&flow, &spec.edges, dec);
     warn_unreachable(&flow, &spec.nodes, dec);
     warn_endless_cycles(&mut flow, &spec.nodes, dec);
     warn_parallel_writes(&flow, &spec.nodes, dec);
@@ -438,6 +509,80 @@ fn decode_outputs(dec: &mut Decoder, owner: &str, yaml: &Yaml, path: &YPath) -> 
     }
 }
 
+/// A chain of nodes that run each other and comes back to its start, if there is one.
+fn invoke_cycle(invokes: &[Vec<usize>]) -> Option<Vec<usize>> {
+    for start in 0..invokes.len() {
+        // Depth-first along the invocations, remembering the path taken.
+        let mut path = vec![start];
+        let mut next = vec![0usize];
+        while let (Some(&node), Some(i)) = (path.last(), next.last_mut()) {
+            match invokes[node].get(*i).copied() {
+                Some(child) => {
+                    *i += 1;
+                    if child == start {
+                        path.push(start);
+                        return Some(path);
+                    }
+                    if !path.contains(&child) {
+                        path.push(child);
+                        next.push(0);
+                    }
+                }
+                None => {
+                    path.pop();
+                    next.pop();
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The edges that close a loop: found by a depth-first walk from the entry nodes (then
+/// from any node not yet seen), an edge to a node still on the walk's stack goes back.
+fn back_edges(
+    transitions: &[Vec<usize>],
+    entry: &[usize],
+) -> std::collections::HashSet<(usize, usize)> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnStack,
+        Done,
+    }
+    let n = transitions.len();
+    let mut mark = vec![Mark::New; n];
+    let mut back = std::collections::HashSet::new();
+    let starts: Vec<usize> = entry.iter().copied().chain(0..n).collect();
+    for start in starts {
+        if mark[start] != Mark::New {
+            continue;
+        }
+        // An explicit stack of (node, next child index), so deep flows cannot overflow.
+        let mut stack = vec![(start, 0usize)];
+        mark[start] = Mark::OnStack;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            if let Some(&child) = transitions[node].get(*next) {
+                *next += 1;
+                match mark[child] {
+                    Mark::New => {
+                        mark[child] = Mark::OnStack;
+                        stack.push((child, 0));
+                    }
+                    Mark::OnStack => {
+                        back.insert((node, child));
+                    }
+                    Mark::Done => {}
+                }
+            } else {
+                mark[node] = Mark::Done;
+                stack.pop();
+            }
+        }
+    }
+    back
+}
+
 /// `reach[a][b]`: b can be reached from a by one or more transitions.
 fn reachability(transitions: &[Vec<usize>]) -> Vec<Vec<bool>> {
     let n = transitions.len();
@@ -454,6 +599,31 @@ fn reachability(transitions: &[Vec<usize>]) -> Vec<Vec<bool>> {
             seen
         })
         .collect()
+}
+
+/// A router replaces its edges with its decision: an edge to a node it never routes to
+/// is never followed.
+fn warn_unfollowed_router_edges(flow: &Flow, edges: &[crate::spec::EdgeSpec], dec: &mut Decoder) {
+    for e in edges {
+        let Some(&from) = flow.index.get(&e.from) else {
+            continue;
+        };
+        let router = &flow.nodes[from].node;
+        if router.routes() && !router.references().iter().any(|r| r.id == e.to) {
+            dec.push(
+                Diagnostic::warning(format!(
+                    "edge `{} >> {}` is never followed: `{}` is a router",
+                    e.from, e.to, e.from
+                ))
+                .at(e.to_at.path.clone(), &e.to)
+                .offset(e.to_at.offset)
+                .label(format!(
+                    "add `{}` to the routes of `{}` instead",
+                    e.to, e.from
+                )),
+            );
+        }
+    }
 }
 
 fn warn_unreachable(flow: &Flow, specs: &[NodeSpec], dec: &mut Decoder) {

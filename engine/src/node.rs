@@ -147,6 +147,11 @@ pub trait Node: Send + Sync {
     fn references(&self) -> Vec<NodeRef> {
         Vec::new()
     }
+
+    /// Groups of routing targets that start together (a route `to: [a, b]`).
+    fn fan_outs(&self) -> Vec<Vec<String>> {
+        Vec::new()
+    }
 }
 
 /// A node id named in a node's settings.
@@ -281,12 +286,15 @@ impl<'a> BuildCx<'a> {
                         (path.as_key(), field)
                     }
                     Some(field) => (path.key(&field).as_key(), field),
+                    None if self.setting.is_null() => (path, self.node_id.to_string()),
                     None => {
                         let text = self.text_at(&path);
                         (path, text)
                     }
                 };
-                let message = message.replace("unknown field", "unknown setting");
+                let message = message
+                    .replace("unknown field", "unknown setting")
+                    .replace("missing field", "missing setting");
                 self.dec.push(
                     Diagnostic::error(format!("node `{}`: {message}", self.node_id))
                         .at(path, &offending),

@@ -90,7 +90,10 @@ impl CtxPath {
                 }
                 _ => {
                     return fail(
-                        format!("unexpected `{}` in path `{text}`", &rest[i..i + 1]),
+                        format!(
+                            "unexpected `{}` in path `{text}`",
+                            rest[i..].chars().next().unwrap_or(' ')
+                        ),
                         base + i,
                     )
                 }

@@ -417,6 +417,17 @@ impl Invoker for AttemptInvoker {
                 shared.end_span(span, Ok(&outcome.output));
                 Ok(outcome.output)
             }
+            Err(failed) if shared.policies[index].on_error == OnError::Continue => {
+                // A body that may fail passes its input on, as a node in the flow would.
+                shared.event(
+                    &span,
+                    "node.error",
+                    Level::Error,
+                    json!({"attempt": failed.attempt, "message": failed.error.to_string(), "timed_out": failed.timed_out, "action": "continue"}),
+                );
+                shared.end_span(span, Err((&failed.error, failed.timed_out)));
+                Ok(input)
+            }
             Err(failed) => {
                 shared.end_span(span, Err((&failed.error, failed.timed_out)));
                 let message = format!(
@@ -536,7 +547,11 @@ impl Driver {
                 if !self.ready.is_empty() {
                     continue;
                 }
-                // Nothing runs and nothing can arrive any more: release the first waiting join.
+                // Nothing runs: release the joins whose missing parents no other waiting join
+                // leads to; if they all wait on each other, release the first.
+                if self.release_joins() {
+                    continue;
+                }
                 match self.waiting.keys().next().copied() {
                     Some(join) => {
                         self.fire_join(join);
@@ -648,6 +663,7 @@ impl Driver {
         match done.result {
             Ok(outcome) => match self.apply(done.node, done.started, &outcome, &done.span) {
                 Ok(next) => {
+                    self.push_step(self.shared.flow.id(done.node).to_string().as_str(), "ok");
                     self.shared.end_span(done.span, Ok(&outcome.output));
                     for to in next {
                         self.arrive(to, done.node, outcome.output.clone());
@@ -695,7 +711,6 @@ impl Driver {
             }
         }
         self.record("payloads", &node.id, output.clone());
-        self.push_step(&node.id, "ok");
         if let Some(route) = &outcome.route {
             let target = match route.targets.as_slice() {
                 [] => Value::Null,
@@ -887,8 +902,9 @@ impl Driver {
         }
     }
 
-    /// Fires every waiting join whose missing parents can no longer arrive.
-    fn release_joins(&mut self) {
+    /// Fires every waiting join whose missing parents can no longer arrive; says whether
+    /// any did.
+    fn release_joins(&mut self) -> bool {
         let flow = self.shared.flow.clone();
         let ready_joins: Vec<usize> = self
             .waiting
@@ -901,9 +917,11 @@ impl Driver {
             })
             .map(|(join, _)| *join)
             .collect();
+        let any = !ready_joins.is_empty();
         for join in ready_joins {
             self.fire_join(join);
         }
+        any
     }
 
     fn fire_join(&mut self, join: usize) {

@@ -200,6 +200,13 @@ fn decode_node(dec: &mut Decoder, n: &Entry) -> Option<NodeSpec> {
         policy: PolicySpec::default(),
         describe: None,
     };
+    if !fields
+        .iter()
+        .any(|f| f.key == "setting" || f.key == "context")
+    {
+        // No `setting:` to point at: problems with the settings point at the node's id.
+        node.setting_at = n.path.clone().as_key();
+    }
     let mut type_seen = false;
     for f in &fields {
         match f.key {
@@ -209,6 +216,11 @@ fn decode_node(dec: &mut Decoder, n: &Entry) -> Option<NodeSpec> {
                 node.type_name = dec.string(f, "`type`").unwrap_or_default();
             }
             "setting" => {
+                dec.unique_keys_deep(
+                    f.value,
+                    &f.path,
+                    &format!("the settings of node `{}`", n.key),
+                );
                 node.setting_at = f.path.clone();
                 node.setting = take_setting_policy(dec, f, &mut node.policy);
             }

@@ -170,7 +170,14 @@ fn json_helper(
     _: &mut handlebars::RenderContext,
     out: &mut dyn handlebars::Output,
 ) -> handlebars::HelperResult {
-    let value = h.param(0).map(|p| p.value().clone()).unwrap_or(Value::Null);
+    let Some(param) = h.param(0) else {
+        return Err(handlebars::RenderErrorReason::ParamNotFoundForIndex("json", 0).into());
+    };
+    if param.is_value_missing() {
+        let path = param.relative_path().cloned();
+        return Err(handlebars::RenderErrorReason::MissingVariable(path).into());
+    }
+    let value = param.value().clone();
     let text = if h
         .hash_get("pretty")
         .is_some_and(|p| p.value().as_bool() == Some(true))
@@ -217,6 +224,9 @@ impl Template {
                 column,
             }
         })?;
+        if let Some(problem) = check_elements(&compiled.elements, &compiled.mapping, false) {
+            return Err(problem);
+        }
         Ok(Template {
             source: source.to_string(),
             compiled,
@@ -250,6 +260,119 @@ impl Template {
     }
 }
 
+/// Helpers a template may call: handlebars' built-ins and `json`.
+pub const HELPERS: [&str; 18] = [
+    "if", "unless", "each", "with", "lookup", "raw", "log", "eq", "ne", "gt", "gte", "lt", "lte",
+    "and", "or", "not", "len", "json",
+];
+
+const ROOTS: [&str; 4] = ["$ctx", "$payload", "$joins", "$env"];
+
+/// Checks names at load: outside `#each`/`#with`, a path must start at a known root
+/// (`{{ ctx.x }}` is a mistake for `{{ $ctx.x }}`), and every helper must exist.
+fn check_elements(
+    elements: &[handlebars::template::TemplateElement],
+    mapping: &[handlebars::template::TemplateMapping],
+    scoped: bool,
+) -> Option<TemplateSyntaxError> {
+    use handlebars::template::{Parameter, TemplateElement};
+    for (i, element) in elements.iter().enumerate() {
+        let (line, column) = mapping.get(i).map_or((1, 1), |m| (m.0, m.1));
+        let problem = |reason: String| {
+            Some(TemplateSyntaxError {
+                reason,
+                line,
+                column,
+            })
+        };
+        let helper = match element {
+            TemplateElement::Expression(h)
+            | TemplateElement::HtmlExpression(h)
+            | TemplateElement::HelperBlock(h) => h,
+            TemplateElement::PartialExpression(_) | TemplateElement::PartialBlock(_) => {
+                return problem("partials (`{{> name}}`) are not supported".into());
+            }
+            _ => continue,
+        };
+        let is_call = helper.block || !helper.params.is_empty() || !helper.hash.is_empty();
+        let name = match &helper.name {
+            Parameter::Name(n) => Some(n.as_str()),
+            Parameter::Path(p) => Some(path_text(p)),
+            _ => None,
+        };
+        if is_call {
+            if let Some(name) = name.filter(|n| !HELPERS.contains(n)) {
+                return problem(format!(
+                    "unknown helper `{name}`; templates have `{}`",
+                    HELPERS.join("`, `")
+                ));
+            }
+        } else if let Some(name) = name {
+            if HELPERS.contains(&name) && !scoped {
+                return problem(format!(
+                    "helper `{name}` needs a value, like `{{{{ {name} $ctx.x }}}}`"
+                ));
+            }
+            if let Some(p) = check_root(name, scoped) {
+                return problem(p);
+            }
+        }
+        for param in helper.params.iter().chain(helper.hash.values()) {
+            match param {
+                Parameter::Path(p) => {
+                    if let Some(p) = check_root(path_text(p), scoped) {
+                        return problem(p);
+                    }
+                }
+                Parameter::Subexpression(sub) => {
+                    if let Some(mut p) =
+                        check_elements(std::slice::from_ref(&*sub.element), &[], scoped)
+                    {
+                        (p.line, p.column) = (line, column);
+                        return Some(p);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let inner_scoped = scoped || matches!(name, Some("each" | "with"));
+        for inner in helper.template.iter().chain(helper.inverse.iter()) {
+            if let Some(p) = check_elements(&inner.elements, &inner.mapping, inner_scoped) {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+fn path_text(path: &handlebars::Path) -> &str {
+    match path {
+        handlebars::Path::Relative((_, raw)) => raw,
+        handlebars::Path::Local((_, _, raw)) => raw,
+    }
+}
+
+fn check_root(path: &str, scoped: bool) -> Option<String> {
+    if scoped
+        || path.starts_with('@')
+        || path == "this"
+        || path.starts_with("this.")
+        || path.starts_with("../")
+    {
+        return None;
+    }
+    let root = path.split(['.', '[']).next().unwrap_or(path);
+    if ROOTS.contains(&root) {
+        return None;
+    }
+    let hint = if ["ctx", "payload", "joins", "env"].contains(&root) {
+        format!("; did you mean `${path}`?")
+    } else {
+        String::new()
+    };
+    Some(format!("`{path}` is not a known value: paths start with `$ctx`, `$payload`, `$joins` or `$env`{hint}"))
+}
+
 fn render_reason(e: &handlebars::RenderError) -> String {
     match e.reason() {
         handlebars::RenderErrorReason::MissingVariable(Some(path)) => {
@@ -273,6 +396,46 @@ mod tests {
         .unwrap();
         let ctx = json!({"user": {"name": "Ada & Bob"}, "payloads": {"a": 1}, "list": [1, "b"], "big": "unused"});
         assert_eq!(t.render(&ctx).unwrap(), "Ada & Bob <1> [1,\"b\"] yes");
+    }
+
+    #[test]
+    fn names_are_checked_at_load() {
+        let e = Template::compile("hi {{ ctx.user.name }}").unwrap_err();
+        assert_eq!(
+            e.reason,
+            "`ctx.user.name` is not a known value: paths start with `$ctx`, `$payload`, `$joins` or `$env`; did you mean `$ctx.user.name`?"
+        );
+        assert_eq!((e.line, e.column), (1, 4));
+        let e = Template::compile("{{#if $ctx.x}}\n{{ upcase $ctx.x }}{{/if}}").unwrap_err();
+        assert!(
+            e.reason
+                .starts_with("unknown helper `upcase`; templates have `if`"),
+            "{}",
+            e.reason
+        );
+        assert!(Template::compile(
+            "{{#each $ctx.files}}{{ path }} {{ this.size }} {{ @index }}{{/each}}"
+        )
+        .is_ok());
+        assert!(Template::compile(
+            "{{#if (eq $ctx.a 1)}}yes{{/if}} {{ json $payload.x pretty=true }}"
+        )
+        .is_ok());
+        assert!(Template::compile("{{#if (eq ctx.a 1)}}yes{{/if}}").is_err());
+    }
+
+    #[test]
+    fn json_of_a_missing_value_is_an_error() {
+        let t = Template::compile("{{ json $ctx.missing }}").unwrap();
+        assert_eq!(
+            t.render(&json!({})).unwrap_err().reason,
+            "`$ctx.missing` is not in ctx"
+        );
+        let e = Template::compile("{{ json }}").unwrap_err();
+        assert_eq!(
+            e.reason,
+            "helper `json` needs a value, like `{{ json $ctx.x }}`"
+        );
     }
 
     #[test]

@@ -177,4 +177,12 @@ impl Node for Router {
     fn references(&self) -> Vec<NodeRef> {
         self.refs.clone()
     }
+
+    fn fan_outs(&self) -> Vec<Vec<String>> {
+        self.rules
+            .iter()
+            .filter(|r| r.targets.len() > 1)
+            .map(|r| r.targets.clone())
+            .collect()
+    }
 }
