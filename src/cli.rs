@@ -74,10 +74,10 @@ pub struct RunArgs {
     /// Apply one of the flow's `profiles`
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
-    /// Tracer to report to: console, sqlite or none; repeatable (default: console)
+    /// Tracer to report to: console, sqlite, otel or none; repeatable (default: console)
     #[arg(long = "tracer", value_name = "NAME")]
     pub tracers: Vec<String>,
-    /// Tracer setting `key=value`, e.g. `db_path=./trace.db` for sqlite; repeatable
+    /// Tracer setting `key=value`: `db_path=./trace.db` (sqlite), `exporter_endpoint=URL`, `protocol=grpc|http` (otel); repeatable
     #[arg(long = "tracer-arg", value_name = "KEY=VALUE")]
     pub tracer_args: Vec<String>,
     /// A text that must never reach a tracer (replaced by ***); repeatable

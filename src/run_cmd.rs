@@ -5,7 +5,7 @@ use crate::{inputs, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE};
 use illumo_engine::runner::{self, RunError, RunOptions};
 use illumo_engine::tracer::{DbTracer, Fanout, Tracer};
 use illumo_engine::NodeRegistry;
-use illumo_tracers::{ConsoleTracer, SqliteTracer};
+use illumo_tracers::{ConsoleTracer, OtlpConfig, OtlpTracer, SqliteTracer};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -49,7 +49,12 @@ fn prepare(args: &RunArgs, registry: &NodeRegistry) -> Result<Prepared, Option<S
 }
 
 /// Each tracer and the `--tracer-arg` keys it takes.
-const TRACERS: [(&str, &[&str]); 3] = [("console", &[]), ("sqlite", &["db_path"]), ("none", &[])];
+const TRACERS: [(&str, &[&str]); 4] = [
+    ("console", &[]),
+    ("sqlite", &["db_path"]),
+    ("otel", &["exporter_endpoint", "protocol"]),
+    ("none", &[]),
+];
 
 fn tracers(args: &RunArgs) -> Result<Arc<dyn Tracer>, Option<String>> {
     let names: Vec<&str> = if args.tracers.is_empty() {
@@ -75,7 +80,7 @@ fn tracers(args: &RunArgs) -> Result<Arc<dyn Tracer>, Option<String>> {
                     "--tracer-arg `{key}` is a setting of the `{t}` tracer; add `--tracer {t}`"
                 ),
                 None => format!(
-                    "--tracer-arg `{key}` is not a setting of any tracer (sqlite takes `db_path`)"
+                    "--tracer-arg `{key}` is not a setting of any tracer (sqlite takes `db_path`; otel takes `exporter_endpoint` and `protocol`)"
                 ),
             }));
         }
@@ -97,6 +102,13 @@ fn tracers(args: &RunArgs) -> Result<Arc<dyn Tracer>, Option<String>> {
                 let path = setting("db_path").unwrap_or_else(|| "trace.db".to_string());
                 let db =
                     DbTracer::new(SqliteTracer::new(&path)).map_err(|e| Some(e.to_string()))?;
+                fanout.0.push(Arc::new(db));
+            }
+            "otel" => {
+                let config =
+                    OtlpConfig::from_args(setting("exporter_endpoint"), setting("protocol"))
+                        .map_err(Some)?;
+                let db = DbTracer::new(OtlpTracer::new(config)).map_err(|e| Some(e.to_string()))?;
                 fanout.0.push(Arc::new(db));
             }
             other => {

@@ -7,6 +7,7 @@ mod cli;
 mod console;
 mod examples;
 mod fuzz;
+mod otlp;
 mod policies;
 mod runtime;
 mod sqlite;

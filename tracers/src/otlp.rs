@@ -1,0 +1,478 @@
+//! The OTLP tracer: finished spans, with their events, exported to an OpenTelemetry
+//! collector (Grafana Tempo, the OTel Collector, Jaeger, ...) over gRPC or HTTP/protobuf,
+//! with illumo's own trace and span ids so every backend shows the same tree.
+//!
+//! A collector that is down or slow never fails or hangs the flow: each export has a
+//! deadline, a failed batch is tried a few times with exponential backoff, the end of the
+//! run waits a bounded time, and then one warning says how many spans were dropped.
+
+use illumo_engine::tracer::{EventData, SpanData, SpanId, SpanStatus, TracerDB, TracerError};
+use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceFlags, TraceState};
+use opentelemetry::{InstrumentationScope, KeyValue, Value as OtelValue};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::trace::{SpanEvents, SpanExporter as _, SpanLinks};
+use opentelemetry_sdk::Resource;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{
+    channel, sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError,
+};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One export call may take this long before it counts as failed.
+const EXPORT_DEADLINE: Duration = Duration::from_secs(2);
+/// Tries per batch while the collector still answers; one once it has failed.
+const TRIES: u32 = 2;
+/// The end of a run waits at most this long for the collector.
+const FLUSH_LIMIT: Duration = Duration::from_secs(3);
+const BATCH: usize = 512;
+const QUEUE: usize = 16_384;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Grpc,
+    Http,
+}
+
+/// Where and how to export.
+#[derive(Debug, Clone)]
+pub struct OtlpConfig {
+    /// `None`: the exporter's own default, or `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub endpoint: Option<String>,
+    pub protocol: OtlpProtocol,
+}
+
+impl OtlpConfig {
+    /// From `--tracer-arg` values, falling back to the standard `OTEL_*` variables.
+    pub fn from_args(
+        endpoint: Option<String>,
+        protocol: Option<String>,
+    ) -> Result<OtlpConfig, String> {
+        let protocol = match protocol
+            .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").ok())
+            .as_deref()
+        {
+            None | Some("grpc") => OtlpProtocol::Grpc,
+            Some("http" | "http/protobuf") => OtlpProtocol::Http,
+            Some(other) => {
+                return Err(format!(
+                    "unknown OTLP protocol `{other}`; use `grpc` or `http`"
+                ))
+            }
+        };
+        Ok(OtlpConfig { endpoint, protocol })
+    }
+
+    fn describe(&self) -> String {
+        let endpoint = self
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok());
+        let default = match self.protocol {
+            OtlpProtocol::Grpc => "http://localhost:4317",
+            OtlpProtocol::Http => "http://localhost:4318",
+        };
+        let protocol = match self.protocol {
+            OtlpProtocol::Grpc => "grpc",
+            OtlpProtocol::Http => "http",
+        };
+        format!("{protocol} {}", endpoint.as_deref().unwrap_or(default))
+    }
+}
+
+enum Message {
+    Span(Box<opentelemetry_sdk::trace::SpanData>),
+    Flush(SyncSender<Outcome>),
+}
+
+/// What the exporter thread reports at a flush.
+#[derive(Clone, Default)]
+struct Outcome {
+    dropped: u64,
+    last_error: Option<String>,
+}
+
+pub struct OtlpTracer {
+    config: OtlpConfig,
+    queue: Option<SyncSender<Message>>,
+    done: Mutex<Option<Receiver<()>>>,
+    /// Events wait here until their span ends.
+    events: Mutex<HashMap<SpanId, Vec<opentelemetry::trace::Event>>>,
+    queue_full: AtomicU64,
+    /// Spans handed to the exporter thread, and spans it has delivered.
+    sent: AtomicU64,
+    delivered: Arc<AtomicU64>,
+    /// Set when a flush gave up on the collector; closing then does not wait again.
+    gave_up: std::sync::atomic::AtomicBool,
+}
+
+impl OtlpTracer {
+    pub fn new(config: OtlpConfig) -> OtlpTracer {
+        OtlpTracer {
+            config,
+            queue: None,
+            done: Mutex::new(None),
+            events: Mutex::new(HashMap::new()),
+            queue_full: Default::default(),
+            sent: Default::default(),
+            delivered: Default::default(),
+            gave_up: Default::default(),
+        }
+    }
+
+    fn backend(&self) -> String {
+        format!("the otel tracer ({})", self.config.describe())
+    }
+}
+
+/// `service.name` is `illumo` unless `OTEL_SERVICE_NAME` says otherwise;
+/// `OTEL_RESOURCE_ATTRIBUTES` adds more.
+fn resource() -> Resource {
+    let builder = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_some() {
+        builder.build()
+    } else {
+        builder.with_service_name("illumo").build()
+    }
+}
+
+fn build_exporter(config: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    let exporter = match config.protocol {
+        OtlpProtocol::Grpc => {
+            let mut b = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_timeout(EXPORT_DEADLINE);
+            if let Some(e) = &config.endpoint {
+                b = b.with_endpoint(e.clone());
+            }
+            b.build()
+        }
+        OtlpProtocol::Http => {
+            let mut b = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_timeout(EXPORT_DEADLINE);
+            if let Some(e) = &config.endpoint {
+                let e = e.trim_end_matches('/');
+                let full = if e.ends_with("/v1/traces") {
+                    e.to_string()
+                } else {
+                    format!("{e}/v1/traces")
+                };
+                b = b.with_endpoint(full);
+            }
+            b.build()
+        }
+    };
+    let mut exporter = exporter.map_err(|e| e.to_string())?;
+    exporter.set_resource(&resource());
+    Ok(exporter)
+}
+
+/// The exporter thread: batches spans, exports with deadlines and bounded retries.
+fn export_loop(
+    runtime: tokio::runtime::Runtime,
+    exporter: opentelemetry_otlp::SpanExporter,
+    queue: Receiver<Message>,
+    done: Sender<()>,
+    delivered: Arc<AtomicU64>,
+) {
+    let mut outcome = Outcome::default();
+    let mut collector_down = false;
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut export = |batch: &mut Vec<opentelemetry_sdk::trace::SpanData>,
+                      outcome: &mut Outcome| {
+        if batch.is_empty() {
+            return;
+        }
+        let tries = if collector_down { 1 } else { TRIES };
+        let mut wait = Duration::from_millis(100);
+        for attempt in 1..=tries {
+            let result = runtime.block_on(async {
+                tokio::time::timeout(EXPORT_DEADLINE, exporter.export(batch.clone())).await
+            });
+            match result {
+                Ok(Ok(())) => {
+                    collector_down = false;
+                    delivered.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    batch.clear();
+                    return;
+                }
+                Ok(Err(e)) => outcome.last_error = Some(e.to_string()),
+                Err(_) => {
+                    outcome.last_error =
+                        Some(format!("no answer within {}s", EXPORT_DEADLINE.as_secs()))
+                }
+            }
+            if attempt < tries {
+                std::thread::sleep(wait);
+                wait *= 2;
+            }
+        }
+        collector_down = true;
+        outcome.dropped += batch.len() as u64;
+        batch.clear();
+    };
+    loop {
+        match queue.recv_timeout(Duration::from_millis(200)) {
+            Ok(Message::Span(span)) => {
+                batch.push(*span);
+                while batch.len() < BATCH {
+                    match queue.try_recv() {
+                        Ok(Message::Span(span)) => batch.push(*span),
+                        Ok(Message::Flush(ack)) => {
+                            export(&mut batch, &mut outcome);
+                            let _ = ack.send(outcome.clone());
+                        }
+                        Err(_) => break,
+                    }
+                }
+                export(&mut batch, &mut outcome);
+            }
+            Ok(Message::Flush(ack)) => {
+                export(&mut batch, &mut outcome);
+                let _ = ack.send(outcome.clone());
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    export(&mut batch, &mut outcome);
+    let _guard = runtime.enter();
+    let _ = exporter.shutdown_with_timeout(Duration::from_secs(1));
+    let _ = done.send(());
+}
+
+impl TracerDB for OtlpTracer {
+    fn connect(&mut self) -> Result<(), TracerError> {
+        let fail = |reason: String| TracerError::Connect {
+            backend: self.backend(),
+            reason,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+        // The gRPC client needs a runtime while it is built.
+        let exporter = {
+            let _guard = runtime.enter();
+            build_exporter(&self.config).map_err(fail)?
+        };
+        let (queue, receiver) = sync_channel(QUEUE);
+        let (done, finished) = channel();
+        let delivered = self.delivered.clone();
+        std::thread::Builder::new()
+            .name("illumo-otlp".into())
+            .spawn(move || export_loop(runtime, exporter, receiver, done, delivered))
+            .map_err(|e| TracerError::Connect {
+                backend: "the otel tracer".into(),
+                reason: e.to_string(),
+            })?;
+        self.queue = Some(queue);
+        self.done = Mutex::new(Some(finished));
+        Ok(())
+    }
+
+    /// Only finished spans are exported; the call at a span's start is ignored.
+    fn record_span(&self, span: &SpanData) -> Result<(), TracerError> {
+        let Some(end_time) = span.end_time else {
+            return Ok(());
+        };
+        let events = self
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&span.span_id)
+            .unwrap_or_default();
+        let otel = opentelemetry_sdk::trace::SpanData {
+            span_context: SpanContext::new(
+                opentelemetry::trace::TraceId::from_bytes(span.trace_id.0.to_be_bytes()),
+                opentelemetry::trace::SpanId::from_bytes(span.span_id.0.to_be_bytes()),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ),
+            parent_span_id: span
+                .parent_id
+                .map_or(opentelemetry::trace::SpanId::INVALID, |p| {
+                    opentelemetry::trace::SpanId::from_bytes(p.0.to_be_bytes())
+                }),
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: span.name.clone().into(),
+            start_time: span.start_time,
+            end_time,
+            attributes: key_values(&span.attributes, Some(span.kind.as_str())),
+            dropped_attributes_count: 0,
+            events: {
+                let mut all = SpanEvents::default();
+                all.events = events;
+                all
+            },
+            links: SpanLinks::default(),
+            status: match span.status {
+                SpanStatus::Ok => Status::Ok,
+                SpanStatus::Error => Status::error(
+                    span.attributes
+                        .get("error")
+                        .and_then(|e| e.get("message"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("error")
+                        .to_string(),
+                ),
+                SpanStatus::Unset => Status::Unset,
+            },
+            instrumentation_scope: InstrumentationScope::builder("illumo")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        };
+        let Some(queue) = &self.queue else {
+            return Ok(());
+        };
+        match queue.try_send(Message::Span(Box::new(otel))) {
+            Ok(()) => {
+                self.sent.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => {
+                self.queue_full.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(TrySendError::Disconnected(_)) => Err(TracerError::Write {
+                backend: self.backend(),
+                reason: "the exporter stopped".into(),
+            }),
+        }
+    }
+
+    fn record_event(&self, span_id: &SpanId, event: &EventData) -> Result<(), TracerError> {
+        let mut attributes = key_values(&event.attributes, None);
+        attributes.push(KeyValue::new("level", event.level.as_str()));
+        let otel =
+            opentelemetry::trace::Event::new(event.name.clone(), event.timestamp, attributes, 0);
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(*span_id)
+            .or_default()
+            .push(otel);
+        Ok(())
+    }
+
+    /// Waits (at most a few seconds) until the spans so far are exported or given up.
+    fn flush(&self) -> Result<(), TracerError> {
+        let Some(queue) = &self.queue else {
+            return Ok(());
+        };
+        if self.gave_up.load(Ordering::Relaxed) {
+            // Already reported; a second wait on a dead collector would only delay the exit.
+            return Ok(());
+        }
+        let (ack, answer) = sync_channel(1);
+        let queue_full = self.queue_full.swap(0, Ordering::Relaxed);
+        let fail = |reason: String| TracerError::Write {
+            backend: self.backend(),
+            reason,
+        };
+        if queue.send(Message::Flush(ack)).is_err() {
+            return Err(fail("the exporter stopped".into()));
+        }
+        match answer.recv_timeout(FLUSH_LIMIT) {
+            Ok(outcome) if outcome.dropped + queue_full == 0 => Ok(()),
+            Ok(outcome) => Err(fail(format!(
+                "{} spans were dropped ({})",
+                outcome.dropped + queue_full,
+                outcome
+                    .last_error
+                    .unwrap_or_else(|| "the export queue was full".into())
+            ))),
+            Err(_) => {
+                self.gave_up.store(true, Ordering::Relaxed);
+                let waiting =
+                    self.sent.load(Ordering::Relaxed) - self.delivered.load(Ordering::Relaxed);
+                Err(fail(format!(
+                    "{} spans were dropped (the collector did not answer within {}s)",
+                    waiting + queue_full,
+                    FLUSH_LIMIT.as_secs()
+                )))
+            }
+        }
+    }
+
+    fn close(&mut self) -> Result<(), TracerError> {
+        self.queue = None;
+        if let Some(done) = self.done.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            // The thread ends after a last bounded export; do not wait on a dead collector.
+            if !self.gave_up.load(Ordering::Relaxed) {
+                let _ = done.recv_timeout(Duration::from_secs(1));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Flattens JSON attributes to OTel key/values: `{"node": {"id": "a"}}` -> `node.id = "a"`.
+fn key_values(attributes: &Map<String, Value>, kind: Option<&str>) -> Vec<KeyValue> {
+    let mut out = Vec::with_capacity(attributes.len() + 1);
+    if let Some(kind) = kind {
+        out.push(KeyValue::new("illumo.span.kind", kind.to_string()));
+    }
+    flatten("", attributes, &mut out);
+    out
+}
+
+fn flatten(prefix: &str, map: &Map<String, Value>, out: &mut Vec<KeyValue>) {
+    for (key, value) in map {
+        let key = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let value = match value {
+            Value::Null => continue,
+            Value::Bool(b) => OtelValue::Bool(*b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => OtelValue::I64(i),
+                None => OtelValue::F64(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Value::String(s) => OtelValue::String(s.clone().into()),
+            Value::Object(inner) => {
+                flatten(&key, inner, out);
+                continue;
+            }
+            Value::Array(_) => OtelValue::String(value.to_string().into()),
+        };
+        out.push(KeyValue::new(key, value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn attributes_flatten_to_dotted_keys() {
+        let Value::Object(map) = json!({"node": {"id": "a", "type": "Set"}, "attempt": 2, "ok": true, "list": [1], "gone": null})
+        else {
+            unreachable!()
+        };
+        let kv: Vec<String> = key_values(&map, Some("node"))
+            .iter()
+            .map(|k| format!("{}={}", k.key, k.value))
+            .collect();
+        assert_eq!(
+            kv,
+            [
+                "illumo.span.kind=node",
+                "node.id=a",
+                "node.type=Set",
+                "attempt=2",
+                "ok=true",
+                "list=[1]"
+            ]
+        );
+    }
+}
