@@ -96,7 +96,9 @@ fn unknown_tracer_and_stray_tracer_args_are_usage_errors() {
         .args(["run", path.as_str(), "--tracer", "zipkin"])
         .run()
         .code(2)
-        .stderr("error: unknown tracer `zipkin`; this build has `console`, `sqlite`, `otel`, `none`\n");
+        .stderr(
+            "error: unknown tracer `zipkin`; this build has `console`, `sqlite`, `otel`, `none`\n",
+        );
     let illumo = Illumo::new();
     let path = illumo.flow_file(flow);
     illumo

@@ -87,3 +87,48 @@ fn quiet_silences_the_console() {
     assert_eq!(out.stderr, "");
     assert_eq!(out.ctx()["summary"], "checked 0 files");
 }
+
+/// Runs illumo on a pseudo-terminal (util-linux `script`) and returns what it drew.
+fn on_a_terminal(flow: &str, no_color: bool) -> String {
+    let dir = crate::support::TempDir::new();
+    let path = dir.write("slow.yaml", flow);
+    let log = dir.path().join("tty.log");
+    let mut cmd = std::process::Command::new("script");
+    cmd.arg("-qec")
+        .arg(format!(
+            "{} run {} > /dev/null",
+            env!("CARGO_BIN_EXE_illumo"),
+            path.display()
+        ))
+        .arg(&log)
+        .stdout(std::process::Stdio::null())
+        .env_remove("NO_COLOR");
+    if no_color {
+        cmd.env("NO_COLOR", "1");
+    }
+    assert!(cmd.status().expect("util-linux script runs").success());
+    std::fs::read_to_string(&log).unwrap()
+}
+
+const SLOW: &str = "flow:\n  name: slow\n  nodes:\n    wait: {type: Command, setting: {argv: [python3, -c, \"import time; time.sleep(1.5)\"]}}\n";
+
+#[test]
+fn a_terminal_gets_colour_and_a_spinner_for_slow_nodes() {
+    let screen = on_a_terminal(SLOW, false);
+    // The first frame appears once the node has run a second (the exact time varies).
+    assert!(
+        screen.contains("\x1b[2K  \x1b[36m⠙\x1b[0m wait (Command)  \x1b[2m1."),
+        "{screen:?}"
+    );
+    assert!(
+        screen.contains("\x1b[2K  \x1b[32m✓\x1b[0m wait (Command)  "),
+        "the spinner line is cleared first: {screen:?}"
+    );
+}
+
+#[test]
+fn no_color_means_no_colour_and_no_spinner_even_on_a_terminal() {
+    let screen = on_a_terminal(SLOW, true);
+    assert!(!screen.contains('\x1b'), "{screen:?}");
+    assert!(screen.contains("  ✓ wait (Command)  "), "{screen:?}");
+}

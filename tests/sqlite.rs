@@ -256,3 +256,45 @@ fn a_database_from_a_newer_illumo_is_refused() {
         format!("error: cannot connect to the sqlite tracer at `{}`: the database has schema version 99, newer than this illumo knows (1); upgrade illumo\n", db.display())
     );
 }
+
+#[test]
+fn ctrl_c_stops_the_run_flushes_every_span_and_exits_130() {
+    let dir = TempDir::new();
+    let db = dir.path().join("interrupted.db");
+    let flow = dir.write(
+        "flow.yaml",
+        "flow:\n  name: interrupted\n  nodes:\n    first: {type: Set, setting: {value: 1}}\n    long:\n      type: Command\n      setting: {argv: [python3, -c, \"import time; time.sleep(60)\"]}\n  edges:\n    - first >> long\n",
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_illumo"))
+        .args(["run", flow.to_str().unwrap(), "--tracer", "sqlite"])
+        .arg(format!("--tracer-arg=db_path={}", db.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !(db.exists() && sqlite3(&db, "SELECT count(*) FROM spans WHERE name = 'long'") == "1\n")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the long node never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("interrupted: stopping the running nodes\nerror: the run was cancelled\n"),
+        "{stderr}"
+    );
+    assert_eq!(
+        sqlite3(&db, "SELECT name, status, end_time IS NOT NULL, json_extract(attributes, '$.error.message') FROM spans ORDER BY start_time"),
+        "flow interrupted|ERROR|1|the run was cancelled\nfirst|OK|1|\nlong|ERROR|1|cancelled: the run stopped before this attempt finished\n"
+    );
+}

@@ -319,10 +319,13 @@ async fn attempts(
     let policy = &shared.policies[index];
     let mut attempt = 1;
     loop {
-        let span = shared.node_span(index, attempt, input, parent);
+        let mut open = OpenSpan {
+            shared: shared.clone(),
+            span: shared.node_span(index, attempt, input, parent),
+        };
         let invoker = AttemptInvoker {
             shared: shared.clone(),
-            span: span.clone(),
+            span: open.span.clone(),
         };
         let cx = NodeCx {
             id: &node.id,
@@ -338,7 +341,7 @@ async fn attempts(
                 Err(_) => {
                     let text = crate::duration::duration_text(limit);
                     shared.event(
-                        &span,
+                        &open.span,
                         "node.timeout",
                         Level::Warn,
                         json!({"timeout": text, "attempt": attempt}),
@@ -352,18 +355,18 @@ async fn attempts(
             None => (run.await, false),
         };
         let error = match result {
-            Ok(outcome) => return (Ok(outcome), span),
+            Ok(outcome) => return (Ok(outcome), open.take()),
             Err(e) => e,
         };
         if error.is_retryable() && attempt < policy.max_attempts {
             let delay = policy.delay_before(attempt + 1);
             shared.event(
-                &span,
+                &open.span,
                 "node.retry",
                 Level::Warn,
                 json!({"attempt": attempt, "next_attempt": attempt + 1, "max_attempts": policy.max_attempts, "delay_ms": delay.as_millis() as u64, "error": error.to_string()}),
             );
-            shared.end_span(span, Err((&error, timed_out)));
+            shared.end_span(open.take(), Err((&error, timed_out)));
             tokio::time::sleep(delay).await;
             attempt += 1;
             continue;
@@ -374,8 +377,31 @@ async fn attempts(
                 attempt,
                 timed_out,
             }),
-            span,
+            open.take(),
         );
+    }
+}
+
+/// An attempt's span that ends as cancelled if the attempt is dropped before it finishes
+/// (Ctrl-C, a fail_fast stop elsewhere, a panic), so no span is left open.
+struct OpenSpan {
+    shared: Arc<Shared>,
+    span: Option<SpanData>,
+}
+
+impl OpenSpan {
+    fn take(&mut self) -> Option<SpanData> {
+        self.span.take()
+    }
+}
+
+impl Drop for OpenSpan {
+    fn drop(&mut self) {
+        if let Some(span) = self.span.take() {
+            let cancelled =
+                NodeError::fatal("cancelled: the run stopped before this attempt finished");
+            self.shared.end_span(Some(span), Err((&cancelled, false)));
+        }
     }
 }
 

@@ -15,18 +15,28 @@ use illumo_engine::tracer::{EventData, SpanData, SpanId, SpanKind, SpanStatus, T
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A node running longer than this gets a live spinner (on a terminal).
+const SPIN_AFTER: Duration = Duration::from_secs(1);
+const FRAMES: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 
 pub struct ConsoleTracer {
     color: bool,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
 struct State {
     depth: HashMap<SpanId, usize>,
     pending: HashMap<SpanId, Vec<String>>,
+    /// Node attempts still running: what to show, and since when.
+    running: HashMap<SpanId, (String, Instant)>,
+    /// A spinner line is on screen and must be cleared before other output.
+    spinner_shown: bool,
 }
 
 impl Default for ConsoleTracer {
@@ -38,11 +48,19 @@ impl Default for ConsoleTracer {
 impl ConsoleTracer {
     /// Colour when stderr is a terminal and `NO_COLOR` is not set.
     pub fn new() -> ConsoleTracer {
-        let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        ConsoleTracer {
-            color,
-            state: Mutex::new(State::default()),
+        let live = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let tracer = ConsoleTracer {
+            color: live,
+            state: Default::default(),
+            stop: Default::default(),
+        };
+        if live {
+            let (state, stop) = (tracer.state.clone(), tracer.stop.clone());
+            let _ = std::thread::Builder::new()
+                .name("illumo-spinner".into())
+                .spawn(move || spin(&state, &stop));
         }
+        tracer
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
@@ -54,7 +72,11 @@ impl ConsoleTracer {
     }
 
     fn write(&self, text: &str) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut err = std::io::stderr().lock();
+        if std::mem::take(&mut state.spinner_shown) {
+            let _ = err.write_all(b"\r\x1b[2K");
+        }
         let _ = err.write_all(text.as_bytes());
         let _ = err.flush();
     }
@@ -122,6 +144,18 @@ impl Tracer for ConsoleTracer {
             .and_then(|p| state.depth.get(&p).copied())
             .map_or(0, |d| d + 1);
         state.depth.insert(span.span_id, depth);
+        if span.kind == SpanKind::Node {
+            let node_type = span
+                .attributes
+                .get("node")
+                .and_then(|n| n.get("type"))
+                .map(value_text)
+                .unwrap_or_default();
+            state.running.insert(
+                span.span_id,
+                (format!("{} ({node_type})", span.name), Instant::now()),
+            );
+        }
         drop(state);
         if span.kind == SpanKind::Flow {
             let line = format!(
@@ -145,6 +179,7 @@ impl Tracer for ConsoleTracer {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let depth = state.depth.remove(&span.span_id).unwrap_or(0);
         let pending = state.pending.remove(&span.span_id).unwrap_or_default();
+        state.running.remove(&span.span_id);
         drop(state);
         let ok = span.status != SpanStatus::Error;
         let mark = if ok {
@@ -190,5 +225,64 @@ impl Tracer for ConsoleTracer {
             }
         }
         self.write(&out);
+    }
+}
+
+impl Drop for ConsoleTracer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if std::mem::take(&mut state.spinner_shown) {
+            let _ = std::io::stderr().write_all(b"\r\x1b[2K");
+        }
+    }
+}
+
+/// Redraws one line for the longest-running node, once it has run over [`SPIN_AFTER`].
+fn spin(state: &Mutex<State>, stop: &AtomicBool) {
+    let mut frame = 0;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+        let oldest = state
+            .running
+            .values()
+            .min_by_key(|(_, since)| *since)
+            .cloned();
+        let mut err = std::io::stderr().lock();
+        match oldest {
+            Some((label, since)) if since.elapsed() >= SPIN_AFTER => {
+                frame = (frame + 1) % FRAMES.len();
+                let line = spinner_line(FRAMES[frame], &label, since.elapsed());
+                let _ = write!(err, "\r\x1b[2K{line}");
+                state.spinner_shown = true;
+            }
+            _ if state.spinner_shown => {
+                let _ = err.write_all(b"\r\x1b[2K");
+                state.spinner_shown = false;
+            }
+            _ => {}
+        }
+        let _ = err.flush();
+    }
+}
+
+fn spinner_line(frame: &str, label: &str, elapsed: Duration) -> String {
+    format!(
+        "  \x1b[36m{frame}\x1b[0m {label}  \x1b[2m{}\x1b[0m",
+        format_duration(elapsed)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spinner_line_names_the_node_and_its_time() {
+        assert_eq!(
+            spinner_line("⠋", "draft (Agent)", Duration::from_millis(3200)),
+            "  \x1b[36m⠋\x1b[0m draft (Agent)  \x1b[2m3.20s\x1b[0m"
+        );
     }
 }
