@@ -182,8 +182,12 @@ impl Decoder {
 
 pub fn entries_of<'y>(entries: &'y [(String, Yaml)], path: &YPath) -> Vec<Entry<'y>> {
     let mut out: Vec<Entry<'y>> = Vec::with_capacity(entries.len());
+    let mut seen: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(entries.len());
     for (key, value) in entries {
-        let nth = out.iter().filter(|e| e.key == key.as_str()).count();
+        let count = seen.entry(key.as_str()).or_insert(0);
+        let nth = *count;
+        *count += 1;
         out.push(Entry {
             key,
             value,

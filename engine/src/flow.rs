@@ -62,8 +62,8 @@ pub struct Flow {
     pub transitions: Vec<Vec<usize>>,
     /// Nodes run only by another node (loop bodies).
     pub invoked: Vec<bool>,
-    /// `reach[a][b]`: b can follow a (by edges, routes or gotos).
-    pub reach: Vec<Vec<bool>>,
+    /// Which nodes can follow which (by edges, routes or gotos).
+    pub reach: Reach,
     /// Sets of nodes that start at the same time: a node's edges, a route to several
     /// targets, several entry nodes.
     pub fan_outs: Vec<Vec<usize>>,
@@ -93,10 +93,10 @@ impl Flow {
     /// Can `a` and `b` run at the same time: neither follows the other, and some fan-out
     /// leads to both on different edges?
     pub fn may_run_in_parallel(&self, a: usize, b: usize) -> bool {
-        if a == b || self.reach[a][b] || self.reach[b][a] {
+        if a == b || self.reach.get(a, b) || self.reach.get(b, a) {
             return false;
         }
-        let leads = |from: usize, to: usize| from == to || self.reach[from][to];
+        let leads = |from: usize, to: usize| from == to || self.reach.get(from, to);
         self.fan_outs.iter().any(|set| {
             set.iter()
                 .any(|&x| set.iter().any(|&y| x != y && leads(x, a) && leads(y, b)))
@@ -583,22 +583,42 @@ fn back_edges(
     back
 }
 
-/// `reach[a][b]`: b can be reached from a by one or more transitions.
-fn reachability(transitions: &[Vec<usize>]) -> Vec<Vec<bool>> {
+/// What can reach what, one bit per pair of nodes.
+pub struct Reach {
+    words: usize,
+    bits: Vec<u64>,
+}
+
+impl Reach {
+    /// Can `to` be reached from `from` by one or more transitions?
+    pub fn get(&self, from: usize, to: usize) -> bool {
+        self.bits[from * self.words + to / 64] & (1 << (to % 64)) != 0
+    }
+}
+
+/// A breadth-first walk from every node.
+fn reachability(transitions: &[Vec<usize>]) -> Reach {
     let n = transitions.len();
-    (0..n)
-        .map(|start| {
-            let mut seen = vec![false; n];
-            let mut queue: VecDeque<usize> = transitions[start].iter().copied().collect();
-            while let Some(x) = queue.pop_front() {
-                if !seen[x] {
-                    seen[x] = true;
-                    queue.extend(transitions[x].iter().copied());
-                }
+    let words = n.div_ceil(64).max(1);
+    let mut bits = vec![0u64; n * words];
+    let mut queue = VecDeque::new();
+    for start in 0..n {
+        let row = &mut bits[start * words..(start + 1) * words];
+        queue.extend(transitions[start].iter().copied());
+        while let Some(x) = queue.pop_front() {
+            let (word, bit) = (x / 64, 1u64 << (x % 64));
+            if row[word] & bit == 0 {
+                row[word] |= bit;
+                queue.extend(
+                    transitions[x]
+                        .iter()
+                        .copied()
+                        .filter(|&y| row[y / 64] & (1 << (y % 64)) == 0),
+                );
             }
-            seen
-        })
-        .collect()
+        }
+    }
+    Reach { words, bits }
 }
 
 /// A router replaces its edges with its decision: an edge to a node it never routes to

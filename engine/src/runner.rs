@@ -152,6 +152,8 @@ struct Shared {
     trace_id: TraceId,
     root_id: SpanId,
     secrets: Vec<String>,
+    /// Per node, the attributes every attempt span shares.
+    span_attributes: Vec<Arc<Map<String, Value>>>,
 }
 
 impl Shared {
@@ -161,9 +163,28 @@ impl Shared {
             .nodes
             .iter()
             .map(|n| base.overlay(&n.policy).resolve())
-            .collect();
+            .collect::<Vec<Policy>>();
         let tracing = options.tracer.enabled();
+        let span_attributes = if tracing {
+            flow.nodes
+                .iter()
+                .zip(&policies)
+                .map(|(node, policy)| {
+                    let mut attributes = Map::new();
+                    attributes.insert(
+                        "node".into(),
+                        json!({"id": node.id, "type": node.type_name}),
+                    );
+                    attributes.insert("max_attempts".into(), json!(policy.max_attempts));
+                    attributes.insert("policy".into(), policy.to_json());
+                    Arc::new(attributes)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Shared {
+            span_attributes,
             flow,
             policies,
             tracer: options.tracer.clone(),
@@ -197,6 +218,7 @@ impl Shared {
                 end_time: None,
                 status: SpanStatus::Unset,
                 attributes,
+                common: Arc::default(),
             }
         })
     }
@@ -212,15 +234,8 @@ impl Shared {
             return None;
         }
         let node = &self.flow.nodes[index];
-        let policy = &self.policies[index];
         let mut attributes = Map::new();
-        attributes.insert(
-            "node".into(),
-            json!({"id": node.id, "type": node.type_name}),
-        );
         attributes.insert("attempt".into(), json!(attempt));
-        attributes.insert("max_attempts".into(), json!(policy.max_attempts));
-        attributes.insert("policy".into(), policy.to_json());
         attributes.insert(
             "input".into(),
             json!({"preview": preview(input, PREVIEW_CHARS, &self.secrets)}),
@@ -235,6 +250,8 @@ impl Shared {
             end_time: None,
             status: SpanStatus::Unset,
             attributes,
+            // node, max_attempts and policy never change during a run: built once per node.
+            common: self.span_attributes[index].clone(),
         };
         self.tracer.span_start(&span);
         Some(span)
@@ -324,8 +341,8 @@ async fn attempts(
             span: shared.node_span(index, attempt, input, parent),
         };
         let invoker = AttemptInvoker {
-            shared: shared.clone(),
-            span: open.span.clone(),
+            shared,
+            span: &open.span,
         };
         let cx = NodeCx {
             id: &node.id,
@@ -406,13 +423,13 @@ impl Drop for OpenSpan {
 }
 
 /// Lets a node run another node (a loop body) and add events to its own span.
-struct AttemptInvoker {
-    shared: Arc<Shared>,
-    span: Option<SpanData>,
+struct AttemptInvoker<'a> {
+    shared: &'a Arc<Shared>,
+    span: &'a Option<SpanData>,
 }
 
 #[async_trait::async_trait]
-impl Invoker for AttemptInvoker {
+impl Invoker for AttemptInvoker<'_> {
     async fn invoke(
         &self,
         node: &str,
@@ -470,7 +487,7 @@ impl Invoker for AttemptInvoker {
 
     fn event(&self, name: &str, level: Level, attributes: Map<String, Value>) {
         self.shared
-            .event(&self.span, name, level, Value::Object(attributes));
+            .event(self.span, name, level, Value::Object(attributes));
     }
 }
 

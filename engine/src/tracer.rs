@@ -64,8 +64,42 @@ pub struct SpanData {
     pub start_time: SystemTime,
     pub end_time: Option<SystemTime>,
     pub status: SpanStatus,
-    /// Attributes as JSON: `node.id`, `node.type`, `attempt`, `policy`, `input.preview`, ...
+    /// Attributes as JSON: `attempt`, `input.preview`, `error`, ...
     pub attributes: Map<String, Value>,
+    /// Attributes every attempt of a node shares (`node`, `max_attempts`, `policy`), built
+    /// once per run. Read both with [`SpanData::attribute`] and [`SpanData::all_attributes`].
+    pub common: Arc<Map<String, Value>>,
+}
+
+impl SpanData {
+    /// One attribute, from the span's own or the shared ones.
+    pub fn attribute(&self, key: &str) -> Option<&Value> {
+        self.attributes.get(key).or_else(|| self.common.get(key))
+    }
+
+    /// Every attribute: the shared ones, then the span's own.
+    pub fn all_attributes(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.common
+            .iter()
+            .filter(|(k, _)| !self.attributes.contains_key(*k))
+            .chain(self.attributes.iter())
+    }
+
+    /// All attributes as one JSON object.
+    pub fn attributes_json(&self) -> Map<String, Value> {
+        self.all_attributes()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// Serializes a span's attributes (shared and own) as one JSON object, without copying.
+pub struct AttributesJson<'a>(pub &'a SpanData);
+
+impl serde::Serialize for AttributesJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.all_attributes())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

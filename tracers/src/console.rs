@@ -146,8 +146,7 @@ impl Tracer for ConsoleTracer {
         state.depth.insert(span.span_id, depth);
         if span.kind == SpanKind::Node {
             let node_type = span
-                .attributes
-                .get("node")
+                .attribute("node")
                 .and_then(|n| n.get("type"))
                 .map(value_text)
                 .unwrap_or_default();
@@ -187,7 +186,7 @@ impl Tracer for ConsoleTracer {
         } else {
             self.paint("31", "✗")
         };
-        let attr = |key: &str| span.attributes.get(key);
+        let attr = |key: &str| span.attribute(key);
         let mut out = String::new();
         if span.kind == SpanKind::Flow {
             let word = if ok { "ok" } else { "failed" };

@@ -304,7 +304,7 @@ impl TracerDB for OtlpTracer {
             name: span.name.clone().into(),
             start_time: span.start_time,
             end_time,
-            attributes: key_values(&span.attributes, Some(span.kind.as_str())),
+            attributes: key_values(&span.attributes_json(), Some(span.kind.as_str())),
             dropped_attributes_count: 0,
             events: {
                 let mut all = SpanEvents::default();

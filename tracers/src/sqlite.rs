@@ -3,8 +3,11 @@
 //! Several runs (processes) may write to one file at once.
 
 use illumo_engine::ids::iso8601;
-use illumo_engine::tracer::{EventData, SpanData, SpanId, TracerDB, TracerError};
+use illumo_engine::tracer::{
+    AttributesJson, EventData, SpanData, SpanId, TraceId, TracerDB, TracerError,
+};
 use rusqlite::{params, Connection, TransactionBehavior};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -16,7 +19,9 @@ const BACKEND: &str = "the sqlite tracer";
 /// Records waiting for the writer; past this the hook drops the record rather than block.
 const QUEUE: usize = 65_536;
 /// Rows written in one transaction at most.
-const BATCH: usize = 2_000;
+const BATCH: usize = 4_096;
+/// How long the writer lets records gather before it commits them.
+const BATCH_WINDOW: Duration = Duration::from_millis(5);
 /// How long a writer waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -35,7 +40,7 @@ pub const MIGRATIONS: &[&str] = &["
         attributes  TEXT NOT NULL DEFAULT '{}'
     );
     CREATE INDEX spans_by_trace ON spans (trace_id, start_time);
-    CREATE INDEX spans_by_start ON spans (start_time);
+    CREATE INDEX runs_by_start ON spans (start_time) WHERE kind = 'flow';
     CREATE TABLE events (
         id          INTEGER PRIMARY KEY AUTOINCREMENT,
         trace_id    TEXT NOT NULL,
@@ -46,30 +51,16 @@ pub const MIGRATIONS: &[&str] = &["
         attributes  TEXT NOT NULL DEFAULT '{}'
     );
     CREATE INDEX events_by_trace ON events (trace_id, timestamp);
-    CREATE INDEX events_by_span ON events (span_id);
 "];
 
-/// One row for the writer.
+/// One row for the writer. Spans and events travel as they are; the writer thread formats
+/// them, so the engine's thread only clones.
 enum Record {
-    Span {
-        span_id: String,
-        trace_id: String,
-        parent_id: Option<String>,
-        name: String,
-        kind: &'static str,
-        start_time: String,
-        end_time: Option<String>,
-        duration_ms: Option<f64>,
-        status: &'static str,
-        attributes: String,
-    },
+    Span(Box<SpanData>),
     Event {
-        trace_id: String,
-        span_id: String,
-        name: String,
-        timestamp: String,
-        level: &'static str,
-        attributes: String,
+        trace_id: TraceId,
+        span_id: SpanId,
+        event: Box<EventData>,
     },
     Flush(SyncSender<Result<(), String>>),
 }
@@ -78,7 +69,7 @@ pub struct SqliteTracer {
     path: PathBuf,
     queue: Option<SyncSender<Record>>,
     writer: Option<JoinHandle<()>>,
-    trace_id: OnceLock<String>,
+    trace_id: OnceLock<TraceId>,
     dropped: AtomicU64,
     /// The first error the writer met, reported at flush.
     failure: std::sync::Arc<Mutex<Option<String>>>,
@@ -195,95 +186,204 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), String>> {
     tx.commit().map(Ok)
 }
 
-fn write_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<()> {
+/// A span row, formatted and ready to insert.
+struct SpanRow {
+    id: SpanId,
+    span_id: String,
+    trace_id: String,
+    parent_id: Option<String>,
+    name: String,
+    kind: &'static str,
+    start_time: String,
+    end_time: Option<String>,
+    duration_ms: Option<f64>,
+    status: &'static str,
+    attributes: String,
+}
+
+impl SpanRow {
+    fn of(span: &SpanData) -> SpanRow {
+        SpanRow {
+            id: span.span_id,
+            span_id: span.span_id.to_string(),
+            trace_id: span.trace_id.to_string(),
+            parent_id: span.parent_id.map(|p| p.to_string()),
+            name: span.name.clone(),
+            kind: span.kind.as_str(),
+            start_time: iso8601(span.start_time),
+            end_time: span.end_time.map(iso8601),
+            duration_ms: span
+                .end_time
+                .and_then(|end| end.duration_since(span.start_time).ok())
+                .map(|d| (d.as_secs_f64() * 1_000_000.0).round() / 1000.0),
+            status: span.status.as_str(),
+            attributes: serde_json::to_string(&AttributesJson(span)).unwrap_or_default(),
+        }
+    }
+}
+
+enum PendingSpan {
+    Started(Box<SpanData>),
+    Row(Box<SpanRow>),
+}
+
+impl PendingSpan {
+    fn id(&self) -> SpanId {
+        match self {
+            PendingSpan::Started(span) => span.span_id,
+            PendingSpan::Row(row) => row.id,
+        }
+    }
+}
+
+struct EventRow {
+    trace_id: String,
+    span_id: String,
+    name: String,
+    timestamp: String,
+    level: &'static str,
+    attributes: String,
+}
+
+/// What the writer has gathered for its next transaction. A span seen twice (started,
+/// then finished) keeps only its latest state, formatted once when written.
+#[derive(Default)]
+struct Pending {
+    spans: Vec<PendingSpan>,
+    span_index: HashMap<SpanId, usize>,
+    events: Vec<EventRow>,
+    flushes: Vec<SyncSender<Result<(), String>>>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.spans.len() + self.events.len()
+    }
+
+    fn add(&mut self, record: Record) {
+        match record {
+            Record::Span(span) => {
+                // A finished span is formatted now, while the engine runs; a start usually
+                // gets replaced by its end before the write and is formatted only if not.
+                let entry = if span.end_time.is_some() {
+                    PendingSpan::Row(Box::new(SpanRow::of(&span)))
+                } else {
+                    PendingSpan::Started(span)
+                };
+                match self.span_index.get(&entry.id()) {
+                    Some(&i) => self.spans[i] = entry,
+                    None => {
+                        self.span_index.insert(entry.id(), self.spans.len());
+                        self.spans.push(entry);
+                    }
+                }
+            }
+            Record::Event {
+                trace_id,
+                span_id,
+                event,
+            } => self.events.push(EventRow {
+                trace_id: trace_id.to_string(),
+                span_id: span_id.to_string(),
+                name: event.name.clone(),
+                timestamp: iso8601(event.timestamp),
+                level: event.level.as_str(),
+                attributes: serde_json::to_string(&event.attributes).unwrap_or_default(),
+            }),
+            Record::Flush(ack) => self.flushes.push(ack),
+        }
+    }
+}
+
+fn write_rows(conn: &mut Connection, pending: &Pending) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
-        let mut span = tx.prepare_cached(
+        let mut span_stmt = tx.prepare_cached(
             "INSERT INTO spans (span_id, trace_id, parent_id, name, kind, start_time, end_time, duration_ms, status, attributes)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (span_id) DO UPDATE SET
                end_time = excluded.end_time, duration_ms = excluded.duration_ms,
                status = excluded.status, attributes = excluded.attributes",
         )?;
-        let mut event = tx.prepare_cached(
+        for entry in &pending.spans {
+            let started;
+            let r = match entry {
+                PendingSpan::Row(row) => row,
+                PendingSpan::Started(span) => {
+                    started = SpanRow::of(span);
+                    &started
+                }
+            };
+            span_stmt.execute(params![
+                r.span_id,
+                r.trace_id,
+                r.parent_id,
+                r.name,
+                r.kind,
+                r.start_time,
+                r.end_time,
+                r.duration_ms,
+                r.status,
+                r.attributes
+            ])?;
+        }
+        let mut event_stmt = tx.prepare_cached(
             "INSERT INTO events (trace_id, span_id, name, timestamp, level, attributes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
-        for record in batch {
-            match record {
-                Record::Span {
-                    span_id,
-                    trace_id,
-                    parent_id,
-                    name,
-                    kind,
-                    start_time,
-                    end_time,
-                    duration_ms,
-                    status,
-                    attributes,
-                } => {
-                    span.execute(params![
-                        span_id,
-                        trace_id,
-                        parent_id,
-                        name,
-                        kind,
-                        start_time,
-                        end_time,
-                        duration_ms,
-                        status,
-                        attributes
-                    ])?;
-                }
-                Record::Event {
-                    trace_id,
-                    span_id,
-                    name,
-                    timestamp,
-                    level,
-                    attributes,
-                } => {
-                    event.execute(params![
-                        trace_id, span_id, name, timestamp, level, attributes
-                    ])?;
-                }
-                Record::Flush(_) => {}
-            }
+        for e in &pending.events {
+            event_stmt.execute(params![
+                e.trace_id,
+                e.span_id,
+                e.name,
+                e.timestamp,
+                e.level,
+                e.attributes
+            ])?;
         }
     }
     tx.commit()
 }
 
-/// Drains the queue: each batch is everything waiting (up to [`BATCH`]), committed at once.
+/// Drains the queue into transactions. It gathers for a moment before each one, so that
+/// records arrive without waking it and a fast span's start and end become one row; a full
+/// batch or a flush ends the wait at once.
 fn writer(
     mut conn: Connection,
     queue: Receiver<Record>,
     failure: std::sync::Arc<Mutex<Option<String>>>,
 ) {
-    let mut batch = Vec::with_capacity(BATCH);
     loop {
+        let mut pending = Pending::default();
         match queue.recv_timeout(Duration::from_millis(100)) {
-            Ok(record) => batch.push(record),
+            Ok(record) => pending.add(record),
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        while batch.len() < BATCH {
-            match queue.try_recv() {
-                Ok(record) => batch.push(record),
-                Err(_) => break,
+        let deadline = std::time::Instant::now() + BATCH_WINDOW;
+        loop {
+            while pending.len() < BATCH {
+                match queue.try_recv() {
+                    Ok(record) => pending.add(record),
+                    Err(_) => break,
+                }
             }
+            if !pending.flushes.is_empty()
+                || pending.len() >= BATCH
+                || std::time::Instant::now() >= deadline
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
-        let result = retry_busy(|| write_batch(&mut conn, &batch)).map_err(|e| e.to_string());
+        let result = retry_busy(|| write_rows(&mut conn, &pending)).map_err(|e| e.to_string());
         if let Err(e) = &result {
             failure
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get_or_insert_with(|| e.clone());
         }
-        for record in batch.drain(..) {
-            if let Record::Flush(ack) = record {
-                let _ = ack.send(result.clone());
-            }
+        for ack in pending.flushes {
+            let _ = ack.send(result.clone());
         }
     }
 }
@@ -306,36 +406,16 @@ impl TracerDB for SqliteTracer {
     }
 
     fn record_span(&self, span: &SpanData) -> Result<(), TracerError> {
-        let trace_id = self
-            .trace_id
-            .get_or_init(|| span.trace_id.to_string())
-            .clone();
-        let duration_ms = span
-            .end_time
-            .and_then(|end| end.duration_since(span.start_time).ok())
-            .map(|d| (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0);
-        self.send(Record::Span {
-            span_id: span.span_id.to_string(),
-            trace_id,
-            parent_id: span.parent_id.map(|p| p.to_string()),
-            name: span.name.clone(),
-            kind: span.kind.as_str(),
-            start_time: iso8601(span.start_time),
-            end_time: span.end_time.map(iso8601),
-            duration_ms,
-            status: span.status.as_str(),
-            attributes: serde_json::Value::Object(span.attributes.clone()).to_string(),
-        })
+        self.trace_id.get_or_init(|| span.trace_id);
+        self.send(Record::Span(Box::new(span.clone())))
     }
 
     fn record_event(&self, span_id: &SpanId, event: &EventData) -> Result<(), TracerError> {
+        let trace_id = self.trace_id.get().copied().unwrap_or(TraceId(0));
         self.send(Record::Event {
-            trace_id: self.trace_id.get().cloned().unwrap_or_default(),
-            span_id: span_id.to_string(),
-            name: event.name.clone(),
-            timestamp: iso8601(event.timestamp),
-            level: event.level.as_str(),
-            attributes: serde_json::Value::Object(event.attributes.clone()).to_string(),
+            trace_id,
+            span_id: *span_id,
+            event: Box::new(event.clone()),
         })
     }
 
