@@ -298,3 +298,28 @@ fn ctrl_c_stops_the_run_flushes_every_span_and_exits_130() {
         "flow interrupted|ERROR|1|the run was cancelled\nfirst|OK|1|\nlong|ERROR|1|cancelled: the run stopped before this attempt finished\n"
     );
 }
+
+#[test]
+fn a_routers_span_carries_its_decision() {
+    let dir = TempDir::new();
+    let db = dir.path().join("route.db");
+    Illumo::new()
+        .args([
+            "run",
+            "examples/basics/command.yaml",
+            "-c",
+            r#"{"scores": [0.9]}"#,
+            "--tracer",
+            "sqlite",
+        ])
+        .args(["--tracer-arg", &format!("db_path={}", db.display())])
+        .run()
+        .success();
+    assert_eq!(
+        sqlite3(
+            &db,
+            "SELECT json_extract(attributes, '$.routing') FROM spans WHERE name = 'verdict'"
+        ),
+        "{\"targets\":[\"accept\"],\"confidence\":1.0,\"reason\":\"ctx.stats.mean >= 0.5\"}\n"
+    );
+}

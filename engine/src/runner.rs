@@ -707,7 +707,14 @@ impl Driver {
             Ok(outcome) => match self.apply(done.node, done.started, &outcome, &done.span) {
                 Ok(next) => {
                     self.push_step(self.shared.flow.id(done.node).to_string().as_str(), "ok");
-                    self.shared.end_span(done.span, Ok(&outcome.output));
+                    let mut span = done.span;
+                    if let (Some(span), Some(route)) = (span.as_mut(), &outcome.route) {
+                        span.attributes.insert(
+                            "routing".into(),
+                            json!({"targets": route.targets, "confidence": route.confidence, "reason": route.reason}),
+                        );
+                    }
+                    self.shared.end_span(span, Ok(&outcome.output));
                     for to in next {
                         self.arrive(to, done.node, outcome.output.clone());
                     }
