@@ -83,6 +83,10 @@ pub struct RunArgs {
     /// A text that must never reach a tracer (replaced by ***); repeatable
     #[arg(long = "redact", value_name = "TEXT")]
     pub redact: Vec<String>,
+    /// How agents reach LLMs: `scripted=FILE` (replies from a file), `record=FILE` (live,
+    /// and every exchange saved), `replay=FILE` (answers from a recording, no network)
+    #[arg(long, value_name = "MODE=FILE")]
+    pub llm: Option<String>,
     /// Write the final ctx to FILE instead of stdout
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<String>,

@@ -28,7 +28,19 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             return if e.use_stderr() { EXIT_USAGE } else { 0 };
         }
     };
-    let registry = illumo_nodes::builtin_registry();
+    let mut registry = illumo_engine::NodeRegistry::new();
+    let mode = match &cli.command {
+        Command::Run(args) => match args.llm.as_deref().map(illumo_nodes::llm::LlmMode::parse) {
+            Some(Err(message)) => {
+                eprintln!("error: {message}");
+                return EXIT_USAGE;
+            }
+            Some(Ok(mode)) => mode,
+            None => illumo_nodes::llm::LlmMode::Live,
+        },
+        _ => illumo_nodes::llm::LlmMode::Live,
+    };
+    illumo_nodes::register_builtins_with(&mut registry, mode);
     match cli.command {
         Command::Run(args) => run_cmd::run(args, &registry),
         Command::Validate { flow } => validate(&flow, &registry),

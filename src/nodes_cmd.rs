@@ -31,7 +31,7 @@ pub fn print(registry: &NodeRegistry, as_json: bool) {
         }
         for s in f.settings() {
             let required = if s.required { ", required" } else { "" };
-            println!("  {:<10} ({}{required})  {}", s.name, s.kind, s.about);
+            println!("  {:<16} ({}{required})  {}", s.name, s.kind, s.about);
         }
         println!();
     }

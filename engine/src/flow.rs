@@ -268,6 +268,23 @@ fn build(
             }
         }
     }
+    // A RouterAgent's choices must be edges too, so the graph shows where it can go.
+    for (owner, r) in references.iter().filter(|_| nodes.len() == count) {
+        let (Some(&from), Some(&to)) = (index.get(owner), index.get(&r.id)) else {
+            continue;
+        };
+        let needs_edge = nodes[from].node.routes_need_edges();
+        if needs_edge && r.role == RefRole::Route && !edges[from].iter().any(|e| e.to == to) {
+            dec.push(
+                Diagnostic::error(format!(
+                    "choice `{}` of `{owner}` is not one of its outgoing edges",
+                    r.id
+                ))
+                .at(r.at.clone(), &r.id)
+                .help(format!("add the edge `{owner} >> {}`", r.id)),
+            );
+        }
+    }
     if dec.has_errors() || nodes.len() != count {
         return None;
     }

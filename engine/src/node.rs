@@ -38,11 +38,14 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// What a node returns: its output, and for routing nodes the chosen next nodes.
+/// What a node returns: its output, for routing nodes the chosen next nodes, and values
+/// for other ctx paths its settings name (an agent's `metadata_path`, ...). The engine
+/// writes them all, so tracers see every write and parallel branches stay safe.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub output: Value,
     pub route: Option<Route>,
+    pub writes: Vec<(crate::path::CtxPath, Value)>,
 }
 
 impl Outcome {
@@ -50,7 +53,22 @@ impl Outcome {
         Outcome {
             output,
             route: None,
+            writes: Vec::new(),
         }
+    }
+
+    pub fn routed(output: Value, route: Route) -> Outcome {
+        Outcome {
+            output,
+            route: Some(route),
+            writes: Vec::new(),
+        }
+    }
+
+    /// Also writes `value` at `path`.
+    pub fn with_write(mut self, path: crate::path::CtxPath, value: Value) -> Outcome {
+        self.writes.push((path, value));
+        self
     }
 }
 
@@ -67,7 +85,12 @@ pub struct Route {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum NodeError {
     #[error("{message}")]
-    Retryable { message: String },
+    Retryable {
+        message: String,
+        /// The wait the other side asked for (HTTP `Retry-After`); the engine waits at
+        /// least this long before the next attempt.
+        retry_after: Option<std::time::Duration>,
+    },
     #[error("{message}")]
     Fatal { message: String },
 }
@@ -76,6 +99,20 @@ impl NodeError {
     pub fn retryable(message: impl Into<String>) -> NodeError {
         NodeError::Retryable {
             message: message.into(),
+            retry_after: None,
+        }
+    }
+    /// A retryable error whose next attempt should wait at least `wait`.
+    pub fn retry_after(message: impl Into<String>, wait: std::time::Duration) -> NodeError {
+        NodeError::Retryable {
+            message: message.into(),
+            retry_after: Some(wait),
+        }
+    }
+    pub fn wait_hint(&self) -> Option<std::time::Duration> {
+        match self {
+            NodeError::Retryable { retry_after, .. } => *retry_after,
+            NodeError::Fatal { .. } => None,
         }
     }
     pub fn fatal(message: impl Into<String>) -> NodeError {
@@ -99,6 +136,12 @@ pub trait Invoker: Send + Sync {
         default_input: &Value,
     ) -> Result<Value, NodeError>;
     fn event(&self, name: &str, level: Level, attributes: Map<String, Value>);
+    /// Sets an attribute on this attempt's span (`gen_ai` usage, ...).
+    fn set_attribute(&self, key: &str, value: Value);
+    /// Does a tracer show text as it arrives (a live console)?
+    fn streaming(&self) -> bool;
+    /// Shows a piece of text as it arrives (an LLM reply being streamed).
+    fn stream(&self, text: &str);
 }
 
 /// What a node gets for one attempt.
@@ -126,6 +169,20 @@ impl NodeCx<'_> {
     pub fn event(&self, name: &str, attributes: Map<String, Value>) {
         self.invoker.event(name, Level::Info, attributes);
     }
+
+    /// Sets an attribute on this attempt's span; a map merges into what is there.
+    pub fn set_attribute(&self, key: &str, value: Value) {
+        self.invoker.set_attribute(key, value);
+    }
+
+    /// Does someone watch text as it arrives? Then stream it with [`NodeCx::stream`].
+    pub fn streaming(&self) -> bool {
+        self.invoker.streaming()
+    }
+
+    pub fn stream(&self, text: &str) {
+        self.invoker.stream(text);
+    }
 }
 
 /// A node instance, built once at load and shared by every attempt and branch.
@@ -140,6 +197,11 @@ pub trait Node: Send + Sync {
 
     /// Is this a routing node (its [`Outcome::route`] replaces its outgoing edges)?
     fn routes(&self) -> bool {
+        false
+    }
+
+    /// Must every routing target also be an outgoing edge (`RouterAgent`'s choices)?
+    fn routes_need_edges(&self) -> bool {
         false
     }
 

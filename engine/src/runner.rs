@@ -343,6 +343,7 @@ async fn attempts(
         let invoker = AttemptInvoker {
             shared,
             span: &open.span,
+            extra: Default::default(),
         };
         let cx = NodeCx {
             id: &node.id,
@@ -371,12 +372,24 @@ async fn attempts(
             },
             None => (run.await, false),
         };
+        let extra = invoker
+            .extra
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        if let (Some(span), false) = (open.span.as_mut(), extra.is_empty()) {
+            merge(&mut span.attributes, extra);
+        }
         let error = match result {
             Ok(outcome) => return (Ok(outcome), open.take()),
             Err(e) => e,
         };
         if error.is_retryable() && attempt < policy.max_attempts {
-            let delay = policy.delay_before(attempt + 1);
+            // A server's Retry-After stretches the policy's wait (up to five minutes).
+            let asked = error
+                .wait_hint()
+                .unwrap_or_default()
+                .min(std::time::Duration::from_secs(300));
+            let delay = policy.delay_before(attempt + 1).max(asked);
             shared.event(
                 &open.span,
                 "node.retry",
@@ -426,6 +439,8 @@ impl Drop for OpenSpan {
 struct AttemptInvoker<'a> {
     shared: &'a Arc<Shared>,
     span: &'a Option<SpanData>,
+    /// Attributes the node set; merged into its span when the attempt ends.
+    extra: std::sync::Mutex<Map<String, Value>>,
 }
 
 #[async_trait::async_trait]
@@ -478,7 +493,10 @@ impl Invoker for AttemptInvoker<'_> {
                     failed.attempt, failed.error
                 );
                 Err(match failed.error {
-                    NodeError::Retryable { .. } => NodeError::retryable(message),
+                    NodeError::Retryable { retry_after, .. } => NodeError::Retryable {
+                        message,
+                        retry_after,
+                    },
                     NodeError::Fatal { .. } => NodeError::fatal(message),
                 })
             }
@@ -488,6 +506,37 @@ impl Invoker for AttemptInvoker<'_> {
     fn event(&self, name: &str, level: Level, attributes: Map<String, Value>) {
         self.shared
             .event(self.span, name, level, Value::Object(attributes));
+    }
+
+    fn set_attribute(&self, key: &str, value: Value) {
+        let mut one = Map::new();
+        one.insert(key.to_string(), value);
+        merge(
+            &mut self.extra.lock().unwrap_or_else(|e| e.into_inner()),
+            one,
+        );
+    }
+
+    fn streaming(&self) -> bool {
+        self.shared.tracing && self.span.is_some() && self.shared.tracer.streams()
+    }
+
+    fn stream(&self, text: &str) {
+        if let Some(span) = self.span {
+            self.shared.tracer.stream(span, text);
+        }
+    }
+}
+
+/// Merges `from` into `into`; maps merge key by key, anything else replaces.
+fn merge(into: &mut Map<String, Value>, from: Map<String, Value>) {
+    for (key, value) in from {
+        match (into.get_mut(&key), value) {
+            (Some(Value::Object(existing)), Value::Object(more)) => merge(existing, more),
+            (_, value) => {
+                into.insert(key, value);
+            }
+        }
     }
 }
 
@@ -759,6 +808,9 @@ impl Driver {
                     }
                 }
             }
+        }
+        for (path, value) in &outcome.writes {
+            self.write(index, started, path, value.clone(), span)?;
         }
         self.record("payloads", &node.id, output.clone());
         if let Some(route) = &outcome.route {

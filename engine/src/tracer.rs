@@ -148,6 +148,12 @@ pub trait Tracer: Send + Sync {
     fn span_start(&self, _span: &SpanData) {}
     fn span_end(&self, _span: &SpanData) {}
     fn event(&self, _span: &SpanData, _event: &EventData) {}
+    /// Does this tracer show text as it arrives (a live console)?
+    fn streams(&self) -> bool {
+        false
+    }
+    /// A piece of text streamed by a node (an LLM reply as it arrives).
+    fn stream(&self, _span: &SpanData, _text: &str) {}
     /// Called once at the end of a run, also when it fails: write out what is buffered.
     fn flush(&self) {}
 }
@@ -237,6 +243,12 @@ impl Tracer for Fanout {
     }
     fn event(&self, span: &SpanData, event: &EventData) {
         self.0.iter().for_each(|t| t.event(span, event));
+    }
+    fn streams(&self) -> bool {
+        self.0.iter().any(|t| t.streams())
+    }
+    fn stream(&self, span: &SpanData, text: &str) {
+        self.0.iter().for_each(|t| t.stream(span, text));
     }
     fn flush(&self) {
         self.0.iter().for_each(|t| t.flush());

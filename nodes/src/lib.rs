@@ -1,6 +1,8 @@
 //! illumo's built-in node types. [`register_builtins`] adds them all to a registry.
 
+pub mod agents;
 mod command;
+pub mod llm;
 mod loop_node;
 pub mod process;
 mod router;
@@ -13,12 +15,18 @@ pub use set::SetFactory;
 
 use illumo_engine::node::NodeRegistry;
 
-/// Registers every built-in node type.
+/// Registers every built-in node type; agents use their own providers (`--llm live`).
 pub fn register_builtins(registry: &mut NodeRegistry) {
+    register_builtins_with(registry, llm::LlmMode::Live);
+}
+
+/// Registers every built-in node type; agents talk to LLMs as `mode` says (`--llm`).
+pub fn register_builtins_with(registry: &mut NodeRegistry, mode: llm::LlmMode) {
     registry.register(SetFactory);
     registry.register(RouterFactory);
     registry.register(LoopFactory);
     registry.register(CommandFactory);
+    agents::register(registry, std::sync::Arc::new(llm::Llm::new(mode)));
 }
 
 /// A registry holding the built-in node types.

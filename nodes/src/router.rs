@@ -150,6 +150,7 @@ impl Node for Router {
                     reason: Some(reason),
                 };
                 return Ok(Outcome {
+                    writes: Vec::new(),
                     output: cx.input.clone(),
                     route: Some(route),
                 });
@@ -161,6 +162,7 @@ impl Node for Router {
             reason: Some("no route matched".into()),
         };
         Ok(Outcome {
+            writes: Vec::new(),
             output: cx.input.clone(),
             route: Some(route),
         })

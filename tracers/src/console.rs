@@ -37,6 +37,10 @@ struct State {
     running: HashMap<SpanId, (String, Instant)>,
     /// A spinner line is on screen and must be cleared before other output.
     spinner_shown: bool,
+    /// A node whose reply is being streamed on screen; the spinner waits meanwhile.
+    streaming: Option<SpanId>,
+    /// LLM tokens used in this run: (calls, input, output).
+    tokens: (u64, u64, u64),
 }
 
 impl Default for ConsoleTracer {
@@ -166,6 +170,24 @@ impl Tracer for ConsoleTracer {
         }
     }
 
+    fn streams(&self) -> bool {
+        self.color
+    }
+
+    fn stream(&self, span: &SpanData, text: &str) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut err = std::io::stderr().lock();
+        if std::mem::take(&mut state.spinner_shown) {
+            let _ = err.write_all(b"\r\x1b[2K");
+        }
+        if state.streaming != Some(span.span_id) {
+            state.streaming = Some(span.span_id);
+            let _ = write!(err, "  \x1b[36m⋯ {}\x1b[0m ", span.name);
+        }
+        let _ = write!(err, "\x1b[2m{text}\x1b[0m");
+        let _ = err.flush();
+    }
+
     fn event(&self, span: &SpanData, event: &EventData) {
         let Some(line) = self.event_line(event) else {
             return;
@@ -179,7 +201,20 @@ impl Tracer for ConsoleTracer {
         let depth = state.depth.remove(&span.span_id).unwrap_or(0);
         let pending = state.pending.remove(&span.span_id).unwrap_or_default();
         state.running.remove(&span.span_id);
+        let streamed = state.streaming == Some(span.span_id);
+        if streamed {
+            state.streaming = None;
+        }
+        if let Some(usage) = span.attribute("gen_ai").and_then(|g| g.get("usage")) {
+            let count = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
+            state.tokens.0 += 1;
+            state.tokens.1 += count("input_tokens");
+            state.tokens.2 += count("output_tokens");
+        }
         drop(state);
+        if streamed {
+            self.write("\n");
+        }
         let ok = span.status != SpanStatus::Error;
         let mark = if ok {
             self.paint("32", "✓")
@@ -195,6 +230,16 @@ impl Tracer for ConsoleTracer {
                 span.name,
                 elapsed(span)
             ));
+            let (calls, input, output) =
+                self.state.lock().unwrap_or_else(|e| e.into_inner()).tokens;
+            if calls > 0 {
+                let line = format!(
+                    "tokens: {input} in, {output} out ({calls} LLM {})",
+                    if calls == 1 { "call" } else { "calls" }
+                );
+                out.push_str(&self.paint("2", &line));
+                out.push('\n');
+            }
         } else {
             let pad = "  ".repeat(depth);
             let node_type = attr("node")
@@ -250,6 +295,7 @@ fn spin(state: &Mutex<State>, stop: &AtomicBool) {
             .cloned();
         let mut err = std::io::stderr().lock();
         match oldest {
+            _ if state.streaming.is_some() => {}
             Some((label, since)) if since.elapsed() >= SPIN_AFTER => {
                 frame = (frame + 1) % FRAMES.len();
                 let line = spinner_line(FRAMES[frame], &label, since.elapsed());

@@ -1,0 +1,133 @@
+//! `Agent`: one LLM call. The reply goes to `output_path` (or `ctx.agents.<id>`); with a
+//! JSON `response_format` the parsed reply goes to `structured_path`.
+
+use super::{check_keys, ctx_path, AgentConfig, AgentCore, ReplyFormat, COMMON, COMMON_DOCS};
+use crate::llm::Llm;
+use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
+use illumo_engine::path::CtxPath;
+use illumo_engine::template::Reads;
+use serde_json::Value;
+use std::sync::Arc;
+
+pub struct AgentFactory(pub Arc<Llm>);
+
+pub struct Agent {
+    core: AgentCore,
+    format: ReplyFormat,
+    output: CtxPath,
+    structured: Option<CtxPath>,
+}
+
+const KEYS: [&str; 3] = ["output_path", "structured_path", "history_path"];
+
+impl NodeFactory for AgentFactory {
+    fn type_name(&self) -> &'static str {
+        "Agent"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["illumo_flow.nodes.Agent", "illumo_flow.nodes.AgentNode"]
+    }
+    fn summary(&self) -> &'static str {
+        "one LLM call: system + prompt template -> reply (text or checked JSON)"
+    }
+    fn settings(&self) -> &'static [SettingDoc] {
+        static DOCS: std::sync::OnceLock<Vec<SettingDoc>> = std::sync::OnceLock::new();
+        DOCS.get_or_init(|| {
+            let mut docs = COMMON_DOCS.to_vec();
+            docs.extend([
+                SettingDoc {
+                    name: "output_path",
+                    kind: "$ctx path",
+                    required: false,
+                    about: "where the reply goes (default ctx.agents.<id>)",
+                },
+                SettingDoc {
+                    name: "structured_path",
+                    kind: "$ctx path",
+                    required: false,
+                    about: "where the parsed JSON reply goes",
+                },
+                SettingDoc {
+                    name: "history_path",
+                    kind: "$ctx path",
+                    required: false,
+                    about: "a conversation list: sent along, and the exchange appended",
+                },
+            ]);
+            docs
+        })
+    }
+    fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
+        let allowed: Vec<&str> = COMMON.iter().chain(KEYS.iter()).copied().collect();
+        if !check_keys(cx, "Agent", &allowed) {
+            return None;
+        }
+        let config: AgentConfig = cx.config()?;
+        let format = reply_format(cx, config.response_format.as_ref())?;
+        let core = AgentCore::build(cx, &self.0, &config)?;
+        let default_output = format!("$ctx.agents.{}", cx.node_id);
+        let output = ctx_path(
+            cx,
+            "output_path",
+            config.output_path.as_ref(),
+            Some(&default_output),
+        )??;
+        let structured = ctx_path(cx, "structured_path", config.structured_path.as_ref(), None)?;
+        if structured.is_some() && format == ReplyFormat::Text {
+            cx.error(
+                cx.at(&["structured_path"]),
+                "structured_path",
+                "`structured_path` needs `response_format: json` or a schema",
+            );
+            return None;
+        }
+        Some(Box::new(Agent {
+            core,
+            format,
+            output,
+            structured,
+        }))
+    }
+}
+
+/// `text` (default), `json`, or a JSON Schema object.
+pub(crate) fn reply_format(cx: &mut BuildCx, value: Option<&Value>) -> Option<ReplyFormat> {
+    match value {
+        None => Some(ReplyFormat::Text),
+        Some(Value::String(s)) if s == "text" => Some(ReplyFormat::Text),
+        Some(Value::String(s)) if s == "json" => Some(ReplyFormat::Json),
+        Some(schema @ Value::Object(_)) => Some(ReplyFormat::Schema(schema.clone())),
+        Some(other) => {
+            let text = other.to_string();
+            cx.error(
+                cx.at(&["response_format"]),
+                &text,
+                format!("`response_format` is `text`, `json` or a JSON Schema, not {text}"),
+            );
+            None
+        }
+    }
+}
+
+#[illumo_engine::async_trait]
+impl Node for Agent {
+    async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
+        let answer = self.core.ask(&cx, None, &self.format).await?;
+        let mut outcome = Outcome::value(Value::String(answer.text.clone()))
+            .with_write(self.output.clone(), Value::String(answer.text.clone()));
+        if let (Some(path), Some(json)) = (&self.structured, &answer.json) {
+            outcome = outcome.with_write(path.clone(), json.clone());
+        }
+        if let Some(path) = &self.core.metadata {
+            outcome = outcome.with_write(path.clone(), answer.metadata.clone());
+        }
+        if let Some((path, history)) = self.core.history_with(&cx, &answer) {
+            outcome = outcome.with_write(path, history);
+        }
+        Ok(outcome)
+    }
+
+    fn reads(&self) -> Reads {
+        self.core.reads()
+    }
+}

@@ -1,0 +1,170 @@
+//! `DraftAgent`: an agent whose reply must hold a unified diff. The diff is taken out of
+//! code fences or prose, checked to parse, and written to `ctx.diff.proposed`.
+
+use super::{check_keys, clip, ctx_path, AgentConfig, AgentCore, ReplyFormat, COMMON, COMMON_DOCS};
+use crate::llm::Llm;
+use diffy::patch_set::{ParseOptions, PatchSet};
+use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
+use illumo_engine::path::CtxPath;
+use illumo_engine::template::Reads;
+use serde_json::Value;
+use std::sync::Arc;
+
+pub struct DraftAgentFactory(pub Arc<Llm>);
+
+pub struct DraftAgent {
+    core: AgentCore,
+    path: CtxPath,
+}
+
+impl NodeFactory for DraftAgentFactory {
+    fn type_name(&self) -> &'static str {
+        "DraftAgent"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["illumo_flow.nodes.DraftAgent"]
+    }
+    fn summary(&self) -> &'static str {
+        "the model drafts a change as a unified diff, checked to parse, into ctx.diff.proposed"
+    }
+    fn settings(&self) -> &'static [SettingDoc] {
+        static DOCS: std::sync::OnceLock<Vec<SettingDoc>> = std::sync::OnceLock::new();
+        DOCS.get_or_init(|| {
+            let mut docs = COMMON_DOCS.to_vec();
+            docs.push(SettingDoc {
+                name: "diff_path",
+                kind: "$ctx path",
+                required: false,
+                about: "where the diff goes (default $ctx.diff.proposed)",
+            });
+            docs
+        })
+    }
+    fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
+        let allowed: Vec<&str> = COMMON.iter().chain(["diff_path"].iter()).copied().collect();
+        if !check_keys(cx, "DraftAgent", &allowed) {
+            return None;
+        }
+        let config: AgentConfig = cx.config()?;
+        if config.response_format.is_some() {
+            cx.error(
+                cx.at(&["response_format"]).as_key(),
+                "response_format",
+                "`DraftAgent` replies with a diff, not JSON",
+            );
+            return None;
+        }
+        let path = ctx_path(
+            cx,
+            "diff_path",
+            config.diff_path.as_ref(),
+            Some("$ctx.diff.proposed"),
+        )??;
+        let core = AgentCore::build(cx, &self.0, &config)?;
+        Some(Box::new(DraftAgent { core, path }))
+    }
+}
+
+/// The diff in a reply: a fenced block that holds one, or the text from the first
+/// `diff --git` / `--- ` line. It must parse and change at least one file.
+pub fn extract_diff(reply: &str) -> Result<String, String> {
+    let mut candidates = Vec::new();
+    let mut rest = reply;
+    while let Some(start) = rest.find("```") {
+        let after = &rest[start + 3..];
+        let Some(newline) = after.find('\n') else {
+            break;
+        };
+        let body = &after[newline + 1..];
+        let end = body.find("```").unwrap_or(body.len());
+        candidates.push(body[..end].to_string());
+        rest = &body[(end + 3).min(body.len())..];
+    }
+    if let Some(start) = reply
+        .lines()
+        .position(|l| l.starts_with("diff --git") || l.starts_with("--- "))
+    {
+        candidates.push(reply.lines().skip(start).collect::<Vec<_>>().join("\n") + "\n");
+    }
+    let mut why =
+        "no unified diff in the reply (expected `--- a/file`, `+++ b/file` and `@@` hunks)"
+            .to_string();
+    for candidate in candidates {
+        if !candidate.contains("\n+++ ") && !candidate.starts_with("+++ ") {
+            continue;
+        }
+        let opts = if candidate.contains("diff --git") {
+            ParseOptions::gitdiff()
+        } else {
+            ParseOptions::unidiff()
+        };
+        let mut files = 0;
+        let mut error = None;
+        for patch in PatchSet::parse(&candidate, opts) {
+            match patch {
+                Ok(_) => files += 1,
+                Err(e) => {
+                    error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        match (files, error) {
+            (n, None) if n > 0 => {
+                return Ok(if candidate.ends_with('\n') {
+                    candidate
+                } else {
+                    candidate + "\n"
+                })
+            }
+            (_, Some(e)) => why = format!("the diff does not parse: {e}"),
+            _ => {}
+        }
+    }
+    Err(why)
+}
+
+#[illumo_engine::async_trait]
+impl Node for DraftAgent {
+    async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
+        let answer = self.core.ask(&cx, None, &ReplyFormat::Text).await?;
+        let diff = extract_diff(&answer.text)
+            .map_err(|why| NodeError::retryable(format!("{why}: {}", clip(&answer.text))))?;
+        let mut outcome = Outcome::value(Value::String(diff.clone()))
+            .with_write(self.path.clone(), Value::String(diff));
+        if let Some(path) = &self.core.metadata {
+            outcome = outcome.with_write(path.clone(), answer.metadata);
+        }
+        Ok(outcome)
+    }
+
+    fn reads(&self) -> Reads {
+        self.core.reads()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIFF: &str = "--- a/app/calc.py\n+++ b/app/calc.py\n@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a - b\n+    return a + b\n";
+
+    #[test]
+    fn diffs_come_out_of_fences_and_prose() {
+        assert_eq!(
+            extract_diff(&format!("Here is the fix:\n```diff\n{DIFF}```\nDone.")),
+            Ok(DIFF.to_string())
+        );
+        assert_eq!(
+            extract_diff(&format!("Fix below.\n{DIFF}")),
+            Ok(DIFF.to_string())
+        );
+        assert_eq!(
+            extract_diff("I think the bug is in add()."),
+            Err(
+                "no unified diff in the reply (expected `--- a/file`, `+++ b/file` and `@@` hunks)"
+                    .to_string()
+            )
+        );
+    }
+}

@@ -1,0 +1,566 @@
+//! LLM agent nodes: `Agent`, `RouterAgent`, `ReviewAgent` / `EvaluationAgent`, `DraftAgent`.
+//! They share one core: settings, prompt rendering, the provider call with its trace
+//! events and GenAI attributes, and strict JSON replies.
+
+mod agent;
+mod draft;
+mod review;
+mod router;
+mod schema;
+
+pub use agent::AgentFactory;
+pub use draft::DraftAgentFactory;
+pub use review::{EvaluationAgentFactory, ReviewAgentFactory};
+pub use router::RouterAgentFactory;
+
+use crate::llm::{
+    default_base_url, resolve, ChatRequest, Llm, Message, Provider, ProviderSettings, PROVIDERS,
+};
+use illumo_engine::diagnostic::did_you_mean;
+use illumo_engine::node::{BuildCx, NodeCx, NodeError, SettingDoc};
+use illumo_engine::path::{CtxPath, Root};
+use illumo_engine::template::Reads;
+use illumo_engine::tracer::preview;
+use illumo_engine::value::ValueSpec;
+use illumo_engine::yaml::Yaml;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Every agent setting; each node type accepts its own subset.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AgentConfig {
+    provider: Option<String>,
+    model: Option<String>,
+    base_url: Option<String>,
+    api_key_env: Option<String>,
+    system: Option<String>,
+    prompt: Option<String>,
+    temperature: Option<f64>,
+    max_tokens: Option<u64>,
+    response_format: Option<Value>,
+    stream: Option<bool>,
+    responses: Option<String>,
+    pub(crate) output_path: Option<String>,
+    pub(crate) structured_path: Option<String>,
+    pub(crate) history_path: Option<String>,
+    pub(crate) metadata_path: Option<String>,
+    pub(crate) choices: Option<Value>,
+    pub(crate) review_path: Option<String>,
+    pub(crate) pass_score: Option<f64>,
+    pub(crate) diff_path: Option<String>,
+}
+
+pub(crate) const COMMON: [&str; 12] = [
+    "provider",
+    "model",
+    "base_url",
+    "api_key_env",
+    "system",
+    "prompt",
+    "temperature",
+    "max_tokens",
+    "response_format",
+    "stream",
+    "responses",
+    "metadata_path",
+];
+
+pub(crate) const COMMON_DOCS: [SettingDoc; 12] = [
+    SettingDoc {
+        name: "provider",
+        kind: "openai|ollama|lmstudio|scripted",
+        required: false,
+        about: "who answers (default openai)",
+    },
+    SettingDoc {
+        name: "model",
+        kind: "text",
+        required: false,
+        about: "the model name (default gpt-4.1-mini for openai)",
+    },
+    SettingDoc {
+        name: "base_url",
+        kind: "url",
+        required: false,
+        about: "an OpenAI-compatible server, with or without /v1",
+    },
+    SettingDoc {
+        name: "api_key_env",
+        kind: "name",
+        required: false,
+        about: "environment variable with the API key (default OPENAI_API_KEY)",
+    },
+    SettingDoc {
+        name: "system",
+        kind: "template",
+        required: false,
+        about: "the system message",
+    },
+    SettingDoc {
+        name: "prompt",
+        kind: "template",
+        required: true,
+        about: "the user message, rendered from ctx",
+    },
+    SettingDoc {
+        name: "temperature",
+        kind: "number",
+        required: false,
+        about: "sampling temperature",
+    },
+    SettingDoc {
+        name: "max_tokens",
+        kind: "number",
+        required: false,
+        about: "reply length limit",
+    },
+    SettingDoc {
+        name: "response_format",
+        kind: "text|json|schema",
+        required: false,
+        about: "parse the reply as JSON, checked against a JSON Schema",
+    },
+    SettingDoc {
+        name: "stream",
+        kind: "bool",
+        required: false,
+        about: "stream the reply (default: when the console is live)",
+    },
+    SettingDoc {
+        name: "responses",
+        kind: "file",
+        required: false,
+        about: "scripted replies file for provider scripted",
+    },
+    SettingDoc {
+        name: "metadata_path",
+        kind: "$ctx path",
+        required: false,
+        about: "model, tokens, latency, finish reason",
+    },
+];
+
+/// Reports settings that this agent type does not take, each at its place.
+pub(crate) fn check_keys(cx: &mut BuildCx, type_name: &str, allowed: &[&str]) -> bool {
+    let Yaml::Map(entries) = cx.setting else {
+        return true;
+    };
+    let mut ok = true;
+    for (key, _) in entries {
+        if !allowed.contains(&key.as_str()) {
+            let hint = did_you_mean(key, allowed.iter().copied())
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            cx.error(
+                cx.at(&[key]).as_key(),
+                key,
+                format!("`{type_name}` has no setting `{key}`{hint}"),
+            );
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// A `$ctx.` path setting.
+pub(crate) fn ctx_path(
+    cx: &mut BuildCx,
+    field: &str,
+    text: Option<&String>,
+    default: Option<&str>,
+) -> Option<Option<CtxPath>> {
+    let Some(text) = text.map(String::as_str).or(default) else {
+        return Some(None);
+    };
+    match CtxPath::parse(text) {
+        Ok(p) if p.root == Root::Ctx && !p.steps.is_empty() => Some(Some(p)),
+        _ => {
+            cx.error(
+                cx.at(&[field]),
+                text,
+                format!("`{field}` must be a `$ctx.` path, not `{text}`"),
+            );
+            None
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ReplyFormat {
+    Text,
+    Json,
+    Schema(Value),
+    /// Sends the schema (servers with constrained decoding follow it) but leaves parsing
+    /// to the node, which also accepts other shapes.
+    Guided(Value),
+}
+
+/// What every agent has: who to ask, and what.
+pub(crate) struct AgentCore {
+    provider: Arc<dyn Provider>,
+    model: String,
+    system: Option<ValueSpec>,
+    prompt: ValueSpec,
+    temperature: Option<f64>,
+    max_tokens: Option<u64>,
+    stream: Option<bool>,
+    history: Option<CtxPath>,
+    pub(crate) metadata: Option<CtxPath>,
+    reads: Reads,
+}
+
+/// One answered request.
+pub(crate) struct Answer {
+    pub text: String,
+    /// The reply parsed as JSON, for JSON formats.
+    pub json: Option<Value>,
+    pub metadata: Value,
+    /// The exchange: the user prompt and the reply, for `history_path`.
+    pub prompt: String,
+}
+
+impl AgentCore {
+    pub(crate) fn build(cx: &mut BuildCx, llm: &Llm, config: &AgentConfig) -> Option<AgentCore> {
+        let provider_name = config.provider.clone().unwrap_or_else(|| "openai".into());
+        if !PROVIDERS.contains(&provider_name.as_str()) {
+            let hint =
+                did_you_mean(&provider_name, PROVIDERS).map(|s| format!("did you mean `{s}`?"));
+            cx.error(
+                cx.at(&["provider"]),
+                &provider_name,
+                format!(
+                    "unknown provider `{provider_name}`; {}",
+                    hint.unwrap_or_else(|| format!("use one of `{}`", PROVIDERS.join("`, `")))
+                ),
+            );
+            return None;
+        }
+        let model = match (&config.model, provider_name.as_str()) {
+            (Some(m), _) => m.clone(),
+            (None, "openai") => "gpt-4.1-mini".into(),
+            (None, "scripted") => "scripted".into(),
+            (None, other) => {
+                cx.error(
+                    cx.setting_at.clone(),
+                    cx.node_id,
+                    format!("provider `{other}` needs a `model`"),
+                );
+                return None;
+            }
+        };
+        let Some(prompt_text) = &config.prompt else {
+            cx.error(
+                cx.setting_at.clone(),
+                cx.node_id,
+                "an agent needs a `prompt`",
+            );
+            return None;
+        };
+        let prompt = cx.value(cx.at(&["prompt"]), &Value::String(prompt_text.clone()))?;
+        let system = match &config.system {
+            Some(s) => Some(cx.value(cx.at(&["system"]), &Value::String(s.clone()))?),
+            None => None,
+        };
+        let settings = ProviderSettings {
+            provider: provider_name.clone(),
+            base_url: config
+                .base_url
+                .clone()
+                .or_else(|| default_base_url(&provider_name).map(str::to_string)),
+            api_key_env: config
+                .api_key_env
+                .clone()
+                .unwrap_or_else(|| "OPENAI_API_KEY".into()),
+            responses: config.responses.as_deref().map(|f| resolve(cx.base_dir, f)),
+        };
+        let provider = match llm.provider(&settings) {
+            Ok(p) => p,
+            Err(e) => {
+                let (at, text) = match &config.responses {
+                    Some(f) => (cx.at(&["responses"]), f.clone()),
+                    None => (cx.at(&["provider"]), provider_name.clone()),
+                };
+                cx.error(at, &text, e);
+                return None;
+            }
+        };
+        let history = ctx_path(cx, "history_path", config.history_path.as_ref(), None)?;
+        let metadata = ctx_path(cx, "metadata_path", config.metadata_path.as_ref(), None)?;
+        let mut reads = prompt.reads();
+        if let Some(s) = &system {
+            reads.merge(&s.reads());
+        }
+        if let Some(h) = &history {
+            reads.merge(&Reads::path(h.steps.clone()));
+        }
+        Some(AgentCore {
+            provider,
+            model,
+            system,
+            prompt,
+            temperature: config.temperature,
+            max_tokens: config.max_tokens,
+            stream: config.stream,
+            history,
+            metadata,
+            reads,
+        })
+    }
+
+    pub(crate) fn reads(&self) -> Reads {
+        self.reads.clone()
+    }
+
+    /// The history list at `history_path`, plus this exchange.
+    pub(crate) fn history_with(
+        &self,
+        cx: &NodeCx<'_>,
+        answer: &Answer,
+    ) -> Option<(CtxPath, Value)> {
+        let path = self.history.clone()?;
+        let mut list = match path.get(cx.ctx) {
+            Some(Value::Array(items)) => items.clone(),
+            _ => Vec::new(),
+        };
+        list.push(json!({"role": "user", "content": answer.prompt}));
+        list.push(json!({"role": "assistant", "content": answer.text}));
+        Some((path, Value::Array(list)))
+    }
+
+    fn render(&self, spec: &ValueSpec, cx: &NodeCx<'_>) -> Result<String, NodeError> {
+        match spec
+            .render(cx.ctx)
+            .map_err(|e| NodeError::fatal(e.to_string()))?
+        {
+            Value::String(s) => Ok(s),
+            other => Ok(other.to_string()),
+        }
+    }
+
+    /// Asks once (and once more to repair a reply that should be JSON and is not).
+    pub(crate) async fn ask(
+        &self,
+        cx: &NodeCx<'_>,
+        instruction: Option<&str>,
+        format: &ReplyFormat,
+    ) -> Result<Answer, NodeError> {
+        let prompt = self.render(&self.prompt, cx)?;
+        let mut system = match &self.system {
+            Some(s) => self.render(s, cx)?,
+            None => String::new(),
+        };
+        if let Some(extra) = instruction {
+            if !system.is_empty() {
+                system.push_str("\n\n");
+            }
+            system.push_str(extra);
+        }
+        let mut messages = Vec::new();
+        if !system.is_empty() {
+            messages.push(Message::new("system", system));
+        }
+        if let Some(Value::Array(items)) = self.history.as_ref().and_then(|h| h.get(cx.ctx)) {
+            for item in items {
+                if let (Some(role), Some(content)) = (
+                    item.get("role").and_then(Value::as_str),
+                    item.get("content").and_then(Value::as_str),
+                ) {
+                    messages.push(Message::new(role, content));
+                }
+            }
+        }
+        messages.push(Message::new("user", prompt.clone()));
+        let response_format = match format {
+            ReplyFormat::Text => None,
+            ReplyFormat::Json => Some(json!({"type": "json_object"})),
+            ReplyFormat::Schema(schema) | ReplyFormat::Guided(schema) => Some(
+                json!({"type": "json_schema", "json_schema": {"name": "reply", "schema": schema, "strict": true}}),
+            ),
+        };
+        let mut request = ChatRequest {
+            model: self.model.clone(),
+            messages,
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+            response_format,
+        };
+        let (response, latency_ms) = self.call(cx, &request).await?;
+        let mut text = response.text.clone();
+        let mut tokens = (response.input_tokens, response.output_tokens);
+        let mut json_reply = None;
+        if matches!(format, ReplyFormat::Json | ReplyFormat::Schema(_)) {
+            match parse_json_reply(&text, format) {
+                Ok(v) => json_reply = Some(v),
+                Err(why) => {
+                    // One repair round-trip: show the model its reply and what was wrong.
+                    request
+                        .messages
+                        .push(Message::new("assistant", text.clone()));
+                    request.messages.push(Message::new(
+                        "user",
+                        format!("That reply is not valid: {why}. Answer again with only the JSON, nothing else."),
+                    ));
+                    let (again, _) = self.call(cx, &request).await?;
+                    tokens = (
+                        add(tokens.0, again.input_tokens),
+                        add(tokens.1, again.output_tokens),
+                    );
+                    text = again.text.clone();
+                    json_reply = Some(parse_json_reply(&text, format).map_err(|why| {
+                        NodeError::retryable(format!(
+                            "the reply is not valid JSON even after a repair request ({why}): {}",
+                            clip(&text)
+                        ))
+                    })?);
+                }
+            }
+        }
+        let metadata = json!({
+            "provider": self.provider.system(), "model": if response.model.is_empty() { &self.model } else { &response.model },
+            "input_tokens": tokens.0, "output_tokens": tokens.1, "latency_ms": latency_ms,
+            "finish_reason": response.finish_reason,
+        });
+        cx.set_attribute(
+            "gen_ai",
+            json!({
+                "system": self.provider.system(),
+                "request": {"model": self.model, "temperature": self.temperature, "max_tokens": self.max_tokens},
+                "response": {"model": metadata["model"], "finish_reasons": response.finish_reason.iter().collect::<Vec<_>>()},
+                "usage": {"input_tokens": tokens.0, "output_tokens": tokens.1},
+            }),
+        );
+        Ok(Answer {
+            text,
+            json: json_reply,
+            metadata,
+            prompt,
+        })
+    }
+
+    async fn call(
+        &self,
+        cx: &NodeCx<'_>,
+        request: &ChatRequest,
+    ) -> Result<(crate::llm::ChatResponse, u64), NodeError> {
+        let mut event = Map::new();
+        event.insert("model".into(), json!(self.model));
+        event.insert("provider".into(), json!(self.provider.system()));
+        event.insert(
+            "prompt".into(),
+            json!(preview(
+                &json!(request.messages.last().map(|m| m.content.as_str())),
+                500,
+                &[]
+            )),
+        );
+        cx.event("agent.request", event);
+        let stream = self.stream.unwrap_or_else(|| cx.streaming());
+        let on_delta = |text: &str| cx.stream(text);
+        let deltas: crate::llm::Deltas<'_> = if stream { Some(&on_delta) } else { None };
+        let started = Instant::now();
+        let response = self.provider.complete(cx.id, request, deltas).await?;
+        let latency_ms = started.elapsed().as_millis() as u64;
+        let mut event = Map::new();
+        event.insert(
+            "reply".into(),
+            json!(preview(&json!(response.text), 500, &[])),
+        );
+        event.insert("input_tokens".into(), json!(response.input_tokens));
+        event.insert("output_tokens".into(), json!(response.output_tokens));
+        event.insert("finish_reason".into(), json!(response.finish_reason));
+        event.insert("latency_ms".into(), json!(latency_ms));
+        cx.event("agent.response", event);
+        Ok((response, latency_ms))
+    }
+}
+
+fn add(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+    }
+}
+
+pub(crate) fn clip(text: &str) -> String {
+    let text = text.trim();
+    if text.chars().count() > 300 {
+        format!("{}…", text.chars().take(300).collect::<String>())
+    } else {
+        text.to_string()
+    }
+}
+
+/// A reply's JSON: the whole reply, or the inside of a ```json fence, or the outermost
+/// `{...}`; checked against the schema when there is one.
+pub(crate) fn parse_json_reply(text: &str, format: &ReplyFormat) -> Result<Value, String> {
+    let candidates = [
+        Some(text.trim().to_string()),
+        fenced(text),
+        outer_object(text),
+    ];
+    let mut error = String::from("no JSON found");
+    for candidate in candidates.into_iter().flatten() {
+        match serde_json::from_str::<Value>(&candidate) {
+            Ok(value) => {
+                if let ReplyFormat::Schema(schema) = format {
+                    schema::validate(schema, &value, "$")?;
+                }
+                return Ok(value);
+            }
+            Err(e) => error = format!("not JSON ({e})"),
+        }
+    }
+    Err(error)
+}
+
+/// The body of the first ``` fence.
+pub(crate) fn fenced(text: &str) -> Option<String> {
+    let start = text.find("```")?;
+    let after = &text[start + 3..];
+    let body_start = after.find('\n')? + 1;
+    let body = &after[body_start..];
+    let end = body.find("```")?;
+    Some(body[..end].to_string())
+}
+
+fn outer_object(text: &str) -> Option<String> {
+    let start = text.find('{')?;
+    let end = text.rfind('}')?;
+    (end > start).then(|| text[start..=end].to_string())
+}
+
+/// The factories, sharing one [`Llm`].
+pub fn register(registry: &mut illumo_engine::NodeRegistry, llm: Arc<Llm>) {
+    registry.register(AgentFactory(llm.clone()));
+    registry.register(RouterAgentFactory(llm.clone()));
+    registry.register(ReviewAgentFactory(llm.clone()));
+    registry.register(EvaluationAgentFactory(llm.clone()));
+    registry.register(DraftAgentFactory(llm));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_replies_are_found_in_fences_and_prose() {
+        assert_eq!(
+            parse_json_reply("{\"a\": 1}", &ReplyFormat::Json),
+            Ok(json!({"a": 1}))
+        );
+        assert_eq!(
+            parse_json_reply("Sure!\n```json\n{\"a\": 2}\n```\n", &ReplyFormat::Json),
+            Ok(json!({"a": 2}))
+        );
+        assert_eq!(
+            parse_json_reply("The answer is {\"a\": 3}.", &ReplyFormat::Json),
+            Ok(json!({"a": 3}))
+        );
+        assert!(parse_json_reply("no json here", &ReplyFormat::Json)
+            .unwrap_err()
+            .starts_with("not JSON"));
+    }
+}

@@ -1,0 +1,209 @@
+//! `RouterAgent`: the model picks one of `choices`; the flow goes there.
+
+use super::{check_keys, clip, AgentConfig, AgentCore, ReplyFormat, COMMON, COMMON_DOCS};
+use crate::llm::Llm;
+use illumo_engine::node::{
+    BuildCx, Node, NodeCx, NodeError, NodeFactory, NodeRef, Outcome, RefRole, Route, SettingDoc,
+};
+use illumo_engine::template::Reads;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub struct RouterAgentFactory(pub Arc<Llm>);
+
+pub struct RouterAgent {
+    core: AgentCore,
+    /// (label the model sees, node id).
+    choices: Vec<(String, String)>,
+    refs: Vec<NodeRef>,
+}
+
+impl NodeFactory for RouterAgentFactory {
+    fn type_name(&self) -> &'static str {
+        "RouterAgent"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["illumo_flow.nodes.RouterAgent"]
+    }
+    fn summary(&self) -> &'static str {
+        "the model picks the next node from `choices` and says how sure it is and why"
+    }
+    fn settings(&self) -> &'static [SettingDoc] {
+        static DOCS: std::sync::OnceLock<Vec<SettingDoc>> = std::sync::OnceLock::new();
+        DOCS.get_or_init(|| {
+            let mut docs = COMMON_DOCS.to_vec();
+            docs.push(SettingDoc {
+                name: "choices",
+                kind: "list or map",
+                required: true,
+                about: "node ids, or {label: node}; each must be an outgoing edge",
+            });
+            docs
+        })
+    }
+    fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
+        let allowed: Vec<&str> = COMMON.iter().chain(["choices"].iter()).copied().collect();
+        if !check_keys(cx, "RouterAgent", &allowed) {
+            return None;
+        }
+        let config: AgentConfig = cx.config()?;
+        let mut choices = Vec::new();
+        let mut refs = Vec::new();
+        match &config.choices {
+            Some(Value::Array(items)) if !items.is_empty() => {
+                for (i, item) in items.iter().enumerate() {
+                    let Some(id) = item.as_str() else {
+                        cx.error(
+                            cx.at(&["choices", &i.to_string()]),
+                            &item.to_string(),
+                            "a choice is a node id",
+                        );
+                        return None;
+                    };
+                    choices.push((id.to_string(), id.to_string()));
+                    refs.push(NodeRef {
+                        id: id.to_string(),
+                        at: cx.at(&["choices", &i.to_string()]),
+                        role: RefRole::Route,
+                    });
+                }
+            }
+            Some(Value::Object(map)) if !map.is_empty() => {
+                for (label, id) in map {
+                    let Some(id) = id.as_str() else {
+                        cx.error(
+                            cx.at(&["choices", label]),
+                            &id.to_string(),
+                            "a choice maps a label to a node id",
+                        );
+                        return None;
+                    };
+                    choices.push((label.clone(), id.to_string()));
+                    refs.push(NodeRef {
+                        id: id.to_string(),
+                        at: cx.at(&["choices", label]),
+                        role: RefRole::Route,
+                    });
+                }
+            }
+            _ => {
+                cx.error(
+                    cx.setting_at.clone(),
+                    cx.node_id,
+                    "`RouterAgent` needs `choices`: a list of node ids or a map {label: node}",
+                );
+                return None;
+            }
+        }
+        if config.response_format.is_some() {
+            cx.error(
+                cx.at(&["response_format"]).as_key(),
+                "response_format",
+                "`RouterAgent` sets its own response format",
+            );
+            return None;
+        }
+        let core = AgentCore::build(cx, &self.0, &config)?;
+        Some(Box::new(RouterAgent {
+            core,
+            choices,
+            refs,
+        }))
+    }
+}
+
+impl RouterAgent {
+    fn labels(&self) -> Vec<&str> {
+        self.choices.iter().map(|(l, _)| l.as_str()).collect()
+    }
+
+    /// JSON `{choice, confidence, reason}`, or just a label.
+    fn decide(&self, reply: &str, parsed: Option<&Value>) -> Result<Route, NodeError> {
+        let (choice, confidence, reason) = match parsed {
+            Some(v) => (
+                v.get("choice").and_then(Value::as_str).map(str::to_string),
+                v.get("confidence").and_then(Value::as_f64),
+                v.get("reason").and_then(Value::as_str).map(str::to_string),
+            ),
+            None => (
+                Some(
+                    reply
+                        .trim()
+                        .trim_matches(|c: char| c == '"' || c == '\'' || c == '`' || c == '.')
+                        .to_string(),
+                ),
+                None,
+                None,
+            ),
+        };
+        let found = choice.as_deref().and_then(|c| {
+            self.choices
+                .iter()
+                .find(|(label, _)| label.eq_ignore_ascii_case(c.trim()))
+        });
+        match found {
+            Some((_, id)) => Ok(Route {
+                targets: vec![id.clone()],
+                confidence,
+                reason,
+            }),
+            None => Err(NodeError::retryable(format!(
+                "the reply picks none of the choices (`{}`): {}",
+                self.labels().join("`, `"),
+                clip(reply)
+            ))),
+        }
+    }
+}
+
+#[illumo_engine::async_trait]
+impl Node for RouterAgent {
+    async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
+        let labels = self.labels();
+        let instruction = format!(
+            "Choose what happens next. Answer with JSON only: {{\"choice\": one of {}, \"confidence\": a number from 0 to 1, \"reason\": \"one short sentence\"}}.",
+            serde_json::to_string(&labels).unwrap_or_default()
+        );
+        let schema = json!({
+            "type": "object", "required": ["choice", "confidence", "reason"], "additionalProperties": false,
+            "properties": {
+                "choice": {"type": "string", "enum": labels},
+                "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+                "reason": {"type": "string"},
+            },
+        });
+        // A bare label is a fine answer too, so the reply is parsed here, not as strict JSON.
+        let answer = self
+            .core
+            .ask(
+                &cx,
+                Some(&instruction),
+                &ReplyFormat::Guided(schema.clone()),
+            )
+            .await?;
+        let text = answer.text.clone();
+        let parsed = super::parse_json_reply(&text, &ReplyFormat::Schema(schema)).ok();
+        let route = self.decide(&text, parsed.as_ref())?;
+        let mut outcome = Outcome::routed(cx.input.clone(), route);
+        if let Some(path) = &self.core.metadata {
+            outcome = outcome.with_write(path.clone(), answer.metadata);
+        }
+        Ok(outcome)
+    }
+
+    fn reads(&self) -> Reads {
+        self.core.reads()
+    }
+
+    fn routes(&self) -> bool {
+        true
+    }
+
+    fn routes_need_edges(&self) -> bool {
+        true
+    }
+
+    fn references(&self) -> Vec<NodeRef> {
+        self.refs.clone()
+    }
+}

@@ -1,0 +1,139 @@
+//! Record/replay: `--llm record=FILE` appends every exchange to a JSON-lines cassette,
+//! keyed by a hash of the request; `--llm replay=FILE` answers from it with no network.
+
+use super::{ChatRequest, ChatResponse, Deltas, Provider};
+use illumo_engine::node::NodeError;
+use serde_json::{json, Value};
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Answers from a recorded cassette.
+pub struct Cassette {
+    file: String,
+    /// Recorded replies by request hash; the same request asked twice gets them in order.
+    replies: Mutex<HashMap<String, VecDeque<ChatResponse>>>,
+}
+
+impl Cassette {
+    pub fn load(path: &Path) -> Result<Cassette, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read cassette `{}`: {e}", path.display()))?;
+        let mut replies: HashMap<String, VecDeque<ChatResponse>> = HashMap::new();
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let entry: Value = serde_json::from_str(line).map_err(|e| {
+                format!(
+                    "cassette `{}` line {}: not JSON: {e}",
+                    path.display(),
+                    n + 1
+                )
+            })?;
+            let hash = entry.get("hash").and_then(Value::as_str);
+            let response = entry.get("response").and_then(ChatResponse::from_json);
+            match (hash, response) {
+                (Some(hash), Some(response)) => replies
+                    .entry(hash.to_string())
+                    .or_default()
+                    .push_back(response),
+                _ => {
+                    return Err(format!(
+                        "cassette `{}` line {}: needs `hash` and `response.text`",
+                        path.display(),
+                        n + 1
+                    ))
+                }
+            }
+        }
+        Ok(Cassette {
+            file: path.display().to_string(),
+            replies: Mutex::new(replies),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for Cassette {
+    fn system(&self) -> &str {
+        "replay"
+    }
+
+    async fn complete(
+        &self,
+        node: &str,
+        request: &ChatRequest,
+        deltas: Deltas<'_>,
+    ) -> Result<ChatResponse, NodeError> {
+        let hash = request.hash();
+        let mut replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(queue) = replies.get_mut(&hash) else {
+            return Err(NodeError::fatal(format!(
+                "cassette `{}` has no reply for node `{node}` (request {hash}: `{}`); the prompt or settings changed since it was recorded",
+                self.file,
+                request.prompt_head()
+            )));
+        };
+        // The last recorded reply answers any further identical requests.
+        let response = if queue.len() > 1 {
+            queue.pop_front()
+        } else {
+            queue.front().cloned()
+        };
+        let response = response.unwrap_or_default();
+        if let Some(on_delta) = deltas {
+            on_delta(&response.text);
+        }
+        Ok(response)
+    }
+}
+
+/// Calls a live provider and appends every exchange to a cassette.
+pub struct Recorder {
+    inner: Arc<dyn Provider>,
+    file: Mutex<std::fs::File>,
+    path: String,
+}
+
+impl Recorder {
+    pub fn new(inner: Arc<dyn Provider>, path: &Path) -> Result<Recorder, String> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create `{}`: {e}", parent.display()))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("cannot open cassette `{}`: {e}", path.display()))?;
+        Ok(Recorder {
+            inner,
+            file: Mutex::new(file),
+            path: path.display().to_string(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for Recorder {
+    fn system(&self) -> &str {
+        self.inner.system()
+    }
+
+    async fn complete(
+        &self,
+        node: &str,
+        request: &ChatRequest,
+        deltas: Deltas<'_>,
+    ) -> Result<ChatResponse, NodeError> {
+        let response = self.inner.complete(node, request, deltas).await?;
+        let line = json!({"hash": request.hash(), "node": node, "request": request.canonical(), "response": response.to_json()});
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        writeln!(file, "{line}")
+            .map_err(|e| NodeError::fatal(format!("cannot write cassette `{}`: {e}", self.path)))?;
+        Ok(response)
+    }
+}

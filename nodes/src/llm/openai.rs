@@ -1,0 +1,313 @@
+//! The OpenAI chat completions API, as OpenAI, Ollama, LM Studio, vLLM and llama.cpp's
+//! server speak it, over reqwest with rustls (ring).
+
+use super::{normalize_base_url, retry_after, ChatRequest, ChatResponse, Deltas, Provider};
+use illumo_engine::node::NodeError;
+use serde_json::{json, Value};
+use std::sync::{Once, OnceLock};
+use std::time::Duration;
+
+pub struct OpenAi {
+    system: String,
+    base_url: String,
+    api_key_env: String,
+    client: OnceLock<Result<reqwest::Client, String>>,
+}
+
+/// rustls needs one crypto provider per process; ring builds fast on small machines.
+fn install_crypto() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+impl OpenAi {
+    pub fn new(system: &str, base_url: &str, api_key_env: &str) -> OpenAi {
+        OpenAi {
+            system: system.to_string(),
+            base_url: normalize_base_url(base_url),
+            api_key_env: api_key_env.to_string(),
+            client: OnceLock::new(),
+        }
+    }
+
+    /// Built on first use, so flows that never call an LLM pay nothing at start-up.
+    fn client(&self) -> Result<&reqwest::Client, NodeError> {
+        self.client
+            .get_or_init(|| {
+                install_crypto();
+                reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| NodeError::fatal(format!("cannot create the HTTP client: {e}")))
+    }
+
+    fn body(request: &ChatRequest, stream: bool) -> Value {
+        let mut body = json!({
+            "model": request.model,
+            "messages": request.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
+        });
+        if let Some(t) = request.temperature {
+            body["temperature"] = json!(t);
+        }
+        if let Some(m) = request.max_tokens {
+            body["max_tokens"] = json!(m);
+        }
+        if let Some(f) = &request.response_format {
+            body["response_format"] = f.clone();
+        }
+        if stream {
+            body["stream"] = json!(true);
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        body
+    }
+
+    fn who(&self, request: &ChatRequest) -> String {
+        format!("{} ({}) at {}", self.system, request.model, self.base_url)
+    }
+}
+
+/// The server's own words for an error body: `{"error": {"message": ...}}` or the text.
+fn server_message(body: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let message = parsed.as_ref().and_then(|v| {
+        v.pointer("/error/message")
+            .or_else(|| v.get("error"))
+            .or_else(|| v.get("message"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    let text = message.unwrap_or_else(|| body.trim().to_string());
+    if text.chars().count() > 300 {
+        format!("{}…", text.chars().take(300).collect::<String>())
+    } else {
+        text
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for OpenAi {
+    fn system(&self) -> &str {
+        &self.system
+    }
+
+    async fn complete(
+        &self,
+        _node: &str,
+        request: &ChatRequest,
+        deltas: Deltas<'_>,
+    ) -> Result<ChatResponse, NodeError> {
+        let client = self.client()?;
+        let url = format!("{}/chat/completions", self.base_url);
+        let mut call = client.post(&url).header("content-type", "application/json");
+        if let Ok(key) = std::env::var(&self.api_key_env) {
+            if !key.is_empty() {
+                call = call.bearer_auth(key);
+            }
+        }
+        let body = Self::body(request, deltas.is_some());
+        let response = call.body(body.to_string()).send().await.map_err(|e| {
+            NodeError::retryable(format!(
+                "cannot reach {}: {}",
+                self.who(request),
+                error_chain(&e)
+            ))
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            let wait = retry_after(
+                response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()),
+            );
+            let text = response.text().await.unwrap_or_default();
+            let message = format!(
+                "{} answered {}: {}",
+                self.who(request),
+                status.as_u16(),
+                server_message(&text)
+            );
+            return Err(match (status.as_u16(), wait) {
+                (429, Some(wait)) => NodeError::retry_after(message, wait),
+                (429, None) | (500..=599, _) => NodeError::retryable(message),
+                _ => NodeError::fatal(message),
+            });
+        }
+        match deltas {
+            Some(on_delta) => self.read_stream(request, response, on_delta).await,
+            None => {
+                let text = response.text().await.map_err(|e| {
+                    NodeError::retryable(format!(
+                        "{} broke off its answer: {}",
+                        self.who(request),
+                        error_chain(&e)
+                    ))
+                })?;
+                parse_completion(&text).map_err(|why| {
+                    NodeError::fatal(format!(
+                        "malformed answer from {}: {why}: {}",
+                        self.who(request),
+                        clip(&text)
+                    ))
+                })
+            }
+        }
+    }
+}
+
+impl OpenAi {
+    /// Reads server-sent events: `data: {json}` lines until `data: [DONE]`.
+    async fn read_stream(
+        &self,
+        request: &ChatRequest,
+        mut response: reqwest::Response,
+        on_delta: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<ChatResponse, NodeError> {
+        let mut buffer = String::new();
+        let mut reply = ChatResponse {
+            model: request.model.clone(),
+            ..ChatResponse::default()
+        };
+        loop {
+            let chunk = response.chunk().await.map_err(|e| {
+                NodeError::retryable(format!(
+                    "{} broke off its stream: {}",
+                    self.who(request),
+                    error_chain(&e)
+                ))
+            })?;
+            let Some(chunk) = chunk else { break };
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find('\n') {
+                let line: String = buffer.drain(..=end).collect();
+                let Some(data) = line.trim().strip_prefix("data:") else {
+                    continue;
+                };
+                let data = data.trim();
+                if data == "[DONE]" {
+                    return Ok(reply);
+                }
+                let event: Value = serde_json::from_str(data).map_err(|e| {
+                    NodeError::fatal(format!(
+                        "malformed stream from {}: {e}: {}",
+                        self.who(request),
+                        clip(data)
+                    ))
+                })?;
+                if let Some(text) = event
+                    .pointer("/choices/0/delta/content")
+                    .and_then(Value::as_str)
+                {
+                    on_delta(text);
+                    reply.text.push_str(text);
+                }
+                if let Some(reason) = event
+                    .pointer("/choices/0/finish_reason")
+                    .and_then(Value::as_str)
+                {
+                    reply.finish_reason = Some(reason.to_string());
+                }
+                if let Some(model) = event.get("model").and_then(Value::as_str) {
+                    reply.model = model.to_string();
+                }
+                if let Some(usage) = event.get("usage").filter(|u| u.is_object()) {
+                    reply.input_tokens = usage.get("prompt_tokens").and_then(Value::as_u64);
+                    reply.output_tokens = usage.get("completion_tokens").and_then(Value::as_u64);
+                }
+            }
+        }
+        Ok(reply)
+    }
+}
+
+/// Reads a non-streamed chat completion.
+pub fn parse_completion(text: &str) -> Result<ChatResponse, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON ({e})"))?;
+    let content = value
+        .pointer("/choices/0/message/content")
+        .and_then(Value::as_str)
+        .ok_or("no `choices[0].message.content`")?;
+    Ok(ChatResponse {
+        text: content.to_string(),
+        model: value
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        input_tokens: value
+            .pointer("/usage/prompt_tokens")
+            .and_then(Value::as_u64),
+        output_tokens: value
+            .pointer("/usage/completion_tokens")
+            .and_then(Value::as_u64),
+        finish_reason: value
+            .pointer("/choices/0/finish_reason")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    })
+}
+
+fn clip(text: &str) -> String {
+    let text = text.trim();
+    if text.chars().count() > 200 {
+        format!("{}…", text.chars().take(200).collect::<String>())
+    } else {
+        text.to_string()
+    }
+}
+
+/// An error with its causes: reqwest's own text alone says little ("error sending request").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completions_parse_with_usage() {
+        let r = parse_completion(
+            r#"{"model":"m1","choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                r.text.as_str(),
+                r.input_tokens,
+                r.output_tokens,
+                r.finish_reason.as_deref()
+            ),
+            ("hi", Some(3), Some(1), Some("stop"))
+        );
+        assert_eq!(
+            parse_completion("{\"choices\": []}").unwrap_err(),
+            "no `choices[0].message.content`"
+        );
+    }
+
+    #[test]
+    fn server_messages_are_taken_from_error_bodies() {
+        assert_eq!(
+            server_message(r#"{"error": {"message": "model not found"}}"#),
+            "model not found"
+        );
+        assert_eq!(server_message("plain text"), "plain text");
+    }
+}
