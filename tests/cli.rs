@@ -63,9 +63,22 @@ fn nodes_lists_types_and_settings_as_json() {
         .iter()
         .map(|n| n["type"].as_str().unwrap())
         .collect();
-    assert_eq!(types, ["Command", "Loop", "Router", "Set"]);
     assert_eq!(
-        list[3]["settings"][0],
+        types,
+        [
+            "Agent",
+            "Command",
+            "DraftAgent",
+            "EvaluationAgent",
+            "Loop",
+            "ReviewAgent",
+            "Router",
+            "RouterAgent",
+            "Set"
+        ]
+    );
+    assert_eq!(
+        list[8]["settings"][0],
         serde_json::json!({"name": "value", "kind": "any", "required": true, "about": "the output; strings may be paths or templates"})
     );
 }

@@ -1,8 +1,10 @@
 //! Integration tests: they run the real `illumo` binary (and the engine for the property
 //! test). One test binary keeps link time down.
 
+mod llm_server;
 mod support;
 
+mod agents;
 mod cli;
 mod console;
 mod examples;

@@ -1,6 +1,6 @@
 //! The sqlite tracer, read back with the `sqlite3` CLI as a user would.
 
-use crate::support::{sqlite3, Illumo, TempDir};
+use crate::support::{sqlite3, sqlite3_try, Illumo, TempDir};
 use std::process::{Command, Stdio};
 
 /// Runs `examples/basics/retry_timeout_goto.yaml` into `db` and returns its trace id.
@@ -173,12 +173,8 @@ fn a_run_killed_mid_flight_leaves_a_sound_database_with_what_was_flushed() {
     // Read the database while the run writes it, until the long node has started.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let started = loop {
-        let seen = if db.exists() {
-            sqlite3(&db, "SELECT count(*) FROM spans WHERE name = 'long'")
-        } else {
-            String::new()
-        };
-        if seen == "1\n" {
+        let seen = sqlite3_try(&db, "SELECT count(*) FROM spans WHERE name = 'long'");
+        if seen.as_deref() == Some("1\n") {
             break true;
         }
         if std::time::Instant::now() > deadline {
@@ -273,7 +269,8 @@ fn ctrl_c_stops_the_run_flushes_every_span_and_exits_130() {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !(db.exists() && sqlite3(&db, "SELECT count(*) FROM spans WHERE name = 'long'") == "1\n")
+    while sqlite3_try(&db, "SELECT count(*) FROM spans WHERE name = 'long'").as_deref()
+        != Some("1\n")
     {
         assert!(
             std::time::Instant::now() < deadline,

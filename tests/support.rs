@@ -226,6 +226,14 @@ fn is_timestamp(chars: &[char]) -> bool {
         })
 }
 
+/// Like [`sqlite3`], but `None` when the query fails (a database still being created).
+pub fn sqlite3_try(db: &Path, sql: &str) -> Option<String> {
+    let out = Command::new("sqlite3").arg(db).arg(sql).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Runs the `sqlite3` CLI on a database, as a user would, and returns its stdout.
 #[track_caller]
 pub fn sqlite3(db: &Path, sql: &str) -> String {

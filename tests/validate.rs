@@ -169,8 +169,8 @@ error: unknown node type `Agnet`
  --> tests/fixtures/invalid/many_errors.yaml:6:13
   |
 6 |       type: Agnet
-  |             ^^^^^ not a registered node type
-  = help: known types: Command, Loop, Router, Set
+  |             ^^^^^ did you mean `Agent`?
+  = help: known types: Agent, Command, DraftAgent, EvaluationAgent, Loop, ReviewAgent, Router, RouterAgent, Set
 
 error: invalid duration `10 minutes` for `timeout`
   --> tests/fixtures/invalid/many_errors.yaml:10:25
@@ -319,7 +319,7 @@ fn reports_unknown_node_type() {
   |
 4 |       type: Sett
   |             ^^^^ did you mean `Set`?
-  = help: known types: Command, Loop, Router, Set
+  = help: known types: Agent, Command, DraftAgent, EvaluationAgent, Loop, ReviewAgent, Router, RouterAgent, Set
 
 error: tests/fixtures/invalid/unknown_node_type.yaml has 1 error
 "#,

@@ -390,9 +390,12 @@ fn build(
         node.snapshot_reads = (reads != Reads::default()).then_some(reads);
     }
 
+    // A router chooses among its edges: they are not a fan-out.
     let mut fan_outs: Vec<Vec<usize>> = edges
         .iter()
-        .map(|es| {
+        .enumerate()
+        .filter(|(i, _)| !nodes[*i].node.routes())
+        .map(|(_, es)| {
             let mut targets: Vec<usize> = es.iter().map(|e| e.to).collect();
             targets.sort_unstable();
             targets.dedup();

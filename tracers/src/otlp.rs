@@ -139,6 +139,11 @@ fn resource() -> Resource {
 }
 
 fn build_exporter(config: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    // The HTTP client uses rustls, which needs a crypto provider before any client exists.
+    static CRYPTO: std::sync::Once = std::sync::Once::new();
+    CRYPTO.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
     let exporter = match config.protocol {
         OtlpProtocol::Grpc => {
             let mut b = opentelemetry_otlp::SpanExporter::builder()

@@ -40,7 +40,7 @@ fn docs(evaluation: bool) -> Vec<SettingDoc> {
 }
 
 fn build(cx: &mut BuildCx, llm: &Llm, type_name: &str, evaluation: bool) -> Option<Box<dyn Node>> {
-    let mut allowed: Vec<&str> = COMMON.iter().copied().collect();
+    let mut allowed: Vec<&str> = COMMON.to_vec();
     allowed.push("review_path");
     if evaluation {
         allowed.push("pass_score");

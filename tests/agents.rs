@@ -1,0 +1,485 @@
+//! Agents against a local OpenAI-compatible server (through the real HTTP client), the
+//! scripted provider, and record/replay.
+
+use crate::llm_server::{LlmServer, Reply};
+use crate::support::{sqlite3, Illumo, TempDir};
+use serde_json::{json, Value};
+
+/// An Agent flow pointed at `base_url`, with extra settings and a node policy.
+fn agent_flow(base_url: &str, extra: &str, policy: &str) -> String {
+    format!(
+        "flow:\n  name: ask\n  nodes:\n    ask:\n      type: Agent\n      policy: {policy}\n      setting:\n        provider: openai\n        base_url: {base_url}\n        model: test-model\n        temperature: 0.2\n        system: You answer in one word.\n        prompt: \"Capital of {{{{ $ctx.country }}}}?\"\n        output_path: $ctx.answer\n        metadata_path: $ctx.meta\n{extra}"
+    )
+}
+
+fn run(flow: &str, args: &[&str]) -> crate::support::Output {
+    Illumo::new()
+        .run_flow(flow)
+        .args(["-c", r#"{"country": "France"}"#])
+        .args(args.iter().copied())
+        .run()
+}
+
+#[test]
+fn the_request_carries_the_rendered_prompt_and_the_key_and_the_reply_lands_in_ctx() {
+    let server = LlmServer::start(vec![Reply::Text("Paris")]);
+    let flow = agent_flow(&server.base_url, "", "{}");
+    let dir = TempDir::new();
+    let db = dir.path().join("trace.db");
+    let out = Illumo::new()
+        .run_flow(&flow)
+        .args([
+            "-c",
+            r#"{"country": "France"}"#,
+            "--tracer",
+            "sqlite",
+            "--tracer-arg",
+            &format!("db_path={}", db.display()),
+        ])
+        .env("OPENAI_API_KEY", "sk-test-secret-123")
+        .run()
+        .success();
+    let ctx = out.ctx();
+    assert_eq!(ctx["answer"], "Paris");
+    assert_eq!(ctx["meta"]["model"], "test-model-2026");
+    assert_eq!(
+        (
+            ctx["meta"]["input_tokens"].clone(),
+            ctx["meta"]["output_tokens"].clone()
+        ),
+        (json!(12), json!(7))
+    );
+    assert_eq!(ctx["meta"]["finish_reason"], "stop");
+    let seen = server.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/v1/chat/completions");
+    assert_eq!(
+        seen[0].authorization.as_deref(),
+        Some("Bearer sk-test-secret-123")
+    );
+    assert_eq!(
+        seen[0].body,
+        json!({"model": "test-model", "messages": [
+            {"role": "system", "content": "You answer in one word."},
+            {"role": "user", "content": "Capital of France?"}],
+            "temperature": 0.2})
+    );
+    assert_eq!(
+        sqlite3(
+            &db,
+            "SELECT json_extract(attributes, '$.gen_ai.system'), json_extract(attributes, '$.gen_ai.request.model'), json_extract(attributes, '$.gen_ai.usage.input_tokens'), json_extract(attributes, '$.gen_ai.usage.output_tokens') FROM spans WHERE name = 'ask'"
+        ),
+        "openai|test-model|12|7\n"
+    );
+    assert_eq!(
+        sqlite3(&db, "SELECT name, json_extract(attributes, '$.prompt'), json_extract(attributes, '$.reply') FROM events WHERE name LIKE 'agent.%' ORDER BY id"),
+        "agent.request|Capital of France?|\nagent.response||Paris\n"
+    );
+    let everything = sqlite3(
+        &db,
+        "SELECT attributes FROM spans UNION ALL SELECT attributes FROM events",
+    );
+    assert!(
+        !everything.contains("sk-test-secret-123"),
+        "the key never reaches a trace"
+    );
+}
+
+#[test]
+fn a_429_is_retried_after_the_servers_retry_after() {
+    let server = LlmServer::start(vec![
+        Reply::Raw {
+            status: 429,
+            body: r#"{"error": {"message": "slow down"}}"#.into(),
+            headers: vec![("retry-after", "1".into())],
+        },
+        Reply::Text("Paris"),
+    ]);
+    let dir = TempDir::new();
+    let db = dir.path().join("t.db");
+    let flow = agent_flow(&server.base_url, "", "{retry: {max_attempts: 2}}");
+    let out = run(
+        &flow,
+        &[
+            "--tracer",
+            "sqlite",
+            "--tracer-arg",
+            &format!("db_path={}", db.display()),
+        ],
+    )
+    .success();
+    assert_eq!(out.ctx()["answer"], "Paris");
+    assert_eq!(server.requests().len(), 2);
+    assert_eq!(
+        sqlite3(&db, "SELECT json_extract(attributes, '$.delay_ms'), json_extract(attributes, '$.error') FROM events WHERE name = 'node.retry'"),
+        format!("1000|openai (test-model) at {}/v1 answered 429: slow down\n", server.base_url)
+    );
+}
+
+#[test]
+fn a_500_is_retried_by_the_policy() {
+    let server = LlmServer::start(vec![
+        Reply::status(500, "upstream exploded"),
+        Reply::Text("Paris"),
+    ]);
+    let out = run(
+        &agent_flow(&server.base_url, "", "{retry: {max_attempts: 2}}"),
+        &[],
+    )
+    .success();
+    assert_eq!(out.ctx()["answer"], "Paris");
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[test]
+fn a_400_is_fatal_with_the_servers_message() {
+    let server = LlmServer::start(vec![Reply::status(
+        400,
+        r#"{"error": {"message": "model `test-model` does not exist"}}"#,
+    )]);
+    let out = run(
+        &agent_flow(&server.base_url, "", "{retry: {max_attempts: 3}}"),
+        &[],
+    )
+    .code(1);
+    assert_eq!(
+        out.stderr.lines().next().unwrap(),
+        format!("error: node `ask` failed on attempt 1 of 3: openai (test-model) at {}/v1 answered 400: model `test-model` does not exist", server.base_url)
+    );
+    assert_eq!(server.requests().len(), 1, "not retried");
+}
+
+#[test]
+fn a_malformed_body_names_the_provider_and_model() {
+    let server = LlmServer::start(vec![Reply::status(200, "{\"choices\": [oops")]);
+    let out = run(&agent_flow(&server.base_url, "", "{}"), &[]).code(1);
+    let first = out.stderr.lines().next().unwrap().to_string();
+    assert!(
+        first.starts_with(&format!("error: node `ask` failed on attempt 1 of 1: malformed answer from openai (test-model) at {}/v1: not JSON (", server.base_url)),
+        "{first}"
+    );
+    assert!(first.ends_with("): {\"choices\": [oops"), "{first}");
+}
+
+#[test]
+fn a_streamed_reply_is_assembled_with_its_usage() {
+    let server = LlmServer::start(vec![Reply::Stream(vec!["Par", "is", "!"])]);
+    let out = run(
+        &agent_flow(&server.base_url, "        stream: true\n", "{}"),
+        &[],
+    )
+    .success();
+    let ctx = out.ctx();
+    assert_eq!(ctx["answer"], "Paris!");
+    assert_eq!(
+        (
+            ctx["meta"]["input_tokens"].clone(),
+            ctx["meta"]["output_tokens"].clone()
+        ),
+        (json!(20), json!(4))
+    );
+    assert_eq!(server.requests()[0].body["stream"], true);
+}
+
+#[test]
+fn a_slow_reply_is_cut_by_the_timeout_policy() {
+    let server = LlmServer::start(vec![Reply::Slow(
+        std::time::Duration::from_secs(3),
+        Box::new(Reply::Text("late")),
+    )]);
+    let out = run(&agent_flow(&server.base_url, "", "{timeout: 200ms}"), &[]).code(1);
+    assert_eq!(
+        out.stderr.lines().next(),
+        Some("error: node `ask` failed on attempt 1 of 1: timed out after 200ms")
+    );
+}
+
+#[test]
+fn an_unreachable_server_is_a_retryable_error_that_says_where() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = run(
+        &agent_flow(&format!("http://127.0.0.1:{port}"), "", "{}"),
+        &[],
+    )
+    .code(1);
+    let first = out.stderr.lines().next().unwrap().to_string();
+    assert!(first.starts_with(&format!("error: node `ask` failed on attempt 1 of 1: cannot reach openai (test-model) at http://127.0.0.1:{port}/v1: ")), "{first}");
+}
+
+#[test]
+fn invalid_json_gets_one_repair_round_trip_then_is_checked_against_the_schema() {
+    let server = LlmServer::start(vec![
+        Reply::Text("The capital is Paris."),
+        Reply::Text("{\"city\": \"Paris\", \"confidence\": 0.9}"),
+    ]);
+    let extra = "        response_format: {type: object, required: [city], properties: {city: {type: string}, confidence: {type: number}}}\n        structured_path: $ctx.structured\n";
+    let out = run(&agent_flow(&server.base_url, extra, "{}"), &[]).success();
+    assert_eq!(
+        out.ctx()["structured"],
+        json!({"city": "Paris", "confidence": 0.9})
+    );
+    let seen = server.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].body["response_format"]["type"], "json_schema");
+    let repair = &seen[1].body["messages"];
+    assert_eq!(
+        repair[2],
+        json!({"role": "assistant", "content": "The capital is Paris."})
+    );
+    assert_eq!(
+        repair[3]["content"],
+        "That reply is not valid: not JSON (expected value at line 1 column 1). Answer again with only the JSON, nothing else."
+    );
+
+    let server = LlmServer::start(vec![
+        Reply::Text("{\"town\": \"Paris\"}"),
+        Reply::Text("{\"town\": \"Paris\"}"),
+    ]);
+    let out = run(&agent_flow(&server.base_url, extra, "{}"), &[]).code(1);
+    assert_eq!(
+        out.stderr.lines().next(),
+        Some("error: node `ask` failed on attempt 1 of 1: the reply is not valid JSON even after a repair request ($ has no `city`): {\"town\": \"Paris\"}")
+    );
+}
+
+#[test]
+fn history_path_sends_the_conversation_and_appends_to_it() {
+    let server = LlmServer::start(vec![Reply::Text("Paris")]);
+    let out = run(&agent_flow(&server.base_url, "        history_path: $ctx.chat\n", "{}"), &["--set", r#"chat=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]"#])
+        .success();
+    assert_eq!(
+        out.ctx()["chat"],
+        json!([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+               {"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris"}])
+    );
+    assert_eq!(
+        server.requests()[0].body["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
+const ROUTER: &str = "flow:\n  nodes:\n    pick:\n      type: RouterAgent\n      policy: {retry: {max_attempts: 2}}\n      setting:\n        provider: scripted\n        responses: replies.yaml\n        prompt: \"Where does {{ $ctx.q }} go?\"\n        choices: {refund: billing, crash: bugs}\n    billing: {type: Set, setting: {value: b}, outputs: $ctx.went}\n    bugs: {type: Set, setting: {value: x}, outputs: $ctx.went}\n  edges:\n    - pick >> (billing | bugs)\n";
+
+#[test]
+fn a_router_agent_accepts_json_or_a_bare_label_and_retries_a_reply_that_picks_nothing() {
+    let illumo = Illumo::new();
+    std::fs::write(
+        illumo.dir().join("replies.yaml"),
+        "replies:\n  pick:\n    - \"I am not sure, maybe weather?\"\n    - \" Crash.\"\n",
+    )
+    .unwrap();
+    let out = illumo
+        .run_flow(ROUTER)
+        .args(["-c", r#"{"q": "app dies"}"#, "--tracer", "console"])
+        .run()
+        .success();
+    assert_eq!(out.ctx()["went"], "x");
+    assert_eq!(
+        out.ctx()["routing"]["pick"],
+        json!({"target": "bugs", "confidence": null, "reason": null})
+    );
+    assert!(
+        out.stderr.contains("the reply picks none of the choices (`refund`, `crash`): I am not sure, maybe weather?"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn router_agent_choices_must_be_edges() {
+    let flow = ROUTER.replace(
+        "  edges:\n    - pick >> (billing | bugs)\n",
+        "  edges:\n    - pick >> billing\n",
+    );
+    let illumo = Illumo::new();
+    std::fs::write(illumo.dir().join("replies.yaml"), "replies: {}\n").unwrap();
+    let path = illumo.flow_file(&flow);
+    let out = illumo
+        .args(["validate", &path])
+        .env("NO_COLOR", "1")
+        .run()
+        .code(2);
+    assert_eq!(
+        out.stderr,
+        format!("error: choice `bugs` of `pick` is not one of its outgoing edges\n  --> {path}:10:43\n   |\n10 |         choices: {{refund: billing, crash: bugs}}\n   |                                           ^^^^\n  = help: add the edge `pick >> bugs`\n\nerror: {path} has 1 error\n")
+    );
+}
+
+#[test]
+fn a_scripted_miss_names_the_node_and_the_prompt() {
+    let illumo = Illumo::new();
+    std::fs::write(illumo.dir().join("replies.yaml"), "replies:\n  pick: []\n").unwrap();
+    let out = illumo
+        .run_flow(ROUTER)
+        .args(["-c", r#"{"q": "app dies"}"#])
+        .run()
+        .code(1);
+    assert_eq!(
+        out.stderr.lines().next().unwrap(),
+        format!(
+            "error: node `pick` failed on attempt 1 of 2: scripted replies `{}` have nothing for node `pick` (call 1), and no `match` pattern fits its prompt: `Where does app dies go?`",
+            illumo_dir_file(&out, "replies.yaml")
+        )
+    );
+}
+
+/// The scripted file path as the flow resolved it (the test's temp folder).
+fn illumo_dir_file(out: &crate::support::Output, name: &str) -> String {
+    let start = out.stderr.find("scripted replies `").unwrap() + "scripted replies `".len();
+    let path = &out.stderr[start..start + out.stderr[start..].find('`').unwrap()];
+    assert!(path.ends_with(name), "{path}");
+    path.to_string()
+}
+
+#[test]
+fn scripted_match_patterns_answer_any_node() {
+    let illumo = Illumo::new();
+    std::fs::write(
+        illumo.dir().join("replies.yaml"),
+        "match:\n  - {pattern: '(?i)APP DIES', reply: refund}\n",
+    )
+    .unwrap();
+    let out = illumo
+        .run_flow(ROUTER)
+        .args(["-c", r#"{"q": "app dies"}"#])
+        .run()
+        .success();
+    assert_eq!(out.ctx()["went"], "b");
+}
+
+#[test]
+fn record_then_replay_gives_the_same_run_without_the_server() {
+    let server = LlmServer::start(vec![Reply::Text("Paris")]);
+    let dir = TempDir::new();
+    let cassette = dir.path().join("cassette.jsonl");
+    let flow = agent_flow(&server.base_url, "", "{}");
+    let recorded = run(&flow, &["--llm", &format!("record={}", cassette.display())])
+        .success()
+        .ctx();
+    let lines = std::fs::read_to_string(&cassette).unwrap();
+    let entry: Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert_eq!(entry["node"], "ask");
+    assert_eq!(entry["response"]["text"], "Paris");
+    assert_eq!(entry["hash"].as_str().map(str::len), Some(16));
+
+    // The server is gone: a replay needs no network.
+    let dead = agent_flow("http://127.0.0.1:9", "", "{}");
+    let replayed = run(&dead, &["--llm", &format!("replay={}", cassette.display())])
+        .success()
+        .ctx();
+    assert_eq!(replayed["answer"], recorded["answer"]);
+    assert_eq!(server.requests().len(), 1);
+
+    let changed = dead.replace("Capital of", "Largest city of");
+    let out = run(
+        &changed,
+        &["--llm", &format!("replay={}", cassette.display())],
+    )
+    .code(1);
+    let first = out.stderr.lines().next().unwrap().to_string();
+    assert!(first.starts_with(&format!("error: node `ask` failed on attempt 1 of 1: cassette `{}` has no reply for node `ask` (request ", cassette.display())), "{first}");
+    assert!(
+        first.ends_with(
+            ": `Largest city of France?`); the prompt or settings changed since it was recorded"
+        ),
+        "{first}"
+    );
+}
+
+#[test]
+fn a_bad_llm_mode_is_a_usage_error() {
+    Illumo::new()
+        .args(["run", "examples/agents/hello.yaml", "--llm", "cassette.jsonl"])
+        .run()
+        .code(2)
+        .stderr("error: --llm `cassette.jsonl`: expected `scripted=FILE`, `record=FILE`, `replay=FILE` or `live`\n");
+}
+
+const REVIEW: &str = "flow:\n  nodes:\n    check:\n      type: ReviewAgent\n      policy: {retry: {max_attempts: 2}}\n      setting:\n        provider: scripted\n        responses: replies.yaml\n        prompt: \"Review {{ $ctx.text }}\"\n";
+
+#[test]
+fn reviews_are_parsed_strictly() {
+    let illumo = Illumo::new();
+    std::fs::write(
+        illumo.dir().join("replies.yaml"),
+        "replies:\n  check:\n    - '{\"status\": \"maybe\", \"score\": 0.5}'\n    - 'Sure: {\"status\": \"ng\", \"score\": 0.4, \"reasons\": \"too long\", \"summary\": \"Shorten it.\"}'\n",
+    )
+    .unwrap();
+    let out = illumo
+        .run_flow(REVIEW)
+        .args(["-c", r#"{"text": "x"}"#, "--tracer", "console"])
+        .run()
+        .success();
+    assert_eq!(
+        out.ctx()["review"],
+        json!({"status": "NG", "score": 0.4, "reasons": ["too long"], "summary": "Shorten it."})
+    );
+    assert!(out.stderr.contains("the review is not valid (`status` must be \"OK\" or \"NG\"): {\"status\": \"maybe\", \"score\": 0.5}"), "{}", out.stderr);
+}
+
+#[test]
+fn an_evaluation_agent_derives_the_status_from_the_score() {
+    let flow = REVIEW.replace("ReviewAgent", "EvaluationAgent").replace(
+        "prompt:",
+        "pass_score: 0.8\n        review_path: $ctx.eval\n        prompt:",
+    );
+    let illumo = Illumo::new();
+    std::fs::write(
+        illumo.dir().join("replies.yaml"),
+        "replies:\n  check:\n    - '{\"score\": 0.85, \"reasons\": [\"good\"]}'\n",
+    )
+    .unwrap();
+    let out = illumo
+        .run_flow(&flow)
+        .args(["-c", r#"{"text": "x"}"#])
+        .run()
+        .success();
+    assert_eq!(
+        out.ctx()["eval"],
+        json!({"status": "OK", "score": 0.85, "reasons": ["good"], "summary": ""})
+    );
+}
+
+#[test]
+fn a_draft_agent_needs_a_diff_that_parses() {
+    let flow = "flow:\n  nodes:\n    draft:\n      type: DraftAgent\n      policy: {retry: {max_attempts: 2}}\n      setting:\n        provider: scripted\n        responses: replies.yaml\n        prompt: Fix it\n";
+    let illumo = Illumo::new();
+    std::fs::write(
+        illumo.dir().join("replies.yaml"),
+        "replies:\n  draft:\n    - I would change the minus to a plus.\n    - |\n      Here is the fix:\n      ```diff\n      --- a/calc.py\n      +++ b/calc.py\n      @@ -1,2 +1,2 @@\n       def add(a, b):\n      -    return a - b\n      +    return a + b\n      ```\n",
+    )
+    .unwrap();
+    let out = illumo
+        .run_flow(flow)
+        .args(["--tracer", "console"])
+        .run()
+        .success();
+    assert_eq!(
+        out.ctx()["diff"]["proposed"],
+        "--- a/calc.py\n+++ b/calc.py\n@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a - b\n+    return a + b\n"
+    );
+    assert!(out.stderr.contains("no unified diff in the reply (expected `--- a/file`, `+++ b/file` and `@@` hunks): I would change the minus to a plus."), "{}", out.stderr);
+}
+
+#[test]
+fn agent_settings_are_checked_at_load() {
+    let flow = "flow:\n  nodes:\n    a:\n      type: Agent\n      setting: {provider: opneai, prompt: hi, choices: [x]}\n";
+    let illumo = Illumo::new();
+    let path = illumo.flow_file(flow);
+    let out = illumo
+        .args(["validate", &path])
+        .env("NO_COLOR", "1")
+        .run()
+        .code(2);
+    assert_eq!(
+        out.stderr,
+        format!("error: node `a`: `Agent` has no setting `choices`\n --> {path}:5:47\n  |\n5 |       setting: {{provider: opneai, prompt: hi, choices: [x]}}\n  |                                               ^^^^^^^\n\nerror: {path} has 1 error\n")
+    );
+}
