@@ -87,6 +87,12 @@ pub struct RunArgs {
     /// and every exchange saved), `replay=FILE` (answers from a recording, no network)
     #[arg(long, value_name = "MODE=FILE")]
     pub llm: Option<String>,
+    /// Let nodes change files on disk (Patch writes the patched files; without it, a dry run)
+    #[arg(long)]
+    pub write: bool,
+    /// Print only this part of the final ctx, e.g. `$ctx.summary.report` (text is printed as is)
+    #[arg(long, value_name = "PATH")]
+    pub print: Option<String>,
     /// Write the final ctx to FILE instead of stdout
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<String>,

@@ -62,6 +62,20 @@ pub fn context(context: Option<&str>, sets: &[String]) -> Result<Value, String> 
     Ok(ctx)
 }
 
+/// A ctx path given on the command line: `summary.report` or `$ctx.summary.report`.
+pub fn ctx_path(text: &str) -> Result<CtxPath, String> {
+    let full = if text.starts_with('$') {
+        text.to_string()
+    } else {
+        format!("$ctx.{text}")
+    };
+    let path = CtxPath::parse(&full).map_err(|e| e.to_string())?;
+    if path.root != illumo_engine::path::Root::Ctx {
+        return Err(format!("`{text}` is not a ctx path"));
+    }
+    Ok(path)
+}
+
 /// `--policy JSON|@FILE`; errors are rendered with their place in that text and printed
 /// here (`Err(None)`), or returned as one message.
 pub fn policy(arg: &str) -> Result<PolicySpec, Option<String>> {

@@ -26,7 +26,13 @@ type Prepared = (Arc<illumo_engine::Flow>, Value, RunOptions);
 fn prepare(args: &RunArgs, registry: &NodeRegistry) -> Result<Prepared, Option<String>> {
     let tracer = tracers(args)?;
     let flow = crate::load(&args.flow, registry, args.quiet).map_err(|_| None)?;
-    let ctx = inputs::context(args.context.as_deref(), &args.sets)?;
+    let mut ctx = inputs::context(args.context.as_deref(), &args.sets)?;
+    if args.write {
+        ctx["runtime"]["write"] = serde_json::Value::Bool(true);
+    }
+    if let Some(path) = &args.print {
+        inputs::ctx_path(path).map_err(|e| Some(format!("--print: {e}")))?;
+    }
     let mut options = RunOptions::new(tracer);
     options.redact = args.redact.clone();
     if let Some(name) = &args.profile {
@@ -185,6 +191,17 @@ fn report(error: &RunError, trace_id: &str) {
 }
 
 fn write_ctx(args: &RunArgs, ctx: &Value) -> Result<(), String> {
+    if let Some(path) = &args.print {
+        let path = inputs::ctx_path(path)?;
+        let text = match path.get(ctx) {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) if args.pretty => serde_json::to_string_pretty(other).unwrap_or_default(),
+            Some(other) => other.to_string(),
+            None => return Err(format!("--print: `{path}` is not in the final ctx")),
+        };
+        println!("{}", text.trim_end_matches('\n'));
+        return Ok(());
+    }
     let text = if args.pretty {
         serde_json::to_string_pretty(ctx)
     } else {

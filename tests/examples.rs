@@ -165,7 +165,8 @@ fn command_pipes_json_and_routes_on_the_result() {
 
 #[test]
 fn every_example_is_valid() {
-    let dirs = ["examples/basics", "examples/agents"].map(|d| std::fs::read_dir(crate::support::root().join(d)).unwrap());
+    let dirs = ["examples/basics", "examples/agents"]
+        .map(|d| std::fs::read_dir(crate::support::root().join(d)).unwrap());
     for entry in dirs.into_iter().flatten() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
@@ -184,43 +185,93 @@ fn every_example_is_valid() {
 #[test]
 fn the_hello_agent_greets_offline() {
     let out = Illumo::new()
-        .args(["run", "examples/agents/hello.yaml", "--tracer", "console", "-c", r#"{"user": {"name": "Ada", "project": "illumo"}}"#])
+        .args([
+            "run",
+            "examples/agents/hello.yaml",
+            "--tracer",
+            "console",
+            "-c",
+            r#"{"user": {"name": "Ada", "project": "illumo"}}"#,
+        ])
         .run()
         .success();
     let ctx = out.ctx();
-    assert_eq!(ctx["greeting"], "Hello Ada, it is a pleasure to meet the mind behind illumo!");
+    assert_eq!(
+        ctx["greeting"],
+        "Hello Ada, it is a pleasure to meet the mind behind illumo!"
+    );
     assert_eq!(
         ctx["usage"]["greet"],
         json!({"provider": "scripted", "model": "gpt-4.1-mini", "input_tokens": 31, "output_tokens": 15, "latency_ms": ctx["usage"]["greet"]["latency_ms"], "finish_reason": "stop"})
     );
-    assert!(out.stderr.contains("tokens: 31 in, 15 out (1 LLM call)\n"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("tokens: 31 in, 15 out (1 LLM call)\n"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
 fn the_router_agent_sends_the_ticket_to_one_branch() {
     let ctx = Illumo::new()
-        .args(["run", "examples/agents/router.yaml", "--tracer", "none", "-c", "@examples/agents/ticket.json"])
+        .args([
+            "run",
+            "examples/agents/router.yaml",
+            "--tracer",
+            "none",
+            "-c",
+            "@examples/agents/ticket.json",
+        ])
         .run()
         .success()
         .ctx();
-    assert_eq!(ctx["outcome"], "Bug filed: Export to CSV crashes (reason: the export crashes, which is a defect)");
+    assert_eq!(
+        ctx["outcome"],
+        "Bug filed: Export to CSV crashes (reason: the export crashes, which is a defect)"
+    );
     assert_eq!(
         ctx["routing"]["triage"],
         json!({"target": "file_bug", "confidence": 0.86, "reason": "the export crashes, which is a defect"})
     );
-    let ran: Vec<&str> = ctx["steps"].as_array().unwrap().iter().map(|s| s["node"].as_str().unwrap()).collect();
+    let ran: Vec<&str> = ctx["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["node"].as_str().unwrap())
+        .collect();
     assert_eq!(ran, ["triage", "file_bug"]);
 }
 
 #[test]
 fn the_review_loop_drafts_again_until_the_review_says_ok() {
     let ctx = Illumo::new()
-        .args(["run", "examples/agents/review_loop.yaml", "--tracer", "none", "-c", r#"{"product": "illumo", "audience": "data engineers"}"#])
+        .args([
+            "run",
+            "examples/agents/review_loop.yaml",
+            "--tracer",
+            "none",
+            "-c",
+            r#"{"product": "illumo", "audience": "data engineers"}"#,
+        ])
         .run()
         .success()
         .ctx();
-    let ran: Vec<&str> = ctx["steps"].as_array().unwrap().iter().map(|s| s["node"].as_str().unwrap()).collect();
-    assert_eq!(ran, ["draft", "review", "route", "draft", "review", "route", "publish"]);
-    assert_eq!(ctx["published"], "Published: YAML flows for LLM agents, traced end to end.");
-    assert_eq!(ctx["review"], json!({"status": "OK", "score": 0.9, "reasons": ["concrete", "short"], "summary": "Clear and specific."}));
+    let ran: Vec<&str> = ctx["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ran,
+        ["draft", "review", "route", "draft", "review", "route", "publish"]
+    );
+    assert_eq!(
+        ctx["published"],
+        "Published: YAML flows for LLM agents, traced end to end."
+    );
+    assert_eq!(
+        ctx["review"],
+        json!({"status": "OK", "score": 0.9, "reasons": ["concrete", "short"], "summary": "Clear and specific."})
+    );
 }

@@ -90,9 +90,14 @@ pub enum NodeError {
         /// The wait the other side asked for (HTTP `Retry-After`); the engine waits at
         /// least this long before the next attempt.
         retry_after: Option<std::time::Duration>,
+        /// Values to keep in ctx if this is the last attempt (why a patch was rejected).
+        writes: Vec<(crate::path::CtxPath, Value)>,
     },
     #[error("{message}")]
-    Fatal { message: String },
+    Fatal {
+        message: String,
+        writes: Vec<(crate::path::CtxPath, Value)>,
+    },
 }
 
 impl NodeError {
@@ -100,6 +105,7 @@ impl NodeError {
         NodeError::Retryable {
             message: message.into(),
             retry_after: None,
+            writes: Vec::new(),
         }
     }
     /// A retryable error whose next attempt should wait at least `wait`.
@@ -107,6 +113,7 @@ impl NodeError {
         NodeError::Retryable {
             message: message.into(),
             retry_after: Some(wait),
+            writes: Vec::new(),
         }
     }
     pub fn wait_hint(&self) -> Option<std::time::Duration> {
@@ -118,10 +125,26 @@ impl NodeError {
     pub fn fatal(message: impl Into<String>) -> NodeError {
         NodeError::Fatal {
             message: message.into(),
+            writes: Vec::new(),
         }
     }
     pub fn is_retryable(&self) -> bool {
         matches!(self, NodeError::Retryable { .. })
+    }
+    /// Also writes `value` at `path` when the node has failed for good, so the next
+    /// node (a goto target, a summary) can see why.
+    pub fn with_write(mut self, path: crate::path::CtxPath, value: Value) -> NodeError {
+        match &mut self {
+            NodeError::Retryable { writes, .. } | NodeError::Fatal { writes, .. } => {
+                writes.push((path, value))
+            }
+        }
+        self
+    }
+    pub fn writes(&self) -> &[(crate::path::CtxPath, Value)] {
+        match self {
+            NodeError::Retryable { writes, .. } | NodeError::Fatal { writes, .. } => writes,
+        }
     }
 }
 

@@ -493,11 +493,16 @@ impl Invoker for AttemptInvoker<'_> {
                     failed.attempt, failed.error
                 );
                 Err(match failed.error {
-                    NodeError::Retryable { retry_after, .. } => NodeError::Retryable {
+                    NodeError::Retryable {
+                        retry_after,
+                        writes,
+                        ..
+                    } => NodeError::Retryable {
                         message,
                         retry_after,
+                        writes,
                     },
-                    NodeError::Fatal { .. } => NodeError::fatal(message),
+                    NodeError::Fatal { writes, .. } => NodeError::Fatal { message, writes },
                 })
             }
         }
@@ -932,6 +937,25 @@ impl Driver {
             _ => self.ctx["errors"] = json!([record]),
         }
         self.push_step(&node.id, "error");
+        for (path, value) in failed.error.writes() {
+            // What the node left to explain its failure; a write that cannot be made is
+            // only a warning on the span, the failure itself is what matters.
+            if let Err(e) = set_steps(&mut self.ctx, &path.steps, value.clone()) {
+                shared.event(
+                    &span,
+                    "ctx.write_failed",
+                    Level::Warn,
+                    json!({"path": path.as_str(), "error": e.to_string()}),
+                );
+            } else {
+                shared.event(
+                    &span,
+                    "ctx.write",
+                    Level::Info,
+                    json!({"path": path.as_str()}),
+                );
+            }
+        }
         shared.event(
             &span,
             "node.error",

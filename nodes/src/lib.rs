@@ -1,6 +1,7 @@
 //! illumo's built-in node types. [`register_builtins`] adds them all to a registry.
 
 pub mod agents;
+pub mod coding;
 mod command;
 pub mod llm;
 mod loop_node;
@@ -26,6 +27,10 @@ pub fn register_builtins_with(registry: &mut NodeRegistry, mode: llm::LlmMode) {
     registry.register(RouterFactory);
     registry.register(LoopFactory);
     registry.register(CommandFactory);
+    registry.register(coding::WorkspaceInspectorFactory);
+    registry.register(coding::PatchFactory);
+    registry.register(coding::TestExecutorFactory);
+    registry.register(coding::SummaryFactory);
     agents::register(registry, std::sync::Arc::new(llm::Llm::new(mode)));
 }
 

@@ -1,0 +1,1 @@
+"""A tiny app with planted bugs for the coding-assistant example."""

@@ -1,0 +1,246 @@
+//! `WorkspaceInspector`: lists the files under a root with previews, in a stable order.
+
+use super::{ctx_path, glob_match, is_virtualenv, root_reads, workspace_root, SKIPPED_DIRS};
+use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
+use illumo_engine::path::{CtxPath, Step};
+use illumo_engine::template::Reads;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+fn default_extensions() -> Vec<String> {
+    [".py", ".txt", ".md"].map(String::from).to_vec()
+}
+fn default_preview_lines() -> usize {
+    10
+}
+fn default_max_bytes() -> u64 {
+    128 * 1024
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    default_root: Option<String>,
+    #[serde(default = "default_extensions")]
+    allowed_extensions: Vec<String>,
+    #[serde(default = "default_preview_lines")]
+    preview_lines: usize,
+    #[serde(default = "default_max_bytes")]
+    max_bytes: u64,
+    #[serde(default)]
+    exclude: Vec<String>,
+    structure_path: Option<String>,
+    excluded_path: Option<String>,
+}
+
+pub struct WorkspaceInspector {
+    config: Config,
+    base_dir: PathBuf,
+    structure: CtxPath,
+    excluded: CtxPath,
+}
+
+pub struct WorkspaceInspectorFactory;
+
+impl NodeFactory for WorkspaceInspectorFactory {
+    fn type_name(&self) -> &'static str {
+        "WorkspaceInspector"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["illumo_flow.nodes.WorkspaceInspectorNode"]
+    }
+    fn summary(&self) -> &'static str {
+        "lists the files under a root with previews (first and last lines), in a stable order"
+    }
+    fn settings(&self) -> &'static [SettingDoc] {
+        &[
+            SettingDoc { name: "default_root", kind: "path", required: false, about: "the folder, unless ctx.request.target_root names one (relative to the flow file)" },
+            SettingDoc { name: "allowed_extensions", kind: "list", required: false, about: "file endings to keep (default .py, .txt, .md)" },
+            SettingDoc { name: "preview_lines", kind: "number", required: false, about: "lines from the start and the end (default 10)" },
+            SettingDoc { name: "max_bytes", kind: "number", required: false, about: "larger files are excluded (default 131072)" },
+            SettingDoc { name: "exclude", kind: "globs", required: false, about: "paths to leave out, e.g. `tests/fixtures/**`" },
+            SettingDoc { name: "structure_path", kind: "$ctx path", required: false, about: "default $ctx.workspace.structure" },
+            SettingDoc { name: "excluded_path", kind: "$ctx path", required: false, about: "default $ctx.workspace.structure_excluded" },
+        ]
+    }
+    fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
+        let config: Config = cx.config()?;
+        let structure = ctx_path(
+            config
+                .structure_path
+                .as_deref()
+                .unwrap_or("$ctx.workspace.structure"),
+        );
+        let excluded = ctx_path(
+            config
+                .excluded_path
+                .as_deref()
+                .unwrap_or("$ctx.workspace.structure_excluded"),
+        );
+        Some(Box::new(WorkspaceInspector {
+            config,
+            base_dir: cx.base_dir.to_path_buf(),
+            structure,
+            excluded,
+        }))
+    }
+}
+
+/// What a walk found.
+#[derive(Default)]
+pub struct Walk {
+    pub files: Vec<Value>,
+    pub excluded: Vec<Value>,
+}
+
+impl WorkspaceInspector {
+    fn walk(&self, root: &Path, dir: &Path, selected: &Option<Vec<String>>, walk: &mut Walk) {
+        let relative = |p: &Path| {
+            p.strip_prefix(root)
+                .unwrap_or(p)
+                .to_string_lossy()
+                .replace('\\', "/")
+        };
+        let mut entries: Vec<_> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries.filter_map(Result::ok).collect(),
+            Err(e) => {
+                let reason = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    "permission_denied".to_string()
+                } else {
+                    e.to_string()
+                };
+                walk.excluded
+                    .push(json!({"path": relative(dir), "reason": reason}));
+                return;
+            }
+        };
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let rel = relative(&path);
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if self.config.exclude.iter().any(|g| glob_match(g, &rel)) {
+                continue;
+            }
+            if kind.is_symlink() {
+                walk.excluded
+                    .push(json!({"path": rel, "reason": "symlink"}));
+            } else if kind.is_dir() {
+                if !SKIPPED_DIRS.contains(&name.as_str()) && !is_virtualenv(&path) {
+                    self.walk(root, &path, selected, walk);
+                }
+            } else if self
+                .config
+                .allowed_extensions
+                .iter()
+                .any(|ext| name.ends_with(ext.as_str()))
+            {
+                match self.inspect(&path) {
+                    Ok(Ok((size, preview))) => {
+                        let is_selected = selected
+                            .as_ref()
+                            .is_none_or(|list| list.iter().any(|s| s == &rel));
+                        walk.files.push(json!({"path": rel, "size": size, "preview": preview, "selected": is_selected}));
+                    }
+                    Ok(Err((size, reason))) => walk
+                        .excluded
+                        .push(json!({"path": rel, "size": size, "reason": reason})),
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => walk
+                        .excluded
+                        .push(json!({"path": rel, "reason": "permission_denied"})),
+                    Err(e) => walk
+                        .excluded
+                        .push(json!({"path": rel, "reason": e.to_string()})),
+                }
+            }
+        }
+    }
+
+    /// `(size, preview)`, or `(size, why it is left out)`.
+    #[allow(clippy::type_complexity)]
+    fn inspect(&self, path: &Path) -> std::io::Result<Result<(u64, String), (u64, String)>> {
+        let size = std::fs::metadata(path)?.len();
+        if size > self.config.max_bytes {
+            return Ok(Err((
+                size,
+                format!("larger than max_bytes ({})", self.config.max_bytes),
+            )));
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)?.read_to_end(&mut bytes)?;
+        if bytes.contains(&0) {
+            return Ok(Err((size, "binary".into())));
+        }
+        let Ok(text) = String::from_utf8(bytes) else {
+            return Ok(Err((size, "binary".into())));
+        };
+        Ok(Ok((size, preview(&text, self.config.preview_lines))))
+    }
+}
+
+/// The first and last `n` lines; the whole text when it is short.
+pub fn preview(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() <= 2 * n {
+        return lines.join("\n");
+    }
+    format!(
+        "{}\n...\n{}",
+        lines[..n].join("\n"),
+        lines[lines.len() - n..].join("\n")
+    )
+}
+
+#[illumo_engine::async_trait]
+impl Node for WorkspaceInspector {
+    async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
+        let root = workspace_root(cx.ctx, self.config.default_root.as_deref(), &self.base_dir)
+            .map_err(NodeError::fatal)?;
+        let selected = cx
+            .ctx
+            .pointer("/request/target_files")
+            .and_then(Value::as_array)
+            .map(|files| {
+                files
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(|s| s.trim_start_matches("./").to_string())
+                    .collect::<Vec<_>>()
+            });
+        let mut walk = Walk::default();
+        self.walk(&root, &root, &selected, &mut walk);
+        let output = json!({"root": root.display().to_string(), "files": walk.files.len(), "excluded": walk.excluded.len()});
+        Ok(Outcome::value(output)
+            .with_write(self.structure.clone(), Value::Array(walk.files))
+            .with_write(self.excluded.clone(), Value::Array(walk.excluded)))
+    }
+
+    fn reads(&self) -> Reads {
+        let mut paths = root_reads();
+        paths.push(vec![
+            Step::Key("request".into()),
+            Step::Key("target_files".into()),
+        ]);
+        Reads {
+            paths,
+            ..Reads::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn previews_keep_the_ends_of_long_files() {
+        let text: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(preview(&text, 2), "line 1\nline 2\n...\nline 29\nline 30");
+        assert_eq!(preview("a\nb\nc\n", 2), "a\nb\nc");
+    }
+}

@@ -1,0 +1,562 @@
+//! `Patch`: applies a unified diff to the workspace, virtually, all or nothing. Files on
+//! disk change only when the run says so (`illumo run --write`, which sets
+//! `ctx.runtime.write`), atomically, and never outside the root.
+
+use super::{ctx_path, glob_match, root_reads, workspace_root};
+use diffy::patch_set::{FileOperation, ParseOptions, PatchSet};
+use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
+use illumo_engine::path::{CtxPath, Step};
+use illumo_engine::template::Reads;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::path::{Component, Path, PathBuf};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    default_root: Option<String>,
+    allowed_paths: Option<Vec<String>>,
+    diff_path: Option<String>,
+    applied_path: Option<String>,
+    files_path: Option<String>,
+}
+
+pub struct Patch {
+    default_root: Option<String>,
+    allowed: Vec<String>,
+    base_dir: PathBuf,
+    diff: CtxPath,
+    applied: CtxPath,
+    files: CtxPath,
+}
+
+pub struct PatchFactory;
+
+impl NodeFactory for PatchFactory {
+    fn type_name(&self) -> &'static str {
+        "Patch"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["illumo_flow.nodes.PatchNode"]
+    }
+    fn summary(&self) -> &'static str {
+        "applies a unified diff in memory, all or nothing, with path guards; writes files only with --write"
+    }
+    fn settings(&self) -> &'static [SettingDoc] {
+        &[
+            SettingDoc {
+                name: "default_root",
+                kind: "path",
+                required: false,
+                about: "the workspace, unless ctx.request.target_root names one",
+            },
+            SettingDoc {
+                name: "allowed_paths",
+                kind: "globs",
+                required: false,
+                about: "the only paths a diff may touch (default: anything under the root)",
+            },
+            SettingDoc {
+                name: "diff_path",
+                kind: "$ctx path",
+                required: false,
+                about: "the diff to apply (default $ctx.diff.proposed)",
+            },
+            SettingDoc {
+                name: "applied_path",
+                kind: "$ctx path",
+                required: false,
+                about: "what happened (default $ctx.diff.applied)",
+            },
+            SettingDoc {
+                name: "files_path",
+                kind: "$ctx path",
+                required: false,
+                about: "original and patched contents (default $ctx.workspace.files)",
+            },
+        ]
+    }
+    fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
+        let config: Config = cx.config()?;
+        Some(Box::new(Patch {
+            default_root: config.default_root,
+            allowed: config.allowed_paths.unwrap_or_else(|| vec!["**".into()]),
+            base_dir: cx.base_dir.to_path_buf(),
+            diff: ctx_path(config.diff_path.as_deref().unwrap_or("$ctx.diff.proposed")),
+            applied: ctx_path(
+                config
+                    .applied_path
+                    .as_deref()
+                    .unwrap_or("$ctx.diff.applied"),
+            ),
+            files: ctx_path(
+                config
+                    .files_path
+                    .as_deref()
+                    .unwrap_or("$ctx.workspace.files"),
+            ),
+        }))
+    }
+}
+
+/// Rewrites every `@@ -a,b +c,d @@` header with the counts its body really has. LLM diffs
+/// often get them wrong, and a too-small count makes diffy apply nothing, silently. Empty
+/// lines inside a hunk become context lines (models drop the leading space).
+pub fn fix_hunk_counts(diff: &str) -> String {
+    let lines: Vec<&str> = diff.lines().collect();
+    let mut out: Vec<String> = Vec::with_capacity(lines.len());
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let Some(header) = parse_hunk_header(line) else {
+            out.push(line.to_string());
+            i += 1;
+            continue;
+        };
+        let mut body = Vec::new();
+        let mut j = i + 1;
+        while j < lines.len() {
+            let l = lines[j];
+            let file_header =
+                l.starts_with("--- ") && lines.get(j + 1).is_some_and(|n| n.starts_with("+++ "));
+            if l.starts_with("@@") || l.starts_with("diff --git") || file_header {
+                break;
+            }
+            body.push(if l.is_empty() { " " } else { l });
+            j += 1;
+        }
+        // Trailing blank lines belong to no hunk.
+        while body.last() == Some(&" ") && j == lines.len() {
+            body.pop();
+        }
+        let old = body
+            .iter()
+            .filter(|l| l.starts_with(' ') || l.starts_with('-'))
+            .count();
+        let new = body
+            .iter()
+            .filter(|l| l.starts_with(' ') || l.starts_with('+'))
+            .count();
+        let (old_start, new_start, rest) = header;
+        out.push(format!("@@ -{old_start},{old} +{new_start},{new} @@{rest}"));
+        out.extend(body.iter().map(|l| l.to_string()));
+        i = j;
+    }
+    let mut text = out.join("\n");
+    text.push('\n');
+    text
+}
+
+/// `@@ -12,3 +12,4 @@ def f():` -> (12, 12, " def f():").
+fn parse_hunk_header(line: &str) -> Option<(usize, usize, String)> {
+    let rest = line.strip_prefix("@@ -")?;
+    let (ranges, tail) = rest.split_once(" @@")?;
+    let (old, new) = ranges.split_once(" +")?;
+    let start = |r: &str| r.split(',').next()?.parse::<usize>().ok();
+    Some((start(old)?, start(new)?, tail.to_string()))
+}
+
+/// `a/app/x.py` -> `app/x.py`.
+fn strip_side(path: &str) -> &str {
+    path.strip_prefix("a/")
+        .or_else(|| path.strip_prefix("b/"))
+        .unwrap_or(path)
+}
+
+/// Why a path may not be patched, if it may not.
+pub fn check_path(root: &Path, path: &str, allowed: &[String]) -> Result<PathBuf, String> {
+    if path.is_empty() {
+        return Err("empty path".into());
+    }
+    let relative = Path::new(path);
+    if relative.is_absolute() || path.starts_with('~') {
+        return Err("absolute paths are not allowed".into());
+    }
+    if relative
+        .components()
+        .any(|c| matches!(c, Component::ParentDir))
+    {
+        return Err("`..` would leave the workspace".into());
+    }
+    if !allowed.iter().any(|g| glob_match(g, path)) {
+        return Err(format!("outside allowed_paths ({})", allowed.join(", ")));
+    }
+    // Every part that exists must stay inside the root once symlinks are followed.
+    let root = root
+        .canonicalize()
+        .map_err(|e| format!("the workspace cannot be read: {e}"))?;
+    let mut here = root.clone();
+    for part in relative.components() {
+        here.push(part);
+        if here.symlink_metadata().is_ok() {
+            let real = here
+                .canonicalize()
+                .map_err(|e| format!("cannot follow `{}`: {e}", here.display()))?;
+            if !real.starts_with(&root) {
+                return Err(format!(
+                    "`{}` is a symlink that leads outside the workspace",
+                    here.strip_prefix(&root).unwrap_or(&here).display()
+                ));
+            }
+        }
+    }
+    Ok(root.join(relative))
+}
+
+/// One file the diff changes, checked and patched in memory.
+struct Change {
+    path: String,
+    target: PathBuf,
+    original: String,
+    patched: Option<String>,
+    status: &'static str,
+}
+
+/// Writes through a temporary file and a rename, so a file is never half written.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let temp = path.with_file_name(format!(".{name}.illumo-tmp-{}", std::process::id()));
+    std::fs::write(&temp, text)?;
+    std::fs::rename(&temp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temp);
+    })
+}
+
+impl Patch {
+    /// Every file of the diff, guarded and patched in memory; nothing is applied unless
+    /// all of it applies.
+    fn plan(&self, root: &Path, diff: &str) -> Result<Vec<Change>, (String, Vec<Value>)> {
+        let fixed = fix_hunk_counts(diff);
+        let opts = if fixed.contains("diff --git") {
+            ParseOptions::gitdiff()
+        } else {
+            ParseOptions::unidiff()
+        };
+        let mut changes = Vec::new();
+        let mut rejected = Vec::new();
+        for patch in PatchSet::parse(&fixed, opts) {
+            let patch = patch.map_err(|e| (format!("the diff does not parse: {e}"), vec![]))?;
+            let (path, status) = match patch.operation() {
+                FileOperation::Modify { original, modified } => {
+                    if strip_side(original) != strip_side(modified) {
+                        rejected.push(json!({"path": strip_side(modified), "reason": "renames are not supported"}));
+                        continue;
+                    }
+                    (strip_side(modified).to_string(), "patched")
+                }
+                FileOperation::Create(path) => (strip_side(path).to_string(), "created"),
+                FileOperation::Delete(path) => (strip_side(path).to_string(), "deleted"),
+                _ => {
+                    rejected.push(
+                        json!({"path": "", "reason": "renames and copies are not supported"}),
+                    );
+                    continue;
+                }
+            };
+            let target = match check_path(root, &path, &self.allowed) {
+                Ok(t) => t,
+                Err(reason) => {
+                    rejected.push(json!({"path": path, "reason": reason}));
+                    continue;
+                }
+            };
+            let original = if status == "created" {
+                if target.exists() {
+                    rejected.push(json!({"path": path, "reason": "the diff creates a file that already exists"}));
+                    continue;
+                }
+                String::new()
+            } else {
+                match std::fs::read_to_string(&target) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        rejected
+                            .push(json!({"path": path, "reason": format!("cannot read it: {e}")}));
+                        continue;
+                    }
+                }
+            };
+            let Some(text_patch) = patch.patch().as_text() else {
+                rejected.push(json!({"path": path, "reason": "binary patches are not supported"}));
+                continue;
+            };
+            let patched = match diffy::apply(&original, text_patch) {
+                Ok(p) => p,
+                Err(e) => {
+                    rejected.push(
+                        json!({"path": path, "reason": format!("the hunks do not apply: {e}")}),
+                    );
+                    continue;
+                }
+            };
+            if status == "patched" && patched == original {
+                rejected
+                    .push(json!({"path": path, "reason": "the diff applies but changes nothing"}));
+                continue;
+            }
+            let patched = (status != "deleted").then_some(patched);
+            changes.push(Change {
+                path,
+                target,
+                original,
+                patched,
+                status,
+            });
+        }
+        if !rejected.is_empty() {
+            let n = rejected.len();
+            let first = rejected[0].clone();
+            let why = format!(
+                "the diff was not applied: {} rejected (`{}`: {})",
+                if n == 1 {
+                    "1 file".to_string()
+                } else {
+                    format!("{n} files")
+                },
+                first["path"].as_str().unwrap_or(""),
+                first["reason"].as_str().unwrap_or("")
+            );
+            return Err((why, rejected));
+        }
+        if changes.is_empty() {
+            return Err(("the diff changes no file".into(), vec![]));
+        }
+        Ok(changes)
+    }
+}
+
+#[illumo_engine::async_trait]
+impl Node for Patch {
+    async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
+        let root = workspace_root(cx.ctx, self.default_root.as_deref(), &self.base_dir)
+            .map_err(NodeError::fatal)?;
+        let Some(diff) = self.diff.get(cx.ctx).and_then(Value::as_str) else {
+            return Err(NodeError::fatal(format!(
+                "there is no diff at `{}`",
+                self.diff
+            )));
+        };
+        let changes = match self.plan(&root, diff) {
+            Ok(c) => c,
+            Err((why, rejected)) => {
+                let applied = json!({"ok": false, "error": why, "rejected": rejected, "files": [], "written": false});
+                return Err(NodeError::retryable(why).with_write(self.applied.clone(), applied));
+            }
+        };
+        let write = cx.ctx.pointer("/runtime/write").and_then(Value::as_bool) == Some(true);
+        if write {
+            for c in &changes {
+                let result = match &c.patched {
+                    Some(text) => write_atomically(&c.target, text),
+                    None => std::fs::remove_file(&c.target),
+                };
+                result.map_err(|e| NodeError::fatal(format!("cannot write `{}`: {e}", c.path)))?;
+            }
+        }
+        // Every file the inspector listed, patched or as it was.
+        let mut files: Vec<Value> = changes
+            .iter()
+            .map(|c| json!({"path": c.path, "original_content": c.original, "patched_content": c.patched, "status": c.status}))
+            .collect();
+        if let Some(Value::Array(listed)) = cx.ctx.pointer("/workspace/structure") {
+            for item in listed {
+                let Some(path) = item.get("path").and_then(Value::as_str) else {
+                    continue;
+                };
+                if changes.iter().any(|c| c.path == path) {
+                    continue;
+                }
+                if let Ok(text) = std::fs::read_to_string(root.join(path)) {
+                    files.push(json!({"path": path, "original_content": text, "patched_content": text, "status": "original"}));
+                }
+            }
+        }
+        let summary: Vec<Value> = changes
+            .iter()
+            .map(|c| json!({"path": c.path, "status": c.status}))
+            .collect();
+        let applied = json!({"ok": true, "files": summary, "rejected": [], "written": write});
+        Ok(Outcome::value(applied.clone())
+            .with_write(self.applied.clone(), applied)
+            .with_write(self.files.clone(), Value::Array(files)))
+    }
+
+    fn reads(&self) -> Reads {
+        let mut paths = root_reads();
+        paths.push(self.diff.steps.clone());
+        paths.push(vec![Step::Key("runtime".into()), Step::Key("write".into())]);
+        paths.push(vec![
+            Step::Key("workspace".into()),
+            Step::Key("structure".into()),
+        ]);
+        Reads {
+            paths,
+            ..Reads::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workspace() -> (super::super::TempTree, PathBuf) {
+        let tree = super::super::TempTree::new("patch-test").unwrap();
+        let root = tree.0.join("ws");
+        std::fs::create_dir_all(root.join("app")).unwrap();
+        std::fs::write(
+            root.join("app/calc.py"),
+            "def add(a, b):\n    return a - b\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("app/text.py"),
+            "def slug(t):\n    return t.replace(' ', '_')\n",
+        )
+        .unwrap();
+        (tree, root)
+    }
+
+    fn patcher(allowed: &[&str]) -> Patch {
+        Patch {
+            default_root: None,
+            allowed: allowed.iter().map(|s| s.to_string()).collect(),
+            base_dir: PathBuf::from("."),
+            diff: ctx_path("$ctx.diff.proposed"),
+            applied: ctx_path("$ctx.diff.applied"),
+            files: ctx_path("$ctx.workspace.files"),
+        }
+    }
+
+    const FIX_ADD: &str = "--- a/app/calc.py\n+++ b/app/calc.py\n@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a - b\n+    return a + b\n";
+
+    fn reasons(result: Result<Vec<Change>, (String, Vec<Value>)>) -> Vec<String> {
+        match result {
+            Ok(_) => vec!["ok".into()],
+            Err((why, rejected)) if rejected.is_empty() => vec![why],
+            Err((_, rejected)) => rejected
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}: {}",
+                        r["path"].as_str().unwrap(),
+                        r["reason"].as_str().unwrap()
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn hunk_counts_are_recomputed_from_the_body() {
+        let wrong = "--- a/x\n+++ b/x\n@@ -1,1 +1,1 @@ fn\n a\n-b\n+c\n\n d\n";
+        assert_eq!(
+            fix_hunk_counts(wrong),
+            "--- a/x\n+++ b/x\n@@ -1,4 +1,4 @@ fn\n a\n-b\n+c\n \n d\n"
+        );
+    }
+
+    #[test]
+    fn a_diff_with_wrong_counts_still_applies() {
+        let (_tree, root) = workspace();
+        let wrong = FIX_ADD.replace("@@ -1,2 +1,2 @@", "@@ -1,1 +1,1 @@");
+        let changes = patcher(&["app/**/*.py"])
+            .plan(&root, &wrong)
+            .map_err(|e| e.0)
+            .unwrap();
+        assert_eq!(
+            changes[0].patched.as_deref(),
+            Some("def add(a, b):\n    return a + b\n")
+        );
+    }
+
+    #[test]
+    fn every_path_guard_rejects_with_a_reason() {
+        let (_tree, root) = workspace();
+        std::os::unix::fs::symlink("/etc", root.join("app/escape")).unwrap();
+        let p = patcher(&["app/**"]);
+        let diff = |path: &str| format!("--- a/{path}\n+++ b/{path}\n@@ -1 +1 @@\n-x\n+y\n");
+        assert_eq!(
+            reasons(p.plan(&root, &diff("../outside.py"))),
+            ["../outside.py: `..` would leave the workspace"]
+        );
+        assert_eq!(
+            reasons(p.plan(
+                &root,
+                "--- /etc/passwd\n+++ /etc/passwd\n@@ -1 +1 @@\n-x\n+y\n"
+            )),
+            ["/etc/passwd: absolute paths are not allowed"]
+        );
+        assert_eq!(
+            reasons(p.plan(&root, &diff("tests/test_x.py"))),
+            ["tests/test_x.py: outside allowed_paths (app/**)"]
+        );
+        assert_eq!(
+            reasons(p.plan(&root, &diff("app/escape/passwd"))),
+            ["app/escape/passwd: `app/escape` is a symlink that leads outside the workspace"]
+        );
+    }
+
+    #[test]
+    fn nothing_is_applied_unless_everything_applies() {
+        let (_tree, root) = workspace();
+        let bad_second = format!("{FIX_ADD}--- a/app/text.py\n+++ b/app/text.py\n@@ -1,2 +1,2 @@\n def slug(t):\n-    return t.nothing_like_this\n+    return t\n");
+        let result = patcher(&["**"]).plan(&root, &bad_second);
+        let (why, rejected) = result.err().unwrap();
+        assert_eq!(why, "the diff was not applied: 1 file rejected (`app/text.py`: the hunks do not apply: error applying hunk #1)");
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(
+            std::fs::read_to_string(root.join("app/calc.py")).unwrap(),
+            "def add(a, b):\n    return a - b\n"
+        );
+    }
+
+    #[test]
+    fn a_diff_that_changes_nothing_is_an_error() {
+        let (_tree, root) = workspace();
+        let noop = "--- a/app/calc.py\n+++ b/app/calc.py\n@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a - b\n+    return a - b\n";
+        assert_eq!(
+            reasons(patcher(&["**"]).plan(&root, noop)),
+            ["app/calc.py: the diff applies but changes nothing"]
+        );
+    }
+
+    #[test]
+    fn new_files_and_git_style_diffs_work() {
+        let (_tree, root) = workspace();
+        let create = "diff --git a/app/new.py b/app/new.py\nnew file mode 100644\n--- /dev/null\n+++ b/app/new.py\n@@ -0,0 +1 @@\n+X = 1\n";
+        let changes = patcher(&["**"])
+            .plan(&root, create)
+            .map_err(|e| e.0)
+            .unwrap();
+        assert_eq!(
+            (
+                changes[0].path.as_str(),
+                changes[0].status,
+                changes[0].patched.as_deref()
+            ),
+            ("app/new.py", "created", Some("X = 1\n"))
+        );
+    }
+
+    #[test]
+    fn atomic_writes_leave_no_temp_file() {
+        let (_tree, root) = workspace();
+        write_atomically(&root.join("app/calc.py"), "new\n").unwrap();
+        let names: Vec<String> = std::fs::read_dir(root.join("app"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(names.iter().filter(|n| n.contains("illumo-tmp")).count(), 0);
+        assert_eq!(
+            std::fs::read_to_string(root.join("app/calc.py")).unwrap(),
+            "new\n"
+        );
+    }
+}

@@ -1,0 +1,264 @@
+//! `Summary`: a report of the run (changes, tests, review, next actions) as markdown and
+//! JSON, from whatever the run produced. A missing part gives a fallback line.
+
+use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
+use illumo_engine::path::{CtxPath, Step};
+use illumo_engine::template::Reads;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    title: Option<String>,
+    report_path: Option<String>,
+    json_path: Option<String>,
+}
+
+pub struct Summary {
+    title: Option<String>,
+    report: CtxPath,
+    json: CtxPath,
+}
+
+pub struct SummaryFactory;
+
+impl NodeFactory for SummaryFactory {
+    fn type_name(&self) -> &'static str {
+        "Summary"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["illumo_flow.nodes.SummaryNode"]
+    }
+    fn summary(&self) -> &'static str {
+        "a report of the run: changes, tests, review, next actions, as markdown and JSON"
+    }
+    fn settings(&self) -> &'static [SettingDoc] {
+        &[
+            SettingDoc {
+                name: "title",
+                kind: "text",
+                required: false,
+                about: "the report's title (default: the request summary)",
+            },
+            SettingDoc {
+                name: "report_path",
+                kind: "$ctx path",
+                required: false,
+                about: "markdown (default $ctx.summary.report)",
+            },
+            SettingDoc {
+                name: "json_path",
+                kind: "$ctx path",
+                required: false,
+                about: "JSON (default $ctx.summary.json)",
+            },
+        ]
+    }
+    fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
+        let config: Config = cx.config()?;
+        Some(Box::new(Summary {
+            title: config.title,
+            report: super::ctx_path(
+                config
+                    .report_path
+                    .as_deref()
+                    .unwrap_or("$ctx.summary.report"),
+            ),
+            json: super::ctx_path(config.json_path.as_deref().unwrap_or("$ctx.summary.json")),
+        }))
+    }
+}
+
+/// Lines added and removed by a patched file.
+fn line_counts(original: &str, patched: &str) -> (usize, usize) {
+    let patch = diffy::create_patch(original, patched);
+    let mut counts = (0, 0);
+    for hunk in patch.hunks() {
+        for line in hunk.lines() {
+            match line {
+                diffy::Line::Insert(_) => counts.0 += 1,
+                diffy::Line::Delete(_) => counts.1 += 1,
+                diffy::Line::Context(_) => {}
+            }
+        }
+    }
+    counts
+}
+
+#[illumo_engine::async_trait]
+impl Node for Summary {
+    async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
+        let ctx = cx.ctx;
+        let request = ctx.pointer("/request/summary").and_then(Value::as_str);
+        let title = self
+            .title
+            .clone()
+            .or(request.map(str::to_string))
+            .unwrap_or_else(|| "Run report".into());
+        let mut md = format!("# {title}\n\n## Changes\n\n");
+
+        let changes: Vec<Value> = match ctx.pointer("/workspace/files") {
+            Some(Value::Array(files)) => files
+                .iter()
+                .filter(|f| f.get("status").and_then(Value::as_str).is_some_and(|s| s != "original"))
+                .map(|f| {
+                    let text = |k: &str| f.get(k).and_then(Value::as_str).unwrap_or("");
+                    let (added, removed) = line_counts(text("original_content"), text("patched_content"));
+                    json!({"path": text("path"), "status": text("status"), "added": added, "removed": removed})
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let written = ctx
+            .pointer("/diff/applied/written")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if changes.is_empty() {
+            md.push_str("No changes were applied.\n");
+        } else {
+            for c in &changes {
+                md.push_str(&format!(
+                    "- `{}`: {} (+{} -{})\n",
+                    c["path"].as_str().unwrap_or(""),
+                    c["status"].as_str().unwrap_or(""),
+                    c["added"],
+                    c["removed"]
+                ));
+            }
+            md.push_str(if written {
+                "\nThe files were written to disk.\n"
+            } else {
+                "\nDry run: the files on disk are unchanged (run with --write to apply).\n"
+            });
+        }
+
+        md.push_str("\n## Tests\n\n");
+        let tests = ctx
+            .pointer("/tests/results")
+            .filter(|t| t.is_object())
+            .cloned();
+        match &tests {
+            Some(t) => {
+                let command: Vec<String> = t["command"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                md.push_str(&format!(
+                    "`{}`: {} passed, {} failed (exit code {}, {}s)\n",
+                    command.join(" "),
+                    t["passed"].as_u64().map_or("?".into(), |n| n.to_string()),
+                    t["failed"].as_u64().map_or("?".into(), |n| n.to_string()),
+                    t["returncode"]
+                        .as_i64()
+                        .map_or("none".into(), |n| n.to_string()),
+                    t["duration"]
+                ));
+            }
+            None => md.push_str("The tests were not run.\n"),
+        }
+
+        md.push_str("\n## Review\n\n");
+        let review = ctx.get("review").filter(|r| r.is_object()).cloned();
+        match &review {
+            Some(r) => {
+                let score = r["score"]
+                    .as_f64()
+                    .map(|s| format!(" (score {s})"))
+                    .unwrap_or_default();
+                md.push_str(&format!(
+                    "{}{score}: {}\n",
+                    r["status"].as_str().unwrap_or("?"),
+                    r["summary"].as_str().unwrap_or("")
+                ));
+                for reason in r["reasons"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
+                    md.push_str(&format!("- {reason}\n"));
+                }
+            }
+            None => md.push_str("No review.\n"),
+        }
+
+        let mut next = Vec::new();
+        let failed = tests
+            .as_ref()
+            .and_then(|t| t["failed"].as_u64())
+            .unwrap_or(0);
+        let ok = review.as_ref().and_then(|r| r["status"].as_str()) == Some("OK");
+        if tests.is_none() {
+            next.push("Run the tests.".to_string());
+        } else if failed > 0 {
+            next.push(format!(
+                "Fix the {failed} failing test{}.",
+                if failed == 1 { "" } else { "s" }
+            ));
+        }
+        if let Some(r) = review.as_ref().filter(|_| !ok) {
+            next.push(format!(
+                "Address the review: {}",
+                r["summary"].as_str().unwrap_or("")
+            ));
+        }
+        if changes.is_empty() {
+            next.push("Draft a change: nothing was applied.".into());
+        } else if next.is_empty() {
+            next.push(if written {
+                "Commit the change.".to_string()
+            } else {
+                "Apply the change with `illumo run --write`, then commit it.".to_string()
+            });
+        }
+        let errors = ctx
+            .get("errors")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        md.push_str("\n## Next actions\n\n");
+        for n in &next {
+            md.push_str(&format!("- {n}\n"));
+        }
+        if errors > 0 {
+            md.push_str(&format!(
+                "\n{errors} step{} failed along the way; see `ctx.errors` or the trace.\n",
+                if errors == 1 { "" } else { "s" }
+            ));
+        }
+        let report = json!({
+            "title": title, "changes": changes, "written": written, "tests": tests.map(|t| json!({
+                "command": t["command"], "returncode": t["returncode"], "passed": t["passed"], "failed": t["failed"], "duration": t["duration"],
+            })),
+            "review": review, "next_actions": next, "errors": errors,
+        });
+        Ok(Outcome::value(Value::String(md.clone()))
+            .with_write(self.report.clone(), Value::String(md))
+            .with_write(self.json.clone(), report))
+    }
+
+    fn reads(&self) -> Reads {
+        let key = |parts: &[&str]| {
+            parts
+                .iter()
+                .map(|p| Step::Key(p.to_string()))
+                .collect::<Vec<_>>()
+        };
+        Reads {
+            paths: vec![
+                key(&["request", "summary"]),
+                key(&["workspace", "files"]),
+                key(&["diff", "applied"]),
+                key(&["tests", "results"]),
+                key(&["review"]),
+                key(&["errors"]),
+            ],
+            ..Reads::default()
+        }
+    }
+}
