@@ -203,6 +203,39 @@ pub fn check_path(root: &Path, path: &str, allowed: &[String]) -> Result<PathBuf
     Ok(root.join(relative))
 }
 
+/// The contents files had before this run patched them: path -> text (`None`: the file
+/// did not exist).
+type Originals = std::collections::BTreeMap<String, Option<String>>;
+
+fn originals(ctx: &Value) -> Originals {
+    let mut map = Originals::new();
+    for file in ctx
+        .pointer("/workspace/files")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(path), Some(status)) = (
+            file.get("path").and_then(Value::as_str),
+            file.get("status").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        if status == "original" {
+            continue;
+        }
+        let text = if status == "created" {
+            None
+        } else {
+            file.get("original_content")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        map.insert(path.to_string(), text);
+    }
+    map
+}
+
 /// One file the diff changes, checked and patched in memory.
 struct Change {
     path: String,
@@ -230,8 +263,14 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 
 impl Patch {
     /// Every file of the diff, guarded and patched in memory; nothing is applied unless
-    /// all of it applies.
-    fn plan(&self, root: &Path, diff: &str) -> Result<Vec<Change>, (String, Vec<Value>)> {
+    /// all of it applies. A diff applies to the files as they were before any patch of
+    /// this run (`originals`, from `ctx.workspace.files`), else as they are on disk.
+    fn plan(
+        &self,
+        root: &Path,
+        diff: &str,
+        originals: &Originals,
+    ) -> Result<Vec<Change>, (String, Vec<Value>)> {
         let fixed = fix_hunk_counts(diff);
         let opts = if fixed.contains("diff --git") {
             ParseOptions::gitdiff()
@@ -266,8 +305,11 @@ impl Patch {
                     continue;
                 }
             };
-            let original = if status == "created" {
-                if target.exists() {
+            let remembered = originals.get(&path);
+            let original = if let Some(Some(text)) = remembered {
+                text.clone()
+            } else if status == "created" {
+                if target.exists() && remembered.is_none() {
                     rejected.push(json!({"path": path, "reason": "the diff creates a file that already exists"}));
                     continue;
                 }
@@ -342,7 +384,8 @@ impl Node for Patch {
                 self.diff
             )));
         };
-        let changes = match self.plan(&root, diff) {
+        let originals = originals(cx.ctx);
+        let changes = match self.plan(&root, diff, &originals) {
             Ok(c) => c,
             Err((why, rejected)) => {
                 let applied = json!({"ok": false, "error": why, "rejected": rejected, "files": [], "written": false});
@@ -357,6 +400,24 @@ impl Node for Patch {
                     None => std::fs::remove_file(&c.target),
                 };
                 result.map_err(|e| NodeError::fatal(format!("cannot write `{}`: {e}", c.path)))?;
+            }
+            // A file an earlier draft changed and this one leaves alone goes back to how it was.
+            for (path, original) in originals
+                .iter()
+                .filter(|(p, _)| !changes.iter().any(|c| &&c.path == p))
+            {
+                let Ok(target) = check_path(&root, path, &self.allowed) else {
+                    continue;
+                };
+                let current = std::fs::read_to_string(&target).ok();
+                if current.as_ref() != original.as_ref() {
+                    let result = match original {
+                        Some(text) => write_atomically(&target, text),
+                        None => std::fs::remove_file(&target),
+                    };
+                    result
+                        .map_err(|e| NodeError::fatal(format!("cannot restore `{path}`: {e}")))?;
+                }
             }
         }
         // Every file the inspector listed, patched or as it was.
@@ -395,6 +456,7 @@ impl Node for Patch {
             Step::Key("workspace".into()),
             Step::Key("structure".into()),
         ]);
+        paths.push(self.files.steps.clone());
         Reads {
             paths,
             ..Reads::default()
@@ -467,7 +529,7 @@ mod tests {
         let (_tree, root) = workspace();
         let wrong = FIX_ADD.replace("@@ -1,2 +1,2 @@", "@@ -1,1 +1,1 @@");
         let changes = patcher(&["app/**/*.py"])
-            .plan(&root, &wrong)
+            .plan(&root, &wrong, &Originals::new())
             .map_err(|e| e.0)
             .unwrap();
         assert_eq!(
@@ -483,22 +545,23 @@ mod tests {
         let p = patcher(&["app/**"]);
         let diff = |path: &str| format!("--- a/{path}\n+++ b/{path}\n@@ -1 +1 @@\n-x\n+y\n");
         assert_eq!(
-            reasons(p.plan(&root, &diff("../outside.py"))),
+            reasons(p.plan(&root, &diff("../outside.py"), &Originals::new())),
             ["../outside.py: `..` would leave the workspace"]
         );
         assert_eq!(
             reasons(p.plan(
                 &root,
-                "--- /etc/passwd\n+++ /etc/passwd\n@@ -1 +1 @@\n-x\n+y\n"
+                "--- /etc/passwd\n+++ /etc/passwd\n@@ -1 +1 @@\n-x\n+y\n",
+                &Originals::new()
             )),
             ["/etc/passwd: absolute paths are not allowed"]
         );
         assert_eq!(
-            reasons(p.plan(&root, &diff("tests/test_x.py"))),
+            reasons(p.plan(&root, &diff("tests/test_x.py"), &Originals::new())),
             ["tests/test_x.py: outside allowed_paths (app/**)"]
         );
         assert_eq!(
-            reasons(p.plan(&root, &diff("app/escape/passwd"))),
+            reasons(p.plan(&root, &diff("app/escape/passwd"), &Originals::new())),
             ["app/escape/passwd: `app/escape` is a symlink that leads outside the workspace"]
         );
     }
@@ -507,7 +570,7 @@ mod tests {
     fn nothing_is_applied_unless_everything_applies() {
         let (_tree, root) = workspace();
         let bad_second = format!("{FIX_ADD}--- a/app/text.py\n+++ b/app/text.py\n@@ -1,2 +1,2 @@\n def slug(t):\n-    return t.nothing_like_this\n+    return t\n");
-        let result = patcher(&["**"]).plan(&root, &bad_second);
+        let result = patcher(&["**"]).plan(&root, &bad_second, &Originals::new());
         let (why, rejected) = result.err().unwrap();
         assert_eq!(why, "the diff was not applied: 1 file rejected (`app/text.py`: the hunks do not apply: error applying hunk #1)");
         assert_eq!(rejected.len(), 1);
@@ -522,7 +585,7 @@ mod tests {
         let (_tree, root) = workspace();
         let noop = "--- a/app/calc.py\n+++ b/app/calc.py\n@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a - b\n+    return a - b\n";
         assert_eq!(
-            reasons(patcher(&["**"]).plan(&root, noop)),
+            reasons(patcher(&["**"]).plan(&root, noop, &Originals::new())),
             ["app/calc.py: the diff applies but changes nothing"]
         );
     }
@@ -532,7 +595,7 @@ mod tests {
         let (_tree, root) = workspace();
         let create = "diff --git a/app/new.py b/app/new.py\nnew file mode 100644\n--- /dev/null\n+++ b/app/new.py\n@@ -0,0 +1 @@\n+X = 1\n";
         let changes = patcher(&["**"])
-            .plan(&root, create)
+            .plan(&root, create, &Originals::new())
             .map_err(|e| e.0)
             .unwrap();
         assert_eq!(
