@@ -71,14 +71,18 @@ fn nodes_lists_types_and_settings_as_json() {
             "DraftAgent",
             "EvaluationAgent",
             "Loop",
+            "Patch",
             "ReviewAgent",
             "Router",
             "RouterAgent",
-            "Set"
+            "Set",
+            "Summary",
+            "TestExecutor",
+            "WorkspaceInspector"
         ]
     );
     assert_eq!(
-        list[8]["settings"][0],
+        list[9]["settings"][0],
         serde_json::json!({"name": "value", "kind": "any", "required": true, "about": "the output; strings may be paths or templates"})
     );
 }

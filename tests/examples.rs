@@ -165,12 +165,12 @@ fn command_pipes_json_and_routes_on_the_result() {
 
 #[test]
 fn every_example_is_valid() {
-    let dirs = ["examples/basics", "examples/agents"]
+    let dirs = ["examples/basics", "examples/agents", "examples/multi_agent/coding_assistant"]
         .map(|d| std::fs::read_dir(crate::support::root().join(d)).unwrap());
     for entry in dirs.into_iter().flatten() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        if path.extension().is_some_and(|e| e == "yaml") && !name.ends_with(".replies.yaml") {
+        if path.extension().is_some_and(|e| e == "yaml") && !name.ends_with("replies.yaml") {
             let rel = path
                 .strip_prefix(crate::support::root())
                 .unwrap()

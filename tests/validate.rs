@@ -170,7 +170,7 @@ error: unknown node type `Agnet`
   |
 6 |       type: Agnet
   |             ^^^^^ did you mean `Agent`?
-  = help: known types: Agent, Command, DraftAgent, EvaluationAgent, Loop, ReviewAgent, Router, RouterAgent, Set
+  = help: known types: Agent, Command, DraftAgent, EvaluationAgent, Loop, Patch, ReviewAgent, Router, RouterAgent, Set, Summary, TestExecutor, WorkspaceInspector
 
 error: invalid duration `10 minutes` for `timeout`
   --> tests/fixtures/invalid/many_errors.yaml:10:25
@@ -319,7 +319,7 @@ fn reports_unknown_node_type() {
   |
 4 |       type: Sett
   |             ^^^^ did you mean `Set`?
-  = help: known types: Agent, Command, DraftAgent, EvaluationAgent, Loop, ReviewAgent, Router, RouterAgent, Set
+  = help: known types: Agent, Command, DraftAgent, EvaluationAgent, Loop, Patch, ReviewAgent, Router, RouterAgent, Set, Summary, TestExecutor, WorkspaceInspector
 
 error: tests/fixtures/invalid/unknown_node_type.yaml has 1 error
 "#,
