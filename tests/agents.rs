@@ -483,3 +483,24 @@ fn agent_settings_are_checked_at_load() {
         format!("error: node `a`: `Agent` has no setting `choices`\n --> {path}:5:47\n  |\n5 |       setting: {{provider: opneai, prompt: hi, choices: [x]}}\n  |                                               ^^^^^^^\n\nerror: {path} has 1 error\n")
     );
 }
+
+#[test]
+fn llm_scripted_answers_every_agent_of_a_run_from_one_file() {
+    let illumo = Illumo::new();
+    let replies = illumo.dir().join("all.yaml");
+    std::fs::write(&replies, "replies:\n  ask:\n    - Lyon\n").unwrap();
+    // The flow names a live server that does not exist; --llm scripted never calls it.
+    let flow = agent_flow("http://127.0.0.1:9", "", "{}");
+    let out = illumo
+        .run_flow(&flow)
+        .args([
+            "-c",
+            r#"{"country": "France"}"#,
+            "--llm",
+            &format!("scripted={}", replies.display()),
+        ])
+        .run()
+        .success();
+    assert_eq!(out.ctx()["answer"], "Lyon");
+    assert_eq!(out.ctx()["meta"]["provider"], "scripted");
+}

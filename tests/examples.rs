@@ -165,8 +165,12 @@ fn command_pipes_json_and_routes_on_the_result() {
 
 #[test]
 fn every_example_is_valid() {
-    let dirs = ["examples/basics", "examples/agents", "examples/multi_agent/coding_assistant"]
-        .map(|d| std::fs::read_dir(crate::support::root().join(d)).unwrap());
+    let dirs = [
+        "examples/basics",
+        "examples/agents",
+        "examples/multi_agent/coding_assistant",
+    ]
+    .map(|d| std::fs::read_dir(crate::support::root().join(d)).unwrap());
     for entry in dirs.into_iter().flatten() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
