@@ -413,15 +413,30 @@ mod tests {
             "{}",
             e.reason
         );
-        assert!(Template::compile(
-            "{{#each $ctx.files}}{{ path }} {{ this.size }} {{ @index }}{{/each}}"
+        // Inside #each, names are the item's; helpers may nest.
+        let each = Template::compile(
+            "{{#each $ctx.files}}{{ path }} {{ this.size }} {{ @index }}{{/each}}",
         )
-        .is_ok());
-        assert!(Template::compile(
-            "{{#if (eq $ctx.a 1)}}yes{{/if}} {{ json $payload.x pretty=true }}"
-        )
-        .is_ok());
-        assert!(Template::compile("{{#if (eq ctx.a 1)}}yes{{/if}}").is_err());
+        .unwrap();
+        assert_eq!(
+            each.render(&json!({"files": [{"path": "a.py", "size": 3}]}))
+                .unwrap(),
+            "a.py 3 0"
+        );
+        let nested =
+            Template::compile("{{#if (eq $ctx.a 1)}}yes{{/if}} {{ json $payload.x pretty=true }}")
+                .unwrap();
+        assert_eq!(
+            nested
+                .render(&json!({"a": 1, "payloads": {"x": [1]}}))
+                .unwrap(),
+            "yes [\n  1\n]"
+        );
+        let e = Template::compile("{{#if (eq ctx.a 1)}}yes{{/if}}").unwrap_err();
+        assert_eq!(
+            e.reason,
+            "`ctx.a` is not a known value: paths start with `$ctx`, `$payload`, `$joins` or `$env`; did you mean `$ctx.a`?"
+        );
     }
 
     #[test]

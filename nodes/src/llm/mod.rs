@@ -354,6 +354,12 @@ mod tests {
             LlmMode::parse("replay=c.jsonl"),
             Ok(LlmMode::Replay("c.jsonl".into()))
         );
-        assert!(LlmMode::parse("record=").is_err());
+        assert_eq!(
+            LlmMode::parse("record="),
+            Err(
+                "--llm `record=`: expected `scripted=FILE`, `record=FILE`, `replay=FILE` or `live`"
+                    .to_string()
+            )
+        );
     }
 }
