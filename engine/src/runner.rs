@@ -126,7 +126,7 @@ pub async fn run(
             span.attributes
                 .insert("error".into(), json!({"message": e.to_string()}));
         }
-        shared.tracer.span_end(&span);
+        shared.tracer.span_end_owned(span);
     }
     shared.tracer.flush();
     match result {
@@ -296,7 +296,7 @@ impl Shared {
                 span.attributes.insert("timeout".into(), json!(timed_out));
             }
         }
-        self.tracer.span_end(&span);
+        self.tracer.span_end_owned(span);
     }
 }
 

@@ -147,6 +147,11 @@ pub trait Tracer: Send + Sync {
     }
     fn span_start(&self, _span: &SpanData) {}
     fn span_end(&self, _span: &SpanData) {}
+    /// The end of a span, handed over: a tracer that keeps the span can take it without a
+    /// copy. The engine calls this one; by default it calls [`Tracer::span_end`].
+    fn span_end_owned(&self, span: SpanData) {
+        self.span_end(&span);
+    }
     fn event(&self, _span: &SpanData, _event: &EventData) {}
     /// Does this tracer show text as it arrives (a live console)?
     fn streams(&self) -> bool {
@@ -175,6 +180,11 @@ pub enum TracerError {
 pub trait TracerDB: Send + Sync {
     fn connect(&mut self) -> Result<(), TracerError>;
     fn record_span(&self, span: &SpanData) -> Result<(), TracerError>;
+    /// A finished span handed over, for backends that queue it (no copy needed). By
+    /// default, [`TracerDB::record_span`].
+    fn record_span_owned(&self, span: SpanData) -> Result<(), TracerError> {
+        self.record_span(&span)
+    }
     fn record_event(&self, span_id: &SpanId, event: &EventData) -> Result<(), TracerError>;
     fn flush(&self) -> Result<(), TracerError>;
     fn close(&mut self) -> Result<(), TracerError>;
@@ -212,6 +222,9 @@ impl<T: TracerDB> Tracer for DbTracer<T> {
     fn span_end(&self, span: &SpanData) {
         self.report(self.db.record_span(span));
     }
+    fn span_end_owned(&self, span: SpanData) {
+        self.report(self.db.record_span_owned(span));
+    }
     fn event(&self, span: &SpanData, event: &EventData) {
         self.report(self.db.record_event(&span.span_id, event));
     }
@@ -240,6 +253,12 @@ impl Tracer for Fanout {
     }
     fn span_end(&self, span: &SpanData) {
         self.0.iter().for_each(|t| t.span_end(span));
+    }
+    fn span_end_owned(&self, span: SpanData) {
+        if let Some((last, rest)) = self.0.split_last() {
+            rest.iter().for_each(|t| t.span_end(&span));
+            last.span_end_owned(span);
+        }
     }
     fn event(&self, span: &SpanData, event: &EventData) {
         self.0.iter().for_each(|t| t.event(span, event));

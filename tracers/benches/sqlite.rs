@@ -148,6 +148,16 @@ fn bench(c: &mut Criterion) {
             assert_eq!(out.steps, 1000);
         })
     });
+    // Clone and queue each span to a thread that drops it: the hand-over without SQLite.
+    group.bench_function("with_queue_only", |b| {
+        b.iter(|| {
+            let tracer = Arc::new(DbTracer::new(QueueDb::default()).unwrap());
+            let out = rt
+                .block_on(run(flow.clone(), json!({}), RunOptions::new(tracer)))
+                .unwrap();
+            assert_eq!(out.steps, 1000);
+        })
+    });
     // A fresh database per run; the time includes the run's final flush (all committed).
     group.bench_function("with_sqlite_tracer", |b| {
         b.iter_custom(|n| {
@@ -186,6 +196,41 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+#[derive(Default)]
+struct QueueDb {
+    queue: Option<std::sync::mpsc::SyncSender<Box<SpanData>>>,
+}
+
+impl TracerDB for QueueDb {
+    fn connect(&mut self) -> Result<(), illumo_engine::tracer::TracerError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Box<SpanData>>(65_536);
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        self.queue = Some(tx);
+        Ok(())
+    }
+    fn record_span(&self, span: &SpanData) -> Result<(), illumo_engine::tracer::TracerError> {
+        let _ = self
+            .queue
+            .as_ref()
+            .unwrap()
+            .try_send(Box::new(span.clone()));
+        Ok(())
+    }
+    fn record_event(
+        &self,
+        _: &SpanId,
+        _: &illumo_engine::tracer::EventData,
+    ) -> Result<(), illumo_engine::tracer::TracerError> {
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), illumo_engine::tracer::TracerError> {
+        Ok(())
+    }
+    fn close(&mut self) -> Result<(), illumo_engine::tracer::TracerError> {
+        Ok(())
+    }
 }
 
 struct NullDb;

@@ -410,6 +410,11 @@ impl TracerDB for SqliteTracer {
         self.send(Record::Span(Box::new(span.clone())))
     }
 
+    fn record_span_owned(&self, span: SpanData) -> Result<(), TracerError> {
+        self.trace_id.get_or_init(|| span.trace_id);
+        self.send(Record::Span(Box::new(span)))
+    }
+
     fn record_event(&self, span_id: &SpanId, event: &EventData) -> Result<(), TracerError> {
         let trace_id = self.trace_id.get().copied().unwrap_or(TraceId(0));
         self.send(Record::Event {
