@@ -504,3 +504,45 @@ fn llm_scripted_answers_every_agent_of_a_run_from_one_file() {
     assert_eq!(out.ctx()["answer"], "Lyon");
     assert_eq!(out.ctx()["meta"]["provider"], "scripted");
 }
+
+#[test]
+fn a_router_agent_keeps_a_valid_choice_and_drops_a_confidence_out_of_range() {
+    let illumo = Illumo::new();
+    std::fs::write(illumo.dir().join("replies.yaml"), "replies:\n  pick:\n    - '{\"choice\": \"crash\", \"confidence\": -9, \"reason\": \"x\"}'\n").unwrap();
+    let out = illumo
+        .run_flow(ROUTER)
+        .args(["-c", r#"{"q": "app dies"}"#])
+        .run()
+        .success();
+    assert_eq!(
+        out.ctx()["routing"]["pick"],
+        json!({"target": "bugs", "confidence": null, "reason": "x"})
+    );
+}
+
+#[test]
+fn a_server_that_refuses_json_schema_gets_plainer_formats() {
+    let refused = r#"{"detail": [{"type": "literal_error", "loc": ["body", "response_format", "type"], "msg": "Input should be 'text' or 'json_object'", "input": "json_schema"}]}"#;
+    let server = LlmServer::start(vec![
+        Reply::status(500, refused),
+        Reply::Text(r#"{"choice": "refund", "confidence": 0.7, "reason": "money"}"#),
+    ]);
+    let flow = format!(
+        "flow:\n  nodes:\n    pick:\n      type: RouterAgent\n      setting:\n        base_url: {}\n        model: tiny\n        prompt: \"Where does {{{{ $ctx.q }}}} go?\"\n        choices: {{refund: billing, crash: bugs}}\n    billing: {{type: Set, setting: {{value: b}}, outputs: $ctx.went}}\n    bugs: {{type: Set, setting: {{value: x}}, outputs: $ctx.went}}\n  edges:\n    - pick >> (billing | bugs)\n",
+        server.base_url
+    );
+    let out = Illumo::new()
+        .run_flow(&flow)
+        .args(["-c", r#"{"q": "my refund"}"#])
+        .run()
+        .success();
+    assert_eq!(out.ctx()["went"], "b");
+    let seen = server.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].body["response_format"]["type"], "json_schema");
+    assert_eq!(seen[1].body["response_format"]["type"], "json_object");
+    assert_eq!(
+        seen[1].body["response_format"]["schema"]["properties"]["choice"]["enum"],
+        json!(["refund", "crash"])
+    );
+}

@@ -1,7 +1,7 @@
 //! `DraftAgent`: an agent whose reply must hold a unified diff. The diff is taken out of
 //! code fences or prose, checked to parse, and written to `ctx.diff.proposed`.
 
-use super::{check_keys, clip, ctx_path, AgentConfig, AgentCore, ReplyFormat, COMMON, COMMON_DOCS};
+use super::{check_keys, clip, ctx_path, AgentConfig, AgentCore, ReplyFormat, COMMON};
 use crate::llm::Llm;
 use diffy::patch_set::{ParseOptions, PatchSet};
 use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
@@ -30,7 +30,7 @@ impl NodeFactory for DraftAgentFactory {
     fn settings(&self) -> &'static [SettingDoc] {
         static DOCS: std::sync::OnceLock<Vec<SettingDoc>> = std::sync::OnceLock::new();
         DOCS.get_or_init(|| {
-            let mut docs = COMMON_DOCS.to_vec();
+            let mut docs = super::docs_without_format();
             docs.push(SettingDoc {
                 name: "diff_path",
                 kind: "$ctx path",

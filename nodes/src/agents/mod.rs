@@ -143,6 +143,37 @@ pub(crate) const COMMON_DOCS: [SettingDoc; 12] = [
     },
 ];
 
+/// The common settings but `response_format`, for agents that set their own.
+pub(crate) fn docs_without_format() -> Vec<SettingDoc> {
+    COMMON_DOCS
+        .iter()
+        .filter(|d| d.name != "response_format")
+        .copied()
+        .collect()
+}
+
+/// Did the server refuse the request's `response_format` (some OpenAI-compatible servers
+/// know `json_object` but not `json_schema`)?
+fn refuses_format(error: &NodeError) -> bool {
+    let text = error.to_string().to_lowercase();
+    text.contains("json_schema") || text.contains("response_format")
+}
+
+/// The next, plainer response format to try: a JSON schema, then `json_object` carrying
+/// the schema (llama-cpp-python's form), then none.
+fn plainer(format: &Value) -> Option<Value> {
+    match format.get("type").and_then(Value::as_str) {
+        Some("json_schema") => {
+            let schema = format
+                .pointer("/json_schema/schema")
+                .cloned()
+                .unwrap_or(Value::Null);
+            Some(json!({"type": "json_object", "schema": schema}))
+        }
+        _ => None,
+    }
+}
+
 /// Reports settings that this agent type does not take, each at its place.
 pub(crate) fn check_keys(cx: &mut BuildCx, type_name: &str, allowed: &[&str]) -> bool {
     let Yaml::Map(entries) = cx.setting else {
@@ -387,7 +418,26 @@ impl AgentCore {
             max_tokens: self.max_tokens,
             response_format,
         };
-        let (response, latency_ms) = self.call(cx, &request).await?;
+        let (response, latency_ms) = loop {
+            match self.call(cx, &request).await {
+                Err(e) if request.response_format.is_some() && refuses_format(&e) => {
+                    let from = request.response_format.take().unwrap_or(Value::Null);
+                    request.response_format = plainer(&from);
+                    let mut event = Map::new();
+                    event.insert("refused".into(), from["type"].clone());
+                    event.insert(
+                        "now".into(),
+                        request
+                            .response_format
+                            .as_ref()
+                            .map_or(json!("none"), |f| f["type"].clone()),
+                    );
+                    event.insert("error".into(), json!(e.to_string()));
+                    cx.event("agent.format_fallback", event);
+                }
+                other => break other?,
+            }
+        };
         let mut text = response.text.clone();
         let mut tokens = (response.input_tokens, response.output_tokens);
         let mut json_reply = None;

@@ -2,7 +2,7 @@
 //! parsed strictly into `ctx.review`. `EvaluationAgent`: the same with a required score;
 //! without a status, `score >= pass_score` is OK.
 
-use super::{check_keys, clip, ctx_path, AgentConfig, AgentCore, ReplyFormat, COMMON, COMMON_DOCS};
+use super::{check_keys, clip, ctx_path, AgentConfig, AgentCore, ReplyFormat, COMMON};
 use crate::llm::Llm;
 use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
 use illumo_engine::path::CtxPath;
@@ -21,7 +21,7 @@ pub struct ReviewAgent {
 }
 
 fn docs(evaluation: bool) -> Vec<SettingDoc> {
-    let mut docs = COMMON_DOCS.to_vec();
+    let mut docs = super::docs_without_format();
     docs.push(SettingDoc {
         name: "review_path",
         kind: "$ctx path",

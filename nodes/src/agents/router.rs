@@ -1,6 +1,6 @@
 //! `RouterAgent`: the model picks one of `choices`; the flow goes there.
 
-use super::{check_keys, clip, AgentConfig, AgentCore, ReplyFormat, COMMON, COMMON_DOCS};
+use super::{check_keys, clip, AgentConfig, AgentCore, ReplyFormat, COMMON};
 use crate::llm::Llm;
 use illumo_engine::node::{
     BuildCx, Node, NodeCx, NodeError, NodeFactory, NodeRef, Outcome, RefRole, Route, SettingDoc,
@@ -31,7 +31,7 @@ impl NodeFactory for RouterAgentFactory {
     fn settings(&self) -> &'static [SettingDoc] {
         static DOCS: std::sync::OnceLock<Vec<SettingDoc>> = std::sync::OnceLock::new();
         DOCS.get_or_init(|| {
-            let mut docs = COMMON_DOCS.to_vec();
+            let mut docs = super::docs_without_format();
             docs.push(SettingDoc {
                 name: "choices",
                 kind: "list or map",
@@ -122,7 +122,10 @@ impl RouterAgent {
         let (choice, confidence, reason) = match parsed {
             Some(v) => (
                 v.get("choice").and_then(Value::as_str).map(str::to_string),
-                v.get("confidence").and_then(Value::as_f64),
+                // A confidence outside 0..1 says nothing; it is dropped, not trusted.
+                v.get("confidence")
+                    .and_then(Value::as_f64)
+                    .filter(|c| (0.0..=1.0).contains(c)),
                 v.get("reason").and_then(Value::as_str).map(str::to_string),
             ),
             None => (
@@ -182,7 +185,10 @@ impl Node for RouterAgent {
             )
             .await?;
         let text = answer.text.clone();
-        let parsed = super::parse_json_reply(&text, &ReplyFormat::Schema(schema)).ok();
+        // Read the JSON leniently: a valid choice counts even when the rest is off.
+        let parsed = super::parse_json_reply(&text, &ReplyFormat::Json)
+            .ok()
+            .filter(|v| v.get("choice").is_some());
         let route = self.decide(&text, parsed.as_ref())?;
         let mut outcome = Outcome::routed(cx.input.clone(), route);
         if let Some(path) = &self.core.metadata {
