@@ -546,3 +546,75 @@ fn a_server_that_refuses_json_schema_gets_plainer_formats() {
         json!(["refund", "crash"])
     );
 }
+
+#[test]
+fn a_streamed_character_split_across_reads_stays_whole() {
+    let event =
+        b"data: {\"choices\": [{\"delta\": {\"content\": \"h\xc3\xa9llo\"}}]}\n\ndata: [DONE]\n\n"
+            .to_vec();
+    let split = event.iter().position(|b| *b == 0xc3).unwrap() + 1;
+    let server = LlmServer::start(vec![Reply::Chunks(vec![
+        event[..split].to_vec(),
+        event[split..].to_vec(),
+    ])]);
+    let out = run(
+        &agent_flow(&server.base_url, "        stream: true\n", "{}"),
+        &[],
+    )
+    .success();
+    assert_eq!(out.ctx()["answer"], "héllo");
+}
+
+#[test]
+fn a_replay_takes_the_same_format_fallback_as_the_recorded_run() {
+    let refused =
+        r#"{"detail": "Input should be 'text' or 'json_object'", "input": "json_schema"}"#;
+    let server = LlmServer::start(vec![
+        Reply::status(500, refused),
+        Reply::Text(r#"{"status": "OK", "score": 0.9, "reasons": [], "summary": "fine"}"#),
+    ]);
+    let dir = TempDir::new();
+    let cassette = dir.path().join("review.jsonl");
+    let flow = |base: &str| {
+        format!("flow:\n  nodes:\n    check:\n      type: ReviewAgent\n      setting: {{base_url: \"{base}\", model: tiny, prompt: \"Review it\"}}\n")
+    };
+    let recorded = Illumo::new()
+        .run_flow(&flow(&server.base_url))
+        .args(["--llm", &format!("record={}", cassette.display())])
+        .run()
+        .success();
+    assert_eq!(recorded.ctx()["review"]["status"], "OK");
+    assert_eq!(
+        std::fs::read_to_string(&cassette).unwrap().lines().count(),
+        2,
+        "the refusal is recorded too"
+    );
+    let replayed = Illumo::new()
+        .run_flow(&flow("http://127.0.0.1:9"))
+        .args(["--llm", &format!("replay={}", cassette.display())])
+        .run()
+        .success();
+    assert_eq!(replayed.ctx()["review"], recorded.ctx()["review"]);
+}
+
+#[test]
+fn a_scripted_file_mistake_names_its_place() {
+    let illumo = Illumo::new();
+    std::fs::write(
+        illumo.dir().join("replies.yaml"),
+        "replies:\n  pick:\n    - {text: crash}\n",
+    )
+    .unwrap();
+    let path = illumo.flow_file(ROUTER);
+    let out = illumo
+        .args(["validate", &path])
+        .env("NO_COLOR", "1")
+        .run()
+        .code(2);
+    let first = out.stderr.lines().next().unwrap().to_string();
+    assert!(
+        first.starts_with("error: node `pick`: scripted replies `"),
+        "{first}"
+    );
+    assert!(first.ends_with("replies.yaml`: `replies.pick[0]` has an unknown key `text`; a reply is a string or {reply, usage}"), "{first}");
+}

@@ -403,3 +403,18 @@ fn with_write_the_disk_holds_the_originals_plus_the_last_draft() {
         "the file only the first draft created is gone again"
     );
 }
+
+#[test]
+fn the_test_copy_cannot_be_escaped_through_listed_files() {
+    let illumo = Illumo::new();
+    std::fs::create_dir_all(illumo.dir().join("ws")).unwrap();
+    let outside = illumo.dir().join("OUTSIDE.txt");
+    let flow = "flow:\n  nodes:\n    run_tests:\n      type: TestExecutor\n      setting: {default_root: ws, command: [python3, -c, 'print(1)']}\n";
+    let context = json!({"workspace": {"files": [{"path": outside.display().to_string(), "status": "patched", "patched_content": "x"}]}}).to_string();
+    let out = illumo.run_flow(flow).args(["-c", &context]).run().code(1);
+    assert_eq!(
+        out.stderr.lines().next().unwrap(),
+        format!("error: node `run_tests` failed on attempt 1 of 1: cannot lay `{}` over the test copy: absolute paths are not allowed", outside.display())
+    );
+    assert!(!outside.exists());
+}

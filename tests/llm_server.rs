@@ -23,6 +23,9 @@ pub enum Reply {
     Stream(Vec<&'static str>),
     /// Wait, then answer.
     Slow(Duration, Box<Reply>),
+    /// An event stream sent as these raw byte chunks, a pause between them (to split a
+    /// character across network reads).
+    Chunks(Vec<Vec<u8>>),
 }
 
 impl Reply {
@@ -145,6 +148,17 @@ fn answer(mut stream: std::net::TcpStream, reply: Reply) {
                 "HTTP/1.1 {status} Canned\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{extra}\r\n{body}",
                 body.len()
             );
+        }
+        Reply::Chunks(chunks) => {
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+            );
+            for chunk in chunks {
+                let _ = stream.write_all(&chunk);
+                let _ = stream.flush();
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         Reply::Stream(pieces) => {
             let _ = write!(

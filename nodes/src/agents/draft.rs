@@ -65,10 +65,11 @@ impl NodeFactory for DraftAgentFactory {
     }
 }
 
-/// The diff in a reply: a fenced block that holds one, or the text from the first
-/// `diff --git` / `--- ` line. It must parse and change at least one file.
+/// The diff in a reply: every fenced block that holds one (models often use one fence
+/// per file), or the text from the first `diff --git` / `--- ` line. Hunk counts are
+/// repaired first, as `Patch` does; the result must parse and change at least one file.
 pub fn extract_diff(reply: &str) -> Result<String, String> {
-    let mut candidates = Vec::new();
+    let mut fenced = Vec::new();
     let mut rest = reply;
     while let Some(start) = rest.find("```") {
         let after = &rest[start + 3..];
@@ -77,14 +78,43 @@ pub fn extract_diff(reply: &str) -> Result<String, String> {
         };
         let body = &after[newline + 1..];
         let end = body.find("```").unwrap_or(body.len());
-        candidates.push(body[..end].to_string());
+        if body[..end].contains("\n+++ ")
+            || body[..end].starts_with("+++ ")
+            || body[..end].contains("\n--- ")
+            || body[..end].starts_with("--- ")
+        {
+            fenced.push(body[..end].to_string());
+        }
         rest = &body[(end + 3).min(body.len())..];
+    }
+    let mut candidates = Vec::new();
+    if !fenced.is_empty() {
+        candidates.push(
+            fenced
+                .iter()
+                .map(|f| {
+                    if f.ends_with('\n') {
+                        f.clone()
+                    } else {
+                        format!("{f}\n")
+                    }
+                })
+                .collect::<String>(),
+        );
     }
     if let Some(start) = reply
         .lines()
         .position(|l| l.starts_with("diff --git") || l.starts_with("--- "))
     {
-        candidates.push(reply.lines().skip(start).collect::<Vec<_>>().join("\n") + "\n");
+        candidates.push(
+            reply
+                .lines()
+                .skip(start)
+                .take_while(|l| !l.starts_with("```"))
+                .collect::<Vec<_>>()
+                .join("\n")
+                + "\n",
+        );
     }
     let mut why =
         "no unified diff in the reply (expected `--- a/file`, `+++ b/file` and `@@` hunks)"
@@ -93,6 +123,7 @@ pub fn extract_diff(reply: &str) -> Result<String, String> {
         if !candidate.contains("\n+++ ") && !candidate.starts_with("+++ ") {
             continue;
         }
+        let candidate = crate::coding::fix_hunk_counts(&candidate);
         let opts = if candidate.contains("diff --git") {
             ParseOptions::gitdiff()
         } else {
@@ -110,14 +141,11 @@ pub fn extract_diff(reply: &str) -> Result<String, String> {
             }
         }
         match (files, error) {
-            (n, None) if n > 0 => {
-                return Ok(if candidate.ends_with('\n') {
-                    candidate
-                } else {
-                    candidate + "\n"
-                })
+            (n, None) if n > 0 => return Ok(candidate),
+            (_, Some(e)) => {
+                let first = e.split(": ").take(2).collect::<Vec<_>>().join(": ");
+                why = format!("the diff in the reply does not parse ({first})");
             }
-            (_, Some(e)) => why = format!("the diff does not parse: {e}"),
             _ => {}
         }
     }
@@ -148,6 +176,18 @@ mod tests {
     use super::*;
 
     const DIFF: &str = "--- a/app/calc.py\n+++ b/app/calc.py\n@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a - b\n+    return a + b\n";
+
+    #[test]
+    fn every_fenced_diff_is_kept_and_counts_are_repaired() {
+        let other = "--- a/app/text.py\n+++ b/app/text.py\n@@ -1 +1 @@\n-x\n+y\n";
+        let repaired = other.replace("@@ -1 +1 @@", "@@ -1,1 +1,1 @@");
+        assert_eq!(
+            extract_diff(&format!("```diff\n{DIFF}```\nand\n```diff\n{other}```\n")),
+            Ok(format!("{DIFF}{repaired}"))
+        );
+        let too_big = DIFF.replace("@@ -1,2 +1,2 @@", "@@ -1,3 +1,3 @@");
+        assert_eq!(extract_diff(&too_big), Ok(DIFF.to_string()));
+    }
 
     #[test]
     fn diffs_come_out_of_fences_and_prose() {

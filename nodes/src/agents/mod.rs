@@ -407,7 +407,12 @@ impl AgentCore {
         let response_format = match format {
             ReplyFormat::Text => None,
             ReplyFormat::Json => Some(json!({"type": "json_object"})),
-            ReplyFormat::Schema(schema) | ReplyFormat::Guided(schema) => Some(
+            // Strict mode only for illumo's own schemas, written to its rules; a user's schema
+            // is checked here after the reply instead.
+            ReplyFormat::Schema(schema) => Some(
+                json!({"type": "json_schema", "json_schema": {"name": "reply", "schema": schema, "strict": false}}),
+            ),
+            ReplyFormat::Guided(schema) => Some(
                 json!({"type": "json_schema", "json_schema": {"name": "reply", "schema": schema, "strict": true}}),
             ),
         };
@@ -555,8 +560,12 @@ pub(crate) fn parse_json_reply(text: &str, format: &ReplyFormat) -> Result<Value
     for candidate in candidates.into_iter().flatten() {
         match serde_json::from_str::<Value>(&candidate) {
             Ok(value) => {
-                if let ReplyFormat::Schema(schema) = format {
-                    schema::validate(schema, &value, "$")?;
+                match format {
+                    ReplyFormat::Schema(schema) => schema::validate(schema, &value, "$")?,
+                    _ if !value.is_object() => {
+                        return Err(format!("the reply is JSON but not an object: {value}"))
+                    }
+                    _ => {}
                 }
                 return Ok(value);
             }
@@ -612,5 +621,9 @@ mod tests {
         assert!(parse_json_reply("no json here", &ReplyFormat::Json)
             .unwrap_err()
             .starts_with("not JSON"));
+        assert_eq!(
+            parse_json_reply("\"I cannot answer that\"", &ReplyFormat::Json),
+            Err("the reply is JSON but not an object: \"I cannot answer that\"".to_string())
+        );
     }
 }

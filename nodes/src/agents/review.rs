@@ -185,7 +185,7 @@ impl Node for ReviewAgent {
             "Answer with JSON only: {\"status\": \"OK\" if it is acceptable, else \"NG\", \"score\": a number from 0 to 1, \"reasons\": [\"...\"], \"summary\": \"one or two sentences\"}."
         };
         let schema = json!({
-            "type": "object", "required": ["status", "score", "reasons", "summary"],
+            "type": "object", "required": ["status", "score", "reasons", "summary"], "additionalProperties": false,
             "properties": {
                 "status": {"type": "string", "enum": ["OK", "NG"]},
                 "score": {"type": "number", "minimum": 0, "maximum": 1},

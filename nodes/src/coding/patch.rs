@@ -103,17 +103,21 @@ impl NodeFactory for PatchFactory {
 /// often get them wrong, and a too-small count makes diffy apply nothing, silently. Empty
 /// lines inside a hunk become context lines (models drop the leading space).
 pub fn fix_hunk_counts(diff: &str) -> String {
-    let lines: Vec<&str> = diff.lines().collect();
+    // Split on `\n` only: a CRLF file's lines keep their `\r`, or they would never match.
+    let mut lines: Vec<&str> = diff.split('\n').collect();
+    if lines.last() == Some(&"") {
+        lines.pop();
+    }
     let mut out: Vec<String> = Vec::with_capacity(lines.len());
     let mut i = 0;
     while i < lines.len() {
         let line = lines[i];
-        let Some(header) = parse_hunk_header(line) else {
+        let Some(header) = parse_hunk_header(line.trim_end_matches('\r')) else {
             out.push(line.to_string());
             i += 1;
             continue;
         };
-        let mut body = Vec::new();
+        let mut body: Vec<String> = Vec::new();
         let mut j = i + 1;
         while j < lines.len() {
             let l = lines[j];
@@ -122,11 +126,15 @@ pub fn fix_hunk_counts(diff: &str) -> String {
             if l.starts_with("@@") || l.starts_with("diff --git") || file_header {
                 break;
             }
-            body.push(if l.is_empty() { " " } else { l });
+            body.push(if l.is_empty() || l == "\r" {
+                format!(" {l}")
+            } else {
+                l.to_string()
+            });
             j += 1;
         }
         // Trailing blank lines belong to no hunk.
-        while body.last() == Some(&" ") && j == lines.len() {
+        while body.last().is_some_and(|l| l.trim().is_empty()) && j == lines.len() {
             body.pop();
         }
         let old = body
@@ -139,7 +147,7 @@ pub fn fix_hunk_counts(diff: &str) -> String {
             .count();
         let (old_start, new_start, rest) = header;
         out.push(format!("@@ -{old_start},{old} +{new_start},{new} @@{rest}"));
-        out.extend(body.iter().map(|l| l.to_string()));
+        out.extend(body);
         i = j;
     }
     let mut text = out.join("\n");
@@ -178,7 +186,8 @@ pub fn check_path(root: &Path, path: &str, allowed: &[String]) -> Result<PathBuf
     {
         return Err("`..` would leave the workspace".into());
     }
-    if !allowed.iter().any(|g| glob_match(g, path)) {
+    let outside = |p: &str| !allowed.iter().any(|g| glob_match(g, p));
+    if outside(path) {
         return Err(format!("outside allowed_paths ({})", allowed.join(", ")));
     }
     // Every part that exists must stay inside the root once symlinks are followed.
@@ -200,21 +209,40 @@ pub fn check_path(root: &Path, path: &str, allowed: &[String]) -> Result<PathBuf
             }
         }
     }
-    Ok(root.join(relative))
+    // Through a symlink inside the workspace a path may land elsewhere in it: the place
+    // it really lands must be allowed too.
+    let target = root.join(relative);
+    let real = match target.canonicalize() {
+        Ok(real) => real,
+        Err(_) => match (
+            target.parent().and_then(|p| p.canonicalize().ok()),
+            target.file_name(),
+        ) {
+            (Some(parent), Some(name)) => parent.join(name),
+            _ => target.clone(),
+        },
+    };
+    let real_relative = real
+        .strip_prefix(&root)
+        .unwrap_or(relative)
+        .to_string_lossy()
+        .replace('\\', "/");
+    if real_relative != path && outside(&real_relative) {
+        return Err(format!(
+            "leads through a symlink to `{real_relative}`, outside allowed_paths ({})",
+            allowed.join(", ")
+        ));
+    }
+    Ok(target)
 }
 
 /// The contents files had before this run patched them: path -> text (`None`: the file
 /// did not exist).
 type Originals = std::collections::BTreeMap<String, Option<String>>;
 
-fn originals(ctx: &Value) -> Originals {
+fn originals(files: Option<&Value>) -> Originals {
     let mut map = Originals::new();
-    for file in ctx
-        .pointer("/workspace/files")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for file in files.and_then(Value::as_array).into_iter().flatten() {
         let (Some(path), Some(status)) = (
             file.get("path").and_then(Value::as_str),
             file.get("status").and_then(Value::as_str),
@@ -305,8 +333,12 @@ impl Patch {
                     continue;
                 }
             };
+            // A second section for a file already in this diff applies on top of the first.
+            let earlier = changes.iter().position(|c: &Change| c.path == path);
             let remembered = originals.get(&path);
-            let original = if let Some(Some(text)) = remembered {
+            let original = if let Some(i) = earlier {
+                changes[i].patched.clone().unwrap_or_default()
+            } else if let Some(Some(text)) = remembered {
                 text.clone()
             } else if status == "created" {
                 if target.exists() && remembered.is_none() {
@@ -342,14 +374,21 @@ impl Patch {
                     .push(json!({"path": path, "reason": "the diff applies but changes nothing"}));
                 continue;
             }
+            if status == "deleted" && !patched.is_empty() {
+                rejected.push(json!({"path": path, "reason": "the diff deletes the file but does not remove all its lines"}));
+                continue;
+            }
             let patched = (status != "deleted").then_some(patched);
-            changes.push(Change {
-                path,
-                target,
-                original,
-                patched,
-                status,
-            });
+            match earlier {
+                Some(i) => changes[i].patched = patched,
+                None => changes.push(Change {
+                    path,
+                    target,
+                    original,
+                    patched,
+                    status,
+                }),
+            }
         }
         if !rejected.is_empty() {
             let n = rejected.len();
@@ -384,7 +423,7 @@ impl Node for Patch {
                 self.diff
             )));
         };
-        let originals = originals(cx.ctx);
+        let originals = originals(self.files.get(cx.ctx));
         let changes = match self.plan(&root, diff, &originals) {
             Ok(c) => c,
             Err((why, rejected)) => {
@@ -620,6 +659,77 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(root.join("app/calc.py")).unwrap(),
             "new\n"
+        );
+    }
+
+    #[test]
+    fn two_sections_for_one_file_apply_one_after_the_other() {
+        let (_tree, root) = workspace();
+        std::fs::write(
+            root.join("app/calc.py"),
+            "def add(a, b):\n    return a - b\n\n\ndef sub(a, b):\n    return a + b\n",
+        )
+        .unwrap();
+        let diff = "--- a/app/calc.py\n+++ b/app/calc.py\n@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a - b\n+    return a + b\n--- a/app/calc.py\n+++ b/app/calc.py\n@@ -5,2 +5,2 @@\n def sub(a, b):\n-    return a + b\n+    return a - b\n";
+        let changes = patcher(&["**"])
+            .plan(&root, diff, &Originals::new())
+            .map_err(|e| e.0)
+            .unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            changes[0].patched.as_deref(),
+            Some("def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n")
+        );
+    }
+
+    #[test]
+    fn a_delete_that_leaves_lines_is_rejected() {
+        let (_tree, root) = workspace();
+        let partial = "--- a/app/calc.py\n+++ /dev/null\n@@ -1,2 +0,0 @@\n-def add(a, b):\n";
+        assert_eq!(
+            reasons(patcher(&["**"]).plan(&root, partial, &Originals::new())),
+            ["app/calc.py: the diff deletes the file but does not remove all its lines"]
+        );
+        let whole = "--- a/app/calc.py\n+++ /dev/null\n@@ -1,2 +0,0 @@\n-def add(a, b):\n-    return a - b\n";
+        let changes = patcher(&["**"])
+            .plan(&root, whole, &Originals::new())
+            .map_err(|e| e.0)
+            .unwrap();
+        assert_eq!(
+            (changes[0].status, changes[0].patched.clone()),
+            ("deleted", None)
+        );
+    }
+
+    #[test]
+    fn allowed_paths_hold_through_symlinks_inside_the_workspace() {
+        let (_tree, root) = workspace();
+        std::fs::create_dir_all(root.join("tests")).unwrap();
+        std::fs::write(root.join("tests/test_x.py"), "x\n").unwrap();
+        std::os::unix::fs::symlink("../tests", root.join("app/t")).unwrap();
+        let diff = "--- a/app/t/test_x.py\n+++ b/app/t/test_x.py\n@@ -1 +1 @@\n-x\n+y\n";
+        assert_eq!(
+            reasons(patcher(&["app/**"]).plan(&root, diff, &Originals::new())),
+            ["app/t/test_x.py: leads through a symlink to `tests/test_x.py`, outside allowed_paths (app/**)"]
+        );
+    }
+
+    #[test]
+    fn crlf_files_patch() {
+        let (_tree, root) = workspace();
+        std::fs::write(
+            root.join("app/calc.py"),
+            "def add(a, b):\r\n    return a - b\r\n",
+        )
+        .unwrap();
+        let diff = "--- a/app/calc.py\r\n+++ b/app/calc.py\r\n@@ -1,2 +1,2 @@\r\n def add(a, b):\r\n-    return a - b\r\n+    return a + b\r\n";
+        let changes = patcher(&["**"])
+            .plan(&root, diff, &Originals::new())
+            .map_err(|e| e.0)
+            .unwrap();
+        assert_eq!(
+            changes[0].patched.as_deref(),
+            Some("def add(a, b):\r\n    return a + b\r\n")
         );
     }
 }

@@ -13,12 +13,14 @@ struct Config {
     title: Option<String>,
     report_path: Option<String>,
     json_path: Option<String>,
+    files_path: Option<String>,
 }
 
 pub struct Summary {
     title: Option<String>,
     report: CtxPath,
     json: CtxPath,
+    files: CtxPath,
 }
 
 pub struct SummaryFactory;
@@ -53,6 +55,12 @@ impl NodeFactory for SummaryFactory {
                 required: false,
                 about: "JSON (default $ctx.summary.json)",
             },
+            SettingDoc {
+                name: "files_path",
+                kind: "$ctx path",
+                required: false,
+                about: "the files Patch recorded (default $ctx.workspace.files)",
+            },
         ]
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
@@ -66,6 +74,12 @@ impl NodeFactory for SummaryFactory {
                     .unwrap_or("$ctx.summary.report"),
             ),
             json: super::ctx_path(config.json_path.as_deref().unwrap_or("$ctx.summary.json")),
+            files: super::ctx_path(
+                config
+                    .files_path
+                    .as_deref()
+                    .unwrap_or("$ctx.workspace.files"),
+            ),
         }))
     }
 }
@@ -98,7 +112,7 @@ impl Node for Summary {
             .unwrap_or_else(|| "Run report".into());
         let mut md = format!("# {title}\n\n## Changes\n\n");
 
-        let changes: Vec<Value> = match ctx.pointer("/workspace/files") {
+        let changes: Vec<Value> = match self.files.get(ctx) {
             Some(Value::Array(files)) => files
                 .iter()
                 .filter(|f| f.get("status").and_then(Value::as_str).is_some_and(|s| s != "original"))
@@ -252,7 +266,7 @@ impl Node for Summary {
         Reads {
             paths: vec![
                 key(&["request", "summary"]),
-                key(&["workspace", "files"]),
+                self.files.steps.clone(),
                 key(&["diff", "applied"]),
                 key(&["tests", "results"]),
                 key(&["review"]),

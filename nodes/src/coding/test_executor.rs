@@ -36,6 +36,7 @@ struct Config {
     max_output: usize,
     results_path: Option<String>,
     history_path: Option<String>,
+    files_path: Option<String>,
 }
 
 fn default_max_output() -> usize {
@@ -48,6 +49,7 @@ pub struct TestExecutor {
     base_dir: PathBuf,
     results: CtxPath,
     history: CtxPath,
+    files: CtxPath,
 }
 
 pub struct TestExecutorFactory;
@@ -118,6 +120,12 @@ impl NodeFactory for TestExecutorFactory {
                 required: false,
                 about: "every run's counts, appended (default $ctx.tests.history)",
             },
+            SettingDoc {
+                name: "files_path",
+                kind: "$ctx path",
+                required: false,
+                about: "the patched files to lay over the copy (default $ctx.workspace.files)",
+            },
         ]
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
@@ -152,6 +160,12 @@ impl NodeFactory for TestExecutorFactory {
                 .as_deref()
                 .unwrap_or("$ctx.tests.results"),
         );
+        let files = super::ctx_path(
+            config
+                .files_path
+                .as_deref()
+                .unwrap_or("$ctx.workspace.files"),
+        );
         let history = super::ctx_path(
             config
                 .history_path
@@ -164,6 +178,7 @@ impl NodeFactory for TestExecutorFactory {
             base_dir: cx.base_dir.to_path_buf(),
             results,
             history,
+            files,
         }))
     }
 }
@@ -245,7 +260,7 @@ impl Node for TestExecutor {
         copy_tree(&root, &copy.0)
             .map_err(|e| NodeError::fatal(format!("cannot copy the workspace: {e}")))?;
         let mut overlaid = Vec::new();
-        if let Some(Value::Array(files)) = cx.ctx.pointer("/workspace/files") {
+        if let Some(Value::Array(files)) = self.files.get(cx.ctx) {
             for file in files {
                 let (Some(path), Some(status)) = (
                     file.get("path").and_then(Value::as_str),
@@ -253,7 +268,12 @@ impl Node for TestExecutor {
                 ) else {
                     continue;
                 };
-                let target = copy.0.join(path);
+                // Only inside the copy: a listed path cannot reach anything else.
+                let target = super::patch::check_path(&copy.0, path, &["**".to_string()]).map_err(
+                    |why| {
+                        NodeError::fatal(format!("cannot lay `{path}` over the test copy: {why}"))
+                    },
+                )?;
                 match (status, file.get("patched_content").and_then(Value::as_str)) {
                     ("patched" | "created", Some(text)) => {
                         if let Some(parent) = target.parent() {
@@ -326,10 +346,7 @@ impl Node for TestExecutor {
     fn reads(&self) -> Reads {
         let mut paths = root_reads();
         paths.push(vec![Step::Key("tests".into()), Step::Key("command".into())]);
-        paths.push(vec![
-            Step::Key("workspace".into()),
-            Step::Key("files".into()),
-        ]);
+        paths.push(self.files.steps.clone());
         paths.push(self.history.steps.clone());
         Reads {
             paths,

@@ -9,18 +9,27 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+/// One recorded answer.
+#[derive(Clone)]
+enum Recorded {
+    Reply(ChatResponse),
+    Error { message: String, retryable: bool },
+}
+
 /// Answers from a recorded cassette.
 pub struct Cassette {
     file: String,
-    /// Recorded replies by request hash; the same request asked twice gets them in order.
-    replies: Mutex<HashMap<String, VecDeque<ChatResponse>>>,
+    /// Recorded answers by request hash; the same request asked twice gets them in order.
+    /// An answer may be an error the server gave (a refused response format), so a replay
+    /// takes the same way through the run.
+    replies: Mutex<HashMap<String, VecDeque<Recorded>>>,
 }
 
 impl Cassette {
     pub fn load(path: &Path) -> Result<Cassette, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read cassette `{}`: {e}", path.display()))?;
-        let mut replies: HashMap<String, VecDeque<ChatResponse>> = HashMap::new();
+        let mut replies: HashMap<String, VecDeque<Recorded>> = HashMap::new();
         for (n, line) in text
             .lines()
             .enumerate()
@@ -34,19 +43,26 @@ impl Cassette {
                 )
             })?;
             let hash = entry.get("hash").and_then(Value::as_str);
-            let response = entry.get("response").and_then(ChatResponse::from_json);
-            match (hash, response) {
-                (Some(hash), Some(response)) => replies
+            let response = entry
+                .get("response")
+                .and_then(ChatResponse::from_json)
+                .map(Recorded::Reply);
+            let error = entry.get("error").and_then(|e| {
+                Some(Recorded::Error {
+                    message: e.get("message")?.as_str()?.to_string(),
+                    retryable: e.get("retryable").and_then(Value::as_bool).unwrap_or(false),
+                })
+            });
+            match (hash, response.or(error)) {
+                (Some(hash), Some(answer)) => replies
                     .entry(hash.to_string())
                     .or_default()
-                    .push_back(response),
-                _ => {
-                    return Err(format!(
-                        "cassette `{}` line {}: needs `hash` and `response.text`",
-                        path.display(),
-                        n + 1
-                    ))
-                }
+                    .push_back(answer),
+                _ => return Err(format!(
+                    "cassette `{}` line {}: needs `hash`, and `response.text` or `error.message`",
+                    path.display(),
+                    n + 1
+                )),
             }
         }
         Ok(Cassette {
@@ -83,11 +99,20 @@ impl Provider for Cassette {
         } else {
             queue.front().cloned()
         };
-        let response = response.unwrap_or_default();
-        if let Some(on_delta) = deltas {
-            on_delta(&response.text);
+        match response {
+            Some(Recorded::Reply(response)) => {
+                if let Some(on_delta) = deltas {
+                    on_delta(&response.text);
+                }
+                Ok(response)
+            }
+            Some(Recorded::Error {
+                message,
+                retryable: true,
+            }) => Err(NodeError::retryable(message)),
+            Some(Recorded::Error { message, .. }) => Err(NodeError::fatal(message)),
+            None => Ok(ChatResponse::default()),
         }
-        Ok(response)
     }
 }
 
@@ -129,11 +154,19 @@ impl Provider for Recorder {
         request: &ChatRequest,
         deltas: Deltas<'_>,
     ) -> Result<ChatResponse, NodeError> {
-        let response = self.inner.complete(node, request, deltas).await?;
-        let line = json!({"hash": request.hash(), "node": node, "request": request.canonical(), "response": response.to_json()});
+        let result = self.inner.complete(node, request, deltas).await;
+        let answer = match &result {
+            Ok(response) => json!({"response": response.to_json()}),
+            Err(e) => json!({"error": {"message": e.to_string(), "retryable": e.is_retryable()}}),
+        };
+        let mut line =
+            json!({"hash": request.hash(), "node": node, "request": request.canonical()});
+        if let (Value::Object(line), Value::Object(answer)) = (&mut line, answer) {
+            line.extend(answer);
+        }
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         writeln!(file, "{line}")
             .map_err(|e| NodeError::fatal(format!("cannot write cassette `{}`: {e}", self.path)))?;
-        Ok(response)
+        result
     }
 }

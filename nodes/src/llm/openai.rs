@@ -169,7 +169,8 @@ impl OpenAi {
         mut response: reqwest::Response,
         on_delta: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<ChatResponse, NodeError> {
-        let mut buffer = String::new();
+        // Bytes, decoded a whole line at a time: a character may be split across chunks.
+        let mut buffer: Vec<u8> = Vec::new();
         let mut reply = ChatResponse {
             model: request.model.clone(),
             ..ChatResponse::default()
@@ -183,9 +184,10 @@ impl OpenAi {
                 ))
             })?;
             let Some(chunk) = chunk else { break };
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buffer.find('\n') {
-                let line: String = buffer.drain(..=end).collect();
+            buffer.extend_from_slice(&chunk);
+            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                let bytes: Vec<u8> = buffer.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&bytes);
                 let Some(data) = line.trim().strip_prefix("data:") else {
                     continue;
                 };

@@ -11,39 +11,89 @@
 
 use super::{estimate_tokens, ChatRequest, ChatResponse, Deltas, Provider};
 use illumo_engine::node::NodeError;
-use serde::Deserialize;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-#[derive(Deserialize, Clone)]
-#[serde(untagged)]
-enum Reply {
-    Text(String),
-    Full { reply: String, usage: Option<Usage> },
+#[derive(Clone)]
+struct Reply {
+    text: String,
+    usage: Option<(Option<u64>, Option<u64>)>,
 }
 
-#[derive(Deserialize, Clone, Copy)]
-#[serde(deny_unknown_fields)]
-struct Usage {
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-}
+/// Reads the file by hand, so a mistake names its place: `replies.draft[1] ...`.
+/// Replies by node id, and `(pattern, reply)` rules.
+type Parsed = (HashMap<String, Vec<Reply>>, Vec<(String, String)>);
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Rule {
-    pattern: String,
-    reply: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    #[serde(default)]
-    replies: HashMap<String, Vec<Reply>>,
-    #[serde(default, rename = "match")]
-    rules: Vec<Rule>,
+fn parse(value: &Value) -> Result<Parsed, String> {
+    let Value::Object(top) = value else {
+        return Err("the file must be a map with `replies` and/or `match`".into());
+    };
+    if let Some(key) = top.keys().find(|k| *k != "replies" && *k != "match") {
+        return Err(format!(
+            "unknown key `{key}`; the file has `replies` and `match`"
+        ));
+    }
+    let mut replies = HashMap::new();
+    if let Some(nodes) = top.get("replies") {
+        let Value::Object(nodes) = nodes else {
+            return Err("`replies` must map node ids to lists of replies".into());
+        };
+        for (node, list) in nodes {
+            let Value::Array(items) = list else {
+                return Err(format!("`replies.{node}` must be a list of replies"));
+            };
+            let mut parsed = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let at = format!("replies.{node}[{i}]");
+                parsed.push(match item {
+                    Value::String(text) => Reply { text: text.clone(), usage: None },
+                    Value::Object(map) => {
+                        if let Some(key) = map.keys().find(|k| *k != "reply" && *k != "usage") {
+                            return Err(format!("`{at}` has an unknown key `{key}`; a reply is a string or {{reply, usage}}"));
+                        }
+                        let text = map.get("reply").and_then(Value::as_str).ok_or_else(|| format!("`{at}` needs `reply: TEXT`"))?;
+                        let usage = match map.get("usage") {
+                            None => None,
+                            Some(Value::Object(u)) => {
+                                if let Some(key) = u.keys().find(|k| *k != "input_tokens" && *k != "output_tokens") {
+                                    return Err(format!("`{at}.usage` has an unknown key `{key}`; it has input_tokens and output_tokens"));
+                                }
+                                Some((u.get("input_tokens").and_then(Value::as_u64), u.get("output_tokens").and_then(Value::as_u64)))
+                            }
+                            Some(_) => return Err(format!("`{at}.usage` must be {{input_tokens, output_tokens}}")),
+                        };
+                        Reply { text: text.to_string(), usage }
+                    }
+                    other => return Err(format!("`{at}` must be a string or {{reply, usage}}, not {other}")),
+                });
+            }
+            replies.insert(node.clone(), parsed);
+        }
+    }
+    let mut rules = Vec::new();
+    if let Some(list) = top.get("match") {
+        let Value::Array(items) = list else {
+            return Err("`match` must be a list of {pattern, reply}".into());
+        };
+        for (i, item) in items.iter().enumerate() {
+            let field = |k: &str| item.get(k).and_then(Value::as_str).map(str::to_string);
+            match (
+                field("pattern"),
+                field("reply"),
+                item.as_object().map_or(0, |m| m.len()),
+            ) {
+                (Some(p), Some(r), 2) => rules.push((p, r)),
+                _ => {
+                    return Err(format!(
+                        "`match[{i}]` must be {{pattern: REGEX, reply: TEXT}}"
+                    ))
+                }
+            }
+        }
+    }
+    Ok((replies, rules))
 }
 
 pub struct Scripted {
@@ -58,22 +108,27 @@ impl Scripted {
     pub fn load(path: &Path) -> Result<Scripted, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read scripted replies `{}`: {e}", path.display()))?;
-        let file: File = serde_yaml::from_str(&text)
-            .map_err(|e| format!("scripted replies `{}` are not valid: {e}", path.display()))?;
+        let value: Value = serde_yaml::from_str(&text).map_err(|e| {
+            format!(
+                "scripted replies `{}` are not valid YAML: {e}",
+                path.display()
+            )
+        })?;
+        let (replies, patterns) =
+            parse(&value).map_err(|e| format!("scripted replies `{}`: {e}", path.display()))?;
         let mut rules = Vec::new();
-        for rule in file.rules {
-            let regex = regex_lite::Regex::new(&rule.pattern).map_err(|e| {
+        for (pattern, reply) in patterns {
+            let regex = regex_lite::Regex::new(&pattern).map_err(|e| {
                 format!(
-                    "scripted replies `{}`: bad pattern `{}`: {e}",
-                    path.display(),
-                    rule.pattern
+                    "scripted replies `{}`: bad pattern `{pattern}`: {e}",
+                    path.display()
                 )
             })?;
-            rules.push((regex, rule.reply));
+            rules.push((regex, reply));
         }
         Ok(Scripted {
             file: path.display().to_string(),
-            replies: file.replies,
+            replies,
             rules,
             calls: Mutex::new(HashMap::new()),
         })
@@ -105,8 +160,7 @@ impl Provider for Scripted {
             .collect::<Vec<_>>()
             .join("\n");
         let (text, usage) = match self.replies.get(node).and_then(|list| list.get(call - 1)) {
-            Some(Reply::Text(text)) => (text.clone(), None),
-            Some(Reply::Full { reply, usage }) => (reply.clone(), *usage),
+            Some(reply) => (reply.text.clone(), reply.usage),
             None => match self.rules.iter().find(|(regex, _)| regex.is_match(&prompt)) {
                 Some((_, reply)) => (reply.clone(), None),
                 None => {
@@ -126,12 +180,12 @@ impl Provider for Scripted {
         Ok(ChatResponse {
             input_tokens: Some(
                 usage
-                    .and_then(|u| u.input_tokens)
+                    .and_then(|u| u.0)
                     .unwrap_or_else(|| estimate_tokens(&prompt)),
             ),
             output_tokens: Some(
                 usage
-                    .and_then(|u| u.output_tokens)
+                    .and_then(|u| u.1)
                     .unwrap_or_else(|| estimate_tokens(&text)),
             ),
             text,
