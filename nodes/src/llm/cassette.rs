@@ -58,11 +58,13 @@ impl Cassette {
                     .entry(hash.to_string())
                     .or_default()
                     .push_back(answer),
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "cassette `{}` line {}: needs `hash`, and `response.text` or `error.message`",
                     path.display(),
                     n + 1
-                )),
+                ))
+                }
             }
         }
         Ok(Cassette {
