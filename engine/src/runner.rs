@@ -760,7 +760,8 @@ impl Driver {
         match done.result {
             Ok(outcome) => match self.apply(done.node, done.started, &outcome, &done.span) {
                 Ok(next) => {
-                    self.push_step(self.shared.flow.id(done.node).to_string().as_str(), "ok");
+                    let flow = self.shared.flow.clone();
+                    self.push_step(flow.id(done.node), "ok");
                     let mut span = done.span;
                     if let (Some(span), Some(route)) = (span.as_mut(), &outcome.route) {
                         span.attributes.insert(
