@@ -3,7 +3,7 @@
 use illumo_engine::decode::Decoder;
 use illumo_engine::path::{set_steps, CtxPath};
 use illumo_engine::policy::PolicySpec;
-use illumo_engine::yaml::{YPath, Yaml};
+use illumo_engine::yaml::YPath;
 use illumo_engine::Source;
 use serde_json::{Map, Value};
 use std::io::Read;
@@ -81,10 +81,11 @@ pub fn ctx_path(text: &str) -> Result<CtxPath, String> {
 pub fn policy(arg: &str) -> Result<PolicySpec, Option<String>> {
     let (name, text) = read_arg("--policy", arg)?;
     let source = Source::new(name, text);
-    let yaml =
-        Yaml::parse(&source.text).map_err(|e| format!("--policy: not valid JSON or YAML: {e}"))?;
+    let parsed = illumo_engine::yaml::parse(&source.text)
+        .map_err(|e| format!("--policy: not valid JSON or YAML: {e}"))?;
     let mut dec = Decoder::default();
-    let spec = PolicySpec::decode(&mut dec, &yaml, &YPath::root());
+    let spec = PolicySpec::decode(&mut dec, &parsed.yaml, &YPath::root());
+    illumo_engine::diagnostic::resolve(&mut dec.diags, &parsed);
     if let Some(illumo_engine::policy::OnError::Goto(_)) = &spec.on_error {
         return Err(Some(
             "--policy: `on_error: goto` must be set in the flow file, where its target is checked"

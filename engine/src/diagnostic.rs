@@ -8,7 +8,7 @@
 //!    |                                              ^^^^^ did you mean `draft`?
 //! ```
 
-use crate::yaml::{locate, YPath};
+use crate::yaml::{Parsed, YPath};
 use std::fmt::Write as _;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -83,11 +83,13 @@ impl Diagnostic {
     }
 }
 
-/// A flow file's name and text, for locating and rendering diagnostics.
+/// A flow file's name and text, for rendering diagnostics.
 #[derive(Debug, Clone)]
 pub struct Source {
     pub name: String,
     pub text: String,
+    /// Where each line starts, found when the first diagnostic is rendered.
+    line_starts: std::sync::OnceLock<Vec<usize>>,
 }
 
 impl Source {
@@ -95,6 +97,7 @@ impl Source {
         Source {
             name: name.into(),
             text: text.into(),
+            line_starts: std::sync::OnceLock::new(),
         }
     }
 
@@ -106,25 +109,25 @@ impl Source {
         }
     }
 
-    /// The 1-based line and column of a diagnostic, if it has a place in this file.
-    pub fn position(&self, diagnostic: &Diagnostic) -> Option<(usize, usize)> {
-        if diagnostic.pos.is_some() {
-            return diagnostic.pos;
-        }
-        let path = diagnostic.path.as_ref()?;
-        let (line, column) = locate(&self.text, path)?;
-        let quoted = self
-            .text
-            .lines()
-            .nth(line - 1)
-            .and_then(|l| l.chars().nth(column - 1))
-            .is_some_and(|c| c == '"' || c == '\'');
-        let shift = if quoted && diagnostic.offset > 0 {
-            1
-        } else {
-            0
+    /// The text of a 1-based line, without its line break.
+    pub fn line(&self, line: usize) -> &str {
+        let starts = self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(self.text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        });
+        let Some(&start) = starts.get(line.wrapping_sub(1)) else {
+            return "";
         };
-        Some((line, column + diagnostic.offset + shift))
+        let end = starts.get(line).map_or(self.text.len(), |&next| next - 1);
+        self.text[start..end].trim_end_matches('\r')
+    }
+
+    /// The 1-based line and column of a diagnostic (after [`resolve`]), if it has one.
+    pub fn position(&self, diagnostic: &Diagnostic) -> Option<(usize, usize)> {
+        diagnostic
+            .pos
+            .map(|(line, column)| (line, column + diagnostic.offset))
     }
 
     /// Renders one diagnostic; `color` adds ANSI colours.
@@ -145,7 +148,7 @@ impl Source {
             Some((line, column)) => {
                 let number = line.to_string();
                 let pad = " ".repeat(number.len());
-                let text = self.text.lines().nth(line - 1).unwrap_or("");
+                let text = self.line(line);
                 let _ = writeln!(
                     out,
                     "{pad}{} {}:{line}:{column}",
@@ -153,9 +156,15 @@ impl Source {
                     self.name
                 );
                 let _ = writeln!(out, "{pad} {}", paint("34", "|"));
-                let _ = writeln!(out, "{} {} {text}", paint("34", &number), paint("34", "|"));
-                let marks = "^".repeat(d.width);
-                let under = format!("{}{marks}", " ".repeat(column - 1));
+                let _ = writeln!(
+                    out,
+                    "{} {} {}",
+                    paint("34", &number),
+                    paint("34", "|"),
+                    expand_tabs(text)
+                );
+                let (indent, width) = caret_span(text, column, d.width);
+                let under = format!("{}{}", " ".repeat(indent), "^".repeat(width));
                 let label = d
                     .label
                     .as_deref()
@@ -183,10 +192,13 @@ impl Source {
 
     /// Renders every diagnostic, errors first in file order, then a count line.
     pub fn render_all(&self, diagnostics: &[Diagnostic], color: bool) -> String {
-        let mut sorted: Vec<&Diagnostic> = diagnostics.iter().collect();
-        sorted.sort_by_key(|d| (d.severity, self.position(d)));
+        let mut sorted: Vec<(Severity, Option<(usize, usize)>, &Diagnostic)> = diagnostics
+            .iter()
+            .map(|d| (d.severity, self.position(d), d))
+            .collect();
+        sorted.sort_by_key(|(severity, position, _)| (*severity, *position));
         let mut out = String::new();
-        for d in &sorted {
+        for (_, _, d) in &sorted {
             out.push_str(&self.render(d, color));
             out.push('\n');
         }
@@ -206,6 +218,42 @@ impl Source {
         }
         out
     }
+}
+
+/// Gives each diagnostic that names a place in the tree its line and column. A quoted
+/// scalar's text starts one column after its quote.
+pub fn resolve(diagnostics: &mut [Diagnostic], parsed: &Parsed) {
+    for d in diagnostics.iter_mut().filter(|d| d.pos.is_none()) {
+        let Some(path) = &d.path else { continue };
+        if let Some((mark, quoted)) = parsed.locate(path) {
+            let shift = usize::from(quoted && d.offset > 0);
+            d.pos = Some((mark.line as usize, mark.column as usize + shift));
+        }
+    }
+}
+
+/// How tabs show in a snippet.
+const TAB: &str = "    ";
+
+fn expand_tabs(line: &str) -> String {
+    line.replace('\t', TAB)
+}
+
+/// Where the carets of a 1-based character `column` start on the screen, and how many
+/// there are for `width` characters: a tab shows as four columns, a wide character as two.
+fn caret_span(line: &str, column: usize, width: usize) -> (usize, usize) {
+    let cells = |c: char| match c {
+        '\t' => TAB.len(),
+        c => unicode_width::UnicodeWidthChar::width(c).unwrap_or(0),
+    };
+    // Past the end of the line (a missing closing bracket, a value that goes on), each
+    // character counts one column.
+    let before: Vec<char> = line.chars().take(column.saturating_sub(1)).collect();
+    let indent =
+        before.iter().copied().map(cells).sum::<usize>() + column.saturating_sub(1) - before.len();
+    let under: Vec<char> = line.chars().skip(before.len()).take(width).collect();
+    let shown = under.iter().copied().map(cells).sum::<usize>() + width - under.len();
+    (indent, shown.max(1))
 }
 
 pub fn plural(n: usize, word: &str) -> String {
@@ -270,14 +318,38 @@ mod tests {
 
     #[test]
     fn renders_a_snippet_with_caret_and_label() {
-        let src = Source::new("flow.yaml", "flow:\n  entry: strat\n");
+        let text = "flow:\n  entry: strat\n";
+        let src = Source::new("flow.yaml", text);
         let path = YPath::root().key("flow").key("entry");
-        let d = Diagnostic::error("entry names unknown node `strat`")
+        let mut d = vec![Diagnostic::error("entry names unknown node `strat`")
             .at(path, "strat")
-            .label("did you mean `start`?");
+            .label("did you mean `start`?")];
+        resolve(&mut d, &crate::yaml::parse(text).unwrap());
         assert_eq!(
-            src.render(&d, false),
+            src.render(&d[0], false),
             "error: entry names unknown node `strat`\n --> flow.yaml:2:10\n  |\n2 |   entry: strat\n  |          ^^^^^ did you mean `start`?\n"
+        );
+    }
+
+    #[test]
+    fn carets_line_up_under_tabs_and_wide_characters() {
+        // A tab inside a quoted value, and a name in wide characters after it.
+        let text = "flow: {name: \"\tx\", entry: ノード}\n";
+        let src = Source::new("f.yaml", text);
+        let mut d = vec![
+            Diagnostic::error("wide").at(YPath::root().key("flow").key("entry"), "ノード"),
+            Diagnostic::error("tab")
+                .at(YPath::root().key("flow").key("name"), "x")
+                .offset(1),
+        ];
+        resolve(&mut d, &crate::yaml::parse(text).unwrap());
+        assert_eq!(
+            src.render(&d[0], false),
+            "error: wide\n --> f.yaml:1:27\n  |\n1 | flow: {name: \"    x\", entry: ノード}\n  |                              ^^^^^^\n"
+        );
+        assert_eq!(
+            src.render(&d[1], false),
+            "error: tab\n --> f.yaml:1:16\n  |\n1 | flow: {name: \"    x\", entry: ノード}\n  |                   ^\n"
         );
     }
 }

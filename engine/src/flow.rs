@@ -106,21 +106,25 @@ impl Flow {
     /// Reads, decodes, builds and validates a flow; every problem is reported at once.
     pub fn load(source: Source, registry: &NodeRegistry) -> Result<Flow, LoadError> {
         let mut dec = Decoder::default();
-        let flow = match Yaml::parse(&source.text) {
-            Ok(yaml) => decode_flow(&mut dec, &yaml)
-                .and_then(|spec| build(spec, registry, &mut dec, &source)),
+        let parsed = match crate::yaml::parse(&source.text) {
+            Ok(parsed) => Some(parsed),
             Err(e) => {
-                let text = e.to_string();
-                let message = text.split(" at line ").next().unwrap_or(&text);
-                let mut d = Diagnostic::error(format!("invalid YAML: {message}"));
-                if let Some((_, context)) = text.split_once(", while ") {
-                    d = d.help(format!("while {context}"));
+                let mut d = Diagnostic::error(format!("invalid YAML: {}", e.message));
+                if let Some(help) = e.help {
+                    d = d.help(help);
                 }
-                d.pos = e.location().map(|l| (l.line(), l.column()));
+                d.pos = e.at.map(|m| (m.line as usize, m.column as usize));
                 dec.push(d);
                 None
             }
         };
+        let flow = parsed.as_ref().and_then(|parsed| {
+            decode_flow(&mut dec, &parsed.yaml)
+                .and_then(|spec| build(spec, registry, &mut dec, &source))
+        });
+        if let Some(parsed) = &parsed {
+            crate::diagnostic::resolve(&mut dec.diags, parsed);
+        }
         match flow {
             Some(mut flow) if !dec.has_errors() => {
                 flow.warnings = dec.diags;
