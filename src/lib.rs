@@ -1,12 +1,14 @@
 //! The `illumo` command line: parses arguments, wires the node registry and tracers to the
 //! engine, and renders errors. Exit codes: 0 success, 1 the flow failed, 2 bad usage or an
-//! invalid flow, 130 interrupted.
+//! invalid flow, 4 the flow succeeded but its output could not be written, 129/130/143
+//! interrupted by SIGHUP/SIGINT/SIGTERM.
 
 mod cli;
 mod graph;
 mod inputs;
 mod nodes_cmd;
 mod run_cmd;
+mod signals;
 mod trace_cmd;
 
 use clap::Parser;
@@ -17,7 +19,9 @@ use std::io::IsTerminal;
 
 pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
-pub const EXIT_INTERRUPTED: i32 = 130;
+/// The flow succeeded, but its result could not be printed or written (`--print` of a
+/// path the ctx does not have, `-o` into a missing folder).
+pub const EXIT_OUTPUT: i32 = 4;
 
 /// Runs the CLI with these arguments and returns the exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {

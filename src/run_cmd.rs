@@ -1,7 +1,8 @@
 //! `illumo run`.
 
 use crate::cli::RunArgs;
-use crate::{inputs, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE};
+use crate::{inputs, EXIT_FAILED, EXIT_OUTPUT, EXIT_USAGE};
+use illumo_engine::redact::Redactor;
 use illumo_engine::runner::{self, RunError, RunOptions};
 use illumo_engine::tracer::{DbTracer, Fanout, Tracer};
 use illumo_engine::NodeRegistry;
@@ -26,15 +27,13 @@ type Prepared = (Arc<illumo_engine::Flow>, Value, RunOptions);
 fn prepare(args: &RunArgs, registry: &NodeRegistry) -> Result<Prepared, Option<String>> {
     let tracer = tracers(args)?;
     let flow = crate::load(&args.flow, registry, args.quiet).map_err(|_| None)?;
-    let mut ctx = inputs::context(args.context.as_deref(), &args.sets)?;
-    if args.write {
-        ctx["runtime"]["write"] = serde_json::Value::Bool(true);
-    }
+    let ctx = inputs::context(args.context.as_deref(), &args.sets)?;
     if let Some(path) = &args.print {
         inputs::ctx_path(path).map_err(|e| Some(format!("--print: {e}")))?;
     }
     let mut options = RunOptions::new(tracer);
-    options.redact = args.redact.clone();
+    options.redactor = Arc::new(Redactor::from_env(args.redact.iter().cloned()));
+    options.permissions.write_files = args.write;
     if let Some(name) = &args.profile {
         let Some(profile) = flow.profiles.get(name) else {
             let known: Vec<&str> = flow.profiles.keys().map(String::as_str).collect();
@@ -140,16 +139,24 @@ fn execute(args: &RunArgs, flow: Arc<illumo_engine::Flow>, ctx: Value, options: 
             return EXIT_FAILED;
         }
     };
-    let cancel = options.cancel.clone();
-    let result = runtime.block_on(async move {
+    let interrupt = options.interrupt.clone();
+    let redactor = options.redactor.clone();
+    let mut signals = match runtime.block_on(async { crate::signals::Listener::install() }) {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("error: cannot handle signals: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let (result, signal) = runtime.block_on(async move {
         let run = tokio::spawn(runner::run(flow, ctx, options));
         tokio::pin!(run);
         tokio::select! {
-            result = &mut run => result,
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("\ninterrupted: stopping the running nodes");
-                cancel.notify_one();
-                run.await
+            result = &mut run => (result, None),
+            signal = signals.first() => {
+                eprintln!("\ninterrupted by {}: stopping the running nodes", signal.name);
+                interrupt.interrupt(signal.name);
+                (run.await, Some(signal))
             }
         }
     });
@@ -163,18 +170,22 @@ fn execute(args: &RunArgs, flow: Arc<illumo_engine::Flow>, ctx: Value, options: 
     let (ctx, trace_id, code) = match result {
         Ok(out) => (out.ctx, out.trace_id, 0),
         Err(failure) => {
-            report(&failure.error, &failure.trace_id.to_string());
-            let code = if failure.error == RunError::Cancelled {
-                EXIT_INTERRUPTED
-            } else {
-                EXIT_FAILED
+            report(&failure.error, &failure.trace_id.to_string(), &redactor);
+            let code = match (&failure.error, signal) {
+                (RunError::Interrupted { .. }, Some(signal)) => signal.exit_code,
+                (RunError::Interrupted { .. }, None) => crate::signals::SIGINT.exit_code,
+                _ => EXIT_FAILED,
             };
             (failure.ctx, failure.trace_id, code)
         }
     };
-    if let Err(e) = write_ctx(args, &ctx) {
-        eprintln!("error: {e}");
-        return EXIT_FAILED;
+    if let Err(e) = write_ctx(args, ctx, &redactor) {
+        eprintln!("error: {}", redactor.text(&e));
+        if code == 0 {
+            eprintln!("  the flow succeeded; trace_id: {trace_id}");
+            return EXIT_OUTPUT;
+        }
+        return code;
     }
     if !args.quiet && code == 0 {
         eprintln!("trace_id: {trace_id}");
@@ -182,18 +193,20 @@ fn execute(args: &RunArgs, flow: Arc<illumo_engine::Flow>, ctx: Value, options: 
     code
 }
 
-fn report(error: &RunError, trace_id: &str) {
-    eprintln!("error: {error}");
+fn report(error: &RunError, trace_id: &str, redactor: &Redactor) {
+    eprintln!("error: {}", redactor.text(&error.to_string()));
     if let RunError::NodeFailed { policy, .. } = error {
         eprintln!("  policy: {policy}");
     }
     eprintln!("  trace_id: {trace_id}");
 }
 
-fn write_ctx(args: &RunArgs, ctx: &Value) -> Result<(), String> {
+/// Prints (or writes) the final ctx, with secrets replaced.
+fn write_ctx(args: &RunArgs, mut ctx: Value, redactor: &Redactor) -> Result<(), String> {
+    redactor.value(&mut ctx);
     if let Some(path) = &args.print {
         let path = inputs::ctx_path(path)?;
-        let text = match path.get(ctx) {
+        let text = match path.get(&ctx) {
             Some(Value::String(s)) => s.clone(),
             Some(other) if args.pretty => serde_json::to_string_pretty(other).unwrap_or_default(),
             Some(other) => other.to_string(),
@@ -203,9 +216,9 @@ fn write_ctx(args: &RunArgs, ctx: &Value) -> Result<(), String> {
         return Ok(());
     }
     let text = if args.pretty {
-        serde_json::to_string_pretty(ctx)
+        serde_json::to_string_pretty(&ctx)
     } else {
-        serde_json::to_string(ctx)
+        serde_json::to_string(&ctx)
     }
     .map_err(|e| format!("cannot encode ctx: {e}"))?;
     match &args.output {

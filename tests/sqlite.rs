@@ -253,13 +253,15 @@ fn a_database_from_a_newer_illumo_is_refused() {
     );
 }
 
-#[test]
-fn ctrl_c_stops_the_run_flushes_every_span_and_exits_130() {
+/// Sends `signal` to a run whose second node sleeps in a child process, and checks that
+/// the run stops with `code`, every span is ended and the child is gone.
+fn signal_stops_the_run(signal: &str, code: i32) {
     let dir = TempDir::new();
     let db = dir.path().join("interrupted.db");
+    let pid_file = dir.path().join("child.pid");
     let flow = dir.write(
         "flow.yaml",
-        "flow:\n  name: interrupted\n  nodes:\n    first: {type: Set, setting: {value: 1}}\n    long:\n      type: Command\n      setting: {argv: [python3, -c, \"import time; time.sleep(60)\"]}\n  edges:\n    - first >> long\n",
+        &format!("flow:\n  name: interrupted\n  nodes:\n    first: {{type: Set, setting: {{value: 1}}}}\n    long:\n      type: Command\n      setting: {{argv: [python3, -c, \"import os, time; open('{}', 'w').write(str(os.getpid())); time.sleep(60)\"]}}\n  edges:\n    - first >> long\n", pid_file.display()),
     );
     let child = Command::new(env!("CARGO_BIN_EXE_illumo"))
         .args(["run", flow.to_str().unwrap(), "--tracer", "sqlite"])
@@ -269,31 +271,56 @@ fn ctrl_c_stops_the_run_flushes_every_span_and_exits_130() {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while sqlite3_try(&db, "SELECT count(*) FROM spans WHERE name = 'long'").as_deref()
-        != Some("1\n")
-    {
+    while std::fs::read_to_string(&pid_file).map_or(true, |p| p.is_empty()) {
         assert!(
             std::time::Instant::now() < deadline,
             "the long node never started"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let sleeper = std::fs::read_to_string(&pid_file).unwrap();
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130));
+    assert_eq!(out.status.code(), Some(code));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("interrupted: stopping the running nodes\nerror: the run was cancelled\n"),
+        stderr.contains(&format!("interrupted by SIG{signal}: stopping the running nodes\nerror: the run was interrupted by SIG{signal}\n")),
         "{stderr}"
     );
     assert_eq!(
-        sqlite3(&db, "SELECT name, status, end_time IS NOT NULL, json_extract(attributes, '$.error.message') FROM spans ORDER BY start_time"),
-        "flow interrupted|ERROR|1|the run was cancelled\nfirst|OK|1|\nlong|ERROR|1|cancelled: the run stopped before this attempt finished\n"
+        sqlite3(&db, "SELECT name, status, end_time IS NOT NULL, json_extract(attributes, '$.error.type'), json_extract(attributes, '$.error.message') FROM spans ORDER BY start_time"),
+        format!("flow interrupted|ERROR|1|interrupted|the run was interrupted by SIG{signal}\nfirst|OK|1||\nlong|ERROR|1|fatal|cancelled: the run stopped before this attempt finished\n")
     );
+    // The node's child process was killed with its process group: it is gone, or a
+    // zombie that init has not reaped yet.
+    let state = std::fs::read_to_string(format!("/proc/{sleeper}/stat")).unwrap_or_default();
+    let state = state
+        .rsplit(") ")
+        .next()
+        .and_then(|rest| rest.chars().next());
+    assert!(
+        matches!(state, None | Some('Z')),
+        "the child {sleeper} outlived the run (state {state:?})"
+    );
+}
+
+#[test]
+fn ctrl_c_stops_the_run_flushes_every_span_and_exits_130() {
+    signal_stops_the_run("INT", 130);
+}
+
+#[test]
+fn sigterm_stops_the_run_kills_its_children_and_exits_143() {
+    signal_stops_the_run("TERM", 143);
+}
+
+#[test]
+fn sighup_stops_the_run_kills_its_children_and_exits_129() {
+    signal_stops_the_run("HUP", 129);
 }
 
 #[test]

@@ -49,13 +49,19 @@ fn reports_bad_path() {
     validate(
         "tests/fixtures/invalid/bad_path.yaml",
         2,
-        r#"error: node `a`: cannot write to `$env.HOME`
+        r#"error: node `a`: bad key `` in path `$ctx.user..name`
+ --> tests/fixtures/invalid/bad_path.yaml:5:34
+  |
+5 |       setting: {value: $ctx.user..name}
+  |                                  ^
+
+error: node `a`: cannot write to `$env.HOME`
  --> tests/fixtures/invalid/bad_path.yaml:6:16
   |
 6 |       outputs: $env.HOME
   |                ^^^^^^^^^ outputs go to a `$ctx.` path
 
-error: tests/fixtures/invalid/bad_path.yaml has 1 error
+error: tests/fixtures/invalid/bad_path.yaml has 2 errors
 "#,
     );
 }

@@ -192,13 +192,14 @@ impl Source {
 
     /// Renders every diagnostic, errors first in file order, then a count line.
     pub fn render_all(&self, diagnostics: &[Diagnostic], color: bool) -> String {
-        let mut sorted: Vec<(Severity, Option<(usize, usize)>, &Diagnostic)> = diagnostics
+        // Each position is found once, then sorted on.
+        let mut sorted: Vec<(SortKey, &Diagnostic)> = diagnostics
             .iter()
-            .map(|d| (d.severity, self.position(d), d))
+            .map(|d| ((d.severity, self.position(d)), d))
             .collect();
-        sorted.sort_by_key(|(severity, position, _)| (*severity, *position));
+        sorted.sort_by_key(|(key, _)| *key);
         let mut out = String::new();
-        for (_, _, d) in &sorted {
+        for (_, d) in &sorted {
             out.push_str(&self.render(d, color));
             out.push('\n');
         }
@@ -219,6 +220,9 @@ impl Source {
         out
     }
 }
+
+/// Errors before warnings, then by line and column.
+type SortKey = (Severity, Option<(usize, usize)>);
 
 /// Gives each diagnostic that names a place in the tree its line and column. A quoted
 /// scalar's text starts one column after its quote.

@@ -20,19 +20,24 @@ pub mod decode;
 pub mod diagnostic;
 pub mod duration;
 pub mod flow;
+pub mod graph;
 pub mod ids;
 pub mod node;
 pub mod path;
 pub mod policy;
+pub mod redact;
 pub mod runner;
 pub mod spec;
 pub mod template;
 pub mod tracer;
+mod validate;
 pub mod value;
 pub mod yaml;
 
 pub use async_trait::async_trait;
 pub use diagnostic::{Diagnostic, Severity, Source};
 pub use flow::{Flow, LoadError};
-pub use node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, NodeRegistry, Outcome, Route};
-pub use runner::{run, RunError, RunFailure, RunOptions, RunOutput};
+pub use node::{
+    BuildCx, Node, NodeCx, NodeError, NodeFactory, NodeRegistry, Outcome, Permissions, Route,
+};
+pub use runner::{run, Interrupt, RunError, RunFailure, RunOptions, RunOutput};

@@ -92,11 +92,14 @@ pub enum NodeError {
         retry_after: Option<std::time::Duration>,
         /// Values to keep in ctx if this is the last attempt (why a patch was rejected).
         writes: Vec<(crate::path::CtxPath, Value)>,
+        /// The node hit a time limit of its own (a test command's `timeout`).
+        timed_out: bool,
     },
     #[error("{message}")]
     Fatal {
         message: String,
         writes: Vec<(crate::path::CtxPath, Value)>,
+        timed_out: bool,
     },
 }
 
@@ -106,6 +109,7 @@ impl NodeError {
             message: message.into(),
             retry_after: None,
             writes: Vec::new(),
+            timed_out: false,
         }
     }
     /// A retryable error whose next attempt should wait at least `wait`.
@@ -114,6 +118,7 @@ impl NodeError {
             message: message.into(),
             retry_after: Some(wait),
             writes: Vec::new(),
+            timed_out: false,
         }
     }
     pub fn wait_hint(&self) -> Option<std::time::Duration> {
@@ -126,10 +131,36 @@ impl NodeError {
         NodeError::Fatal {
             message: message.into(),
             writes: Vec::new(),
+            timed_out: false,
         }
     }
     pub fn is_retryable(&self) -> bool {
         matches!(self, NodeError::Retryable { .. })
+    }
+    /// Marks the failure as a timeout the node hit itself, so traces record it as one.
+    pub fn as_timeout(mut self) -> NodeError {
+        match &mut self {
+            NodeError::Retryable { timed_out, .. } | NodeError::Fatal { timed_out, .. } => {
+                *timed_out = true
+            }
+        }
+        self
+    }
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            NodeError::Retryable { timed_out, .. } | NodeError::Fatal { timed_out, .. } => {
+                *timed_out
+            }
+        }
+    }
+    /// The same failure with another message (kind, writes and timeout kept).
+    pub fn with_message(mut self, text: String) -> NodeError {
+        match &mut self {
+            NodeError::Retryable { message, .. } | NodeError::Fatal { message, .. } => {
+                *message = text
+            }
+        }
+        self
     }
     /// Also writes `value` at `path` when the node has failed for good, so the next
     /// node (a goto target, a summary) can see why.
@@ -148,16 +179,25 @@ impl NodeError {
     }
 }
 
+/// What a run allows nodes to do beyond computing. Only command-line flags set these;
+/// nothing in ctx or a flow file can.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Permissions {
+    /// `--write`: nodes may change files on disk (Patch applies its diff).
+    pub write_files: bool,
+}
+
 /// Runs another node (a loop body) under its own policy, with a ctx the caller built.
 #[async_trait::async_trait]
 pub trait Invoker: Send + Sync {
-    /// Runs `node` with `ctx` as its ctx; `default_input` is its input when it has no `inputs`.
+    /// Runs `node` with `ctx` as its ctx; `default_input` is its input when it has no
+    /// `inputs`. The caller applies the outcome's writes (in its own outcome).
     async fn invoke(
         &self,
         node: &str,
         ctx: &Value,
         default_input: &Value,
-    ) -> Result<Value, NodeError>;
+    ) -> Result<Outcome, NodeError>;
     fn event(&self, name: &str, level: Level, attributes: Map<String, Value>);
     /// Sets an attribute on this attempt's span (`gen_ai` usage, ...).
     fn set_attribute(&self, key: &str, value: Value);
@@ -165,6 +205,8 @@ pub trait Invoker: Send + Sync {
     fn streaming(&self) -> bool;
     /// Shows a piece of text as it arrives (an LLM reply being streamed).
     fn stream(&self, text: &str);
+    /// A value as text for a trace, with secrets replaced, cut to `max` characters.
+    fn preview(&self, value: &Value, max: usize) -> String;
 }
 
 /// What a node gets for one attempt.
@@ -175,6 +217,8 @@ pub struct NodeCx<'a> {
     /// The parts of ctx that [`Node::reads`] named (not the whole tree).
     pub ctx: &'a Value,
     pub attempt: u32,
+    /// What the run allows (from command-line flags only).
+    pub permissions: Permissions,
     pub invoker: &'a dyn Invoker,
 }
 
@@ -184,7 +228,7 @@ impl NodeCx<'_> {
         node: &str,
         ctx: &Value,
         default_input: &Value,
-    ) -> Result<Value, NodeError> {
+    ) -> Result<Outcome, NodeError> {
         self.invoker.invoke(node, ctx, default_input).await
     }
 
@@ -205,6 +249,12 @@ impl NodeCx<'_> {
 
     pub fn stream(&self, text: &str) {
         self.invoker.stream(text);
+    }
+
+    /// A value as text for a trace event: secrets replaced first, then cut to `max`
+    /// characters (so a cut never leaves half a secret).
+    pub fn preview(&self, value: &Value, max: usize) -> String {
+        self.invoker.preview(value, max)
     }
 }
 
@@ -471,11 +521,7 @@ pub(crate) fn compile_value(
         Value::String(s) if looks_like_path(s) => match crate::path::CtxPath::parse(s) {
             Ok(p) => Some(ValueSpec::Ref(p)),
             Err(e) => {
-                dec.push(
-                    Diagnostic::error(format!("{owner}: {e}"))
-                        .at(at, s)
-                        .offset(e.offset),
-                );
+                dec.push(path_error(owner, at, s, &e));
                 None
             }
         },
@@ -525,4 +571,18 @@ pub(crate) fn compile_value(
         }
         other => Some(ValueSpec::Literal(other.clone())),
     }
+}
+
+/// A path that does not parse: the whole text underlined when it starts wrong, else the
+/// character where it goes wrong.
+pub(crate) fn path_error(
+    owner: &str,
+    at: YPath,
+    text: &str,
+    e: &crate::path::PathError,
+) -> Diagnostic {
+    let offending = if e.offset == 0 { text } else { " " };
+    Diagnostic::error(format!("{owner}: {e}"))
+        .at(at, offending)
+        .offset(e.offset)
 }

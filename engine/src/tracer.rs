@@ -273,38 +273,3 @@ impl Tracer for Fanout {
         self.0.iter().for_each(|t| t.flush());
     }
 }
-
-/// Secret values that must not reach any backend: values of environment variables whose
-/// names look secret (`*_KEY`, `*_TOKEN`, `*_SECRET`, `*PASSWORD*`).
-pub fn secret_values() -> Vec<String> {
-    std::env::vars()
-        .filter(|(name, value)| {
-            let n = name.to_uppercase();
-            value.len() >= 4
-                && (n.ends_with("_KEY")
-                    || n.ends_with("_TOKEN")
-                    || n.ends_with("_SECRET")
-                    || n.contains("PASSWORD"))
-        })
-        .map(|(_, value)| value)
-        .collect()
-}
-
-/// A JSON preview of a value, at most `max` characters, with secrets replaced by `***`.
-pub fn preview(value: &Value, max: usize, secrets: &[String]) -> String {
-    let mut text = match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    for secret in secrets {
-        if text.contains(secret.as_str()) {
-            text = text.replace(secret.as_str(), "***");
-        }
-    }
-    if text.chars().count() > max {
-        let cut: String = text.chars().take(max).collect();
-        format!("{cut}…")
-    } else {
-        text
-    }
-}

@@ -90,11 +90,18 @@ impl Node for Loop {
             ctx = json!({});
         }
         let mut results = Vec::with_capacity(items.len());
+        let mut writes = Vec::new();
         for (index, item) in items.iter().enumerate() {
             ctx["loop"] = json!({"item": item, "index": index});
-            results.push(cx.invoke(&self.body, &ctx, item).await?);
+            let outcome = cx.invoke(&self.body, &ctx, item).await?;
+            results.push(outcome.output);
+            // What the body writes besides its output (an agent's `metadata_path`) is
+            // applied after the loop, in item order: the last item's value stays.
+            writes.extend(outcome.writes);
         }
-        Ok(Outcome::value(Value::Array(results)))
+        let mut outcome = Outcome::value(Value::Array(results));
+        outcome.writes = writes;
+        Ok(outcome)
     }
 
     fn reads(&self) -> Reads {

@@ -20,7 +20,6 @@ use illumo_engine::diagnostic::did_you_mean;
 use illumo_engine::node::{BuildCx, NodeCx, NodeError, SettingDoc};
 use illumo_engine::path::{CtxPath, Root};
 use illumo_engine::template::Reads;
-use illumo_engine::tracer::preview;
 use illumo_engine::value::ValueSpec;
 use illumo_engine::yaml::Yaml;
 use serde::Deserialize;
@@ -505,10 +504,9 @@ impl AgentCore {
         event.insert("provider".into(), json!(self.provider.system()));
         event.insert(
             "prompt".into(),
-            json!(preview(
+            json!(cx.preview(
                 &json!(request.messages.last().map(|m| m.content.as_str())),
-                500,
-                &[]
+                500
             )),
         );
         cx.event("agent.request", event);
@@ -521,7 +519,7 @@ impl AgentCore {
         let mut event = Map::new();
         event.insert(
             "reply".into(),
-            json!(preview(&json!(response.text), 500, &[])),
+            json!(cx.preview(&json!(response.text), 500)),
         );
         event.insert("input_tokens".into(), json!(response.input_tokens));
         event.insert("output_tokens".into(), json!(response.output_tokens));

@@ -1,6 +1,6 @@
 //! `Patch`: applies a unified diff to the workspace, virtually, all or nothing. Files on
-//! disk change only when the run says so (`illumo run --write`, which sets
-//! `ctx.runtime.write`), atomically, and never outside the root.
+//! disk change only when the run allows it (`illumo run --write`, a run option that no
+//! ctx value can set), all of them or none, and never outside the root.
 
 use super::{ctx_path, glob_match, root_reads, workspace_root};
 use diffy::patch_set::{FileOperation, ParseOptions, PatchSet};
@@ -431,7 +431,8 @@ impl Node for Patch {
                 return Err(NodeError::retryable(why).with_write(self.applied.clone(), applied));
             }
         };
-        let write = cx.ctx.pointer("/runtime/write").and_then(Value::as_bool) == Some(true);
+        // Only `--write` allows it; nothing in ctx can.
+        let write = cx.permissions.write_files;
         if write {
             for c in &changes {
                 let result = match &c.patched {
@@ -490,7 +491,6 @@ impl Node for Patch {
     fn reads(&self) -> Reads {
         let mut paths = root_reads();
         paths.push(self.diff.steps.clone());
-        paths.push(vec![Step::Key("runtime".into()), Step::Key("write".into())]);
         paths.push(vec![
             Step::Key("workspace".into()),
             Step::Key("structure".into()),

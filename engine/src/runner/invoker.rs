@@ -1,0 +1,116 @@
+//! What a node reaches of the engine during one attempt: running another node (a loop
+//! body) under that node's own policy and span, events and attributes on its own span,
+//! streamed text, and previews with secrets replaced.
+
+use super::attempt::{attempts, merge};
+use super::shared::Shared;
+use crate::node::{Invoker, NodeError, Outcome};
+use crate::policy::OnError;
+use crate::tracer::{Level, SpanData};
+use serde_json::{json, Map, Value};
+use std::sync::{Arc, Mutex};
+
+pub(super) struct AttemptInvoker<'a> {
+    shared: &'a Arc<Shared>,
+    span: &'a Option<SpanData>,
+    /// Attributes the node set; merged into its span when the attempt ends.
+    extra: Mutex<Map<String, Value>>,
+}
+
+impl<'a> AttemptInvoker<'a> {
+    pub fn new(shared: &'a Arc<Shared>, span: &'a Option<SpanData>) -> Self {
+        AttemptInvoker {
+            shared,
+            span,
+            extra: Mutex::new(Map::new()),
+        }
+    }
+
+    /// The attributes the node set during the attempt.
+    pub fn finish(self) -> Map<String, Value> {
+        self.extra.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl Invoker for AttemptInvoker<'_> {
+    async fn invoke(
+        &self,
+        node: &str,
+        ctx: &Value,
+        default_input: &Value,
+    ) -> Result<Outcome, NodeError> {
+        let shared = self.shared;
+        let Some(&index) = shared.flow.index.get(node) else {
+            return Err(NodeError::fatal(format!(
+                "there is no node `{node}` to run"
+            )));
+        };
+        let body = &shared.flow.nodes[index];
+        let input = match &body.inputs {
+            Some(spec) => spec
+                .render(ctx)
+                .map_err(|e| NodeError::fatal(format!("node `{node}`: {e}")))?,
+            None => default_input.clone(),
+        };
+        let view = body
+            .snapshot_reads
+            .as_ref()
+            .map_or(Value::Null, |r| r.prune(ctx));
+        let parent = self.span.as_ref().map_or(shared.root_id, |s| s.span_id);
+        let (result, span) = attempts(shared, index, &input, &view, parent).await;
+        match result {
+            Ok(outcome) => {
+                shared.end_span(span, Ok(&outcome.output));
+                Ok(outcome)
+            }
+            Err(failed) if shared.policies[index].on_error == OnError::Continue => {
+                // A body that may fail passes its input on, as a node in the flow would.
+                shared.event(
+                    &span,
+                    "node.error",
+                    Level::Error,
+                    json!({"attempt": failed.attempt, "message": failed.error.to_string(), "timed_out": failed.timed_out, "action": "continue"}),
+                );
+                shared.end_span(span, Err((&failed.error, failed.timed_out)));
+                Ok(Outcome::value(input))
+            }
+            Err(failed) => {
+                shared.end_span(span, Err((&failed.error, failed.timed_out)));
+                let message = format!(
+                    "node `{node}` failed on attempt {}: {}",
+                    failed.attempt, failed.error
+                );
+                Err(failed.error.with_message(message))
+            }
+        }
+    }
+
+    fn event(&self, name: &str, level: Level, attributes: Map<String, Value>) {
+        self.shared
+            .event(self.span, name, level, Value::Object(attributes));
+    }
+
+    fn set_attribute(&self, key: &str, value: Value) {
+        let mut one = Map::new();
+        one.insert(key.to_string(), value);
+        merge(
+            &mut self.extra.lock().unwrap_or_else(|e| e.into_inner()),
+            one,
+        );
+    }
+
+    fn streaming(&self) -> bool {
+        self.span.is_some() && self.shared.streams()
+    }
+
+    fn stream(&self, text: &str) {
+        if let Some(span) = self.span {
+            self.shared.stream(span, text);
+        }
+    }
+
+    fn preview(&self, value: &Value, max: usize) -> String {
+        self.shared.redactor.preview(value, max)
+    }
+}

@@ -1,0 +1,117 @@
+//! Every node built by its factory, with its `inputs` and `outputs`. A problem in one part
+//! of a node does not hide problems in the others.
+
+use crate::decode::Decoder;
+use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::flow::{FlowNode, Outputs};
+use crate::node::{compile_value, BuildCx, NodeRegistry};
+use crate::path::{CtxPath, Root};
+use crate::spec::{FlowSpec, NodeSpec};
+use crate::yaml::{YPath, Yaml};
+
+/// One entry per distinct node id, `None` where the node had errors.
+pub(crate) fn build_all(
+    spec: &FlowSpec,
+    registry: &NodeRegistry,
+    dec: &mut Decoder,
+    base_dir: &std::path::Path,
+) -> Vec<Option<FlowNode>> {
+    spec.nodes
+        .iter()
+        .filter(|n| n.nth == 0)
+        .map(|n| build_node(n, registry, dec, base_dir))
+        .collect()
+}
+
+fn build_node(
+    n: &NodeSpec,
+    registry: &NodeRegistry,
+    dec: &mut Decoder,
+    base_dir: &std::path::Path,
+) -> Option<FlowNode> {
+    let owner = format!("node `{}`", n.id);
+    let inputs = n
+        .inputs
+        .as_ref()
+        .map(|(value, path)| compile_value(dec, &owner, path.clone(), value));
+    let outputs = n
+        .outputs
+        .as_ref()
+        .map(|(yaml, path)| decode_outputs(dec, &owner, yaml, path));
+    let Some(factory) = registry.get(&n.type_name) else {
+        let names = registry.names();
+        let mut d = Diagnostic::error(format!("unknown node type `{}`", n.type_name))
+            .at(n.type_at.clone(), &n.type_name);
+        d = match did_you_mean(&n.type_name, names.iter().copied()) {
+            Some(s) => d.label(format!("did you mean `{s}`?")),
+            None => d.label("not a registered node type"),
+        };
+        dec.push(d.help(format!("known types: {}", names.join(", "))));
+        return None;
+    };
+    let node = factory.build(&mut BuildCx::new(
+        &n.id,
+        base_dir,
+        &n.setting,
+        n.setting_at.clone(),
+        dec,
+    ));
+    Some(FlowNode {
+        id: n.id.clone(),
+        at: n.at.clone(),
+        type_name: factory.type_name(),
+        node: node?,
+        inputs: inputs.map_or(Some(None), |i| i.map(Some))?,
+        outputs: outputs.map_or(Some(None), |o| o.map(Some))?,
+        policy: n.policy.clone(),
+        snapshot_reads: None,
+        describe: n.describe.clone(),
+    })
+}
+
+fn decode_outputs(dec: &mut Decoder, owner: &str, yaml: &Yaml, path: &YPath) -> Option<Outputs> {
+    let target = |dec: &mut Decoder, text: &str, at: YPath| match CtxPath::parse(text) {
+        Ok(p) if p.root == Root::Ctx && !p.steps.is_empty() => Some(p),
+        Ok(_) => {
+            dec.push(
+                Diagnostic::error(format!("{owner}: cannot write to `{text}`"))
+                    .at(at, text)
+                    .label("outputs go to a `$ctx.` path"),
+            );
+            None
+        }
+        Err(e) => {
+            dec.push(crate::node::path_error(owner, at, text, &e));
+            None
+        }
+    };
+    match yaml {
+        Yaml::Scalar(serde_json::Value::String(s)) => {
+            target(dec, s, path.clone()).map(Outputs::Path)
+        }
+        Yaml::Map(_) => {
+            let entries = dec.map(yaml, path, "`outputs`")?;
+            let mut fields = Some(vec![]);
+            for e in &entries {
+                let parsed = dec
+                    .string(e, "an output path")
+                    .and_then(|text| target(dec, &text, e.path.clone()));
+                match (parsed, fields.as_mut()) {
+                    (Some(p), Some(f)) => f.push((e.key.to_string(), p)),
+                    _ => fields = None,
+                }
+            }
+            fields.map(Outputs::Fields)
+        }
+        other => {
+            dec.push(
+                Diagnostic::error(format!(
+                    "{owner}: `outputs` must be a `$ctx.` path or a map of them, not {}",
+                    other.kind()
+                ))
+                .at(path.clone(), &other.display()),
+            );
+            None
+        }
+    }
+}
