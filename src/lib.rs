@@ -107,8 +107,15 @@ fn validate(path: &str, registry: &NodeRegistry) -> i32 {
                 illumo_engine::diagnostic::plural(flow.nodes.len(), "node"),
                 illumo_engine::diagnostic::plural(edges, "edge")
             );
+            leak_at_exit(flow);
             0
         }
         Err(code) => code,
     }
+}
+
+/// The process ends right after: freeing a big flow or ctx piece by piece would only
+/// delay the exit (several milliseconds for 10,000 nodes), so the OS takes it back whole.
+pub(crate) fn leak_at_exit<T>(value: T) {
+    std::mem::forget(value);
 }

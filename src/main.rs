@@ -1,3 +1,8 @@
+// Loading a big flow makes many small allocations; mimalloc makes them about a third
+// cheaper than the system allocator (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     // Like other command-line tools: when a reader such as `head` closes the pipe, stop
     // quietly instead of failing to print.

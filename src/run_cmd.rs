@@ -141,6 +141,7 @@ fn execute(args: &RunArgs, flow: Arc<illumo_engine::Flow>, ctx: Value, options: 
     };
     let interrupt = options.interrupt.clone();
     let redactor = options.redactor.clone();
+    crate::leak_at_exit(flow.clone());
     let mut signals = match runtime.block_on(async { crate::signals::Listener::install() }) {
         Ok(signals) => signals,
         Err(e) => {
@@ -179,7 +180,8 @@ fn execute(args: &RunArgs, flow: Arc<illumo_engine::Flow>, ctx: Value, options: 
             (failure.ctx, failure.trace_id, code)
         }
     };
-    if let Err(e) = write_ctx(args, ctx, &redactor) {
+    let written = write_ctx(args, ctx, &redactor);
+    if let Err(e) = written {
         eprintln!("error: {}", redactor.text(&e));
         if code == 0 {
             eprintln!("  the flow succeeded; trace_id: {trace_id}");
@@ -204,9 +206,10 @@ fn report(error: &RunError, trace_id: &str, redactor: &Redactor) {
 /// Prints (or writes) the final ctx, with secrets replaced.
 fn write_ctx(args: &RunArgs, mut ctx: Value, redactor: &Redactor) -> Result<(), String> {
     redactor.value(&mut ctx);
+    let ctx = std::mem::ManuallyDrop::new(ctx);
     if let Some(path) = &args.print {
         let path = inputs::ctx_path(path)?;
-        let text = match path.get(&ctx) {
+        let text = match path.get(&*ctx) {
             Some(Value::String(s)) => s.clone(),
             Some(other) if args.pretty => serde_json::to_string_pretty(other).unwrap_or_default(),
             Some(other) => other.to_string(),
@@ -216,9 +219,9 @@ fn write_ctx(args: &RunArgs, mut ctx: Value, redactor: &Redactor) -> Result<(), 
         return Ok(());
     }
     let text = if args.pretty {
-        serde_json::to_string_pretty(&ctx)
+        serde_json::to_string_pretty(&*ctx)
     } else {
-        serde_json::to_string(&ctx)
+        serde_json::to_string(&*ctx)
     }
     .map_err(|e| format!("cannot encode ctx: {e}"))?;
     match &args.output {

@@ -28,7 +28,12 @@ impl Decoder {
     }
 
     /// The entries of a map, each with its path (duplicates numbered); an error if not a map.
-    pub fn map<'y>(&mut self, y: &'y Yaml, path: &YPath, what: &str) -> Option<Vec<Entry<'y>>> {
+    pub fn map<'y>(
+        &mut self,
+        y: &'y Yaml,
+        path: &YPath,
+        what: impl std::fmt::Display + Copy,
+    ) -> Option<Vec<Entry<'y>>> {
         match y {
             Yaml::Map(entries) => Some(entries_of(entries, path)),
             other => {
@@ -43,7 +48,12 @@ impl Decoder {
 
     /// Reports keys that are not in `allowed` (with the closest allowed one as a hint) and
     /// keys written twice.
-    pub fn known_keys(&mut self, entries: &[Entry], allowed: &[&str], what: &str) {
+    pub fn known_keys(
+        &mut self,
+        entries: &[Entry],
+        allowed: &[&str],
+        what: impl std::fmt::Display + Copy,
+    ) {
         self.unique_keys(entries, what);
         for e in entries {
             if !allowed.contains(&e.key) {
@@ -59,9 +69,9 @@ impl Decoder {
     }
 
     /// Reports every key written a second time in the same map.
-    pub fn unique_keys(&mut self, entries: &[Entry], what: &str) {
+    pub fn unique_keys(&mut self, entries: &[Entry], what: impl std::fmt::Display + Copy) {
         for e in entries {
-            if matches!(e.path.segs.last(), Some(crate::yaml::Seg::Key(_, nth)) if *nth > 0) {
+            if matches!(e.path.last(), Some(crate::yaml::Seg::Key(_, nth)) if *nth > 0) {
                 self.push(
                     Diagnostic::error(format!("duplicate key `{}` in {what}", e.key))
                         .at(e.path.clone().as_key(), e.key)
@@ -72,7 +82,12 @@ impl Decoder {
     }
 
     /// Reports duplicate keys anywhere inside a free-form value (settings, inputs).
-    pub fn unique_keys_deep(&mut self, y: &Yaml, path: &YPath, what: &str) {
+    pub fn unique_keys_deep(
+        &mut self,
+        y: &Yaml,
+        path: &YPath,
+        what: impl std::fmt::Display + Copy,
+    ) {
         match y {
             Yaml::Map(entries) => {
                 let entries = entries_of(entries, path);
@@ -90,7 +105,7 @@ impl Decoder {
         }
     }
 
-    pub fn string(&mut self, e: &Entry, what: &str) -> Option<String> {
+    pub fn string(&mut self, e: &Entry, what: impl std::fmt::Display + Copy) -> Option<String> {
         match &e.value {
             Yaml::Scalar(Value::String(s)) => Some(s.clone()),
             Yaml::Scalar(v @ (Value::Number(_) | Value::Bool(_))) => Some(v.to_string()),
@@ -104,7 +119,7 @@ impl Decoder {
         }
     }
 
-    pub fn bool(&mut self, e: &Entry, what: &str) -> Option<bool> {
+    pub fn bool(&mut self, e: &Entry, what: impl std::fmt::Display + Copy) -> Option<bool> {
         match e.value {
             Yaml::Scalar(Value::Bool(b)) => Some(*b),
             other => {
@@ -121,7 +136,13 @@ impl Decoder {
     }
 
     /// A whole number in `min..=max`.
-    pub fn integer(&mut self, e: &Entry, what: &str, min: i64, max: i64) -> Option<i64> {
+    pub fn integer(
+        &mut self,
+        e: &Entry,
+        what: impl std::fmt::Display + Copy,
+        min: i64,
+        max: i64,
+    ) -> Option<i64> {
         let n = match e.value {
             Yaml::Scalar(Value::Number(n)) => n.as_i64(),
             _ => None,
@@ -147,7 +168,12 @@ impl Decoder {
     }
 
     /// A duration no longer than `max`.
-    pub fn duration(&mut self, e: &Entry, what: &str, max: Duration) -> Option<Duration> {
+    pub fn duration(
+        &mut self,
+        e: &Entry,
+        what: impl std::fmt::Display + Copy,
+        max: Duration,
+    ) -> Option<Duration> {
         let text = e.value.display();
         let parsed = match e.value {
             Yaml::Scalar(Value::String(s)) => parse_duration(s),
@@ -181,20 +207,27 @@ impl Decoder {
 }
 
 pub fn entries_of<'y>(entries: &'y [(String, Yaml)], path: &YPath) -> Vec<Entry<'y>> {
-    let mut out: Vec<Entry<'y>> = Vec::with_capacity(entries.len());
-    let mut seen: std::collections::HashMap<&str, usize> =
-        std::collections::HashMap::with_capacity(entries.len());
-    for (key, value) in entries {
-        let count = seen.entry(key.as_str()).or_insert(0);
-        let nth = *count;
-        *count += 1;
-        out.push(Entry {
-            key,
-            value,
-            path: path.key_nth(key, nth),
-        });
-    }
-    out
+    // Which occurrence of its key each entry is: small maps compare keys directly.
+    let nth = |i: usize, key: &str| entries[..i].iter().filter(|(k, _)| k == key).count();
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value))| {
+            let n = if entries.len() <= 8 {
+                nth(i, key)
+            } else {
+                let count = seen.entry(key.as_str()).or_insert(0);
+                *count += 1;
+                *count - 1
+            };
+            Entry {
+                key,
+                value,
+                path: path.key_nth(key, n),
+            }
+        })
+        .collect()
 }
 
 pub fn quoted(names: &[&str]) -> String {

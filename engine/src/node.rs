@@ -417,7 +417,7 @@ impl<'a> BuildCx<'a> {
                 }
                 let message = err.inner().to_string();
                 let (path, offending) = match unknown_field(&message) {
-                    Some(field) if path.segs.last() == Some(&Seg::Key(field.clone(), 0)) => {
+                    Some(field) if path.last() == Some(&Seg::Key(field.clone(), 0)) => {
                         (path.as_key(), field)
                     }
                     Some(field) => (path.key(&field).as_key(), field),
@@ -441,7 +441,7 @@ impl<'a> BuildCx<'a> {
 
     fn text_at(&self, path: &YPath) -> String {
         let mut y = self.setting;
-        for seg in path.segs.iter().skip(self.setting_at.segs.len()) {
+        for seg in path.segs().into_iter().skip(self.setting_at.len()) {
             let next = match (seg, y) {
                 (Seg::Key(k, _), Yaml::Map(entries)) => {
                     entries.iter().find(|(key, _)| key == k).map(|(_, v)| v)
@@ -480,7 +480,7 @@ impl<'a> BuildCx<'a> {
 
     /// Compiles a value with `$ctx...` references and `{{ }}` templates anywhere inside.
     pub fn value(&mut self, at: YPath, value: &Value) -> Option<ValueSpec> {
-        compile_value(self.dec, &format!("node `{}`", self.node_id), at, value)
+        compile_value(self.dec, &NodeName(self.node_id), &|| at.clone(), value)
     }
 
     /// Compiles a `when:` condition.
@@ -511,17 +511,19 @@ pub(crate) fn compile_condition(dec: &mut Decoder, at: YPath, source: &str) -> O
     }
 }
 
+/// Compiles a value with `$ctx...` references and `{{ }}` templates anywhere inside.
+/// `at` gives the value's place, asked only when there is a problem to report.
 pub(crate) fn compile_value(
     dec: &mut Decoder,
-    owner: &str,
-    at: YPath,
+    owner: &dyn std::fmt::Display,
+    at: &dyn Fn() -> YPath,
     value: &Value,
 ) -> Option<ValueSpec> {
     match value {
         Value::String(s) if looks_like_path(s) => match crate::path::CtxPath::parse(s) {
             Ok(p) => Some(ValueSpec::Ref(p)),
             Err(e) => {
-                dec.push(path_error(owner, at, s, &e));
+                dec.push(path_error(owner, at(), s, &e));
                 None
             }
         },
@@ -543,7 +545,7 @@ pub(crate) fn compile_value(
                 };
                 dec.push(
                     Diagnostic::error(format!("{owner}: invalid template: {reason}"))
-                        .at(at, "{{")
+                        .at(at(), "{{")
                         .offset(if s.contains('\n') { 0 } else { offset })
                         .help("templates look like `{{ $ctx.user.name }}` or `{{#if $ctx.x}}...{{/if}}`"),
                 );
@@ -554,7 +556,7 @@ pub(crate) fn compile_value(
             let parts: Vec<Option<ValueSpec>> = items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| compile_value(dec, owner, at.index(i), v))
+                .map(|(i, v)| compile_value(dec, owner, &|| at().index(i), v))
                 .collect();
             Some(ValueSpec::array(
                 parts.into_iter().collect::<Option<Vec<_>>>()?,
@@ -563,7 +565,7 @@ pub(crate) fn compile_value(
         Value::Object(map) => {
             let parts: Vec<Option<(String, ValueSpec)>> = map
                 .iter()
-                .map(|(k, v)| compile_value(dec, owner, at.key(k), v).map(|s| (k.clone(), s)))
+                .map(|(k, v)| compile_value(dec, owner, &|| at().key(k), v).map(|s| (k.clone(), s)))
                 .collect();
             Some(ValueSpec::object(
                 parts.into_iter().collect::<Option<Vec<_>>>()?,
@@ -576,7 +578,7 @@ pub(crate) fn compile_value(
 /// A path that does not parse: the whole text underlined when it starts wrong, else the
 /// character where it goes wrong.
 pub(crate) fn path_error(
-    owner: &str,
+    owner: &dyn std::fmt::Display,
     at: YPath,
     text: &str,
     e: &crate::path::PathError,
@@ -585,4 +587,13 @@ pub(crate) fn path_error(
     Diagnostic::error(format!("{owner}: {e}"))
         .at(at, offending)
         .offset(e.offset)
+}
+
+/// `node `id``, for messages, formatted only when one is written.
+pub(crate) struct NodeName<'a>(pub &'a str);
+
+impl std::fmt::Display for NodeName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "node `{}`", self.0)
+    }
 }

@@ -11,7 +11,7 @@ pub const DEFAULT_MAX_STEPS: u64 = 1000;
 pub const DEFAULT_MAX_PARALLEL: usize = 8;
 
 #[derive(Debug, Clone)]
-pub struct FlowSpec {
+pub struct FlowSpec<'y> {
     pub name: String,
     pub describe: Option<String>,
     pub entry: Vec<(String, YPath)>,
@@ -19,12 +19,12 @@ pub struct FlowSpec {
     pub max_parallel: usize,
     pub policy: PolicySpec,
     pub profiles: Vec<(String, PolicySpec)>,
-    pub nodes: Vec<NodeSpec>,
+    pub nodes: Vec<NodeSpec<'y>>,
     pub edges: Vec<EdgeSpec>,
 }
 
 #[derive(Debug, Clone)]
-pub struct NodeSpec {
+pub struct NodeSpec<'y> {
     pub id: String,
     /// The node's key in `nodes:`.
     pub at: YPath,
@@ -32,10 +32,11 @@ pub struct NodeSpec {
     pub nth: usize,
     pub type_name: String,
     pub type_at: YPath,
-    pub setting: Yaml,
+    /// The settings as written (borrowed from the file's tree), minus a `policy` key.
+    pub setting: std::borrow::Cow<'y, Yaml>,
     pub setting_at: YPath,
     pub inputs: Option<(Value, YPath)>,
-    pub outputs: Option<(Yaml, YPath)>,
+    pub outputs: Option<(&'y Yaml, YPath)>,
     pub policy: PolicySpec,
     pub describe: Option<String>,
 }
@@ -83,7 +84,7 @@ const NODE_KEYS: [&str; 7] = [
 ];
 
 /// Decodes a whole flow file; `None` only when its shape is too broken to go on.
-pub fn decode_flow(dec: &mut Decoder, root: &Yaml) -> Option<FlowSpec> {
+pub fn decode_flow<'y>(dec: &mut Decoder, root: &'y Yaml) -> Option<FlowSpec<'y>> {
     let top = YPath::root();
     let entries = dec.map(root, &top, "a flow file")?;
     dec.known_keys(&entries, &["flow"], "the flow file");
@@ -168,7 +169,7 @@ fn decode_entry(dec: &mut Decoder, e: &Entry) -> Vec<(String, YPath)> {
     }
 }
 
-fn decode_node(dec: &mut Decoder, n: &Entry) -> Option<NodeSpec> {
+fn decode_node<'y>(dec: &mut Decoder, n: &Entry<'y>) -> Option<NodeSpec<'y>> {
     if n.key.is_empty()
         || !n
             .key
@@ -181,9 +182,9 @@ fn decode_node(dec: &mut Decoder, n: &Entry) -> Option<NodeSpec> {
                 .label("use letters, digits, `_` and `-`"),
         );
     }
-    let fields = dec.map(n.value, &n.path, &format!("node `{}`", n.key))?;
-    dec.known_keys(&fields, &NODE_KEYS, &format!("node `{}`", n.key));
-    let nth = match n.path.segs.last() {
+    let fields = dec.map(n.value, &n.path, format_args!("node `{}`", n.key))?;
+    dec.known_keys(&fields, &NODE_KEYS, format_args!("node `{}`", n.key));
+    let nth = match n.path.last() {
         Some(crate::yaml::Seg::Key(_, nth)) => *nth,
         _ => 0,
     };
@@ -193,7 +194,7 @@ fn decode_node(dec: &mut Decoder, n: &Entry) -> Option<NodeSpec> {
         nth,
         type_name: String::new(),
         type_at: n.path.clone().as_key(),
-        setting: Yaml::Scalar(Value::Null),
+        setting: std::borrow::Cow::Owned(Yaml::Scalar(Value::Null)),
         setting_at: n.path.key("setting"),
         inputs: None,
         outputs: None,
@@ -219,13 +220,13 @@ fn decode_node(dec: &mut Decoder, n: &Entry) -> Option<NodeSpec> {
                 dec.unique_keys_deep(
                     f.value,
                     &f.path,
-                    &format!("the settings of node `{}`", n.key),
+                    format_args!("the settings of node `{}`", n.key),
                 );
                 node.setting_at = f.path.clone();
                 node.setting = take_setting_policy(dec, f, &mut node.policy);
             }
             "inputs" => node.inputs = Some((f.value.to_json(), f.path.clone())),
-            "outputs" => node.outputs = Some((f.value.clone(), f.path.clone())),
+            "outputs" => node.outputs = Some((f.value, f.path.clone())),
             "policy" => {
                 node.policy = node
                     .policy
@@ -240,7 +241,7 @@ fn decode_node(dec: &mut Decoder, n: &Entry) -> Option<NodeSpec> {
                 for c in &ctx {
                     match c.key {
                         "inputs" => node.inputs = Some((c.value.to_json(), c.path.clone())),
-                        "outputs" => node.outputs = Some((c.value.clone(), c.path.clone())),
+                        "outputs" => node.outputs = Some((c.value, c.path.clone())),
                         _ => {}
                     }
                 }
@@ -261,7 +262,11 @@ fn decode_node(dec: &mut Decoder, n: &Entry) -> Option<NodeSpec> {
 
 /// illumo-flow wrote node policies as `setting.policy`; take it out so the factory never
 /// sees it.
-fn take_setting_policy(dec: &mut Decoder, f: &Entry, policy: &mut PolicySpec) -> Yaml {
+fn take_setting_policy<'y>(
+    dec: &mut Decoder,
+    f: &Entry<'y>,
+    policy: &mut PolicySpec,
+) -> std::borrow::Cow<'y, Yaml> {
     match f.value {
         Yaml::Map(entries) if entries.iter().any(|(k, _)| k == "policy") => {
             let mut rest = Vec::with_capacity(entries.len());
@@ -272,9 +277,9 @@ fn take_setting_policy(dec: &mut Decoder, f: &Entry, policy: &mut PolicySpec) ->
                     rest.push((k.clone(), v.clone()));
                 }
             }
-            Yaml::Map(rest)
+            std::borrow::Cow::Owned(Yaml::Map(rest))
         }
-        other => other.clone(),
+        other => std::borrow::Cow::Borrowed(other),
     }
 }
 

@@ -13,8 +13,14 @@ use crate::policy::OnError;
 use crate::tracer::{Level, SpanData};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 use tokio::task::JoinSet;
+
+/// How many nodes run one after another without the driver yielding to the runtime.
+const YIELD_EVERY: u64 = 256;
 
 /// How many recent steps are kept to name the cycle when `max_steps` is exceeded.
 const HISTORY: usize = 256;
@@ -23,12 +29,15 @@ const HISTORY: usize = 256;
 struct Activation {
     node: usize,
     input: Value,
+    /// The run's clock when the node became ready: writes made after it count as made
+    /// while it ran, whether it then ran inline or as a task.
+    queued_at: u64,
 }
 
 /// A node task's result.
 struct Done {
     node: usize,
-    /// The run's clock when the node was started.
+    /// The run's clock when the node became ready.
     started: u64,
     input: Value,
     result: Result<Outcome, Failed>,
@@ -62,9 +71,13 @@ struct Scheduler {
 }
 
 impl Scheduler {
-    fn push(&mut self, node: usize, input: Value) {
+    fn push(&mut self, node: usize, input: Value, clock: u64) {
         self.queued[node] += 1;
-        self.ready.push_back(Activation { node, input });
+        self.ready.push_back(Activation {
+            node,
+            input,
+            queued_at: clock,
+        });
     }
 
     fn pop(&mut self) -> Option<Activation> {
@@ -80,6 +93,8 @@ impl Scheduler {
 
 pub(super) struct Driver {
     shared: Arc<Shared>,
+    /// Nodes dispatched, to yield now and then.
+    inline: u64,
     interrupt: Arc<Interrupt>,
     state: RunState,
     sched: Scheduler,
@@ -102,10 +117,11 @@ impl Driver {
             task_nodes: HashMap::new(),
         };
         for &node in &shared.flow.entry {
-            sched.push(node, Value::Null);
+            sched.push(node, Value::Null, 0);
         }
         Driver {
             shared,
+            inline: 0,
             interrupt,
             state: RunState {
                 ctx,
@@ -141,7 +157,18 @@ impl Driver {
                 let Some(activation) = self.sched.pop() else {
                     break;
                 };
-                self.dispatch(activation)?;
+                if let Some(done) = self.dispatch(activation).await? {
+                    self.complete(done)?;
+                }
+                self.inline += 1;
+                if self.inline.is_multiple_of(YIELD_EVERY) {
+                    // Nodes that finish at once never wait: let other tasks (and an
+                    // interrupt) have their turn now and then.
+                    tokio::task::yield_now().await;
+                    if let Some(signal) = self.interrupt.requested() {
+                        return Err(RunError::Interrupted { signal });
+                    }
+                }
             }
             if self.sched.tasks.is_empty() {
                 if !self.sched.ready.is_empty() {
@@ -172,12 +199,18 @@ impl Driver {
                 }
                 Err(e) => self.crashed(e),
             };
-            self.sched.running[done.node] -= 1;
-            self.finish(done)?;
-            if !self.joins.is_empty() {
-                self.release_joins();
-            }
+            self.complete(done)?;
         }
+    }
+
+    /// A node's attempts are over: apply the result, then release the joins it freed.
+    fn complete(&mut self, done: Done) -> Result<(), RunError> {
+        self.sched.running[done.node] -= 1;
+        self.finish(done)?;
+        if !self.joins.is_empty() {
+            self.release_joins();
+        }
+        Ok(())
     }
 
     /// A node task that panicked or was cancelled, as a failure of that node.
@@ -188,13 +221,7 @@ impl Driver {
             .remove(&e.id())
             .unwrap_or((0, Value::Null));
         let message = if e.is_panic() {
-            let panic = e.into_panic();
-            let text = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            format!("the node panicked: {text}")
+            panic_text(&*e.into_panic())
         } else {
             "the node task was cancelled".to_string()
         };
@@ -207,8 +234,13 @@ impl Driver {
         }
     }
 
-    fn dispatch(&mut self, activation: Activation) -> Result<(), RunError> {
-        let Activation { node: index, input } = activation;
+    /// Starts a node; its result when it finished at once.
+    async fn dispatch(&mut self, activation: Activation) -> Result<Option<Done>, RunError> {
+        let Activation {
+            node: index,
+            input,
+            queued_at: started,
+        } = activation;
         let state = &mut self.state;
         state.steps += 1;
         state.history.push_back(index);
@@ -227,7 +259,11 @@ impl Driver {
             None => input,
             Some(spec) => match spec.render(&state.ctx) {
                 Ok(v) => v,
-                Err(e) => return self.fail(index, input, Failed::fatal(e.to_string()), None),
+                Err(e) => {
+                    return self
+                        .fail(index, input, Failed::fatal(e.to_string()), None)
+                        .map(|()| None)
+                }
             },
         };
         let view = node
@@ -243,8 +279,7 @@ impl Driver {
             input.clone()
         };
         state.clock += 1;
-        let started = state.clock;
-        let handle = self.sched.tasks.spawn(async move {
+        let mut task = Box::pin(async move {
             let (result, span) = attempts(&shared, index, &input, &view, shared.root_id).await;
             Done {
                 node: index,
@@ -254,10 +289,32 @@ impl Driver {
                 span,
             }
         });
-        self.sched
-            .task_nodes
-            .insert(handle.id(), (index, kept_input));
-        Ok(())
+        // Most nodes (Set, Router, conditions) finish without waiting: polled once here,
+        // they cost no task and no wake-up of another thread. A node that waits goes on
+        // as a task of its own.
+        let first = std::future::poll_fn(|cx| {
+            Poll::Ready(std::panic::catch_unwind(AssertUnwindSafe(|| {
+                task.as_mut().poll(cx)
+            })))
+        })
+        .await;
+        match first {
+            Ok(Poll::Ready(done)) => Ok(Some(done)),
+            Ok(Poll::Pending) => {
+                let handle = self.sched.tasks.spawn(task);
+                self.sched
+                    .task_nodes
+                    .insert(handle.id(), (index, kept_input));
+                Ok(None)
+            }
+            Err(panic) => Ok(Some(Done {
+                node: index,
+                started,
+                input: kept_input,
+                result: Err(Failed::fatal(panic_text(&*panic))),
+                span: None,
+            })),
+        }
     }
 
     fn finish(&mut self, done: Done) -> Result<(), RunError> {
@@ -302,7 +359,7 @@ impl Driver {
                 output.clone().unwrap_or_default()
             };
             if let Some(value) = self.joins.arrive(&self.shared.flow, to, from, value) {
-                self.sched.push(to, value);
+                self.sched.push(to, value, self.state.clock);
             }
         }
     }
@@ -503,7 +560,7 @@ impl Driver {
                 shared.event(&span, "node.goto", Level::Warn, json!({"target": target}));
                 shared.end_span(span, Err((&failed.error, failed.timed_out)));
                 let to = shared.flow.index[&target];
-                self.sched.push(to, input);
+                self.sched.push(to, input, self.state.clock);
                 Ok(())
             }
             OnError::Stop => {
@@ -554,7 +611,7 @@ impl Driver {
     fn start_join(&mut self, join: usize, input: Value) {
         let id = self.shared.flow.id(join).to_string();
         self.record("joins", &id, input.clone());
-        self.sched.push(join, input);
+        self.sched.push(join, input, self.state.clock);
     }
 
     /// The loop the last steps went round, e.g. `review -> draft -> review`.
@@ -575,4 +632,14 @@ impl Driver {
             None => vec![flow.id(last).to_string()],
         }
     }
+}
+
+/// What a panicking node said.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("the node panicked: {text}")
 }

@@ -70,6 +70,11 @@ impl Interrupt {
         self.notify.notify_one();
     }
 
+    /// Why the run was asked to stop, if it was.
+    fn requested(&self) -> Option<String> {
+        self.reason.get().cloned()
+    }
+
     /// Waits until the run is asked to stop; returns why.
     async fn wait(&self) -> String {
         self.notify.notified().await;

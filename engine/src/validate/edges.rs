@@ -21,7 +21,7 @@ pub(crate) struct Wiring {
 }
 
 impl Wiring {
-    pub fn of(spec: &FlowSpec, names: &Names, dec: &mut Decoder) -> Wiring {
+    pub fn of(spec: &FlowSpec<'_>, names: &Names, dec: &mut Decoder) -> Wiring {
         let count = names.ids.len();
         let mut wiring = Wiring {
             edges: (0..count).map(|_| Vec::new()).collect(),
@@ -87,7 +87,7 @@ pub(crate) fn transitions(
     wiring: &Wiring,
     references: &[Reference],
     nodes: &[FlowNode],
-    spec: &FlowSpec,
+    spec: &FlowSpec<'_>,
     names: &Names,
 ) -> (Vec<Vec<usize>>, Vec<bool>) {
     let mut invoked = vec![false; nodes.len()];

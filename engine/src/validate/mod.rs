@@ -25,7 +25,7 @@ use crate::node::NodeRegistry;
 use crate::spec::FlowSpec;
 
 pub(crate) fn build(
-    spec: FlowSpec,
+    spec: FlowSpec<'_>,
     registry: &NodeRegistry,
     dec: &mut Decoder,
     source: &Source,

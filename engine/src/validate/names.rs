@@ -19,7 +19,7 @@ pub(crate) struct Names {
 
 impl Names {
     /// Every node id; a second node with the same id is an error.
-    pub fn of(spec: &FlowSpec, dec: &mut Decoder) -> Names {
+    pub fn of(spec: &FlowSpec<'_>, dec: &mut Decoder) -> Names {
         let mut index = HashMap::with_capacity(spec.nodes.len());
         let mut ids = Vec::with_capacity(spec.nodes.len());
         for n in &spec.nodes {
@@ -89,35 +89,33 @@ impl Names {
     }
 
     /// Every `on_error: goto` target, in the flow policy, the profiles and the nodes.
-    pub fn check_gotos(&self, spec: &FlowSpec, dec: &mut Decoder) {
-        let layers = std::iter::once(("the flow policy".to_string(), &spec.policy))
+    pub fn check_gotos(&self, spec: &FlowSpec<'_>, dec: &mut Decoder) {
+        let layers = std::iter::once((Layer::Flow, &spec.policy))
             .chain(
                 spec.profiles
                     .iter()
-                    .map(|(name, p)| (format!("profile `{name}`"), p)),
+                    .map(|(name, p)| (Layer::Profile(name), p)),
             )
-            .chain(
-                spec.nodes
-                    .iter()
-                    .map(|n| (format!("node `{}`", n.id), &n.policy)),
-            );
+            .chain(spec.nodes.iter().map(|n| (Layer::Node(&n.id), &n.policy)));
         for (owner, policy) in layers {
-            if let (Some(OnError::Goto(target)), Some(path)) = (&policy.on_error, &policy.goto_at) {
-                if self.get(target).is_none() {
-                    let mut d =
-                        Diagnostic::error(format!("{owner} has unknown goto target `{target}`"))
-                            .at(path.clone(), target);
-                    if let Some(s) = self.suggest(target) {
-                        d = d.label(format!("did you mean `{s}`?"));
-                    }
-                    dec.push(d);
+            let (Some(OnError::Goto(target)), Some(path)) = (&policy.on_error, &policy.goto_at)
+            else {
+                continue;
+            };
+            if self.get(target).is_none() {
+                let mut d =
+                    Diagnostic::error(format!("{owner} has unknown goto target `{target}`"))
+                        .at(path.clone(), target);
+                if let Some(s) = self.suggest(target) {
+                    d = d.label(format!("did you mean `{s}`?"));
                 }
+                dec.push(d);
             }
         }
     }
 
     /// The entry nodes: those `entry` names, or the first node.
-    pub fn entry(&self, spec: &FlowSpec, dec: &mut Decoder) -> Vec<usize> {
+    pub fn entry(&self, spec: &FlowSpec<'_>, dec: &mut Decoder) -> Vec<usize> {
         let mut entry = Vec::new();
         for (name, path) in &spec.entry {
             match self.get(name) {
@@ -136,5 +134,22 @@ fn at(path: &YPath) -> Place {
     Place {
         path: path.clone(),
         offset: 0,
+    }
+}
+
+/// A policy layer, for messages.
+enum Layer<'a> {
+    Flow,
+    Profile(&'a str),
+    Node(&'a str),
+}
+
+impl std::fmt::Display for Layer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Layer::Flow => f.write_str("the flow policy"),
+            Layer::Profile(name) => write!(f, "profile `{name}`"),
+            Layer::Node(id) => write!(f, "node `{id}`"),
+        }
     }
 }

@@ -4,14 +4,14 @@
 use crate::decode::Decoder;
 use crate::diagnostic::{did_you_mean, Diagnostic};
 use crate::flow::{FlowNode, Outputs};
-use crate::node::{compile_value, BuildCx, NodeRegistry};
+use crate::node::{compile_value, BuildCx, NodeName, NodeRegistry};
 use crate::path::{CtxPath, Root};
 use crate::spec::{FlowSpec, NodeSpec};
 use crate::yaml::{YPath, Yaml};
 
 /// One entry per distinct node id, `None` where the node had errors.
 pub(crate) fn build_all(
-    spec: &FlowSpec,
+    spec: &FlowSpec<'_>,
     registry: &NodeRegistry,
     dec: &mut Decoder,
     base_dir: &std::path::Path,
@@ -24,16 +24,16 @@ pub(crate) fn build_all(
 }
 
 fn build_node(
-    n: &NodeSpec,
+    n: &NodeSpec<'_>,
     registry: &NodeRegistry,
     dec: &mut Decoder,
     base_dir: &std::path::Path,
 ) -> Option<FlowNode> {
-    let owner = format!("node `{}`", n.id);
+    let owner = NodeName(&n.id);
     let inputs = n
         .inputs
         .as_ref()
-        .map(|(value, path)| compile_value(dec, &owner, path.clone(), value));
+        .map(|(value, path)| compile_value(dec, &owner, &|| path.clone(), value));
     let outputs = n
         .outputs
         .as_ref()
@@ -69,7 +69,12 @@ fn build_node(
     })
 }
 
-fn decode_outputs(dec: &mut Decoder, owner: &str, yaml: &Yaml, path: &YPath) -> Option<Outputs> {
+fn decode_outputs(
+    dec: &mut Decoder,
+    owner: &NodeName<'_>,
+    yaml: &Yaml,
+    path: &YPath,
+) -> Option<Outputs> {
     let target = |dec: &mut Decoder, text: &str, at: YPath| match CtxPath::parse(text) {
         Ok(p) if p.root == Root::Ctx && !p.steps.is_empty() => Some(p),
         Ok(_) => {

@@ -9,7 +9,7 @@ use crate::policy::OnError;
 use crate::spec::FlowSpec;
 use std::collections::{HashMap, HashSet, VecDeque};
 
-pub(crate) fn check(flow: &Flow, spec: &FlowSpec, dec: &mut Decoder) {
+pub(crate) fn check(flow: &Flow, spec: &FlowSpec<'_>, dec: &mut Decoder) {
     unfollowed_router_edges(flow, spec, dec);
     unreachable(flow, dec);
     endless_cycles(flow, spec, dec);
@@ -18,7 +18,7 @@ pub(crate) fn check(flow: &Flow, spec: &FlowSpec, dec: &mut Decoder) {
 
 /// A router replaces its edges with its decision: an edge to a node it never routes to
 /// is never followed.
-fn unfollowed_router_edges(flow: &Flow, spec: &FlowSpec, dec: &mut Decoder) {
+fn unfollowed_router_edges(flow: &Flow, spec: &FlowSpec<'_>, dec: &mut Decoder) {
     let mut targets: HashMap<usize, HashSet<String>> = HashMap::new();
     for e in &spec.edges {
         let Some(&from) = flow.index.get(&e.from) else {
@@ -74,7 +74,7 @@ fn unreachable(flow: &Flow, dec: &mut Decoder) {
 
 /// A loop whose nodes have no router, no conditional edge and no goto (in any policy
 /// layer) can only end at `max_steps`.
-fn endless_cycles(flow: &Flow, spec: &FlowSpec, dec: &mut Decoder) {
+fn endless_cycles(flow: &Flow, spec: &FlowSpec<'_>, dec: &mut Decoder) {
     let shared_goto = std::iter::once(&spec.policy)
         .chain(spec.profiles.iter().map(|(_, p)| p))
         .any(|p| matches!(p.on_error, Some(OnError::Goto(_))));
@@ -174,7 +174,7 @@ impl PathTree {
 
 /// Two nodes that may run at the same time and write overlapping ctx paths race each
 /// other. Each node is reported once, with the first node it races.
-fn parallel_writes(flow: &Flow, spec: &FlowSpec, dec: &mut Decoder) {
+fn parallel_writes(flow: &Flow, spec: &FlowSpec<'_>, dec: &mut Decoder) {
     let mut tree = PathTree::new();
     let mut placed = Vec::new();
     for (i, node) in flow.nodes.iter().enumerate() {
@@ -193,7 +193,7 @@ fn parallel_writes(flow: &Flow, spec: &FlowSpec, dec: &mut Decoder) {
     }
     let below = tree.below();
     // Built nodes are the decoded nodes with distinct ids, in the same order.
-    let specs: Vec<&crate::spec::NodeSpec> = spec.nodes.iter().filter(|s| s.nth == 0).collect();
+    let specs: Vec<&crate::spec::NodeSpec<'_>> = spec.nodes.iter().filter(|s| s.nth == 0).collect();
     let mut reported = HashSet::new();
     for &(b, _, at, _) in &placed {
         if reported.contains(&b) {

@@ -316,7 +316,7 @@ fn close(body: Body, at: Mark) -> Result<Parsed, ParseError> {
                     }
                 }
             }
-            let map = MapPos::new(&entries, keys, values);
+            let map = MapPos::new(keys, values);
             Parsed {
                 yaml: Yaml::Map(entries),
                 pos: Pos {

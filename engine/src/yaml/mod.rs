@@ -36,11 +36,20 @@ pub enum Seg {
     Index(usize),
 }
 
-/// A place in the flow file: a path, and whether the key or the value is meant.
+/// A place in the flow file: a path, and whether the key or the value is meant. Paths
+/// share their beginnings (each step points at its parent), so naming the place of every
+/// key of a big file copies nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub struct YPath {
-    pub segs: Vec<Seg>,
+    last: Option<std::sync::Arc<Link>>,
     pub at_key: bool,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Link {
+    parent: Option<std::sync::Arc<Link>>,
+    seg: Seg,
+    depth: usize,
 }
 
 impl YPath {
@@ -53,19 +62,20 @@ impl YPath {
     }
 
     pub fn key_nth(&self, name: &str, nth: usize) -> YPath {
-        let mut segs = self.segs.clone();
-        segs.push(Seg::Key(name.to_string(), nth));
-        YPath {
-            segs,
-            at_key: false,
-        }
+        self.push(Seg::Key(name.to_string(), nth))
     }
 
     pub fn index(&self, i: usize) -> YPath {
-        let mut segs = self.segs.clone();
-        segs.push(Seg::Index(i));
+        self.push(Seg::Index(i))
+    }
+
+    fn push(&self, seg: Seg) -> YPath {
         YPath {
-            segs,
+            last: Some(std::sync::Arc::new(Link {
+                parent: self.last.clone(),
+                seg,
+                depth: self.len() + 1,
+            })),
             at_key: false,
         }
     }
@@ -74,6 +84,32 @@ impl YPath {
     pub fn as_key(mut self) -> YPath {
         self.at_key = true;
         self
+    }
+
+    /// How many steps from the root.
+    pub fn len(&self) -> usize {
+        self.last.as_ref().map_or(0, |l| l.depth)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.last.is_none()
+    }
+
+    /// The last step.
+    pub fn last(&self) -> Option<&Seg> {
+        self.last.as_ref().map(|l| &l.seg)
+    }
+
+    /// The steps, from the root.
+    pub fn segs(&self) -> Vec<&Seg> {
+        let mut segs = Vec::with_capacity(self.len());
+        let mut at = self.last.as_deref();
+        while let Some(link) = at {
+            segs.push(&link.seg);
+            at = link.parent.as_deref();
+        }
+        segs.reverse();
+        segs
     }
 }
 
@@ -97,40 +133,41 @@ pub enum Kids {
 pub struct MapPos {
     pub keys: Vec<Mark>,
     pub values: Vec<Pos>,
-    /// For big maps (the `nodes:` of a large flow): key -> entry numbers, in order.
-    index: Option<HashMap<String, Vec<u32>>>,
+    /// For big maps (the `nodes:` of a large flow): key -> entry numbers, in order. Built
+    /// the first time a place is looked up, which happens only to report a problem.
+    index: std::sync::OnceLock<HashMap<String, Vec<u32>>>,
 }
 
 /// Maps with more entries than this get an index.
 const INDEXED_MAP: usize = 16;
 
 impl MapPos {
-    fn new(entries: &[(String, Yaml)], keys: Vec<Mark>, values: Vec<Pos>) -> MapPos {
-        let index = (entries.len() > INDEXED_MAP).then(|| {
+    fn new(keys: Vec<Mark>, values: Vec<Pos>) -> MapPos {
+        MapPos {
+            keys,
+            values,
+            index: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The entry number of the `nth` occurrence of `key`.
+    fn find(&self, entries: &[(String, Yaml)], key: &str, nth: usize) -> Option<usize> {
+        if entries.len() <= INDEXED_MAP {
+            return entries
+                .iter()
+                .enumerate()
+                .filter(|(_, (k, _))| k == key)
+                .nth(nth)
+                .map(|(i, _)| i);
+        }
+        let index = self.index.get_or_init(|| {
             let mut index: HashMap<String, Vec<u32>> = HashMap::with_capacity(entries.len());
             for (i, (key, _)) in entries.iter().enumerate() {
                 index.entry(key.clone()).or_default().push(i as u32);
             }
             index
         });
-        MapPos {
-            keys,
-            values,
-            index,
-        }
-    }
-
-    /// The entry number of the `nth` occurrence of `key`.
-    fn find(&self, entries: &[(String, Yaml)], key: &str, nth: usize) -> Option<usize> {
-        match &self.index {
-            Some(index) => index.get(key)?.get(nth).map(|&i| i as usize),
-            None => entries
-                .iter()
-                .enumerate()
-                .filter(|(_, (k, _))| k == key)
-                .nth(nth)
-                .map(|(i, _)| i),
-        }
+        index.get(key)?.get(nth).map(|&i| i as usize)
     }
 }
 
@@ -147,8 +184,9 @@ impl Pos {
     /// and whether it is a quoted scalar; `None` when the file has no such place.
     pub fn locate(&self, yaml: &Yaml, path: &YPath) -> Option<(Mark, bool)> {
         let (mut pos, mut value) = (self, yaml);
-        for (n, seg) in path.segs.iter().enumerate() {
-            let last = n + 1 == path.segs.len();
+        let segs = path.segs();
+        for (n, seg) in segs.iter().enumerate() {
+            let last = n + 1 == segs.len();
             let next = match (seg, value, &pos.kids) {
                 (Seg::Key(name, nth), Yaml::Map(entries), Kids::Map(map)) => {
                     let i = map.find(entries, name, *nth)?;
