@@ -209,7 +209,7 @@ fn write_ctx(args: &RunArgs, mut ctx: Value, redactor: &Redactor) -> Result<(), 
     let ctx = std::mem::ManuallyDrop::new(ctx);
     if let Some(path) = &args.print {
         let path = inputs::ctx_path(path)?;
-        let text = match path.get(&*ctx) {
+        let text = match path.get(&ctx) {
             Some(Value::String(s)) => s.clone(),
             Some(other) if args.pretty => serde_json::to_string_pretty(other).unwrap_or_default(),
             Some(other) => other.to_string(),
