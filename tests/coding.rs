@@ -418,3 +418,81 @@ fn the_test_copy_cannot_be_escaped_through_listed_files() {
     );
     assert!(!outside.exists());
 }
+
+const FIX_CALC: &str = "--- a/app/calc.py\n+++ b/app/calc.py\n@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a - b\n+    return a + b\n";
+
+#[test]
+fn no_ctx_value_can_grant_the_write_permission() {
+    let illumo = Illumo::new();
+    let flow = patch_flow(illumo.dir(), &[FIX_CALC]);
+    let ws = illumo.dir().join("ws");
+    let out = illumo
+        .run_flow(&flow)
+        .args(["-c", r#"{"runtime": {"write": true}, "write": true}"#])
+        .args(["--tracer", "none", "--print", "$ctx.diff.applied.written"])
+        .run()
+        .success();
+    assert_eq!(out.stdout, "false\n");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("app/calc.py")).unwrap(),
+        "def add(a, b):\n    return a - b\n"
+    );
+}
+
+#[test]
+fn write_works_whatever_ctx_holds_under_runtime() {
+    for context in [r#"{"runtime": 1}"#, r#"{"runtime": "x"}"#] {
+        let illumo = Illumo::new();
+        let flow = patch_flow(illumo.dir(), &[FIX_CALC]);
+        let ws = illumo.dir().join("ws");
+        let out = illumo
+            .run_flow(&flow)
+            .args(["-c", context, "--write", "--tracer", "none"])
+            .args(["--print", "$ctx.diff.applied.written"])
+            .run()
+            .success();
+        assert_eq!(out.stdout, "true\n", "{context}");
+        assert_eq!(
+            std::fs::read_to_string(ws.join("app/calc.py")).unwrap(),
+            "def add(a, b):\n    return a + b\n"
+        );
+    }
+}
+
+#[test]
+fn a_multi_file_write_that_fails_midway_changes_no_file() {
+    let illumo = Illumo::new();
+    let both = format!("{FIX_CALC}--- a/app/b.py\n+++ b/app/b.py\n@@ -1 +1 @@\n-x\n+y\n");
+    let flow = patch_flow(illumo.dir(), &[&both]).replace(
+        "      policy: {on_error: {action: goto, target: draft}}\n",
+        "",
+    );
+    let ws = illumo.dir().join("ws");
+    // The run remembers `app/b.py` as a file, but on disk it is now a folder: its rename
+    // fails after `app/calc.py` was already replaced.
+    std::fs::create_dir_all(ws.join("app/b.py/inside")).unwrap();
+    let context = r#"{"workspace": {"files": [{"path": "app/b.py", "status": "patched", "original_content": "x\n", "patched_content": "x\n"}]}}"#;
+    let out = illumo
+        .run_flow(&flow)
+        .args(["-c", context, "--write", "--tracer", "none", "--quiet"])
+        .run()
+        .code(1);
+    let first = out.stderr.lines().next().unwrap_or_default().to_string();
+    assert!(
+        first
+            .starts_with("error: node `patch` failed on attempt 1 of 1: cannot write `app/b.py`: ")
+            && first.ends_with("; the files already written were restored"),
+        "{first}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.join("app/calc.py")).unwrap(),
+        "def add(a, b):\n    return a - b\n",
+        "the first file was put back"
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(ws.join("app"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains("illumo-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -581,3 +581,48 @@ fn colour_is_used_only_when_asked_for_by_a_terminal() {
         .code(2);
     assert!(!out.stderr.contains('\x1b'));
 }
+
+#[test]
+fn condition_carets_do_not_shift_after_a_dollar() {
+    validate(
+        "tests/fixtures/invalid/condition_carets_after_dollars.yaml",
+        2,
+        r#"error: invalid condition `$ctx.a == 1 && review == 2`: unknown name `review` in condition
+ --> tests/fixtures/invalid/condition_carets_after_dollars.yaml:7:46
+  |
+7 |     - {from: a, to: b, when: "$ctx.a == 1 && review == 2"}
+  |                                              ^^^^^^
+  = help: conditions read `ctx`, `payload` and `env`; did you mean `ctx.review`?
+
+error: tests/fixtures/invalid/condition_carets_after_dollars.yaml has 1 error
+"#,
+    );
+    validate(
+        "tests/fixtures/invalid/condition_syntax_after_dollar.yaml",
+        2,
+        r#"error: invalid condition `$ctx.a == (1`: the condition ends too early
+ --> tests/fixtures/invalid/condition_syntax_after_dollar.yaml:6:43
+  |
+6 |     - {from: a, to: b, when: "$ctx.a == (1"}
+  |                                           ^
+
+error: tests/fixtures/invalid/condition_syntax_after_dollar.yaml has 1 error
+"#,
+    );
+}
+
+#[test]
+fn edge_carets_count_characters_not_bytes() {
+    validate(
+        "tests/fixtures/invalid/edge_carets_after_wide_names.yaml",
+        2,
+        r#"error: an edge names unknown node `cé`
+ --> tests/fixtures/invalid/edge_carets_after_wide_names.yaml:5:14
+  |
+5 |     - "aä >> cé"
+  |              ^^
+
+error: tests/fixtures/invalid/edge_carets_after_wide_names.yaml has 1 error
+"#,
+    );
+}

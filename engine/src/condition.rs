@@ -33,7 +33,9 @@ pub struct ConditionError {
 
 impl Condition {
     pub fn compile(source: &str) -> Result<Condition, ConditionSyntaxError> {
-        let plain = strip_dollars(source);
+        let (plain, origin) = strip_dollars(source);
+        // Offsets found in the plain text, as character offsets in the source.
+        let at = |byte: usize| origin.get(byte).copied().unwrap_or(source.chars().count());
         let program = cel::Program::compile(&plain).map_err(|errors| {
             let first = errors.errors.first();
             let (line, column) = first.map_or((1, 1), |e| {
@@ -49,7 +51,7 @@ impl Condition {
             let reason = first.map_or_else(|| "syntax error".to_string(), |e| tidy(&e.msg));
             ConditionSyntaxError {
                 reason,
-                offset,
+                offset: at(offset),
                 width: 1,
                 hint: None,
             }
@@ -63,8 +65,8 @@ impl Condition {
                 let offset = find_word(&plain, name).unwrap_or(0);
                 return Err(ConditionSyntaxError {
                     reason: format!("unknown name `{name}` in condition"),
-                    offset,
-                    width: name.len(),
+                    offset: at(offset),
+                    width: name.chars().count(),
                     hint: Some(format!(
                         "conditions read `ctx`, `payload` and `env`; did you mean `ctx.{name}`?"
                     )),
@@ -171,20 +173,23 @@ fn to_cel(value: &Value) -> cel::Value {
     }
 }
 
-/// `$ctx.a` -> `ctx.a` (CEL names cannot start with `$`).
-fn strip_dollars(source: &str) -> String {
+/// `$ctx.a` -> `ctx.a` (CEL names cannot start with `$`), and for each byte of the
+/// result, the character offset in `source` it came from (so errors point at the source).
+fn strip_dollars(source: &str) -> (String, Vec<usize>) {
     let mut out = String::with_capacity(source.len());
-    let mut rest = source;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + 1..];
-        if !NAMES.iter().any(|n| after.starts_with(n)) {
-            out.push('$');
+    let mut origin = Vec::with_capacity(source.len() + 1);
+    for (i, c) in source.chars().enumerate() {
+        if c == '$' {
+            let rest: String = source.chars().skip(i + 1).take(7).collect();
+            if NAMES.iter().any(|n| rest.starts_with(n)) {
+                continue;
+            }
         }
-        rest = after;
+        out.push(c);
+        origin.extend(std::iter::repeat_n(i, c.len_utf8()));
     }
-    out.push_str(rest);
-    out
+    origin.push(source.chars().count());
+    (out, origin)
 }
 
 /// `ctx.a` -> `$ctx.a`, to reuse the template reference scanner.

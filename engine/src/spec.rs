@@ -397,9 +397,11 @@ enum Token {
     And,
 }
 
+/// The tokens of an edge string, each with its offset in characters (carets count
+/// characters, not bytes).
 fn tokenize(text: &str) -> Result<Vec<(Token, usize)>, ChainError> {
     let mut tokens = vec![];
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let chars: Vec<(usize, char)> = text.chars().enumerate().collect();
     let mut i = 0;
     while i < chars.len() {
         let (at, c) = chars[i];
@@ -441,6 +443,8 @@ fn tokenize(text: &str) -> Result<Vec<(Token, usize)>, ChainError> {
 /// Parses `a >> (b | c) >> d` into edges.
 pub fn parse_chain(text: &str) -> Result<Vec<ChainEdge>, ChainError> {
     let tokens = tokenize(text)?;
+    let length = text.chars().count();
+    let char_at = |at: usize| text.chars().nth(at).map_or(" ".to_string(), String::from);
     let mut groups: Vec<(Vec<(String, usize)>, JoinMode)> = vec![];
     let mut i = 0;
     let err = |reason: &str, offset: usize, near: &str| ChainError {
@@ -462,12 +466,8 @@ pub fn parse_chain(text: &str) -> Result<Vec<ChainEdge>, ChainError> {
                     match tokens.get(i) {
                         Some((Token::Name(n), at)) => names.push((n.clone(), *at)),
                         _ => {
-                            let at = tokens.get(i).map_or(text.len(), |t| t.1);
-                            return Err(err(
-                                "expected a node name",
-                                at,
-                                text.get(at..at + 1).unwrap_or(" "),
-                            ));
+                            let at = tokens.get(i).map_or(length, |t| t.1);
+                            return Err(err("expected a node name", at, &char_at(at)));
                         }
                     }
                     i += 1;
@@ -495,25 +495,13 @@ pub fn parse_chain(text: &str) -> Result<Vec<ChainEdge>, ChainError> {
                 i += 1;
                 groups.push((names, mode.unwrap_or(JoinMode::All)));
             }
-            Some((_, at)) => {
-                return Err(err(
-                    "expected a node name or `(`",
-                    *at,
-                    text.get(*at..*at + 1).unwrap_or(" "),
-                ))
-            }
-            None => return Err(err("expected a node name", text.len(), " ")),
+            Some((_, at)) => return Err(err("expected a node name or `(`", *at, &char_at(*at))),
+            None => return Err(err("expected a node name", length, " ")),
         }
         match tokens.get(i) {
             None => break,
             Some((Token::Then, _)) => i += 1,
-            Some((_, at)) => {
-                return Err(err(
-                    "expected `>>`",
-                    *at,
-                    text.get(*at..*at + 1).unwrap_or(" "),
-                ))
-            }
+            Some((_, at)) => return Err(err("expected `>>`", *at, &char_at(*at))),
         }
     }
     if groups.len() < 2 {

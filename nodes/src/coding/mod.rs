@@ -1,6 +1,7 @@
 //! The coding-assistant nodes: `WorkspaceInspector`, `Patch`, `TestExecutor`, `Summary`,
 //! and what they share (globs, the workspace root, copying a workspace).
 
+mod commit;
 mod inspector;
 mod patch;
 mod summary;

@@ -2,6 +2,7 @@
 //! disk change only when the run allows it (`illumo run --write`, a run option that no
 //! ctx value can set), all of them or none, and never outside the root.
 
+use super::commit::{commit, FileChange};
 use super::{ctx_path, glob_match, root_reads, workspace_root};
 use diffy::patch_set::{FileOperation, ParseOptions, PatchSet};
 use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
@@ -273,22 +274,6 @@ struct Change {
     status: &'static str,
 }
 
-/// Writes through a temporary file and a rename, so a file is never half written.
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let temp = path.with_file_name(format!(".{name}.illumo-tmp-{}", std::process::id()));
-    std::fs::write(&temp, text)?;
-    std::fs::rename(&temp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&temp);
-    })
-}
-
 impl Patch {
     /// Every file of the diff, guarded and patched in memory; nothing is applied unless
     /// all of it applies. A diff applies to the files as they were before any patch of
@@ -434,13 +419,14 @@ impl Node for Patch {
         // Only `--write` allows it; nothing in ctx can.
         let write = cx.permissions.write_files;
         if write {
-            for c in &changes {
-                let result = match &c.patched {
-                    Some(text) => write_atomically(&c.target, text),
-                    None => std::fs::remove_file(&c.target),
-                };
-                result.map_err(|e| NodeError::fatal(format!("cannot write `{}`: {e}", c.path)))?;
-            }
+            let mut writes: Vec<FileChange> = changes
+                .iter()
+                .map(|c| FileChange {
+                    path: c.path.clone(),
+                    target: c.target.clone(),
+                    content: c.patched.clone(),
+                })
+                .collect();
             // A file an earlier draft changed and this one leaves alone goes back to how it was.
             for (path, original) in originals
                 .iter()
@@ -449,16 +435,15 @@ impl Node for Patch {
                 let Ok(target) = check_path(&root, path, &self.allowed) else {
                     continue;
                 };
-                let current = std::fs::read_to_string(&target).ok();
-                if current.as_ref() != original.as_ref() {
-                    let result = match original {
-                        Some(text) => write_atomically(&target, text),
-                        None => std::fs::remove_file(&target),
-                    };
-                    result
-                        .map_err(|e| NodeError::fatal(format!("cannot restore `{path}`: {e}")))?;
+                if std::fs::read_to_string(&target).ok().as_ref() != original.as_ref() {
+                    writes.push(FileChange {
+                        path: path.clone(),
+                        target,
+                        content: original.clone(),
+                    });
                 }
             }
+            commit(&writes).map_err(NodeError::fatal)?;
         }
         // Every file the inspector listed, patched or as it was.
         let mut files: Vec<Value> = changes
@@ -650,7 +635,12 @@ mod tests {
     #[test]
     fn atomic_writes_leave_no_temp_file() {
         let (_tree, root) = workspace();
-        write_atomically(&root.join("app/calc.py"), "new\n").unwrap();
+        let change = FileChange {
+            path: "app/calc.py".into(),
+            target: root.join("app/calc.py"),
+            content: Some("new\n".into()),
+        };
+        commit(&[change]).unwrap();
         let names: Vec<String> = std::fs::read_dir(root.join("app"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
