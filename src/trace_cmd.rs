@@ -155,9 +155,14 @@ fn event_json(e: &EventRow) -> Value {
     json!({"name": e.name, "timestamp": e.timestamp, "level": e.level, "attributes": e.attributes})
 }
 
+/// A duration for people; `?` for a value no clock gives (negative, centuries, not a
+/// number), which `--format json` still shows as stored.
 fn duration(ms: Option<f64>) -> String {
     ms.map_or("-".to_string(), |ms| {
-        format_duration(Duration::from_secs_f64(ms.max(0.0) / 1000.0))
+        match Duration::try_from_secs_f64(ms / 1000.0) {
+            Ok(d) if d < Duration::from_secs(100 * 365 * 24 * 3600) => format_duration(d),
+            _ => "?".to_string(),
+        }
     })
 }
 
@@ -233,22 +238,29 @@ fn event_line(e: &EventRow) -> String {
 /// The run as an indented tree: the flow, its node attempts (loop bodies under their
 /// loop), and each attempt's events.
 fn tree(spans: &[SpanRow]) -> String {
+    let ids: std::collections::HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+    let mut children: std::collections::HashMap<&str, Vec<&SpanRow>> =
+        std::collections::HashMap::new();
+    let mut roots = Vec::new();
+    for span in spans {
+        match span.parent_id.as_deref().filter(|p| ids.contains(p)) {
+            Some(parent) => children.entry(parent).or_default().push(span),
+            None => roots.push(span),
+        }
+    }
     let mut out = String::new();
-    let roots: Vec<&SpanRow> = spans
-        .iter()
-        .filter(|s| {
-            s.parent_id
-                .as_ref()
-                .is_none_or(|p| !spans.iter().any(|o| &o.span_id == p))
-        })
-        .collect();
     for root in roots {
-        write_span(&mut out, spans, root, 0);
+        write_span(&mut out, &children, root, 0);
     }
     out
 }
 
-fn write_span(out: &mut String, spans: &[SpanRow], span: &SpanRow, depth: usize) {
+fn write_span(
+    out: &mut String,
+    children: &std::collections::HashMap<&str, Vec<&SpanRow>>,
+    span: &SpanRow,
+    depth: usize,
+) {
     let pad = "  ".repeat(depth);
     if span.kind == "flow" {
         let name = span.name.strip_prefix("flow ").unwrap_or(&span.name);
@@ -260,6 +272,11 @@ fn write_span(out: &mut String, spans: &[SpanRow], span: &SpanRow, depth: usize)
             span.trace_id,
             span.start_time
         ));
+        // Why the run failed: a node, max_steps, an interrupt.
+        let error = attr(span, "/error/message");
+        if !error.is_empty() {
+            out.push_str(&format!("{pad}  error: {error}\n"));
+        }
     } else {
         let node_type = attr(span, "/node/type");
         let max = attr(span, "/max_attempts");
@@ -289,11 +306,8 @@ fn write_span(out: &mut String, spans: &[SpanRow], span: &SpanRow, depth: usize)
     for e in &span.events {
         out.push_str(&format!("{pad}    {}\n", event_line(e)));
     }
-    for child in spans
-        .iter()
-        .filter(|c| c.parent_id.as_deref() == Some(span.span_id.as_str()))
-    {
-        write_span(out, spans, child, depth + 1);
+    for child in children.get(span.span_id.as_str()).into_iter().flatten() {
+        write_span(out, children, child, depth + 1);
     }
 }
 

@@ -124,15 +124,74 @@ fn trace_errors_are_clear() {
         .stderr("error: no trace database at `/nonexistent/trace.db`\n");
     let dir = TempDir::new();
     let db = dir.path().join("trace.db");
-    record_retry_example(&db, &dir.path().join("work"));
+    let trace_id = record_retry_example(&db, &dir.path().join("work"));
+    // A prefix that differs from the one trace in its first digit cannot match it.
+    let first = if trace_id.starts_with('0') { '1' } else { '0' };
+    let other = format!("{first}{}", &trace_id[1..4]);
     Illumo::new()
-        .args(["trace", "show", "ffff", "--db", db.to_str().unwrap()])
+        .args(["trace", "show", &other, "--db", db.to_str().unwrap()])
         .run()
         .code(2)
-        .stderr("error: no trace `ffff` in this database; `illumo trace list` shows the runs\n");
+        .stderr(&format!(
+            "error: no trace `{other}` in this database; `illumo trace list` shows the runs\n"
+        ));
     Illumo::new()
         .args(["trace", "show", "zz", "--db", db.to_str().unwrap()])
         .run()
         .code(2)
         .stderr("error: `zz` is not a trace id (32 hex digits, or a unique prefix)\n");
+}
+
+#[test]
+fn durations_no_clock_gives_do_not_crash_the_reader() {
+    let dir = TempDir::new();
+    let db = dir.path().join("trace.db");
+    record_retry_example(&db, &dir.path().join("work"));
+    crate::support::sqlite3(&db, "UPDATE spans SET duration_ms = 1e300 WHERE kind = 'flow'");
+    let list = Illumo::new()
+        .args(["trace", "list", "--db", db.to_str().unwrap()])
+        .run()
+        .success();
+    let row: Vec<String> = normalize(&list.stdout)
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(row, ["<trace_id>", "retry_timeout_goto", "<time>", "?", "OK", "6"]);
+}
+
+#[test]
+fn showing_a_failed_run_says_why_it_failed() {
+    let dir = TempDir::new();
+    let db = dir.path().join("trace.db");
+    let flow = dir.write(
+        "flow.yaml",
+        "flow:\n  name: spin\n  max_steps: 3\n  nodes:\n    a: {type: Set, setting: {value: 1}}\n    b: {type: Set, setting: {value: 2}}\n  edges:\n    - a >> b >> a\n",
+    );
+    Illumo::new()
+        .args(["run", flow.to_str().unwrap(), "--tracer", "sqlite", "--quiet"])
+        .args([format!("--tracer-arg=db_path={}", db.display())])
+        .run()
+        .code(1);
+    let show = Illumo::new()
+        .args(["trace", "list", "--db", db.to_str().unwrap(), "--format", "json"])
+        .run()
+        .success();
+    let runs: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    let trace_id = runs[0]["trace_id"].as_str().unwrap().to_string();
+    let show = Illumo::new()
+        .args(["trace", "show", &trace_id, "--db", db.to_str().unwrap()])
+        .run()
+        .success();
+    assert_eq!(
+        normalize(&show.stdout),
+        "✗ flow spin  ERROR  <dur>  trace <trace_id>  started <time>
+  error: max_steps (3) exceeded in cycle `b -> a -> b`
+  ✓ a (Set)  <dur>
+  ✓ b (Set)  <dur>
+  ✓ a (Set)  <dur>
+"
+    );
 }
