@@ -11,17 +11,43 @@ use std::io::Read;
 /// Text given inline, as `@FILE`, or `-` for stdin.
 pub fn read_arg(flag: &str, arg: &str) -> Result<(String, String), String> {
     if arg == "-" {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| format!("{flag}: cannot read stdin: {e}"))?;
-        return Ok(("<stdin>".into(), text));
+        return read_limited(std::io::stdin(), flag, "stdin").map(|t| ("<stdin>".into(), t));
     }
     match arg.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path)
-            .map(|t| (path.to_string(), t))
-            .map_err(|e| format!("{flag}: cannot read `{path}`: {e}")),
+        Some(path) => std::fs::File::open(path)
+            .map_err(|e| format!("{flag}: cannot read `{path}`: {e}"))
+            .and_then(|f| read_limited(f, flag, &format!("`{path}`")))
+            .map(|t| (path.to_string(), t)),
         None => Ok((flag.to_string(), arg.to_string())),
+    }
+}
+
+/// The most illumo reads from a file or stdin given on the command line.
+pub const MAX_INPUT: u64 = 64 * 1024 * 1024;
+
+/// Reads at most [`MAX_INPUT`] bytes; more is an error (a device like `/dev/zero` never
+/// ends).
+pub fn read_limited(reader: impl Read, flag: &str, what: &str) -> Result<String, String> {
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_INPUT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{flag}: cannot read {what}: {e}"))?;
+    if bytes.len() as u64 > MAX_INPUT {
+        return Err(format!(
+            "{flag}: {what} is larger than {} MiB, the most illumo reads",
+            MAX_INPUT / (1024 * 1024)
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("{flag}: {what} is not UTF-8 text: {e}"))
+}
+
+/// How messages name what a flag read: the file, stdin, or the flag's own text.
+fn what(flag: &str, name: &str) -> String {
+    match name {
+        n if n == flag => "the text".to_string(),
+        "<stdin>" => "stdin".to_string(),
+        path => format!("`{path}`"),
     }
 }
 
@@ -31,11 +57,16 @@ pub fn context(context: Option<&str>, sets: &[String]) -> Result<Value, String> 
         None => Value::Object(Map::new()),
         Some(arg) => {
             let (name, text) = read_arg("--context", arg)?;
-            let value: Value = serde_json::from_str(&text)
-                .map_err(|e| format!("--context: {name} is not valid JSON: {e}"))?;
+            let value: Value = serde_json::from_str(&text).map_err(|e| {
+                format!(
+                    "--context: {} is not valid JSON: {e}",
+                    what("--context", &name)
+                )
+            })?;
             if !value.is_object() {
                 return Err(format!(
-                    "--context: {name} must be a JSON object, like '{{\"request\": {{}}}}'"
+                    "--context: {} must be a JSON object, like '{{\"request\": {{}}}}'",
+                    what("--context", &name)
                 ));
             }
             value

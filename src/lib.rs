@@ -69,8 +69,15 @@ fn stderr_color() -> bool {
 
 /// Reads and loads a flow; on failure prints every diagnostic and returns the exit code.
 pub(crate) fn load(path: &str, registry: &NodeRegistry, quiet: bool) -> Result<Flow, i32> {
-    let text = match std::fs::read(path) {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+    let text = match std::fs::File::open(path)
+        .map_err(|e| e.to_string())
+        .and_then(|file| inputs::read_limited(file, "the flow file", &format!("`{path}`")))
+    {
+        Ok(text) => text,
+        Err(e) if e.starts_with("the flow file: ") => {
+            eprintln!("error: {e}");
+            return Err(EXIT_USAGE);
+        }
         Err(e) => {
             eprintln!("error: cannot read flow file `{path}`: {e}");
             return Err(EXIT_USAGE);

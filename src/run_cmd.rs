@@ -67,6 +67,16 @@ fn tracers(args: &RunArgs) -> Result<Arc<dyn Tracer>, Option<String>> {
     } else {
         args.tracers.iter().map(String::as_str).collect()
     };
+    let known: Vec<&str> = TRACERS.iter().map(|(n, _)| *n).collect();
+    if let Some(other) = names.iter().find(|n| !known.contains(n)) {
+        let hint = illumo_engine::diagnostic::did_you_mean(other, known.iter().copied())
+            .map(|s| format!("did you mean `{s}`? "))
+            .unwrap_or_default();
+        return Err(Some(format!(
+            "unknown tracer `{other}`; {hint}this build has `{}`",
+            known.join("`, `")
+        )));
+    }
     let mut settings: Vec<(String, String)> = Vec::new();
     for arg in &args.tracer_args {
         let Some((key, value)) = arg.split_once('=') else {
@@ -116,13 +126,7 @@ fn tracers(args: &RunArgs) -> Result<Arc<dyn Tracer>, Option<String>> {
                 let db = DbTracer::new(OtlpTracer::new(config)).map_err(|e| Some(e.to_string()))?;
                 fanout.0.push(Arc::new(db));
             }
-            other => {
-                let known: Vec<&str> = TRACERS.iter().map(|(n, _)| *n).collect();
-                return Err(Some(format!(
-                    "unknown tracer `{other}`; this build has `{}`",
-                    known.join("`, `")
-                )));
-            }
+            other => unreachable!("tracer `{other}` was checked above"),
         }
     }
     Ok(Arc::new(fanout))

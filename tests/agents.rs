@@ -399,7 +399,7 @@ fn a_bad_llm_mode_is_a_usage_error() {
         .args(["run", "examples/agents/hello.yaml", "--llm", "cassette.jsonl"])
         .run()
         .code(2)
-        .stderr("error: --llm `cassette.jsonl`: expected `scripted=FILE`, `record=FILE`, `replay=FILE` or `live`\n");
+        .stderr("error: --llm `cassette.jsonl`: expected `scripted=FILE`, `record=FILE` or `replay=FILE` (without --llm, agents call their providers)\n");
 }
 
 const REVIEW: &str = "flow:\n  nodes:\n    check:\n      type: ReviewAgent\n      policy: {retry: {max_attempts: 2}}\n      setting:\n        provider: scripted\n        responses: replies.yaml\n        prompt: \"Review {{ $ctx.text }}\"\n";

@@ -119,6 +119,15 @@ fn unknown_tracer_and_stray_tracer_args_are_usage_errors() {
     let illumo = Illumo::new();
     let path = illumo.flow_file(flow);
     illumo
+        .args(["run", path.as_str(), "--tracer", "sqllite", "--tracer-arg", "db_path=x.db"])
+        .run()
+        .code(2)
+        .stderr(
+            "error: unknown tracer `sqllite`; did you mean `sqlite`? this build has `console`, `sqlite`, `otel`, `none`\n",
+        );
+    let illumo = Illumo::new();
+    let path = illumo.flow_file(flow);
+    illumo
         .args(["run", path.as_str(), "--tracer-arg", "db_path=x.db"])
         .run()
         .code(2)

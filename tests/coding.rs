@@ -496,3 +496,46 @@ fn a_multi_file_write_that_fails_midway_changes_no_file() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn the_test_executors_own_timeout_is_recorded_as_a_timeout() {
+    let illumo = Illumo::new();
+    let ws = illumo.dir().join("ws");
+    std::fs::create_dir_all(ws.join("tests")).unwrap();
+    std::fs::write(
+        ws.join("tests/test_slow.py"),
+        "import time\n\ndef test_hangs():\n    time.sleep(120)\n",
+    )
+    .unwrap();
+    let db = illumo.dir().join("trace.db");
+    let flow = "flow:\n  nodes:\n    run_tests:\n      type: TestExecutor\n      setting: {default_root: ws, command: [python3, -m, pytest, -q, -p, no:cacheprovider], timeout: 2s}\n";
+    let out = illumo
+        .run_flow(flow)
+        .args(["--tracer", "sqlite", "--quiet"])
+        .args([format!("--tracer-arg=db_path={}", db.display())])
+        .run()
+        .code(1);
+    assert_eq!(out.ctx()["errors"][0]["timed_out"], true);
+    assert_eq!(
+        crate::support::sqlite3(
+            &db,
+            "SELECT name, json_extract(attributes, '$.timeout'), json_extract(attributes, '$.error.type') FROM spans WHERE kind = 'node'"
+        ),
+        "run_tests|1|timeout\n"
+    );
+    let found = Illumo::new()
+        .args([
+            "trace",
+            "search",
+            "--db",
+            db.to_str().unwrap(),
+            "--timeouts",
+            "--format",
+            "json",
+        ])
+        .run()
+        .success();
+    let spans: serde_json::Value = serde_json::from_str(&found.stdout).unwrap();
+    assert_eq!(spans.as_array().map(Vec::len), Some(1));
+    assert_eq!(spans[0]["name"], "run_tests");
+}

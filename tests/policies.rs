@@ -156,7 +156,7 @@ flow:
     );
     assert_eq!(
         ctx["errors"],
-        json!([{"node": "broken", "attempt": 1, "message": "`python3` exited with code 3: ", "timed_out": false, "action": "continue"}])
+        json!([{"node": "broken", "attempt": 1, "message": "`python3` exited with code 3", "timed_out": false, "action": "continue"}])
     );
 }
 
@@ -229,4 +229,65 @@ flow:
         "{}",
         out.stderr
     );
+}
+
+/// A flow whose policy sends failures to `rescue`, which fails too.
+fn failing_rescue(policy_place: &str) -> String {
+    let policy = "policy: {on_error: {action: goto, target: rescue}}";
+    let (flow_policy, profile) = match policy_place {
+        "flow" => (format!("  {policy}\n"), String::new()),
+        _ => (
+            String::new(),
+            format!(
+                "  profiles:\n    safe: {{{}}}\n",
+                &policy[9..policy.len() - 1]
+            ),
+        ),
+    };
+    format!(
+        "flow:\n  max_steps: 50\n{flow_policy}{profile}  nodes:\n    work:\n      type: Command\n      setting: {{argv: [python3, -c, \"import sys; sys.exit(3)\"]}}\n    rescue:\n      type: Command\n      setting: {{argv: [python3, -c, \"import sys; sys.exit(4)\"]}}\n  edges:\n    - work >> rescue\n"
+    )
+}
+
+#[test]
+fn a_goto_target_that_fails_stops_instead_of_jumping_to_itself() {
+    for (place, args) in [("flow", vec![]), ("profile", vec!["--profile", "safe"])] {
+        let out = Illumo::new()
+            .run_flow(&failing_rescue(place))
+            .args(args)
+            .run()
+            .code(1);
+        assert_eq!(
+            out.stderr.lines().next(),
+            Some("error: node `rescue` failed on attempt 1 of 1: `python3` exited with code 4"),
+            "{place}"
+        );
+        let steps: Vec<String> = out.ctx()["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {}",
+                    s["node"].as_str().unwrap(),
+                    s["status"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(steps, ["work error", "rescue error"], "{place}");
+        assert_eq!(out.ctx()["errors"][1]["action"], "stop", "{place}");
+    }
+}
+
+#[test]
+fn goto_targets_in_the_flow_policy_and_in_profiles_load_without_warnings() {
+    for place in ["flow", "profile"] {
+        let illumo = Illumo::new();
+        let path = illumo.flow_file(&failing_rescue(place));
+        let out = illumo.args(["validate", &path]).run().success().stderr("");
+        assert_eq!(
+            out.stdout,
+            format!("ok: `flow` in {path} (2 nodes, 1 edge)\n")
+        );
+    }
 }

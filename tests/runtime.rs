@@ -312,7 +312,7 @@ fn bad_context_is_a_usage_error() {
         .args(["-c", "[1, 2]"])
         .run()
         .code(2)
-        .stderr("error: --context: --context must be a JSON object, like '{\"request\": {}}'\n");
+        .stderr("error: --context: the text must be a JSON object, like '{\"request\": {}}'\n");
     let out = Illumo::new()
         .run_flow(flow)
         .args(["-c", "{oops"])
@@ -320,8 +320,30 @@ fn bad_context_is_a_usage_error() {
         .code(2);
     assert_eq!(
         out.stderr,
-        "error: --context: --context is not valid JSON: key must be a string at line 1 column 2\n"
+        "error: --context: the text is not valid JSON: key must be a string at line 1 column 2\n"
     );
+    let dir = crate::support::TempDir::new();
+    let file = dir.write("ctx.json", "{\"a\": ");
+    Illumo::new()
+        .run_flow(flow)
+        .args(["-c".to_string(), format!("@{}", file.display())])
+        .run()
+        .code(2)
+        .stderr(&format!(
+            "error: --context: `{}` is not valid JSON: EOF while parsing a value at line 1 column 6\n",
+            file.display()
+        ));
+}
+
+#[test]
+fn an_endless_context_file_is_refused_at_the_size_limit() {
+    let flow = "flow:\n  nodes:\n    a: {type: Set, setting: {value: 1}}\n";
+    Illumo::new()
+        .run_flow(flow)
+        .args(["-c", "@/dev/zero"])
+        .run()
+        .code(2)
+        .stderr("error: --context: `/dev/zero` is larger than 64 MiB, the most illumo reads\n");
 }
 
 #[test]
@@ -530,5 +552,38 @@ fn non_ascii_text_in_paths_is_an_error_not_a_crash() {
     assert_eq!(
         out.stderr,
         "error: --set `$ctx[0]é=1`: unexpected `é` in path `$ctx[0]é`\n"
+    );
+}
+
+#[test]
+fn output_that_cannot_be_written_after_success_exits_4_with_the_trace_id() {
+    let flow = "flow:\n  nodes:\n    a: {type: Set, setting: {value: 1}, outputs: $ctx.a}\n";
+    let out = Illumo::new()
+        .run_flow(flow)
+        .args(["--print", "$ctx.nope"])
+        .run()
+        .code(4);
+    assert_eq!(out.stdout, "");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(
+        lines[0],
+        "error: --print: `$ctx.nope` is not in the final ctx"
+    );
+    assert!(
+        lines[1].starts_with("  the flow succeeded; trace_id: ") && lines[1].len() == 64,
+        "{}",
+        out.stderr
+    );
+    assert_eq!(lines.len(), 2);
+    let out = Illumo::new()
+        .run_flow(flow)
+        .args(["-o", "/nonexistent/x.json"])
+        .run()
+        .code(4);
+    assert!(
+        out.stderr
+            .starts_with("error: cannot write `/nonexistent/x.json`: No such file or directory (os error 2)\n  the flow succeeded; trace_id: "),
+        "{}",
+        out.stderr
     );
 }

@@ -32,7 +32,24 @@ fn spans_and_events_are_rows_readable_with_the_sqlite3_cli() {
     let trace_id = record_retry_example(&db, &dir.path().join("work"));
     assert_eq!(
         sqlite3(&db, "PRAGMA journal_mode; PRAGMA user_version;"),
-        "wal\n1\n"
+        "wal\n2\n"
+    );
+    // The documented joins of events to their spans use an index.
+    assert_eq!(
+        sqlite3(&db, "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name"),
+        "events_by_span\nevents_by_trace\nruns_by_start\nspans_by_trace\n"
+    );
+    assert_eq!(
+        sqlite3(
+            &db,
+            "EXPLAIN QUERY PLAN SELECT * FROM events WHERE span_id = 'x'"
+        )
+        .lines()
+        .last()
+        .map(|l| l
+            .trim_start_matches(|c: char| !c.is_alphabetic())
+            .to_string()),
+        Some("SEARCH events USING INDEX events_by_span (span_id=?)".to_string())
     );
     assert_eq!(
         sqlite3(
@@ -249,7 +266,7 @@ fn a_database_from_a_newer_illumo_is_refused() {
         .code(2);
     assert_eq!(
         out.stderr,
-        format!("error: cannot connect to the sqlite tracer at `{}`: the database has schema version 99, newer than this illumo knows (1); upgrade illumo\n", db.display())
+        format!("error: cannot connect to the sqlite tracer at `{}`: the database has schema version 99, newer than this illumo knows (2); upgrade illumo\n", db.display())
     );
 }
 
@@ -345,5 +362,22 @@ fn a_routers_span_carries_its_decision() {
             "SELECT json_extract(attributes, '$.routing') FROM spans WHERE name = 'verdict'"
         ),
         "{\"targets\":[\"accept\"],\"confidence\":1.0,\"reason\":\"ctx.stats.mean >= 0.5\"}\n"
+    );
+}
+
+#[test]
+fn a_database_of_the_first_schema_gains_the_span_index() {
+    let dir = TempDir::new();
+    let db = dir.path().join("old.db");
+    let first = illumo_tracers::sqlite::MIGRATIONS[0];
+    sqlite3(&db, &format!("{first} PRAGMA user_version = 1;"));
+    record_retry_example(&db, &dir.path().join("work"));
+    assert_eq!(sqlite3(&db, "PRAGMA user_version"), "2\n");
+    assert_eq!(
+        sqlite3(
+            &db,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'events_by_span'"
+        ),
+        "1\n"
     );
 }

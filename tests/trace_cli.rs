@@ -147,7 +147,10 @@ fn durations_no_clock_gives_do_not_crash_the_reader() {
     let dir = TempDir::new();
     let db = dir.path().join("trace.db");
     record_retry_example(&db, &dir.path().join("work"));
-    crate::support::sqlite3(&db, "UPDATE spans SET duration_ms = 1e300 WHERE kind = 'flow'");
+    crate::support::sqlite3(
+        &db,
+        "UPDATE spans SET duration_ms = 1e300 WHERE kind = 'flow'",
+    );
     let list = Illumo::new()
         .args(["trace", "list", "--db", db.to_str().unwrap()])
         .run()
@@ -159,7 +162,10 @@ fn durations_no_clock_gives_do_not_crash_the_reader() {
         .split_whitespace()
         .map(str::to_string)
         .collect();
-    assert_eq!(row, ["<trace_id>", "retry_timeout_goto", "<time>", "?", "OK", "6"]);
+    assert_eq!(
+        row,
+        ["<trace_id>", "retry_timeout_goto", "<time>", "?", "OK", "6"]
+    );
 }
 
 #[test]
@@ -171,12 +177,25 @@ fn showing_a_failed_run_says_why_it_failed() {
         "flow:\n  name: spin\n  max_steps: 3\n  nodes:\n    a: {type: Set, setting: {value: 1}}\n    b: {type: Set, setting: {value: 2}}\n  edges:\n    - a >> b >> a\n",
     );
     Illumo::new()
-        .args(["run", flow.to_str().unwrap(), "--tracer", "sqlite", "--quiet"])
+        .args([
+            "run",
+            flow.to_str().unwrap(),
+            "--tracer",
+            "sqlite",
+            "--quiet",
+        ])
         .args([format!("--tracer-arg=db_path={}", db.display())])
         .run()
         .code(1);
     let show = Illumo::new()
-        .args(["trace", "list", "--db", db.to_str().unwrap(), "--format", "json"])
+        .args([
+            "trace",
+            "list",
+            "--db",
+            db.to_str().unwrap(),
+            "--format",
+            "json",
+        ])
         .run()
         .success();
     let runs: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();

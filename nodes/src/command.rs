@@ -215,10 +215,11 @@ impl Node for Command {
             } else {
                 tail(&stderr, 300)
             };
-            return Err(NodeError::retryable(format!(
-                "`{}` {how}: {detail}",
-                argv[0]
-            )));
+            let detail = match detail.trim() {
+                "" => String::new(),
+                text => format!(": {text}"),
+            };
+            return Err(NodeError::retryable(format!("`{}` {how}{detail}", argv[0])));
         }
         let value = match self.parse {
             Parse::Text => Value::String(stdout.strip_suffix('\n').unwrap_or(&stdout).to_string()),

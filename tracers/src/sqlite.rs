@@ -26,7 +26,8 @@ const BATCH_WINDOW: Duration = Duration::from_millis(5);
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The schema, one migration per version; `PRAGMA user_version` says how many have run.
-pub const MIGRATIONS: &[&str] = &["
+pub const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE spans (
         span_id     TEXT PRIMARY KEY,
         trace_id    TEXT NOT NULL,
@@ -51,7 +52,11 @@ pub const MIGRATIONS: &[&str] = &["
         attributes  TEXT NOT NULL DEFAULT '{}'
     );
     CREATE INDEX events_by_trace ON events (trace_id, timestamp);
-"];
+",
+    "
+    CREATE INDEX events_by_span ON events (span_id);
+",
+];
 
 /// One row for the writer. Spans and events travel as they are; the writer thread formats
 /// them, so the engine's thread only clones.

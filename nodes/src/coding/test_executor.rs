@@ -315,7 +315,8 @@ impl Node for TestExecutor {
                 let text = illumo_engine::duration::duration_text(self.timeout);
                 return Err(NodeError::retryable(format!(
                     "the tests did not finish within {text}; they were killed"
-                )));
+                ))
+                .as_timeout());
             }
         };
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();

@@ -161,9 +161,8 @@ impl LlmMode {
             Some(("scripted", f)) if !f.is_empty() => Ok(LlmMode::Scripted(f.into())),
             Some(("record", f)) if !f.is_empty() => Ok(LlmMode::Record(f.into())),
             Some(("replay", f)) if !f.is_empty() => Ok(LlmMode::Replay(f.into())),
-            None if text == "live" => Ok(LlmMode::Live),
             _ => Err(format!(
-                "--llm `{text}`: expected `scripted=FILE`, `record=FILE`, `replay=FILE` or `live`"
+                "--llm `{text}`: expected `scripted=FILE`, `record=FILE` or `replay=FILE` (without --llm, agents call their providers)"
             )),
         }
     }
@@ -354,10 +353,14 @@ mod tests {
             LlmMode::parse("replay=c.jsonl"),
             Ok(LlmMode::Replay("c.jsonl".into()))
         );
+        assert!(
+            LlmMode::parse("live").is_err(),
+            "`live` is the default, not a mode to name"
+        );
         assert_eq!(
             LlmMode::parse("record="),
             Err(
-                "--llm `record=`: expected `scripted=FILE`, `record=FILE`, `replay=FILE` or `live`"
+                "--llm `record=`: expected `scripted=FILE`, `record=FILE` or `replay=FILE` (without --llm, agents call their providers)"
                     .to_string()
             )
         );
