@@ -14,8 +14,8 @@ mod trace_cmd;
 use clap::Parser;
 use cli::{Cli, Command};
 use illumo_engine::{Flow, LoadError, NodeRegistry, Source};
+use illumo_tracers::ColorChoice;
 use std::ffi::OsString;
-use std::io::IsTerminal;
 
 pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
@@ -32,6 +32,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             return if e.use_stderr() { EXIT_USAGE } else { 0 };
         }
     };
+    let _ = COLOR.set(match cli.color {
+        cli::ColorArg::Auto => ColorChoice::Auto,
+        cli::ColorArg::Always => ColorChoice::Always,
+        cli::ColorArg::Never => ColorChoice::Never,
+    });
     let mut registry = illumo_engine::NodeRegistry::new();
     let mode = match &cli.command {
         Command::Run(args) => match args.llm.as_deref().map(illumo_nodes::llm::LlmMode::parse) {
@@ -63,8 +68,15 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     }
 }
 
+/// `--color`, set once at start-up.
+static COLOR: std::sync::OnceLock<ColorChoice> = std::sync::OnceLock::new();
+
+pub(crate) fn color_choice() -> ColorChoice {
+    COLOR.get().copied().unwrap_or_default()
+}
+
 fn stderr_color() -> bool {
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+    color_choice().stderr_color()
 }
 
 /// Reads and loads a flow; on failure prints every diagnostic and returns the exit code.

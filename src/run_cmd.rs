@@ -111,7 +111,9 @@ fn tracers(args: &RunArgs) -> Result<Arc<dyn Tracer>, Option<String>> {
     let mut fanout = Fanout::default();
     for name in names {
         match name {
-            "console" if !args.quiet => fanout.0.push(Arc::new(ConsoleTracer::new())),
+            "console" if !args.quiet => fanout
+                .0
+                .push(Arc::new(ConsoleTracer::new(crate::color_choice()))),
             "console" | "none" => {}
             "sqlite" => {
                 let path = setting("db_path").unwrap_or_else(|| "trace.db".to_string());

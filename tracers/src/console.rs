@@ -24,9 +24,49 @@ const SPIN_AFTER: Duration = Duration::from_secs(1);
 const FRAMES: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 
 pub struct ConsoleTracer {
+    /// ANSI colours in the text.
     color: bool,
+    /// A terminal that redraws lines: the spinner and streamed replies are shown.
+    live: bool,
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
+}
+
+/// When the console uses colour (`--color`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ColorChoice {
+    /// Colour on a terminal, unless `NO_COLOR` is set or `TERM` is `dumb`.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    pub fn parse(text: &str) -> Option<ColorChoice> {
+        match text {
+            "auto" => Some(ColorChoice::Auto),
+            "always" => Some(ColorChoice::Always),
+            "never" => Some(ColorChoice::Never),
+            _ => None,
+        }
+    }
+
+    /// Does stderr get colour?
+    pub fn stderr_color(self) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                stderr_is_live() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        }
+    }
+}
+
+/// Is stderr a terminal that can redraw a line (not `TERM=dumb`)?
+pub fn stderr_is_live() -> bool {
+    std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb")
 }
 
 #[derive(Default)]
@@ -45,24 +85,26 @@ struct State {
 
 impl Default for ConsoleTracer {
     fn default() -> Self {
-        ConsoleTracer::new()
+        ConsoleTracer::new(ColorChoice::Auto)
     }
 }
 
 impl ConsoleTracer {
-    /// Colour when stderr is a terminal and `NO_COLOR` is not set.
-    pub fn new() -> ConsoleTracer {
-        let live = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    /// On a terminal that redraws lines, a spinner for slow nodes and streamed replies;
+    /// colour as `color` says (`NO_COLOR` turns off colour only).
+    pub fn new(color: ColorChoice) -> ConsoleTracer {
+        let live = stderr_is_live();
         let tracer = ConsoleTracer {
-            color: live,
+            color: color.stderr_color(),
+            live,
             state: Default::default(),
             stop: Default::default(),
         };
         if live {
-            let (state, stop) = (tracer.state.clone(), tracer.stop.clone());
+            let (state, stop, color) = (tracer.state.clone(), tracer.stop.clone(), tracer.color);
             let _ = std::thread::Builder::new()
                 .name("illumo-spinner".into())
-                .spawn(move || spin(&state, &stop));
+                .spawn(move || spin(&state, &stop, color));
         }
         tracer
     }
@@ -79,7 +121,7 @@ impl ConsoleTracer {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut err = std::io::stderr().lock();
         if std::mem::take(&mut state.spinner_shown) {
-            let _ = err.write_all(b"\r\x1b[2K");
+            let _ = err.write_all(CLEAR_LINE);
         }
         let _ = err.write_all(text.as_bytes());
         let _ = err.flush();
@@ -171,20 +213,20 @@ impl Tracer for ConsoleTracer {
     }
 
     fn streams(&self) -> bool {
-        self.color
+        self.live
     }
 
     fn stream(&self, span: &SpanData, text: &str) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut err = std::io::stderr().lock();
         if std::mem::take(&mut state.spinner_shown) {
-            let _ = err.write_all(b"\r\x1b[2K");
+            let _ = err.write_all(CLEAR_LINE);
         }
         if state.streaming != Some(span.span_id) {
             state.streaming = Some(span.span_id);
-            let _ = write!(err, "  \x1b[36m⋯ {}\x1b[0m ", span.name);
+            let _ = write!(err, "  {} ", self.paint("36", &format!("⋯ {}", span.name)));
         }
-        let _ = write!(err, "\x1b[2m{text}\x1b[0m");
+        let _ = write!(err, "{}", self.paint("2", text));
         let _ = err.flush();
     }
 
@@ -277,13 +319,16 @@ impl Drop for ConsoleTracer {
         self.stop.store(true, Ordering::Relaxed);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if std::mem::take(&mut state.spinner_shown) {
-            let _ = std::io::stderr().write_all(b"\r\x1b[2K");
+            let _ = std::io::stderr().write_all(CLEAR_LINE);
         }
     }
 }
 
+/// Back to the start of the line, and clear it (for the spinner; live terminals only).
+const CLEAR_LINE: &[u8] = b"\r\x1b[2K";
+
 /// Redraws one line for the longest-running node, once it has run over [`SPIN_AFTER`].
-fn spin(state: &Mutex<State>, stop: &AtomicBool) {
+fn spin(state: &Mutex<State>, stop: &AtomicBool, color: bool) {
     let mut frame = 0;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
@@ -298,12 +343,13 @@ fn spin(state: &Mutex<State>, stop: &AtomicBool) {
             _ if state.streaming.is_some() => {}
             Some((label, since)) if since.elapsed() >= SPIN_AFTER => {
                 frame = (frame + 1) % FRAMES.len();
-                let line = spinner_line(FRAMES[frame], &label, since.elapsed());
-                let _ = write!(err, "\r\x1b[2K{line}");
+                let line = spinner_line(FRAMES[frame], &label, since.elapsed(), color);
+                let _ = err.write_all(CLEAR_LINE);
+                let _ = err.write_all(line.as_bytes());
                 state.spinner_shown = true;
             }
             _ if state.spinner_shown => {
-                let _ = err.write_all(b"\r\x1b[2K");
+                let _ = err.write_all(CLEAR_LINE);
                 state.spinner_shown = false;
             }
             _ => {}
@@ -312,11 +358,13 @@ fn spin(state: &Mutex<State>, stop: &AtomicBool) {
     }
 }
 
-fn spinner_line(frame: &str, label: &str, elapsed: Duration) -> String {
-    format!(
-        "  \x1b[36m{frame}\x1b[0m {label}  \x1b[2m{}\x1b[0m",
-        format_duration(elapsed)
-    )
+fn spinner_line(frame: &str, label: &str, elapsed: Duration, color: bool) -> String {
+    let time = format_duration(elapsed);
+    if color {
+        format!("  \x1b[36m{frame}\x1b[0m {label}  \x1b[2m{time}\x1b[0m")
+    } else {
+        format!("  {frame} {label}  {time}")
+    }
 }
 
 #[cfg(test)]
@@ -326,8 +374,12 @@ mod tests {
     #[test]
     fn the_spinner_line_names_the_node_and_its_time() {
         assert_eq!(
-            spinner_line("⠋", "draft (Agent)", Duration::from_millis(3200)),
+            spinner_line("⠋", "draft (Agent)", Duration::from_millis(3200), true),
             "  \x1b[36m⠋\x1b[0m draft (Agent)  \x1b[2m3.20s\x1b[0m"
+        );
+        assert_eq!(
+            spinner_line("⠋", "draft (Agent)", Duration::from_millis(3200), false),
+            "  ⠋ draft (Agent)  3.20s"
         );
     }
 }

@@ -6,6 +6,6 @@ pub mod otlp;
 pub mod sqlite;
 pub mod store;
 
-pub use console::ConsoleTracer;
+pub use console::{ColorChoice, ConsoleTracer};
 pub use otlp::{OtlpConfig, OtlpTracer};
 pub use sqlite::SqliteTracer;

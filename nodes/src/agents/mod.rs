@@ -510,8 +510,15 @@ impl AgentCore {
             )),
         );
         cx.event("agent.request", event);
-        let stream = self.stream.unwrap_or_else(|| cx.streaming());
-        let on_delta = |text: &str| cx.stream(text);
+        // `stream: true` asks the server for a stream; the text is shown as it arrives
+        // only where someone watches (a live console).
+        let show = cx.streaming();
+        let stream = self.stream.unwrap_or(show);
+        let on_delta = |text: &str| {
+            if show {
+                cx.stream(text)
+            }
+        };
         let deltas: crate::llm::Deltas<'_> = if stream { Some(&on_delta) } else { None };
         let started = Instant::now();
         let response = self.provider.complete(cx.id, request, deltas).await?;
