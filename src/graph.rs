@@ -13,9 +13,14 @@ struct Arrow {
     dashed: bool,
 }
 
+/// The arrows: edges (a router's edges are replaced by its routes), routes and loop
+/// bodies dashed with their condition or choice, gotos dashed `on error`.
 fn arrows(flow: &Flow) -> Vec<Arrow> {
     let mut out = Vec::new();
     for (from, edges) in flow.edges.iter().enumerate() {
+        if flow.nodes[from].node.routes() {
+            continue;
+        }
         for e in edges {
             out.push(Arrow {
                 from,
@@ -28,18 +33,16 @@ fn arrows(flow: &Flow) -> Vec<Arrow> {
     for (from, node) in flow.nodes.iter().enumerate() {
         for r in node.node.references() {
             if let Some(&to) = flow.index.get(&r.id) {
-                let label = match r.role {
-                    RefRole::Route => "route",
-                    RefRole::Invoke => "each",
-                };
-                if !out.iter().any(|a| a.from == from && a.to == to) {
-                    out.push(Arrow {
-                        from,
-                        to,
-                        label: Some(label.into()),
-                        dashed: true,
-                    });
-                }
+                let label = r.label.unwrap_or_else(|| match r.role {
+                    RefRole::Route => "route".into(),
+                    RefRole::Invoke => "each".into(),
+                });
+                out.push(Arrow {
+                    from,
+                    to,
+                    label: Some(label),
+                    dashed: true,
+                });
             }
         }
         if let Some(OnError::Goto(target)) = &node.policy.on_error {
@@ -54,6 +57,24 @@ fn arrows(flow: &Flow) -> Vec<Arrow> {
         }
     }
     out
+}
+
+/// Where runs end: nodes that lead nowhere (loop bodies return to their loop).
+fn ends(flow: &Flow) -> Vec<usize> {
+    (0..flow.nodes.len())
+        .filter(|&i| flow.transitions[i].is_empty() && !flow.invoked[i])
+        .collect()
+}
+
+/// Ids for the start and end markers that no node of the flow has.
+fn marker_ids(flow: &Flow) -> (String, String) {
+    let mut prefix = "__".to_string();
+    while flow.index.contains_key(&format!("{prefix}start"))
+        || flow.index.contains_key(&format!("{prefix}end"))
+    {
+        prefix.push('_');
+    }
+    (format!("{prefix}start"), format!("{prefix}end"))
 }
 
 fn escape(text: &str) -> String {
@@ -76,6 +97,11 @@ pub fn render(flow: &Flow, format: GraphFormat) -> String {
                     n.id, n.id, n.type_name
                 ));
             }
+            let (start, end) = marker_ids(flow);
+            out.push_str(&format!("    {start}([start])\n    {end}([end])\n"));
+            for &e in &flow.entry {
+                out.push_str(&format!("    {start} --> {}\n", flow.id(e)));
+            }
             for a in arrows(flow) {
                 let (from, to) = (flow.id(a.from), flow.id(a.to));
                 match (a.label, a.dashed) {
@@ -87,6 +113,9 @@ pub fn render(flow: &Flow, format: GraphFormat) -> String {
                         out.push_str(&format!("    {from} -. \"{}\" .-> {to}\n", escape(&l)))
                     }
                 }
+            }
+            for e in ends(flow) {
+                out.push_str(&format!("    {} --> {end}\n", flow.id(e)));
             }
         }
         GraphFormat::Dot => {
@@ -104,6 +133,13 @@ pub fn render(flow: &Flow, format: GraphFormat) -> String {
                     "    \"{}\" [label=\"{}\\n{}{join}\"];\n",
                     n.id, n.id, n.type_name
                 ));
+            }
+            let (start, end) = marker_ids(flow);
+            out.push_str(&format!(
+                "    \"{start}\" [label=\"start\", shape=circle];\n    \"{end}\" [label=\"end\", shape=doublecircle];\n"
+            ));
+            for &e in &flow.entry {
+                out.push_str(&format!("    \"{start}\" -> \"{}\";\n", flow.id(e)));
             }
             for a in arrows(flow) {
                 let mut attrs = vec![];
@@ -123,6 +159,9 @@ pub fn render(flow: &Flow, format: GraphFormat) -> String {
                     flow.id(a.from),
                     flow.id(a.to)
                 ));
+            }
+            for e in ends(flow) {
+                out.push_str(&format!("    \"{}\" -> \"{end}\";\n", flow.id(e)));
             }
             out.push_str("}\n");
         }

@@ -21,11 +21,15 @@ fn graph_as_mermaid() {
     risk[\"risk<br/>Router\"]
     review[\"review<br/>Set\"]
     merge[\"merge<br/>Set (join)\"]
+    __start([start])
+    __end([end])
+    __start --> seed
     seed --> geo
     seed --> risk
     geo --> merge
     review --> merge
-    risk -. \"route\" .-> review
+    risk -. \"ctx.order.amount >= 1000\" .-> review
+    merge --> __end
 "
     );
 }
@@ -45,10 +49,38 @@ fn graph_as_dot() {
     \"verdict\" [label=\"verdict\\nRouter\"];
     \"accept\" [label=\"accept\\nSet\"];
     \"reject\" [label=\"reject\\nSet\"];
+    \"__start\" [label=\"start\", shape=circle];
+    \"__end\" [label=\"end\", shape=doublecircle];
+    \"__start\" -> \"stats\";
     \"stats\" -> \"verdict\";
-    \"verdict\" -> \"accept\" [label=\"route\", style=dashed];
-    \"verdict\" -> \"reject\" [label=\"route\", style=dashed];
+    \"verdict\" -> \"accept\" [label=\"ctx.stats.mean >= 0.5\", style=dashed];
+    \"verdict\" -> \"reject\" [label=\"default\", style=dashed];
+    \"accept\" -> \"__end\";
+    \"reject\" -> \"__end\";
 }
+"
+    );
+}
+
+#[test]
+fn graph_draws_router_agent_choices_as_choices_not_edges() {
+    let flow = "flow:\n  nodes:\n    classify:\n      type: RouterAgent\n      setting: {provider: openai, model: m, prompt: route it, choices: {refund: refunds, other: help}}\n    refunds: {type: Set, setting: {value: 1}}\n    help: {type: Set, setting: {value: 2}}\n  edges:\n    - classify >> (refunds | help)\n";
+    let illumo = Illumo::new();
+    let path = illumo.flow_file(flow);
+    let out = illumo.args(["graph", &path]).run().success();
+    assert_eq!(
+        out.stdout,
+        "flowchart TD
+    classify[\"classify<br/>RouterAgent\"]
+    refunds[\"refunds<br/>Set\"]
+    help[\"help<br/>Set\"]
+    __start([start])
+    __end([end])
+    __start --> classify
+    classify -. \"choice refund\" .-> refunds
+    classify -. \"choice other\" .-> help
+    refunds --> __end
+    help --> __end
 "
     );
 }

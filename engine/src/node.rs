@@ -295,6 +295,8 @@ pub struct NodeRef {
     pub id: String,
     pub at: YPath,
     pub role: RefRole,
+    /// What the graph writes on the arrow: a route's condition, `default`, a choice.
+    pub label: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -55,6 +55,7 @@ impl NodeFactory for LoopFactory {
             id: config.body.clone(),
             at: cx.at(&["body"]),
             role: RefRole::Invoke,
+            label: Some("each".into()),
         };
         if config.body == cx.node_id {
             cx.error(

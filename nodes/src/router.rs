@@ -113,6 +113,9 @@ impl NodeFactory for RouterFactory {
                 None => None,
             };
             let targets = targets.list();
+            let label = when
+                .as_ref()
+                .map_or("default".to_string(), |c| c.source().to_string());
             for (j, t) in targets.iter().enumerate() {
                 let path: YPath = if targets.len() == 1 {
                     at.key(key)
@@ -123,6 +126,7 @@ impl NodeFactory for RouterFactory {
                     id: t.clone(),
                     at: path,
                     role: RefRole::Route,
+                    label: Some(label.clone()),
                 });
             }
             rules.push(Rule { when, targets });

@@ -65,6 +65,7 @@ impl NodeFactory for RouterAgentFactory {
                         id: id.to_string(),
                         at: cx.at(&["choices", &i.to_string()]),
                         role: RefRole::Route,
+                        label: Some("choice".into()),
                     });
                 }
             }
@@ -83,6 +84,7 @@ impl NodeFactory for RouterAgentFactory {
                         id: id.to_string(),
                         at: cx.at(&["choices", label]),
                         role: RefRole::Route,
+                        label: Some(format!("choice {label}")),
                     });
                 }
             }
