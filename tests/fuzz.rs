@@ -69,9 +69,26 @@ fn arbitrary_bytes_never_panic_the_loader() {
         match Flow::load(source, &registry) {
             Ok(_) => loaded += 1,
             Err(e) => {
-                assert!(!e.diagnostics.is_empty());
-                // Rendering must not panic either.
-                let _ = e.source.render_all(&e.diagnostics, true);
+                // Every place reported is in the text: a line that exists, a column on it
+                // (or just past its end, for "the value ends too early").
+                let lines = e.source.text.lines().count().max(1);
+                for d in &e.diagnostics {
+                    assert!(!d.message.is_empty(), "round {round}: an empty message");
+                    if let Some((line, column)) = e.source.position(d) {
+                        let width = e.source.line(line).chars().count();
+                        assert!(
+                            line >= 1 && line <= lines + 1 && column >= 1 && column <= width + 2,
+                            "round {round}: `{}` at {line}:{column}, outside the text ({lines} lines, line {line} has {width} characters)\n{}",
+                            d.message,
+                            e.source.text
+                        );
+                    }
+                }
+                // Rendering must not panic either, and shows each diagnostic once.
+                let rendered = e.source.render_all(&e.diagnostics, false);
+                let shown = rendered.matches("\nerror: ").count() + usize::from(rendered.starts_with("error: "));
+                let errors = e.diagnostics.iter().filter(|d| d.is_error()).count();
+                assert_eq!(shown, errors + 1, "round {round}: each error and the count line\n{rendered}");
             }
         }
     }

@@ -4,8 +4,8 @@ use crate::support::{Illumo, TempDir};
 use serde_json::json;
 
 /// Two branches that each wait for a file the other writes: run one after the other, the
-/// first would wait forever (here: until its 20 s deadline fails it).
-fn rendezvous(dir: &std::path::Path, max_parallel: usize) -> String {
+/// first would wait forever (here: until its `timeout` or its own 20 s deadline fails it).
+fn rendezvous(dir: &std::path::Path, max_parallel: usize, timeout: &str) -> String {
     let script = |me: &str, other: &str| {
         format!(
             "import os, sys, time\nopen(os.path.join(sys.argv[1], '{me}'), 'w').close()\ndeadline = time.time() + 20\nwhile not os.path.exists(os.path.join(sys.argv[1], '{other}')):\n    if time.time() > deadline: sys.exit('never saw {other}')\n    time.sleep(0.01)\nprint('{me} met {other}')\n"
@@ -13,7 +13,7 @@ fn rendezvous(dir: &std::path::Path, max_parallel: usize) -> String {
     };
     let node = |me: &str, other: &str| {
         format!(
-            "    {me}:\n      type: Command\n      policy: {{timeout: 1s}}\n      setting:\n        argv: [python3, -c, {:?}, {:?}]\n      outputs: $ctx.{me}\n",
+            "    {me}:\n      type: Command\n      policy: {{timeout: {timeout}}}\n      setting:\n        argv: [python3, -c, {:?}, {:?}]\n      outputs: $ctx.{me}\n",
             script(me, other),
             dir.display().to_string()
         )
@@ -29,7 +29,9 @@ fn rendezvous(dir: &std::path::Path, max_parallel: usize) -> String {
 fn fan_out_branches_really_run_concurrently() {
     let dir = TempDir::new();
     let ctx = Illumo::new()
-        .run_flow(&rendezvous(dir.path(), 8))
+        // Running together they meet at once; a generous timeout keeps a loaded machine
+        // from failing them.
+        .run_flow(&rendezvous(dir.path(), 8, "30s"))
         .run()
         .success()
         .ctx();
@@ -41,7 +43,8 @@ fn fan_out_branches_really_run_concurrently() {
 fn max_parallel_one_runs_branches_one_at_a_time() {
     let dir = TempDir::new();
     let out = Illumo::new()
-        .run_flow(&rendezvous(dir.path(), 1))
+        // Run alone, `left` can never meet `right`: only the timeout ends it.
+        .run_flow(&rendezvous(dir.path(), 1, "1s"))
         .run()
         .code(1);
     assert!(
