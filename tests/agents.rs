@@ -308,7 +308,7 @@ fn router_agent_choices_must_be_edges() {
         .code(2);
     assert_eq!(
         out.stderr,
-        format!("error: choice `bugs` of `pick` is not one of its outgoing edges\n  --> {path}:10:43\n   |\n10 |         choices: {{refund: billing, crash: bugs}}\n   |                                           ^^^^\n  = help: add the edge `pick >> bugs`\n\nerror: {path} has 1 error\n")
+        format!("error: choice `bugs` of `pick` is not one of its outgoing edges\n  --> {path}:10:43\n   |\n10 |         choices: {{refund: billing, crash: bugs}}\n   |                                           ^^^^\n   = help: add the edge `pick >> bugs`\n\nerror: {path} has 1 error\n")
     );
 }
 

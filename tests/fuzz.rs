@@ -86,9 +86,14 @@ fn arbitrary_bytes_never_panic_the_loader() {
                 }
                 // Rendering must not panic either, and shows each diagnostic once.
                 let rendered = e.source.render_all(&e.diagnostics, false);
-                let shown = rendered.matches("\nerror: ").count() + usize::from(rendered.starts_with("error: "));
+                let shown = rendered.matches("\nerror: ").count()
+                    + usize::from(rendered.starts_with("error: "));
                 let errors = e.diagnostics.iter().filter(|d| d.is_error()).count();
-                assert_eq!(shown, errors + 1, "round {round}: each error and the count line\n{rendered}");
+                assert_eq!(
+                    shown,
+                    errors + 1,
+                    "round {round}: each error and the count line\n{rendered}"
+                );
             }
         }
     }

@@ -590,3 +590,24 @@ fn output_that_cannot_be_written_after_success_exits_4_with_the_trace_id() {
         out.stderr
     );
 }
+
+#[test]
+fn a_loop_bodys_other_writes_are_applied_in_item_order() {
+    let illumo = Illumo::new();
+    std::fs::write(
+        illumo.dir().join("replies.yaml"),
+        "replies:\n  ask:\n    - reply: first answer\n      usage: {input_tokens: 3, output_tokens: 2}\n    - reply: second answer\n      usage: {input_tokens: 5, output_tokens: 4}\n",
+    )
+    .unwrap();
+    let flow = "flow:\n  nodes:\n    each:\n      type: Loop\n      setting: {items: [a, b], body: ask}\n      outputs: $ctx.answers\n    ask:\n      type: Agent\n      setting: {provider: scripted, responses: replies.yaml, prompt: \"about {{ $ctx.loop.item }}\", metadata_path: $ctx.meta}\n";
+    let ctx = illumo.run_flow(flow).run().success().ctx();
+    assert_eq!(ctx["answers"], json!(["first answer", "second answer"]));
+    // The body's metadata is written, not dropped; the last item's stays.
+    assert_eq!(
+        (
+            ctx["meta"]["input_tokens"].clone(),
+            ctx["meta"]["output_tokens"].clone()
+        ),
+        (json!(5), json!(4))
+    );
+}

@@ -626,3 +626,20 @@ error: tests/fixtures/invalid/edge_carets_after_wide_names.yaml has 1 error
 "#,
     );
 }
+
+#[test]
+fn a_loop_body_with_outputs_is_refused() {
+    validate(
+        "tests/fixtures/invalid/loop_body_outputs.yaml",
+        2,
+        r#"error: node `check` has `outputs`, but `each` runs it for each item
+  --> tests/fixtures/invalid/loop_body_outputs.yaml:10:7
+   |
+10 |       outputs: $ctx.last
+   |       ^^^^^^^ remove it: the body's outputs go into the loop's list
+   = help: give `each` the `outputs` instead; other writes of the body (an agent's `metadata_path`) are applied after the loop
+
+error: tests/fixtures/invalid/loop_body_outputs.yaml has 1 error
+"#,
+    );
+}

@@ -185,7 +185,11 @@ impl Source {
             }
         }
         if let Some(help) = &d.help {
-            let _ = writeln!(out, "  = help: {help}");
+            // Under the snippet's bar, as rustc does.
+            let pad = self
+                .position(d)
+                .map_or(1, |(line, _)| line.to_string().len());
+            let _ = writeln!(out, "{} = help: {help}", " ".repeat(pad));
         }
         out
     }

@@ -5,11 +5,13 @@
 //! - [`names`]: node ids, and every place that names a node (entry, edges, routes, loop
 //!   bodies, goto targets);
 //! - [`nodes`]: every node built by its factory, with its `inputs` and `outputs`;
+//! - [`bodies`]: nodes run by other nodes (loop bodies) write nothing themselves;
 //! - [`edges`]: edges, their conditions, and router choices that must be edges;
 //! - [`joins`]: which nodes wait for several parents;
 //! - [`reads`]: what each node reads from ctx, down to the bodies it runs;
 //! - [`warnings`]: what loads but likely does not do what was meant.
 
+mod bodies;
 mod edges;
 mod joins;
 mod names;
@@ -33,6 +35,7 @@ pub(crate) fn build(
     let names = names::Names::of(&spec, dec);
     let built = nodes::build_all(&spec, registry, dec, &source.base_dir());
     let references = names.check_references(&built, dec);
+    bodies::check(&built, &references, &spec, dec);
     names.check_gotos(&spec, dec);
     let entry = names.entry(&spec, dec);
     let wiring = edges::Wiring::of(&spec, &names, dec);
