@@ -643,3 +643,50 @@ error: tests/fixtures/invalid/loop_body_outputs.yaml has 1 error
 "#,
     );
 }
+
+#[test]
+fn every_problem_of_a_node_is_reported_not_only_the_first() {
+    validate(
+        "tests/fixtures/invalid/every_setting_problem.yaml",
+        2,
+        r#"error: node `ask`: unknown provider `opneai`; did you mean `openai`?
+ --> tests/fixtures/invalid/every_setting_problem.yaml:6:19
+  |
+6 |         provider: opneai
+  |                   ^^^^^^
+
+error: node `ask`: invalid template: a `{{` is not closed by `}}`, or what is inside is not an expression
+ --> tests/fixtures/invalid/every_setting_problem.yaml:7:30
+  |
+7 |         prompt: "hi {{ $ctx.x"
+  |                              ^^
+  = help: templates look like `{{ $ctx.user.name }}` or `{{#if $ctx.x}}...{{/if}}`
+
+error: node `ask`: `history_path`: `history` is not a ctx path; write `$ctx.history`
+ --> tests/fixtures/invalid/every_setting_problem.yaml:8:23
+  |
+8 |         history_path: history
+  |                       ^^^^^^^
+
+error: node `ask`: `metadata_path`: `$env.HOME` is not a place in ctx; write a `$ctx.` path like `$ctx.result`
+ --> tests/fixtures/invalid/every_setting_problem.yaml:9:24
+  |
+9 |         metadata_path: $env.HOME
+  |                        ^^^^^^^^^
+
+error: node `patch`: `diff_path`: `diff.proposed` is not a ctx path; write `$ctx.diff.proposed`
+  --> tests/fixtures/invalid/every_setting_problem.yaml:12:45
+   |
+12 |       setting: {default_root: ., diff_path: diff.proposed, files_path: $ctx.a..b}
+   |                                             ^^^^^^^^^^^^^
+
+error: node `patch`: `files_path`: bad key `` in path `$ctx.a..b`
+  --> tests/fixtures/invalid/every_setting_problem.yaml:12:72
+   |
+12 |       setting: {default_root: ., diff_path: diff.proposed, files_path: $ctx.a..b}
+   |                                                                        ^^^^^^^^^
+
+error: tests/fixtures/invalid/every_setting_problem.yaml has 6 errors
+"#,
+    );
+}

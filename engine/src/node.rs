@@ -29,6 +29,7 @@
 use crate::condition::Condition;
 use crate::decode::Decoder;
 use crate::diagnostic::Diagnostic;
+use crate::path::CtxPath;
 use crate::template::{Reads, Template};
 use crate::tracer::Level;
 use crate::value::{looks_like_path, ValueSpec};
@@ -483,6 +484,41 @@ impl<'a> BuildCx<'a> {
     /// Compiles a value with `$ctx...` references and `{{ }}` templates anywhere inside.
     pub fn value(&mut self, at: YPath, value: &Value) -> Option<ValueSpec> {
         compile_value(self.dec, &NodeName(self.node_id), &|| at.clone(), value)
+    }
+
+    /// A setting that names a place in ctx: the path given (checked, and reported at its
+    /// place when it is not a `$ctx.` path) or `default`. `None` after a reported error.
+    /// Give a reader the writer's default (see `illumo_nodes::paths`), so they meet.
+    pub fn ctx_path(&mut self, field: &str, given: Option<&str>, default: &str) -> Option<CtxPath> {
+        match given {
+            Some(text) => self.checked_path(field, text),
+            None => Some(CtxPath::parse(default).unwrap_or_else(|e| {
+                panic!("node type default `{default}` for `{field}` is not a path: {e}")
+            })),
+        }
+    }
+
+    /// The same for a setting without a default: `Some(None)` when it is not given.
+    pub fn optional_ctx_path(
+        &mut self,
+        field: &str,
+        given: Option<&str>,
+    ) -> Option<Option<CtxPath>> {
+        match given {
+            Some(text) => self.checked_path(field, text).map(Some),
+            None => Some(None),
+        }
+    }
+
+    fn checked_path(&mut self, field: &str, text: &str) -> Option<CtxPath> {
+        match crate::path::parse_setting_path(text) {
+            Ok(path) => Some(path),
+            Err(why) => {
+                let at = self.at(&[field]);
+                self.error(at, text, format!("`{field}`: {why}"));
+                None
+            }
+        }
     }
 
     /// Compiles a `when:` condition.

@@ -225,6 +225,21 @@ pub fn set_steps(root: &mut Value, steps: &[Step], new: Value) -> Result<(), Wri
     Ok(())
 }
 
+/// Checks a node setting that names a place in ctx (`diff_path: $ctx.diff.proposed`): a
+/// `$ctx.` path with at least one step. The message says how to write it.
+pub fn parse_setting_path(text: &str) -> Result<CtxPath, String> {
+    match CtxPath::parse(text) {
+        Ok(p) if p.root == Root::Ctx && !p.steps.is_empty() => Ok(p),
+        Ok(_) => Err(format!(
+            "`{text}` is not a place in ctx; write a `$ctx.` path like `$ctx.result`"
+        )),
+        Err(_) if !text.starts_with('$') => {
+            Err(format!("`{text}` is not a ctx path; write `$ctx.{text}`"))
+        }
+        Err(e) => Err(e.reason),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,6 +280,26 @@ mod tests {
         assert_eq!(
             CtxPath::parse("$env.A.B").unwrap_err().reason,
             "`$env.A.B` must name one variable, like `$env.HOME`"
+        );
+    }
+
+    #[test]
+    fn setting_paths_must_be_ctx_paths() {
+        assert_eq!(
+            parse_setting_path("diff.proposed").unwrap_err(),
+            "`diff.proposed` is not a ctx path; write `$ctx.diff.proposed`"
+        );
+        assert_eq!(
+            parse_setting_path("$env.HOME").unwrap_err(),
+            "`$env.HOME` is not a place in ctx; write a `$ctx.` path like `$ctx.result`"
+        );
+        assert_eq!(
+            parse_setting_path("$ctx.a..b").unwrap_err(),
+            "bad key `` in path `$ctx.a..b`"
+        );
+        assert_eq!(
+            parse_setting_path("$ctx.diff.proposed").unwrap().as_str(),
+            "$ctx.diff.proposed"
         );
     }
 

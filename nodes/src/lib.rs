@@ -5,6 +5,7 @@ pub mod coding;
 mod command;
 pub mod llm;
 mod loop_node;
+pub mod paths;
 pub mod process;
 mod router;
 mod set;

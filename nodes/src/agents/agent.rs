@@ -1,7 +1,7 @@
 //! `Agent`: one LLM call. The reply goes to `output_path` (or `ctx.agents.<id>`); with a
 //! JSON `response_format` the parsed reply goes to `structured_path`.
 
-use super::{check_keys, ctx_path, AgentConfig, AgentCore, ReplyFormat, COMMON, COMMON_DOCS};
+use super::{check_keys, AgentConfig, AgentCore, ReplyFormat, COMMON, COMMON_DOCS};
 use crate::llm::Llm;
 use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
 use illumo_engine::path::CtxPath;
@@ -63,17 +63,16 @@ impl NodeFactory for AgentFactory {
             return None;
         }
         let config: AgentConfig = cx.config()?;
-        let format = reply_format(cx, config.response_format.as_ref())?;
-        let core = AgentCore::build(cx, &self.0, &config)?;
+        let format = reply_format(cx, config.response_format.as_ref());
+        let core = AgentCore::build(cx, &self.0, &config);
         let default_output = format!("$ctx.agents.{}", cx.node_id);
-        let output = ctx_path(
-            cx,
+        let output = cx.ctx_path(
             "output_path",
-            config.output_path.as_ref(),
-            Some(&default_output),
-        )??;
-        let structured = ctx_path(cx, "structured_path", config.structured_path.as_ref(), None)?;
-        if structured.is_some() && format == ReplyFormat::Text {
+            config.output_path.as_deref(),
+            &default_output,
+        );
+        let structured = cx.optional_ctx_path("structured_path", config.structured_path.as_deref());
+        if structured.as_ref().is_some_and(Option::is_some) && format == Some(ReplyFormat::Text) {
             cx.error(
                 cx.at(&["structured_path"]),
                 "structured_path",
@@ -81,6 +80,7 @@ impl NodeFactory for AgentFactory {
             );
             return None;
         }
+        let (format, core, output, structured) = (format?, core?, output?, structured?);
         Some(Box::new(Agent {
             core,
             format,

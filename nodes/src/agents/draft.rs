@@ -1,7 +1,7 @@
 //! `DraftAgent`: an agent whose reply must hold a unified diff. The diff is taken out of
 //! code fences or prose, checked to parse, and written to `ctx.diff.proposed`.
 
-use super::{check_keys, clip, ctx_path, AgentConfig, AgentCore, ReplyFormat, COMMON};
+use super::{check_keys, clip, AgentConfig, AgentCore, ReplyFormat, COMMON};
 use crate::llm::Llm;
 use diffy::patch_set::{ParseOptions, PatchSet};
 use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
@@ -46,22 +46,18 @@ impl NodeFactory for DraftAgentFactory {
             return None;
         }
         let config: AgentConfig = cx.config()?;
-        if config.response_format.is_some() {
+        let plain = config.response_format.is_none();
+        if !plain {
             cx.error(
                 cx.at(&["response_format"]).as_key(),
                 "response_format",
                 "`DraftAgent` replies with a diff, not JSON",
             );
-            return None;
         }
-        let path = ctx_path(
-            cx,
-            "diff_path",
-            config.diff_path.as_ref(),
-            Some("$ctx.diff.proposed"),
-        )??;
-        let core = AgentCore::build(cx, &self.0, &config)?;
-        Some(Box::new(DraftAgent { core, path }))
+        let path = cx.ctx_path("diff_path", config.diff_path.as_deref(), crate::paths::DIFF);
+        let core = AgentCore::build(cx, &self.0, &config);
+        let (core, path) = (core?, path?);
+        plain.then(|| Box::new(DraftAgent { core, path }) as Box<dyn Node>)
     }
 }
 

@@ -18,7 +18,7 @@ use crate::llm::{
 };
 use illumo_engine::diagnostic::did_you_mean;
 use illumo_engine::node::{BuildCx, NodeCx, NodeError, SettingDoc};
-use illumo_engine::path::{CtxPath, Root};
+use illumo_engine::path::CtxPath;
 use illumo_engine::template::Reads;
 use illumo_engine::value::ValueSpec;
 use illumo_engine::yaml::Yaml;
@@ -195,29 +195,6 @@ pub(crate) fn check_keys(cx: &mut BuildCx, type_name: &str, allowed: &[&str]) ->
     ok
 }
 
-/// A `$ctx.` path setting.
-pub(crate) fn ctx_path(
-    cx: &mut BuildCx,
-    field: &str,
-    text: Option<&String>,
-    default: Option<&str>,
-) -> Option<Option<CtxPath>> {
-    let Some(text) = text.map(String::as_str).or(default) else {
-        return Some(None);
-    };
-    match CtxPath::parse(text) {
-        Ok(p) if p.root == Root::Ctx && !p.steps.is_empty() => Some(Some(p)),
-        _ => {
-            cx.error(
-                cx.at(&[field]),
-                text,
-                format!("`{field}` must be a `$ctx.` path, not `{text}`"),
-            );
-            None
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum ReplyFormat {
     Text,
@@ -253,9 +230,12 @@ pub(crate) struct Answer {
 }
 
 impl AgentCore {
+    /// Builds what every agent has; every problem in these settings is reported, not
+    /// only the first.
     pub(crate) fn build(cx: &mut BuildCx, llm: &Llm, config: &AgentConfig) -> Option<AgentCore> {
         let provider_name = config.provider.clone().unwrap_or_else(|| "openai".into());
-        if !PROVIDERS.contains(&provider_name.as_str()) {
+        let known_provider = PROVIDERS.contains(&provider_name.as_str());
+        if !known_provider {
             let hint =
                 did_you_mean(&provider_name, PROVIDERS).map(|s| format!("did you mean `{s}`?"));
             cx.error(
@@ -266,59 +246,69 @@ impl AgentCore {
                     hint.unwrap_or_else(|| format!("use one of `{}`", PROVIDERS.join("`, `")))
                 ),
             );
-            return None;
         }
         let model = match (&config.model, provider_name.as_str()) {
-            (Some(m), _) => m.clone(),
-            (None, "openai") => "gpt-4.1-mini".into(),
-            (None, "scripted") => "scripted".into(),
+            (Some(m), _) => Some(m.clone()),
+            (None, "openai") => Some("gpt-4.1-mini".into()),
+            (None, "scripted") => Some("scripted".into()),
+            (None, _) if !known_provider => None,
             (None, other) => {
                 cx.error(
                     cx.setting_at.clone(),
                     cx.node_id,
                     format!("provider `{other}` needs a `model`"),
                 );
-                return None;
+                None
             }
         };
-        let Some(prompt_text) = &config.prompt else {
-            cx.error(
-                cx.setting_at.clone(),
-                cx.node_id,
-                "an agent needs a `prompt`",
-            );
-            return None;
+        let prompt = match &config.prompt {
+            Some(text) => cx.value(cx.at(&["prompt"]), &Value::String(text.clone())),
+            None => {
+                cx.error(
+                    cx.setting_at.clone(),
+                    cx.node_id,
+                    "an agent needs a `prompt`",
+                );
+                None
+            }
         };
-        let prompt = cx.value(cx.at(&["prompt"]), &Value::String(prompt_text.clone()))?;
         let system = match &config.system {
-            Some(s) => Some(cx.value(cx.at(&["system"]), &Value::String(s.clone()))?),
-            None => None,
+            Some(s) => cx
+                .value(cx.at(&["system"]), &Value::String(s.clone()))
+                .map(Some),
+            None => Some(None),
         };
-        let settings = ProviderSettings {
-            provider: provider_name.clone(),
-            base_url: config
-                .base_url
-                .clone()
-                .or_else(|| default_base_url(&provider_name).map(str::to_string)),
-            api_key_env: config
-                .api_key_env
-                .clone()
-                .unwrap_or_else(|| "OPENAI_API_KEY".into()),
-            responses: config.responses.as_deref().map(|f| resolve(cx.base_dir, f)),
-        };
-        let provider = match llm.provider(&settings) {
-            Ok(p) => p,
-            Err(e) => {
-                let (at, text) = match &config.responses {
-                    Some(f) => (cx.at(&["responses"]), f.clone()),
-                    None => (cx.at(&["provider"]), provider_name.clone()),
-                };
-                cx.error(at, &text, e);
-                return None;
+        let history = cx.optional_ctx_path("history_path", config.history_path.as_deref());
+        let metadata = cx.optional_ctx_path("metadata_path", config.metadata_path.as_deref());
+        let provider = if known_provider {
+            let settings = ProviderSettings {
+                provider: provider_name.clone(),
+                base_url: config
+                    .base_url
+                    .clone()
+                    .or_else(|| default_base_url(&provider_name).map(str::to_string)),
+                api_key_env: config
+                    .api_key_env
+                    .clone()
+                    .unwrap_or_else(|| "OPENAI_API_KEY".into()),
+                responses: config.responses.as_deref().map(|f| resolve(cx.base_dir, f)),
+            };
+            match llm.provider(&settings) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    let (at, text) = match &config.responses {
+                        Some(f) => (cx.at(&["responses"]), f.clone()),
+                        None => (cx.at(&["provider"]), provider_name.clone()),
+                    };
+                    cx.error(at, &text, e);
+                    None
+                }
             }
+        } else {
+            None
         };
-        let history = ctx_path(cx, "history_path", config.history_path.as_ref(), None)?;
-        let metadata = ctx_path(cx, "metadata_path", config.metadata_path.as_ref(), None)?;
+        let (provider, model, prompt, system) = (provider?, model?, prompt?, system?);
+        let (history, metadata) = (history?, metadata?);
         let mut reads = prompt.reads();
         if let Some(s) = &system {
             reads.merge(&s.reads());

@@ -2,7 +2,7 @@
 //! parsed strictly into `ctx.review`. `EvaluationAgent`: the same with a required score;
 //! without a status, `score >= pass_score` is OK.
 
-use super::{check_keys, clip, ctx_path, AgentConfig, AgentCore, ReplyFormat, COMMON};
+use super::{check_keys, clip, AgentConfig, AgentCore, ReplyFormat, COMMON};
 use crate::llm::Llm;
 use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
 use illumo_engine::path::CtxPath;
@@ -49,38 +49,40 @@ fn build(cx: &mut BuildCx, llm: &Llm, type_name: &str, evaluation: bool) -> Opti
         return None;
     }
     let config: AgentConfig = cx.config()?;
-    if config.response_format.is_some() {
+    let plain = config.response_format.is_none();
+    if !plain {
         cx.error(
             cx.at(&["response_format"]).as_key(),
             "response_format",
             format!("`{type_name}` sets its own response format"),
         );
-        return None;
     }
-    let path = ctx_path(
-        cx,
+    let path = cx.ctx_path(
         "review_path",
-        config.review_path.as_ref(),
-        Some("$ctx.review"),
-    )??;
+        config.review_path.as_deref(),
+        crate::paths::REVIEW,
+    );
     let pass_score = match (evaluation, config.pass_score) {
-        (false, _) => None,
+        (false, _) => Some(None),
         (true, Some(p)) if !(0.0..=1.0).contains(&p) => {
             cx.error(
                 cx.at(&["pass_score"]),
                 &p.to_string(),
                 "`pass_score` is between 0 and 1",
             );
-            return None;
+            None
         }
-        (true, p) => Some(p.unwrap_or(0.7)),
+        (true, p) => Some(Some(p.unwrap_or(0.7))),
     };
-    let core = AgentCore::build(cx, llm, &config)?;
-    Some(Box::new(ReviewAgent {
-        core,
-        path,
-        pass_score,
-    }))
+    let core = AgentCore::build(cx, llm, &config);
+    let (core, path, pass_score) = (core?, path?, pass_score?);
+    plain.then(|| {
+        Box::new(ReviewAgent {
+            core,
+            path,
+            pass_score,
+        }) as Box<dyn Node>
+    })
 }
 
 impl NodeFactory for ReviewAgentFactory {

@@ -1,6 +1,7 @@
 //! `WorkspaceInspector`: lists the files under a root with previews, in a stable order.
 
-use super::{ctx_path, glob_match, is_virtualenv, root_reads, workspace_root, SKIPPED_DIRS};
+use super::{glob_match, is_virtualenv, root_reads, workspace_root, SKIPPED_DIRS};
+use crate::paths;
 use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
 use illumo_engine::path::{CtxPath, Step};
 use illumo_engine::template::Reads;
@@ -67,18 +68,17 @@ impl NodeFactory for WorkspaceInspectorFactory {
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
         let config: Config = cx.config()?;
-        let structure = ctx_path(
-            config
-                .structure_path
-                .as_deref()
-                .unwrap_or("$ctx.workspace.structure"),
+        let structure = cx.ctx_path(
+            "structure_path",
+            config.structure_path.as_deref(),
+            paths::STRUCTURE,
         );
-        let excluded = ctx_path(
-            config
-                .excluded_path
-                .as_deref()
-                .unwrap_or("$ctx.workspace.structure_excluded"),
+        let excluded = cx.ctx_path(
+            "excluded_path",
+            config.excluded_path.as_deref(),
+            paths::EXCLUDED,
         );
+        let (structure, excluded) = (structure?, excluded?);
         Some(Box::new(WorkspaceInspector {
             config,
             base_dir: cx.base_dir.to_path_buf(),

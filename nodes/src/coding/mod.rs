@@ -12,7 +12,7 @@ pub use patch::{fix_hunk_counts, PatchFactory};
 pub use summary::SummaryFactory;
 pub use test_executor::{pytest_counts, TestExecutorFactory};
 
-use illumo_engine::path::{CtxPath, Step};
+use illumo_engine::path::Step;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -106,10 +106,6 @@ pub fn root_reads() -> Vec<Vec<Step>> {
         Step::Key("request".into()),
         Step::Key("target_root".into()),
     ]]
-}
-
-pub fn ctx_path(text: &str) -> CtxPath {
-    CtxPath::parse(text).unwrap_or_else(|_| CtxPath::ctx(vec![Step::Key(text.to_string())]))
 }
 
 /// A virtualenv: a folder with `pyvenv.cfg`.

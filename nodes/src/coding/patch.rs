@@ -3,10 +3,11 @@
 //! ctx value can set), all of them or none, and never outside the root.
 
 use super::commit::{commit, FileChange};
-use super::{ctx_path, glob_match, root_reads, workspace_root};
+use super::{glob_match, root_reads, workspace_root};
+use crate::paths;
 use diffy::patch_set::{FileOperation, ParseOptions, PatchSet};
 use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
-use illumo_engine::path::{CtxPath, Step};
+use illumo_engine::path::CtxPath;
 use illumo_engine::template::Reads;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -20,6 +21,7 @@ struct Config {
     diff_path: Option<String>,
     applied_path: Option<String>,
     files_path: Option<String>,
+    structure_path: Option<String>,
 }
 
 pub struct Patch {
@@ -29,6 +31,8 @@ pub struct Patch {
     diff: CtxPath,
     applied: CtxPath,
     files: CtxPath,
+    /// The inspector's file list, to report the files the diff left alone.
+    structure: CtxPath,
 }
 
 pub struct PatchFactory;
@@ -79,23 +83,26 @@ impl NodeFactory for PatchFactory {
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
         let config: Config = cx.config()?;
+        let diff = cx.ctx_path("diff_path", config.diff_path.as_deref(), paths::DIFF);
+        let applied = cx.ctx_path(
+            "applied_path",
+            config.applied_path.as_deref(),
+            paths::APPLIED,
+        );
+        let files = cx.ctx_path("files_path", config.files_path.as_deref(), paths::FILES);
+        let structure = cx.ctx_path(
+            "structure_path",
+            config.structure_path.as_deref(),
+            paths::STRUCTURE,
+        );
         Some(Box::new(Patch {
             default_root: config.default_root,
             allowed: config.allowed_paths.unwrap_or_else(|| vec!["**".into()]),
             base_dir: cx.base_dir.to_path_buf(),
-            diff: ctx_path(config.diff_path.as_deref().unwrap_or("$ctx.diff.proposed")),
-            applied: ctx_path(
-                config
-                    .applied_path
-                    .as_deref()
-                    .unwrap_or("$ctx.diff.applied"),
-            ),
-            files: ctx_path(
-                config
-                    .files_path
-                    .as_deref()
-                    .unwrap_or("$ctx.workspace.files"),
-            ),
+            diff: diff?,
+            applied: applied?,
+            files: files?,
+            structure: structure?,
         }))
     }
 }
@@ -450,7 +457,7 @@ impl Node for Patch {
             .iter()
             .map(|c| json!({"path": c.path, "original_content": c.original, "patched_content": c.patched, "status": c.status}))
             .collect();
-        if let Some(Value::Array(listed)) = cx.ctx.pointer("/workspace/structure") {
+        if let Some(Value::Array(listed)) = self.structure.get(cx.ctx) {
             for item in listed {
                 let Some(path) = item.get("path").and_then(Value::as_str) else {
                     continue;
@@ -476,10 +483,7 @@ impl Node for Patch {
     fn reads(&self) -> Reads {
         let mut paths = root_reads();
         paths.push(self.diff.steps.clone());
-        paths.push(vec![
-            Step::Key("workspace".into()),
-            Step::Key("structure".into()),
-        ]);
+        paths.push(self.structure.steps.clone());
         paths.push(self.files.steps.clone());
         Reads {
             paths,
@@ -514,9 +518,10 @@ mod tests {
             default_root: None,
             allowed: allowed.iter().map(|s| s.to_string()).collect(),
             base_dir: PathBuf::from("."),
-            diff: ctx_path("$ctx.diff.proposed"),
-            applied: ctx_path("$ctx.diff.applied"),
-            files: ctx_path("$ctx.workspace.files"),
+            diff: CtxPath::parse(paths::DIFF).unwrap(),
+            applied: CtxPath::parse(paths::APPLIED).unwrap(),
+            files: CtxPath::parse(paths::FILES).unwrap(),
+            structure: CtxPath::parse(paths::STRUCTURE).unwrap(),
         }
     }
 

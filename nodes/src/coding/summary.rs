@@ -1,6 +1,7 @@
 //! `Summary`: a report of the run (changes, tests, review, next actions) as markdown and
 //! JSON, from whatever the run produced. A missing part gives a fallback line.
 
+use crate::paths;
 use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
 use illumo_engine::path::{CtxPath, Step};
 use illumo_engine::template::Reads;
@@ -14,6 +15,9 @@ struct Config {
     report_path: Option<String>,
     json_path: Option<String>,
     files_path: Option<String>,
+    applied_path: Option<String>,
+    tests_path: Option<String>,
+    review_path: Option<String>,
 }
 
 pub struct Summary {
@@ -21,6 +25,9 @@ pub struct Summary {
     report: CtxPath,
     json: CtxPath,
     files: CtxPath,
+    applied: CtxPath,
+    tests: CtxPath,
+    review: CtxPath,
 }
 
 pub struct SummaryFactory;
@@ -65,21 +72,28 @@ impl NodeFactory for SummaryFactory {
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
         let config: Config = cx.config()?;
+        let report = cx.ctx_path("report_path", config.report_path.as_deref(), paths::REPORT);
+        let json = cx.ctx_path("json_path", config.json_path.as_deref(), paths::REPORT_JSON);
+        let files = cx.ctx_path("files_path", config.files_path.as_deref(), paths::FILES);
+        let applied = cx.ctx_path(
+            "applied_path",
+            config.applied_path.as_deref(),
+            paths::APPLIED,
+        );
+        let tests = cx.ctx_path(
+            "tests_path",
+            config.tests_path.as_deref(),
+            paths::TEST_RESULTS,
+        );
+        let review = cx.ctx_path("review_path", config.review_path.as_deref(), paths::REVIEW);
         Some(Box::new(Summary {
             title: config.title,
-            report: super::ctx_path(
-                config
-                    .report_path
-                    .as_deref()
-                    .unwrap_or("$ctx.summary.report"),
-            ),
-            json: super::ctx_path(config.json_path.as_deref().unwrap_or("$ctx.summary.json")),
-            files: super::ctx_path(
-                config
-                    .files_path
-                    .as_deref()
-                    .unwrap_or("$ctx.workspace.files"),
-            ),
+            report: report?,
+            json: json?,
+            files: files?,
+            applied: applied?,
+            tests: tests?,
+            review: review?,
         }))
     }
 }
@@ -124,8 +138,10 @@ impl Node for Summary {
                 .collect(),
             _ => Vec::new(),
         };
-        let written = ctx
-            .pointer("/diff/applied/written")
+        let written = self
+            .applied
+            .get(ctx)
+            .and_then(|a| a.get("written"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
         if changes.is_empty() {
@@ -148,10 +164,7 @@ impl Node for Summary {
         }
 
         md.push_str("\n## Tests\n\n");
-        let tests = ctx
-            .pointer("/tests/results")
-            .filter(|t| t.is_object())
-            .cloned();
+        let tests = self.tests.get(ctx).filter(|t| t.is_object()).cloned();
         match &tests {
             Some(t) => {
                 let command: Vec<String> = t["command"]
@@ -178,7 +191,7 @@ impl Node for Summary {
         }
 
         md.push_str("\n## Review\n\n");
-        let review = ctx.get("review").filter(|r| r.is_object()).cloned();
+        let review = self.review.get(ctx).filter(|r| r.is_object()).cloned();
         match &review {
             Some(r) => {
                 let score = r["score"]
@@ -267,9 +280,9 @@ impl Node for Summary {
             paths: vec![
                 key(&["request", "summary"]),
                 self.files.steps.clone(),
-                key(&["diff", "applied"]),
-                key(&["tests", "results"]),
-                key(&["review"]),
+                self.applied.steps.clone(),
+                self.tests.steps.clone(),
+                self.review.steps.clone(),
                 key(&["errors"]),
             ],
             ..Reads::default()

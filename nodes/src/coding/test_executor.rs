@@ -4,6 +4,7 @@
 //! the whole process group dies on timeout.
 
 use super::{copy_tree, root_reads, workspace_root, TempTree};
+use crate::paths;
 use crate::process::GroupGuard;
 use illumo_engine::duration::duration_from_json;
 use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
@@ -154,24 +155,18 @@ impl NodeFactory for TestExecutorFactory {
                 return None;
             }
         }
-        let results = super::ctx_path(
-            config
-                .results_path
-                .as_deref()
-                .unwrap_or("$ctx.tests.results"),
+        let results = cx.ctx_path(
+            "results_path",
+            config.results_path.as_deref(),
+            paths::TEST_RESULTS,
         );
-        let files = super::ctx_path(
-            config
-                .files_path
-                .as_deref()
-                .unwrap_or("$ctx.workspace.files"),
+        let files = cx.ctx_path("files_path", config.files_path.as_deref(), paths::FILES);
+        let history = cx.ctx_path(
+            "history_path",
+            config.history_path.as_deref(),
+            paths::TEST_HISTORY,
         );
-        let history = super::ctx_path(
-            config
-                .history_path
-                .as_deref()
-                .unwrap_or("$ctx.tests.history"),
-        );
+        let (results, files, history) = (results?, files?, history?);
         Some(Box::new(TestExecutor {
             config,
             timeout,
