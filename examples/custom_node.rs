@@ -6,7 +6,7 @@
 //! node (runs per attempt, takes `&self`, returns a value). Register it next to the
 //! built-ins and load flows as usual; the engine adds policies, tracing and validation.
 
-use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
+use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome};
 use illumo_engine::runner::{run, RunOptions};
 use illumo_engine::tracer::Fanout;
 use illumo_engine::{Flow, NodeRegistry, Source};
@@ -14,9 +14,11 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// The settings, checked at load; unknown keys are reported with their line and column.
-#[derive(serde::Deserialize)]
+/// The doc comments document them in `illumo nodes` (through the derived JSON Schema).
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct WordCountConfig {
+    /// ignore shorter words
     #[serde(default)]
     min_length: usize,
 }
@@ -51,13 +53,8 @@ impl NodeFactory for WordCountFactory {
     fn summary(&self) -> &'static str {
         "counts the words of its input text"
     }
-    fn settings(&self) -> &'static [SettingDoc] {
-        &[SettingDoc {
-            name: "min_length",
-            kind: "number",
-            required: false,
-            about: "ignore shorter words",
-        }]
+    fn settings_schema(&self) -> Value {
+        serde_json::to_value(schemars::schema_for!(WordCountConfig)).unwrap_or_default()
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
         let config: WordCountConfig = cx.config()?;
@@ -125,6 +122,19 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "error: node `count`: unknown setting `min_lenght`, expected `min_length`\n  --> custom.yaml:10:17\n   |\n10 |       setting: {min_lenght: 3}\n   |                 ^^^^^^^^^^\n\nerror: custom.yaml has 1 error\n"
+        );
+    }
+
+    #[test]
+    fn settings_are_documented_from_the_config_type() {
+        assert_eq!(
+            WordCountFactory.settings(),
+            [illumo_engine::node::SettingDoc {
+                name: "min_length".into(),
+                kind: "number".into(),
+                required: false,
+                about: "ignore shorter words".into(),
+            }]
         );
     }
 }

@@ -308,13 +308,73 @@ pub enum RefRole {
     Invoke,
 }
 
-/// One setting of a node type, for `illumo nodes` and the docs.
-#[derive(Debug, Clone, Copy)]
+/// One setting of a node type, for `illumo nodes` and the docs: read from the node type's
+/// settings schema, which is derived from the config type the factory deserializes.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettingDoc {
-    pub name: &'static str,
-    pub kind: &'static str,
+    pub name: String,
+    pub kind: String,
     pub required: bool,
-    pub about: &'static str,
+    pub about: String,
+}
+
+impl SettingDoc {
+    /// The settings a JSON Schema of a `setting:` map describes, in its order. A property's
+    /// kind is its `x-kind` (`template`, `$ctx path`, ...) or its JSON type.
+    pub fn from_schema(schema: &Value) -> Vec<SettingDoc> {
+        let required: Vec<&str> = schema
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let Some(Value::Object(properties)) = schema.get("properties") else {
+            return Vec::new();
+        };
+        properties
+            .iter()
+            .map(|(name, p)| SettingDoc {
+                name: name.clone(),
+                kind: kind_of_schema(p),
+                required: required.contains(&name.as_str()),
+                about: p
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .replace('\n', " "),
+            })
+            .collect()
+    }
+}
+
+fn kind_of_schema(p: &Value) -> String {
+    if let Some(kind) = p.get("x-kind").and_then(Value::as_str) {
+        return kind.to_string();
+    }
+    let types: Vec<&str> = match p.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    let types: Vec<&str> = types.into_iter().filter(|t| *t != "null").collect();
+    if let Some(values) = p.get("enum").and_then(Value::as_array) {
+        let names: Vec<String> = values
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect();
+        if !names.is_empty() {
+            return names.join("|");
+        }
+    }
+    match types.as_slice() {
+        [] => "any".to_string(),
+        ["integer"] => "number".to_string(),
+        ["array"] => "list".to_string(),
+        ["object"] => "map".to_string(),
+        ["boolean"] => "bool".to_string(),
+        [one] => one.to_string(),
+        many => many.join("|"),
+    }
 }
 
 /// Builds a node type's nodes from their `setting:` maps.
@@ -325,8 +385,14 @@ pub trait NodeFactory: Send + Sync {
         &[]
     }
     fn summary(&self) -> &'static str;
-    fn settings(&self) -> &'static [SettingDoc] {
-        &[]
+    /// The JSON Schema (draft 2020-12) of this type's `setting:` map, derived from the
+    /// config type its factory deserializes. `illumo nodes` documents settings from it.
+    fn settings_schema(&self) -> Value {
+        serde_json::json!({"type": "object", "properties": {}})
+    }
+    /// The settings, as [`NodeFactory::settings_schema`] describes them.
+    fn settings(&self) -> Vec<SettingDoc> {
+        SettingDoc::from_schema(&self.settings_schema())
     }
     /// Builds the node, reporting every problem through `cx`; `None` when there were errors.
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>>;

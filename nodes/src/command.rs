@@ -3,7 +3,7 @@
 //! unless `cwd` says otherwise; the whole process group dies with the node.
 
 use crate::process::GroupGuard;
-use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
+use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome};
 use illumo_engine::template::Reads;
 use illumo_engine::value::ValueSpec;
 use serde::Deserialize;
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use tokio::io::AsyncWriteExt;
 
-#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[derive(Deserialize, Clone, Copy, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 enum Parse {
     Text,
@@ -24,17 +24,29 @@ fn default_ok_codes() -> Vec<i32> {
     vec![0]
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CommandConfig {
+    /// program and arguments; items may be templates
+    #[schemars(extend("x-kind" = "list"))]
     argv: Vec<Value>,
+    /// a value written to stdin as JSON (a string is written as is)
+    #[schemars(extend("x-kind" = "any"))]
     stdin: Option<Value>,
     #[serde(default = "default_parse")]
+    /// how to read stdout (default text)
+    #[schemars(extend("x-kind" = "text|json"))]
     parse: Parse,
+    /// working folder, relative to the flow file (default: its folder)
+    #[schemars(extend("x-kind" = "path"))]
     cwd: Option<String>,
     #[serde(default)]
+    /// extra environment variables; values may be templates
+    #[schemars(extend("x-kind" = "map"))]
     env: BTreeMap<String, Value>,
     #[serde(default = "default_ok_codes")]
+    /// exit codes that count as success (default [0])
+    #[schemars(extend("x-kind" = "list"))]
     ok_codes: Vec<i32>,
 }
 
@@ -60,45 +72,8 @@ impl NodeFactory for CommandFactory {
     fn summary(&self) -> &'static str {
         "runs a program (argv, no shell); output is stdout as text or JSON"
     }
-    fn settings(&self) -> &'static [SettingDoc] {
-        &[
-            SettingDoc {
-                name: "argv",
-                kind: "list",
-                required: true,
-                about: "program and arguments; items may be templates",
-            },
-            SettingDoc {
-                name: "stdin",
-                kind: "any",
-                required: false,
-                about: "a value written to stdin as JSON (a string is written as is)",
-            },
-            SettingDoc {
-                name: "parse",
-                kind: "text|json",
-                required: false,
-                about: "how to read stdout (default text)",
-            },
-            SettingDoc {
-                name: "cwd",
-                kind: "path",
-                required: false,
-                about: "working folder, relative to the flow file (default: its folder)",
-            },
-            SettingDoc {
-                name: "env",
-                kind: "map",
-                required: false,
-                about: "extra environment variables; values may be templates",
-            },
-            SettingDoc {
-                name: "ok_codes",
-                kind: "list",
-                required: false,
-                about: "exit codes that count as success (default [0])",
-            },
-        ]
+    fn settings_schema(&self) -> serde_json::Value {
+        crate::settings::schema_of::<CommandConfig>()
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
         let config: CommandConfig = cx.config()?;

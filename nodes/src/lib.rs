@@ -9,6 +9,7 @@ pub mod paths;
 pub mod process;
 mod router;
 mod set;
+pub mod settings;
 
 pub use command::CommandFactory;
 pub use loop_node::LoopFactory;

@@ -2,7 +2,7 @@
 //! `ctx.loop.index`; its output is the list of the body's outputs.
 
 use illumo_engine::node::{
-    BuildCx, Node, NodeCx, NodeError, NodeFactory, NodeRef, Outcome, RefRole, SettingDoc,
+    BuildCx, Node, NodeCx, NodeError, NodeFactory, NodeRef, Outcome, RefRole,
 };
 use illumo_engine::path::kind_of;
 use illumo_engine::template::Reads;
@@ -10,10 +10,14 @@ use illumo_engine::value::ValueSpec;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct LoopConfig {
+    /// the items, e.g. `$ctx.files`
+    #[schemars(extend("x-kind" = "list or path"))]
     items: Value,
+    /// the node run for each item
+    #[schemars(extend("x-kind" = "node id"))]
     body: String,
 }
 
@@ -32,21 +36,8 @@ impl NodeFactory for LoopFactory {
     fn summary(&self) -> &'static str {
         "runs `body` once per item, with ctx.loop.item and ctx.loop.index; outputs the list of results"
     }
-    fn settings(&self) -> &'static [SettingDoc] {
-        &[
-            SettingDoc {
-                name: "items",
-                kind: "list or path",
-                required: true,
-                about: "the items, e.g. `$ctx.files`",
-            },
-            SettingDoc {
-                name: "body",
-                kind: "node id",
-                required: true,
-                about: "the node run for each item",
-            },
-        ]
+    fn settings_schema(&self) -> serde_json::Value {
+        crate::settings::schema_of::<LoopConfig>()
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
         let config: LoopConfig = cx.config()?;

@@ -3,13 +3,13 @@
 
 use illumo_engine::condition::Condition;
 use illumo_engine::node::{
-    BuildCx, Node, NodeCx, NodeError, NodeFactory, NodeRef, Outcome, RefRole, Route, SettingDoc,
+    BuildCx, Node, NodeCx, NodeError, NodeFactory, NodeRef, Outcome, RefRole, Route,
 };
 use illumo_engine::template::Reads;
 use illumo_engine::yaml::YPath;
 use serde::Deserialize;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 enum Targets {
     One(String),
@@ -25,7 +25,7 @@ impl Targets {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RouteConfig {
     when: Option<String>,
@@ -33,9 +33,11 @@ struct RouteConfig {
     default: Option<Targets>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RouterConfig {
+    /// `{when: CONDITION, to: NODE|[NODES]}` items, optionally ending with `{default: NODE|[NODES]}`
+    #[schemars(extend("x-kind" = "list"))]
     routes: Vec<RouteConfig>,
 }
 
@@ -59,13 +61,8 @@ impl NodeFactory for RouterFactory {
     fn summary(&self) -> &'static str {
         "routes by rules: the first `when` that holds wins, `default` otherwise"
     }
-    fn settings(&self) -> &'static [SettingDoc] {
-        &[SettingDoc {
-            name: "routes",
-            kind: "list",
-            required: true,
-            about: "`{when: CONDITION, to: NODE|[NODES]}` items, optionally ending with `{default: NODE|[NODES]}`",
-        }]
+    fn settings_schema(&self) -> serde_json::Value {
+        crate::settings::schema_of::<RouterConfig>()
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
         let config: RouterConfig = cx.config()?;

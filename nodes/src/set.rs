@@ -1,14 +1,16 @@
 //! `Set`: its output is `value`, rendered (references and templates inside).
 
-use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
+use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome};
 use illumo_engine::template::Reads;
 use illumo_engine::value::ValueSpec;
 use serde::Deserialize;
 use serde_json::Value;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SetConfig {
+    /// the output; strings may be paths or templates
+    #[schemars(extend("x-kind" = "any"))]
     value: Value,
 }
 
@@ -25,13 +27,8 @@ impl NodeFactory for SetFactory {
     fn summary(&self) -> &'static str {
         "outputs `value`, with `$ctx...` references and `{{ }}` templates rendered"
     }
-    fn settings(&self) -> &'static [SettingDoc] {
-        &[SettingDoc {
-            name: "value",
-            kind: "any",
-            required: true,
-            about: "the output; strings may be paths or templates",
-        }]
+    fn settings_schema(&self) -> serde_json::Value {
+        crate::settings::schema_of::<SetConfig>()
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
         let config: SetConfig = cx.config()?;

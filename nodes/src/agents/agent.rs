@@ -1,9 +1,9 @@
 //! `Agent`: one LLM call. The reply goes to `output_path` (or `ctx.agents.<id>`); with a
 //! JSON `response_format` the parsed reply goes to `structured_path`.
 
-use super::{check_keys, AgentConfig, AgentCore, ReplyFormat, COMMON, COMMON_DOCS};
+use super::{check_keys, AgentConfig, AgentCore, ReplyFormat, COMMON};
 use crate::llm::Llm;
-use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
+use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome};
 use illumo_engine::path::CtxPath;
 use illumo_engine::template::Reads;
 use serde_json::Value;
@@ -30,32 +30,8 @@ impl NodeFactory for AgentFactory {
     fn summary(&self) -> &'static str {
         "one LLM call: system + prompt template -> reply (text or checked JSON)"
     }
-    fn settings(&self) -> &'static [SettingDoc] {
-        static DOCS: std::sync::OnceLock<Vec<SettingDoc>> = std::sync::OnceLock::new();
-        DOCS.get_or_init(|| {
-            let mut docs = COMMON_DOCS.to_vec();
-            docs.extend([
-                SettingDoc {
-                    name: "output_path",
-                    kind: "$ctx path",
-                    required: false,
-                    about: "where the reply goes (default ctx.agents.<id>)",
-                },
-                SettingDoc {
-                    name: "structured_path",
-                    kind: "$ctx path",
-                    required: false,
-                    about: "where the parsed JSON reply goes",
-                },
-                SettingDoc {
-                    name: "history_path",
-                    kind: "$ctx path",
-                    required: false,
-                    about: "a conversation list: sent along, and the exchange appended",
-                },
-            ]);
-            docs
-        })
+    fn settings_schema(&self) -> Value {
+        super::agent_schema(false, &KEYS, &["prompt"])
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
         let allowed: Vec<&str> = COMMON.iter().chain(KEYS.iter()).copied().collect();

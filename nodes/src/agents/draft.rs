@@ -4,7 +4,7 @@
 use super::{check_keys, clip, AgentConfig, AgentCore, ReplyFormat, COMMON};
 use crate::llm::Llm;
 use diffy::patch_set::{ParseOptions, PatchSet};
-use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
+use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome};
 use illumo_engine::path::CtxPath;
 use illumo_engine::template::Reads;
 use serde_json::Value;
@@ -27,18 +27,8 @@ impl NodeFactory for DraftAgentFactory {
     fn summary(&self) -> &'static str {
         "the model drafts a change as a unified diff, checked to parse, into ctx.diff.proposed"
     }
-    fn settings(&self) -> &'static [SettingDoc] {
-        static DOCS: std::sync::OnceLock<Vec<SettingDoc>> = std::sync::OnceLock::new();
-        DOCS.get_or_init(|| {
-            let mut docs = super::docs_without_format();
-            docs.push(SettingDoc {
-                name: "diff_path",
-                kind: "$ctx path",
-                required: false,
-                about: "where the diff goes (default $ctx.diff.proposed)",
-            });
-            docs
-        })
+    fn settings_schema(&self) -> Value {
+        super::agent_schema(true, &["diff_path"], &["prompt"])
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
         let allowed: Vec<&str> = COMMON.iter().chain(["diff_path"].iter()).copied().collect();

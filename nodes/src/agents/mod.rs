@@ -17,7 +17,7 @@ use crate::llm::{
     default_base_url, resolve, ChatRequest, Llm, Message, Provider, ProviderSettings, PROVIDERS,
 };
 use illumo_engine::diagnostic::did_you_mean;
-use illumo_engine::node::{BuildCx, NodeCx, NodeError, SettingDoc};
+use illumo_engine::node::{BuildCx, NodeCx, NodeError};
 use illumo_engine::path::CtxPath;
 use illumo_engine::template::Reads;
 use illumo_engine::value::ValueSpec;
@@ -27,28 +27,67 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Every agent setting; each node type accepts its own subset.
-#[derive(Deserialize, Default)]
+/// Every agent setting; each node type accepts its own subset. The doc comments are the
+/// settings' documentation (`illumo nodes`), written once for all agents.
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AgentConfig {
+    /// who answers (default openai)
+    #[schemars(extend("x-kind" = "openai|ollama|lmstudio|scripted"))]
     provider: Option<String>,
+    /// the model name (default gpt-4.1-mini for openai)
+    #[schemars(extend("x-kind" = "text"))]
     model: Option<String>,
+    /// an OpenAI-compatible server, with or without /v1
+    #[schemars(extend("x-kind" = "url"))]
     base_url: Option<String>,
+    /// environment variable with the API key (default OPENAI_API_KEY)
+    #[schemars(extend("x-kind" = "name"))]
     api_key_env: Option<String>,
+    /// the system message
+    #[schemars(extend("x-kind" = "template"))]
     system: Option<String>,
+    /// the user message, rendered from ctx
+    #[schemars(extend("x-kind" = "template"))]
     prompt: Option<String>,
+    /// sampling temperature
+    #[schemars(extend("x-kind" = "number"))]
     temperature: Option<f64>,
+    /// reply length limit
+    #[schemars(extend("x-kind" = "number"))]
     max_tokens: Option<u64>,
+    /// parse the reply as JSON, checked against a JSON Schema
+    #[schemars(extend("x-kind" = "text|json|schema"))]
     response_format: Option<Value>,
+    /// stream the reply (default: when the console is live)
+    #[schemars(extend("x-kind" = "bool"))]
     stream: Option<bool>,
+    /// scripted replies file for provider scripted
+    #[schemars(extend("x-kind" = "file"))]
     responses: Option<String>,
+    /// where the reply goes (default ctx.agents.<id>)
+    #[schemars(extend("x-kind" = "$ctx path"))]
     pub(crate) output_path: Option<String>,
+    /// where the parsed JSON reply goes
+    #[schemars(extend("x-kind" = "$ctx path"))]
     pub(crate) structured_path: Option<String>,
+    /// a conversation list: sent along, and the exchange appended
+    #[schemars(extend("x-kind" = "$ctx path"))]
     pub(crate) history_path: Option<String>,
+    /// model, tokens, latency, finish reason
+    #[schemars(extend("x-kind" = "$ctx path"))]
     pub(crate) metadata_path: Option<String>,
+    /// node ids, or {label: node}; each must be an outgoing edge
+    #[schemars(extend("x-kind" = "list or map"))]
     pub(crate) choices: Option<Value>,
+    /// where the verdict goes (default $ctx.review)
+    #[schemars(extend("x-kind" = "$ctx path"))]
     pub(crate) review_path: Option<String>,
+    /// score that counts as OK (default 0.7)
+    #[schemars(extend("x-kind" = "0..1"))]
     pub(crate) pass_score: Option<f64>,
+    /// where the diff goes (default $ctx.diff.proposed)
+    #[schemars(extend("x-kind" = "$ctx path"))]
     pub(crate) diff_path: Option<String>,
 }
 
@@ -67,88 +106,16 @@ pub(crate) const COMMON: [&str; 12] = [
     "metadata_path",
 ];
 
-pub(crate) const COMMON_DOCS: [SettingDoc; 12] = [
-    SettingDoc {
-        name: "provider",
-        kind: "openai|ollama|lmstudio|scripted",
-        required: false,
-        about: "who answers (default openai)",
-    },
-    SettingDoc {
-        name: "model",
-        kind: "text",
-        required: false,
-        about: "the model name (default gpt-4.1-mini for openai)",
-    },
-    SettingDoc {
-        name: "base_url",
-        kind: "url",
-        required: false,
-        about: "an OpenAI-compatible server, with or without /v1",
-    },
-    SettingDoc {
-        name: "api_key_env",
-        kind: "name",
-        required: false,
-        about: "environment variable with the API key (default OPENAI_API_KEY)",
-    },
-    SettingDoc {
-        name: "system",
-        kind: "template",
-        required: false,
-        about: "the system message",
-    },
-    SettingDoc {
-        name: "prompt",
-        kind: "template",
-        required: true,
-        about: "the user message, rendered from ctx",
-    },
-    SettingDoc {
-        name: "temperature",
-        kind: "number",
-        required: false,
-        about: "sampling temperature",
-    },
-    SettingDoc {
-        name: "max_tokens",
-        kind: "number",
-        required: false,
-        about: "reply length limit",
-    },
-    SettingDoc {
-        name: "response_format",
-        kind: "text|json|schema",
-        required: false,
-        about: "parse the reply as JSON, checked against a JSON Schema",
-    },
-    SettingDoc {
-        name: "stream",
-        kind: "bool",
-        required: false,
-        about: "stream the reply (default: when the console is live)",
-    },
-    SettingDoc {
-        name: "responses",
-        kind: "file",
-        required: false,
-        about: "scripted replies file for provider scripted",
-    },
-    SettingDoc {
-        name: "metadata_path",
-        kind: "$ctx path",
-        required: false,
-        about: "model, tokens, latency, finish reason",
-    },
-];
-
-/// The common settings but `response_format`, for agents that set their own.
-pub(crate) fn docs_without_format() -> Vec<SettingDoc> {
-    COMMON_DOCS
+/// The settings schema of an agent type: the common settings (without `response_format`
+/// for types that set their own) and its own, in that order.
+pub(crate) fn agent_schema(own_format: bool, extra: &[&str], required: &[&str]) -> Value {
+    let keys: Vec<&str> = COMMON
         .iter()
-        .filter(|d| d.name != "response_format")
         .copied()
-        .collect()
+        .filter(|k| !own_format || *k != "response_format")
+        .chain(extra.iter().copied())
+        .collect();
+    crate::settings::schema_subset::<AgentConfig>(&keys, required)
 }
 
 /// Did the server refuse the request's `response_format` (some OpenAI-compatible servers

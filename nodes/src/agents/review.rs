@@ -4,7 +4,7 @@
 
 use super::{check_keys, clip, AgentConfig, AgentCore, ReplyFormat, COMMON};
 use crate::llm::Llm;
-use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
+use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome};
 use illumo_engine::path::CtxPath;
 use illumo_engine::template::Reads;
 use serde_json::{json, Value};
@@ -18,25 +18,6 @@ pub struct ReviewAgent {
     path: CtxPath,
     /// `EvaluationAgent`: a score is required; this decides the status when none is given.
     pass_score: Option<f64>,
-}
-
-fn docs(evaluation: bool) -> Vec<SettingDoc> {
-    let mut docs = super::docs_without_format();
-    docs.push(SettingDoc {
-        name: "review_path",
-        kind: "$ctx path",
-        required: false,
-        about: "where the verdict goes (default $ctx.review)",
-    });
-    if evaluation {
-        docs.push(SettingDoc {
-            name: "pass_score",
-            kind: "0..1",
-            required: false,
-            about: "score that counts as OK (default 0.7)",
-        });
-    }
-    docs
 }
 
 fn build(cx: &mut BuildCx, llm: &Llm, type_name: &str, evaluation: bool) -> Option<Box<dyn Node>> {
@@ -95,9 +76,8 @@ impl NodeFactory for ReviewAgentFactory {
     fn summary(&self) -> &'static str {
         "the model reviews: {status: OK|NG, score, reasons, summary} into ctx.review"
     }
-    fn settings(&self) -> &'static [SettingDoc] {
-        static DOCS: std::sync::OnceLock<Vec<SettingDoc>> = std::sync::OnceLock::new();
-        DOCS.get_or_init(|| docs(false))
+    fn settings_schema(&self) -> Value {
+        super::agent_schema(true, &["review_path"], &["prompt"])
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
         build(cx, &self.0, "ReviewAgent", false)
@@ -114,9 +94,8 @@ impl NodeFactory for EvaluationAgentFactory {
     fn summary(&self) -> &'static str {
         "the model scores from 0 to 1 with reasons; status OK when score >= pass_score"
     }
-    fn settings(&self) -> &'static [SettingDoc] {
-        static DOCS: std::sync::OnceLock<Vec<SettingDoc>> = std::sync::OnceLock::new();
-        DOCS.get_or_init(|| docs(true))
+    fn settings_schema(&self) -> Value {
+        super::agent_schema(true, &["review_path", "pass_score"], &["prompt"])
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
         build(cx, &self.0, "EvaluationAgent", true)

@@ -3,7 +3,7 @@
 use super::{check_keys, clip, AgentConfig, AgentCore, ReplyFormat, COMMON};
 use crate::llm::Llm;
 use illumo_engine::node::{
-    BuildCx, Node, NodeCx, NodeError, NodeFactory, NodeRef, Outcome, RefRole, Route, SettingDoc,
+    BuildCx, Node, NodeCx, NodeError, NodeFactory, NodeRef, Outcome, RefRole, Route,
 };
 use illumo_engine::template::Reads;
 use serde_json::{json, Value};
@@ -28,18 +28,8 @@ impl NodeFactory for RouterAgentFactory {
     fn summary(&self) -> &'static str {
         "the model picks the next node from `choices` and says how sure it is and why"
     }
-    fn settings(&self) -> &'static [SettingDoc] {
-        static DOCS: std::sync::OnceLock<Vec<SettingDoc>> = std::sync::OnceLock::new();
-        DOCS.get_or_init(|| {
-            let mut docs = super::docs_without_format();
-            docs.push(SettingDoc {
-                name: "choices",
-                kind: "list or map",
-                required: true,
-                about: "node ids, or {label: node}; each must be an outgoing edge",
-            });
-            docs
-        })
+    fn settings_schema(&self) -> Value {
+        super::agent_schema(false, &["choices"], &["prompt", "choices"])
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
         let allowed: Vec<&str> = COMMON.iter().chain(["choices"].iter()).copied().collect();

@@ -2,7 +2,7 @@
 
 use super::{glob_match, is_virtualenv, root_reads, workspace_root, SKIPPED_DIRS};
 use crate::paths;
-use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
+use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome};
 use illumo_engine::path::{CtxPath, Step};
 use illumo_engine::template::Reads;
 use serde::Deserialize;
@@ -20,19 +20,33 @@ fn default_max_bytes() -> u64 {
     128 * 1024
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
+    /// the folder, unless ctx.request.target_root names one (relative to the flow file)
+    #[schemars(extend("x-kind" = "path"))]
     default_root: Option<String>,
     #[serde(default = "default_extensions")]
+    /// file endings to keep (default .py, .txt, .md)
+    #[schemars(extend("x-kind" = "list"))]
     allowed_extensions: Vec<String>,
     #[serde(default = "default_preview_lines")]
+    /// lines from the start and the end (default 10)
+    #[schemars(extend("x-kind" = "number"))]
     preview_lines: usize,
     #[serde(default = "default_max_bytes")]
+    /// larger files are excluded (default 131072)
+    #[schemars(extend("x-kind" = "number"))]
     max_bytes: u64,
     #[serde(default)]
+    /// paths to leave out, e.g. `tests/fixtures/**`
+    #[schemars(extend("x-kind" = "globs"))]
     exclude: Vec<String>,
+    /// default $ctx.workspace.structure
+    #[schemars(extend("x-kind" = "$ctx path"))]
     structure_path: Option<String>,
+    /// default $ctx.workspace.structure_excluded
+    #[schemars(extend("x-kind" = "$ctx path"))]
     excluded_path: Option<String>,
 }
 
@@ -55,16 +69,8 @@ impl NodeFactory for WorkspaceInspectorFactory {
     fn summary(&self) -> &'static str {
         "lists the files under a root with previews (first and last lines), in a stable order"
     }
-    fn settings(&self) -> &'static [SettingDoc] {
-        &[
-            SettingDoc { name: "default_root", kind: "path", required: false, about: "the folder, unless ctx.request.target_root names one (relative to the flow file)" },
-            SettingDoc { name: "allowed_extensions", kind: "list", required: false, about: "file endings to keep (default .py, .txt, .md)" },
-            SettingDoc { name: "preview_lines", kind: "number", required: false, about: "lines from the start and the end (default 10)" },
-            SettingDoc { name: "max_bytes", kind: "number", required: false, about: "larger files are excluded (default 131072)" },
-            SettingDoc { name: "exclude", kind: "globs", required: false, about: "paths to leave out, e.g. `tests/fixtures/**`" },
-            SettingDoc { name: "structure_path", kind: "$ctx path", required: false, about: "default $ctx.workspace.structure" },
-            SettingDoc { name: "excluded_path", kind: "$ctx path", required: false, about: "default $ctx.workspace.structure_excluded" },
-        ]
+    fn settings_schema(&self) -> serde_json::Value {
+        crate::settings::schema_of::<Config>()
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
         let config: Config = cx.config()?;

@@ -6,21 +6,33 @@ use super::commit::{commit, FileChange};
 use super::{glob_match, root_reads, workspace_root};
 use crate::paths;
 use diffy::patch_set::{FileOperation, ParseOptions, PatchSet};
-use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
+use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome};
 use illumo_engine::path::CtxPath;
 use illumo_engine::template::Reads;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::path::{Component, Path, PathBuf};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
+    /// the workspace, unless ctx.request.target_root names one
+    #[schemars(extend("x-kind" = "path"))]
     default_root: Option<String>,
+    /// the only paths a diff may touch (default: anything under the root)
+    #[schemars(extend("x-kind" = "globs"))]
     allowed_paths: Option<Vec<String>>,
+    /// the diff to apply (default $ctx.diff.proposed)
+    #[schemars(extend("x-kind" = "$ctx path"))]
     diff_path: Option<String>,
+    /// what happened (default $ctx.diff.applied)
+    #[schemars(extend("x-kind" = "$ctx path"))]
     applied_path: Option<String>,
+    /// original and patched contents (default $ctx.workspace.files)
+    #[schemars(extend("x-kind" = "$ctx path"))]
     files_path: Option<String>,
+    /// the inspector's file list, to report the files the diff leaves alone (default $ctx.workspace.structure)
+    #[schemars(extend("x-kind" = "$ctx path"))]
     structure_path: Option<String>,
 }
 
@@ -47,39 +59,8 @@ impl NodeFactory for PatchFactory {
     fn summary(&self) -> &'static str {
         "applies a unified diff in memory, all or nothing, with path guards; writes files only with --write"
     }
-    fn settings(&self) -> &'static [SettingDoc] {
-        &[
-            SettingDoc {
-                name: "default_root",
-                kind: "path",
-                required: false,
-                about: "the workspace, unless ctx.request.target_root names one",
-            },
-            SettingDoc {
-                name: "allowed_paths",
-                kind: "globs",
-                required: false,
-                about: "the only paths a diff may touch (default: anything under the root)",
-            },
-            SettingDoc {
-                name: "diff_path",
-                kind: "$ctx path",
-                required: false,
-                about: "the diff to apply (default $ctx.diff.proposed)",
-            },
-            SettingDoc {
-                name: "applied_path",
-                kind: "$ctx path",
-                required: false,
-                about: "what happened (default $ctx.diff.applied)",
-            },
-            SettingDoc {
-                name: "files_path",
-                kind: "$ctx path",
-                required: false,
-                about: "original and patched contents (default $ctx.workspace.files)",
-            },
-        ]
+    fn settings_schema(&self) -> serde_json::Value {
+        crate::settings::schema_of::<Config>()
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
         let config: Config = cx.config()?;

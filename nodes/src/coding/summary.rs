@@ -2,21 +2,35 @@
 //! JSON, from whatever the run produced. A missing part gives a fallback line.
 
 use crate::paths;
-use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
+use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome};
 use illumo_engine::path::{CtxPath, Step};
 use illumo_engine::template::Reads;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
+    /// the report's title (default: the request summary)
+    #[schemars(extend("x-kind" = "text"))]
     title: Option<String>,
+    /// markdown (default $ctx.summary.report)
+    #[schemars(extend("x-kind" = "$ctx path"))]
     report_path: Option<String>,
+    /// JSON (default $ctx.summary.json)
+    #[schemars(extend("x-kind" = "$ctx path"))]
     json_path: Option<String>,
+    /// the files Patch recorded (default $ctx.workspace.files)
+    #[schemars(extend("x-kind" = "$ctx path"))]
     files_path: Option<String>,
+    /// what Patch did (default $ctx.diff.applied)
+    #[schemars(extend("x-kind" = "$ctx path"))]
     applied_path: Option<String>,
+    /// TestExecutor's results (default $ctx.tests.results)
+    #[schemars(extend("x-kind" = "$ctx path"))]
     tests_path: Option<String>,
+    /// ReviewAgent's verdict (default $ctx.review)
+    #[schemars(extend("x-kind" = "$ctx path"))]
     review_path: Option<String>,
 }
 
@@ -42,33 +56,8 @@ impl NodeFactory for SummaryFactory {
     fn summary(&self) -> &'static str {
         "a report of the run: changes, tests, review, next actions, as markdown and JSON"
     }
-    fn settings(&self) -> &'static [SettingDoc] {
-        &[
-            SettingDoc {
-                name: "title",
-                kind: "text",
-                required: false,
-                about: "the report's title (default: the request summary)",
-            },
-            SettingDoc {
-                name: "report_path",
-                kind: "$ctx path",
-                required: false,
-                about: "markdown (default $ctx.summary.report)",
-            },
-            SettingDoc {
-                name: "json_path",
-                kind: "$ctx path",
-                required: false,
-                about: "JSON (default $ctx.summary.json)",
-            },
-            SettingDoc {
-                name: "files_path",
-                kind: "$ctx path",
-                required: false,
-                about: "the files Patch recorded (default $ctx.workspace.files)",
-            },
-        ]
+    fn settings_schema(&self) -> serde_json::Value {
+        crate::settings::schema_of::<Config>()
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
         let config: Config = cx.config()?;

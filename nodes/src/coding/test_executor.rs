@@ -7,7 +7,7 @@ use super::{copy_tree, root_reads, workspace_root, TempTree};
 use crate::paths;
 use crate::process::GroupGuard;
 use illumo_engine::duration::duration_from_json;
-use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, SettingDoc};
+use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome};
 use illumo_engine::path::{CtxPath, Step};
 use illumo_engine::template::Reads;
 use serde::Deserialize;
@@ -21,22 +21,42 @@ fn default_allowed() -> Vec<String> {
     ["pytest", "python", "python3"].map(String::from).to_vec()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
+    /// the workspace, unless ctx.request.target_root names one
+    #[schemars(extend("x-kind" = "path"))]
     default_root: Option<String>,
+    /// argv, unless ctx.tests.command gives one
+    #[schemars(extend("x-kind" = "list"))]
     command: Option<Vec<String>>,
     #[serde(default = "default_allowed")]
+    /// programs that may run (default pytest, python, python3)
+    #[schemars(extend("x-kind" = "list"))]
     allowed_commands: Vec<String>,
     #[serde(default)]
+    /// folder inside the workspace to run in (default its root)
+    #[schemars(extend("x-kind" = "path"))]
     cwd: Option<String>,
     #[serde(default)]
+    /// extra environment, e.g. PYTHONPATH: .
+    #[schemars(extend("x-kind" = "map"))]
     env: BTreeMap<String, String>,
+    /// kills the tests and their children (default 120s)
+    #[schemars(extend("x-kind" = "duration"))]
     timeout: Option<Value>,
     #[serde(default = "default_max_output")]
+    /// characters of stdout/stderr kept (default 20000)
+    #[schemars(extend("x-kind" = "number"))]
     max_output: usize,
+    /// default $ctx.tests.results
+    #[schemars(extend("x-kind" = "$ctx path"))]
     results_path: Option<String>,
+    /// every run's counts, appended (default $ctx.tests.history)
+    #[schemars(extend("x-kind" = "$ctx path"))]
     history_path: Option<String>,
+    /// the patched files to lay over the copy (default $ctx.workspace.files)
+    #[schemars(extend("x-kind" = "$ctx path"))]
     files_path: Option<String>,
 }
 
@@ -65,69 +85,8 @@ impl NodeFactory for TestExecutorFactory {
     fn summary(&self) -> &'static str {
         "runs the tests (argv, allow-listed programs) on a copy of the workspace with the patch applied"
     }
-    fn settings(&self) -> &'static [SettingDoc] {
-        &[
-            SettingDoc {
-                name: "command",
-                kind: "list",
-                required: false,
-                about: "argv, unless ctx.tests.command gives one",
-            },
-            SettingDoc {
-                name: "allowed_commands",
-                kind: "list",
-                required: false,
-                about: "programs that may run (default pytest, python, python3)",
-            },
-            SettingDoc {
-                name: "default_root",
-                kind: "path",
-                required: false,
-                about: "the workspace, unless ctx.request.target_root names one",
-            },
-            SettingDoc {
-                name: "cwd",
-                kind: "path",
-                required: false,
-                about: "folder inside the workspace to run in (default its root)",
-            },
-            SettingDoc {
-                name: "env",
-                kind: "map",
-                required: false,
-                about: "extra environment, e.g. PYTHONPATH: .",
-            },
-            SettingDoc {
-                name: "timeout",
-                kind: "duration",
-                required: false,
-                about: "kills the tests and their children (default 120s)",
-            },
-            SettingDoc {
-                name: "max_output",
-                kind: "number",
-                required: false,
-                about: "characters of stdout/stderr kept (default 20000)",
-            },
-            SettingDoc {
-                name: "results_path",
-                kind: "$ctx path",
-                required: false,
-                about: "default $ctx.tests.results",
-            },
-            SettingDoc {
-                name: "history_path",
-                kind: "$ctx path",
-                required: false,
-                about: "every run's counts, appended (default $ctx.tests.history)",
-            },
-            SettingDoc {
-                name: "files_path",
-                kind: "$ctx path",
-                required: false,
-                about: "the patched files to lay over the copy (default $ctx.workspace.files)",
-            },
-        ]
+    fn settings_schema(&self) -> serde_json::Value {
+        crate::settings::schema_of::<Config>()
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
         let config: Config = cx.config()?;
