@@ -6,7 +6,7 @@ use illumo_engine::redact::Redactor;
 use illumo_engine::runner::{self, RunError, RunOptions};
 use illumo_engine::tracer::{DbTracer, Fanout, Tracer};
 use illumo_engine::NodeRegistry;
-use illumo_tracers::{ConsoleTracer, OtlpConfig, OtlpTracer, SqliteTracer};
+use illumo_tracers::{ConsoleTracer, SqliteTracer};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -121,17 +121,27 @@ fn tracers(args: &RunArgs) -> Result<Arc<dyn Tracer>, Option<String>> {
                     DbTracer::new(SqliteTracer::new(&path)).map_err(|e| Some(e.to_string()))?;
                 fanout.0.push(Arc::new(db));
             }
-            "otel" => {
-                let config =
-                    OtlpConfig::from_args(setting("exporter_endpoint"), setting("protocol"))
-                        .map_err(Some)?;
-                let db = DbTracer::new(OtlpTracer::new(config)).map_err(|e| Some(e.to_string()))?;
-                fanout.0.push(Arc::new(db));
-            }
+            "otel" => fanout.0.push(otel(&setting)?),
             other => unreachable!("tracer `{other}` was checked above"),
         }
     }
     Ok(Arc::new(fanout))
+}
+
+#[cfg(feature = "otlp")]
+fn otel(setting: &dyn Fn(&str) -> Option<String>) -> Result<Arc<dyn Tracer>, Option<String>> {
+    use illumo_tracers::{OtlpConfig, OtlpTracer};
+    let config =
+        OtlpConfig::from_args(setting("exporter_endpoint"), setting("protocol")).map_err(Some)?;
+    let db = DbTracer::new(OtlpTracer::new(config)).map_err(|e| Some(e.to_string()))?;
+    Ok(Arc::new(db))
+}
+
+#[cfg(not(feature = "otlp"))]
+fn otel(_: &dyn Fn(&str) -> Option<String>) -> Result<Arc<dyn Tracer>, Option<String>> {
+    Err(Some(
+        "this illumo was built without OTLP export (cargo feature `otlp`); rebuild with default features".into(),
+    ))
 }
 
 fn execute(args: &RunArgs, flow: Arc<illumo_engine::Flow>, ctx: Value, options: RunOptions) -> i32 {

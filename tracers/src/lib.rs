@@ -2,10 +2,13 @@
 //! and readers for `illumo trace`. Storage backends implement [`illumo_engine::tracer::TracerDB`].
 
 mod console;
+#[cfg(feature = "otlp")]
 pub mod otlp;
 pub mod sqlite;
 pub mod store;
+pub mod writer;
 
 pub use console::{ColorChoice, ConsoleTracer};
+#[cfg(feature = "otlp")]
 pub use otlp::{OtlpConfig, OtlpTracer};
 pub use sqlite::SqliteTracer;

@@ -6,6 +6,7 @@
 //! deadline, a failed batch is tried a few times with exponential backoff, the end of the
 //! run waits a bounded time, and then one warning says how many spans were dropped.
 
+use crate::writer::{Flushed, Settings, Sink, Writer};
 use illumo_engine::tracer::{EventData, SpanData, SpanId, SpanStatus, TracerDB, TracerError};
 use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceFlags, TraceState};
 use opentelemetry::{InstrumentationScope, KeyValue, Value as OtelValue};
@@ -15,9 +16,6 @@ use opentelemetry_sdk::Resource;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{
-    channel, sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError,
-};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,26 +80,21 @@ impl OtlpConfig {
     }
 }
 
-enum Message {
-    Span(Box<opentelemetry_sdk::trace::SpanData>),
-    Flush(SyncSender<Outcome>),
-}
-
-/// What the exporter thread reports at a flush.
-#[derive(Clone, Default)]
-struct Outcome {
+/// What the export thread knows that a flush reports.
+#[derive(Default)]
+struct ExportState {
+    /// Spans given up on since the last flush.
     dropped: u64,
     last_error: Option<String>,
 }
 
 pub struct OtlpTracer {
     config: OtlpConfig,
-    queue: Option<SyncSender<Message>>,
-    done: Mutex<Option<Receiver<()>>>,
+    writer: Option<Writer<opentelemetry_sdk::trace::SpanData>>,
     /// Events wait here until their span ends.
     events: Mutex<HashMap<SpanId, Vec<opentelemetry::trace::Event>>>,
-    queue_full: AtomicU64,
-    /// Spans handed to the exporter thread, and spans it has delivered.
+    state: Arc<Mutex<ExportState>>,
+    /// Spans handed to the export thread, and spans it has delivered.
     sent: AtomicU64,
     delivered: Arc<AtomicU64>,
     /// Set when a flush gave up on the collector; closing then does not wait again.
@@ -112,10 +105,9 @@ impl OtlpTracer {
     pub fn new(config: OtlpConfig) -> OtlpTracer {
         OtlpTracer {
             config,
-            queue: None,
-            done: Mutex::new(None),
+            writer: None,
             events: Mutex::new(HashMap::new()),
-            queue_full: Default::default(),
+            state: Arc::default(),
             sent: Default::default(),
             delivered: Default::default(),
             gave_up: Default::default(),
@@ -176,78 +168,69 @@ fn build_exporter(config: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporte
     Ok(exporter)
 }
 
-/// The exporter thread: batches spans, exports with deadlines and bounded retries.
-fn export_loop(
+/// The export thread's end of the writer: batches of spans, exported with a deadline and
+/// bounded retries; a collector that failed is tried once per batch until it answers.
+struct Exporter {
     runtime: tokio::runtime::Runtime,
     exporter: opentelemetry_otlp::SpanExporter,
-    queue: Receiver<Message>,
-    done: Sender<()>,
+    batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    collector_down: bool,
+    state: Arc<Mutex<ExportState>>,
     delivered: Arc<AtomicU64>,
-) {
-    let mut outcome = Outcome::default();
-    let mut collector_down = false;
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut export = |batch: &mut Vec<opentelemetry_sdk::trace::SpanData>,
-                      outcome: &mut Outcome| {
-        if batch.is_empty() {
-            return;
-        }
-        let tries = if collector_down { 1 } else { TRIES };
+}
+
+impl Sink for Exporter {
+    type Record = opentelemetry_sdk::trace::SpanData;
+
+    fn add(&mut self, span: Self::Record) {
+        self.batch.push(span);
+    }
+
+    fn len(&self) -> usize {
+        self.batch.len()
+    }
+
+    fn write(&mut self) -> Result<(), String> {
+        let tries = if self.collector_down { 1 } else { TRIES };
         let mut wait = Duration::from_millis(100);
+        let mut last_error = None;
         for attempt in 1..=tries {
-            let result = runtime.block_on(async {
-                tokio::time::timeout(EXPORT_DEADLINE, exporter.export(batch.clone())).await
+            let batch = self.batch.clone();
+            let result = self.runtime.block_on(async {
+                tokio::time::timeout(EXPORT_DEADLINE, self.exporter.export(batch)).await
             });
             match result {
                 Ok(Ok(())) => {
-                    collector_down = false;
-                    delivered.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    batch.clear();
-                    return;
+                    self.collector_down = false;
+                    self.delivered
+                        .fetch_add(self.batch.len() as u64, Ordering::Relaxed);
+                    self.batch.clear();
+                    return Ok(());
                 }
-                Ok(Err(e)) => outcome.last_error = Some(e.to_string()),
-                Err(_) => {
-                    outcome.last_error =
-                        Some(format!("no answer within {}s", EXPORT_DEADLINE.as_secs()))
-                }
+                Ok(Err(e)) => last_error = Some(e.to_string()),
+                Err(_) => last_error = None,
             }
             if attempt < tries {
                 std::thread::sleep(wait);
                 wait *= 2;
             }
         }
-        collector_down = true;
-        outcome.dropped += batch.len() as u64;
-        batch.clear();
-    };
-    loop {
-        match queue.recv_timeout(Duration::from_millis(200)) {
-            Ok(Message::Span(span)) => {
-                batch.push(*span);
-                while batch.len() < BATCH {
-                    match queue.try_recv() {
-                        Ok(Message::Span(span)) => batch.push(*span),
-                        Ok(Message::Flush(ack)) => {
-                            export(&mut batch, &mut outcome);
-                            let _ = ack.send(outcome.clone());
-                        }
-                        Err(_) => break,
-                    }
-                }
-                export(&mut batch, &mut outcome);
-            }
-            Ok(Message::Flush(ack)) => {
-                export(&mut batch, &mut outcome);
-                let _ = ack.send(outcome.clone());
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
+        self.collector_down = true;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.dropped += self.batch.len() as u64;
+        state.last_error = Some(
+            last_error
+                .unwrap_or_else(|| format!("no answer within {}s", EXPORT_DEADLINE.as_secs())),
+        );
+        self.batch.clear();
+        // Not a failure of the writer: the flush reports the spans dropped.
+        Ok(())
     }
-    export(&mut batch, &mut outcome);
-    let _guard = runtime.enter();
-    let _ = exporter.shutdown_with_timeout(Duration::from_secs(1));
-    let _ = done.send(());
+
+    fn finish(&mut self) {
+        let _guard = self.runtime.enter();
+        let _ = self.exporter.shutdown_with_timeout(Duration::from_secs(1));
+    }
 }
 
 impl TracerDB for OtlpTracer {
@@ -265,18 +248,26 @@ impl TracerDB for OtlpTracer {
             let _guard = runtime.enter();
             build_exporter(&self.config).map_err(fail)?
         };
-        let (queue, receiver) = sync_channel(QUEUE);
-        let (done, finished) = channel();
-        let delivered = self.delivered.clone();
-        std::thread::Builder::new()
-            .name("illumo-otlp".into())
-            .spawn(move || export_loop(runtime, exporter, receiver, done, delivered))
-            .map_err(|e| TracerError::Connect {
+        let sink = Exporter {
+            runtime,
+            exporter,
+            batch: Vec::with_capacity(BATCH),
+            collector_down: false,
+            state: self.state.clone(),
+            delivered: self.delivered.clone(),
+        };
+        let settings = Settings {
+            thread_name: "illumo-otlp",
+            capacity: QUEUE,
+            batch: BATCH,
+            gather: Duration::from_millis(200),
+        };
+        self.writer = Some(
+            Writer::start(sink, settings).map_err(|e| TracerError::Connect {
                 backend: "the otel tracer".into(),
                 reason: e.to_string(),
-            })?;
-        self.queue = Some(queue);
-        self.done = Mutex::new(Some(finished));
+            })?,
+        );
         Ok(())
     }
 
@@ -333,23 +324,14 @@ impl TracerDB for OtlpTracer {
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
         };
-        let Some(queue) = &self.queue else {
+        let Some(writer) = &self.writer else {
             return Ok(());
         };
-        match queue.try_send(Message::Span(Box::new(otel))) {
-            Ok(()) => {
-                self.sent.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(TrySendError::Full(_)) => {
-                self.queue_full.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(TrySendError::Disconnected(_)) => Err(TracerError::Write {
-                backend: self.backend(),
-                reason: "the exporter stopped".into(),
-            }),
-        }
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        writer.send(otel).map_err(|reason| TracerError::Write {
+            backend: self.backend(),
+            reason,
+        })
     }
 
     fn record_event(&self, span_id: &SpanId, event: &EventData) -> Result<(), TracerError> {
@@ -368,51 +350,58 @@ impl TracerDB for OtlpTracer {
 
     /// Waits (at most a few seconds) until the spans so far are exported or given up.
     fn flush(&self) -> Result<(), TracerError> {
-        let Some(queue) = &self.queue else {
+        let Some(writer) = &self.writer else {
             return Ok(());
         };
         if self.gave_up.load(Ordering::Relaxed) {
             // Already reported; a second wait on a dead collector would only delay the exit.
             return Ok(());
         }
-        let (ack, answer) = sync_channel(1);
-        let queue_full = self.queue_full.swap(0, Ordering::Relaxed);
         let fail = |reason: String| TracerError::Write {
             backend: self.backend(),
             reason,
         };
-        if queue.send(Message::Flush(ack)).is_err() {
-            return Err(fail("the exporter stopped".into()));
-        }
-        match answer.recv_timeout(FLUSH_LIMIT) {
-            Ok(outcome) if outcome.dropped + queue_full == 0 => Ok(()),
-            Ok(outcome) => Err(fail(format!(
-                "{} spans were dropped ({})",
-                outcome.dropped + queue_full,
-                outcome
-                    .last_error
-                    .unwrap_or_else(|| "the export queue was full".into())
-            ))),
-            Err(_) => {
+        let take_state = || {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            (std::mem::take(&mut state.dropped), state.last_error.clone())
+        };
+        match writer.flush(Some(FLUSH_LIMIT)) {
+            Flushed::Done { queue_full, .. } => match (take_state(), queue_full) {
+                ((0, _), 0) => Ok(()),
+                ((dropped, error), queue_full) => Err(fail(format!(
+                    "{} spans were dropped ({})",
+                    dropped + queue_full,
+                    error.unwrap_or_else(|| "the export queue was full".into())
+                ))),
+            },
+            Flushed::TimedOut { .. } => {
                 self.gave_up.store(true, Ordering::Relaxed);
                 let waiting =
                     self.sent.load(Ordering::Relaxed) - self.delivered.load(Ordering::Relaxed);
+                // Say what the last try met when it was more than silence.
+                let why = match take_state().1 {
+                    Some(e) if !e.starts_with("no answer") => format!("; last error: {e}"),
+                    _ => String::new(),
+                };
                 Err(fail(format!(
-                    "{} spans were dropped (the collector did not answer within {}s)",
-                    waiting + queue_full,
+                    "{} spans were dropped (the collector did not answer within {}s{why})",
+                    waiting,
                     FLUSH_LIMIT.as_secs()
                 )))
             }
+            Flushed::Stopped { failure } => Err(fail(failure)),
         }
     }
 
     fn close(&mut self) -> Result<(), TracerError> {
-        self.queue = None;
-        if let Some(done) = self.done.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(mut writer) = self.writer.take() {
             // The thread ends after a last bounded export; do not wait on a dead collector.
-            if !self.gave_up.load(Ordering::Relaxed) {
-                let _ = done.recv_timeout(Duration::from_secs(1));
-            }
+            let limit = if self.gave_up.load(Ordering::Relaxed) {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(1)
+            };
+            writer.close(Some(limit));
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! a background thread, readable with the plain `sqlite3` CLI while a run is writing.
 //! Several runs (processes) may write to one file at once.
 
+use crate::writer::{Flushed, Settings, Sink, Writer};
 use illumo_engine::ids::iso8601;
 use illumo_engine::tracer::{
     AttributesJson, EventData, SpanData, SpanId, TraceId, TracerDB, TracerError,
@@ -9,10 +10,7 @@ use illumo_engine::tracer::{
 use rusqlite::{params, Connection, TransactionBehavior};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Mutex, OnceLock};
-use std::thread::JoinHandle;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 const BACKEND: &str = "the sqlite tracer";
@@ -67,51 +65,28 @@ enum Record {
         span_id: SpanId,
         event: Box<EventData>,
     },
-    Flush(SyncSender<Result<(), String>>),
 }
 
 pub struct SqliteTracer {
     path: PathBuf,
-    queue: Option<SyncSender<Record>>,
-    writer: Option<JoinHandle<()>>,
+    writer: Option<Writer<Record>>,
     trace_id: OnceLock<TraceId>,
-    dropped: AtomicU64,
-    /// The first error the writer met, reported at flush.
-    failure: std::sync::Arc<Mutex<Option<String>>>,
 }
 
 impl SqliteTracer {
     pub fn new(path: impl Into<PathBuf>) -> SqliteTracer {
         SqliteTracer {
             path: path.into(),
-            queue: None,
             writer: None,
             trace_id: OnceLock::new(),
-            dropped: AtomicU64::new(0),
-            failure: Default::default(),
         }
     }
 
     fn send(&self, record: Record) -> Result<(), TracerError> {
-        let Some(queue) = &self.queue else {
+        let Some(writer) = &self.writer else {
             return Err(write_error("the tracer is not connected"));
         };
-        match queue.try_send(record) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(TrySendError::Disconnected(_)) => Err(write_error(&self.failure_text())),
-        }
-    }
-
-    fn failure_text(&self) -> String {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .unwrap_or_else(|| "the writer stopped".into())
+        writer.send(record).map_err(|e| write_error(&e))
     }
 }
 
@@ -252,17 +227,27 @@ struct EventRow {
 
 /// What the writer has gathered for its next transaction. A span seen twice (started,
 /// then finished) keeps only its latest state, formatted once when written.
-#[derive(Default)]
 struct Pending {
+    conn: Connection,
     spans: Vec<PendingSpan>,
     span_index: HashMap<SpanId, usize>,
     events: Vec<EventRow>,
-    flushes: Vec<SyncSender<Result<(), String>>>,
 }
 
-impl Pending {
+impl Sink for Pending {
+    type Record = Record;
+
     fn len(&self) -> usize {
         self.spans.len() + self.events.len()
+    }
+
+    fn write(&mut self) -> Result<(), String> {
+        let result = retry_busy(|| write_rows(&mut self.conn, &self.spans, &self.events))
+            .map_err(|e| e.to_string());
+        self.spans.clear();
+        self.span_index.clear();
+        self.events.clear();
+        result
     }
 
     fn add(&mut self, record: Record) {
@@ -295,12 +280,15 @@ impl Pending {
                 level: event.level.as_str(),
                 attributes: serde_json::to_string(&event.attributes).unwrap_or_default(),
             }),
-            Record::Flush(ack) => self.flushes.push(ack),
         }
     }
 }
 
-fn write_rows(conn: &mut Connection, pending: &Pending) -> rusqlite::Result<()> {
+fn write_rows(
+    conn: &mut Connection,
+    spans: &[PendingSpan],
+    events: &[EventRow],
+) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut span_stmt = tx.prepare_cached(
@@ -310,7 +298,7 @@ fn write_rows(conn: &mut Connection, pending: &Pending) -> rusqlite::Result<()> 
                end_time = excluded.end_time, duration_ms = excluded.duration_ms,
                status = excluded.status, attributes = excluded.attributes",
         )?;
-        for entry in &pending.spans {
+        for entry in spans {
             let started;
             let r = match entry {
                 PendingSpan::Row(row) => row,
@@ -335,7 +323,7 @@ fn write_rows(conn: &mut Connection, pending: &Pending) -> rusqlite::Result<()> 
         let mut event_stmt = tx.prepare_cached(
             "INSERT INTO events (trace_id, span_id, name, timestamp, level, attributes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
-        for e in &pending.events {
+        for e in events {
             event_stmt.execute(params![
                 e.trace_id,
                 e.span_id,
@@ -349,63 +337,25 @@ fn write_rows(conn: &mut Connection, pending: &Pending) -> rusqlite::Result<()> 
     tx.commit()
 }
 
-/// Drains the queue into transactions. It gathers for a moment before each one, so that
-/// records arrive without waking it and a fast span's start and end become one row; a full
-/// batch or a flush ends the wait at once.
-fn writer(
-    mut conn: Connection,
-    queue: Receiver<Record>,
-    failure: std::sync::Arc<Mutex<Option<String>>>,
-) {
-    loop {
-        let mut pending = Pending::default();
-        match queue.recv_timeout(Duration::from_millis(100)) {
-            Ok(record) => pending.add(record),
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-        let deadline = std::time::Instant::now() + BATCH_WINDOW;
-        loop {
-            while pending.len() < BATCH {
-                match queue.try_recv() {
-                    Ok(record) => pending.add(record),
-                    Err(_) => break,
-                }
-            }
-            if !pending.flushes.is_empty()
-                || pending.len() >= BATCH
-                || std::time::Instant::now() >= deadline
-            {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let result = retry_busy(|| write_rows(&mut conn, &pending)).map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            failure
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_or_insert_with(|| e.clone());
-        }
-        for ack in pending.flushes {
-            let _ = ack.send(result.clone());
-        }
-    }
-}
-
 impl TracerDB for SqliteTracer {
     fn connect(&mut self) -> Result<(), TracerError> {
         let conn = open(&self.path)?;
-        let (tx, rx) = sync_channel(QUEUE);
-        let failure = self.failure.clone();
-        let writer = std::thread::Builder::new()
-            .name("illumo-sqlite".into())
-            .spawn(move || writer(conn, rx, failure))
-            .map_err(|e| TracerError::Connect {
-                backend: BACKEND.into(),
-                reason: e.to_string(),
-            })?;
-        self.queue = Some(tx);
+        let sink = Pending {
+            conn,
+            spans: Vec::new(),
+            span_index: HashMap::new(),
+            events: Vec::new(),
+        };
+        let settings = Settings {
+            thread_name: "illumo-sqlite",
+            capacity: QUEUE,
+            batch: BATCH,
+            gather: BATCH_WINDOW,
+        };
+        let writer = Writer::start(sink, settings).map_err(|e| TracerError::Connect {
+            backend: BACKEND.into(),
+            reason: e.to_string(),
+        })?;
         self.writer = Some(writer);
         Ok(())
     }
@@ -431,27 +381,27 @@ impl TracerDB for SqliteTracer {
 
     /// Waits until everything queued so far is committed.
     fn flush(&self) -> Result<(), TracerError> {
-        let (ack, done) = sync_channel(1);
-        let Some(queue) = &self.queue else {
+        let Some(writer) = &self.writer else {
             return Ok(());
         };
-        queue
-            .send(Record::Flush(ack))
-            .map_err(|_| write_error(&self.failure_text()))?;
-        let result = done.recv().map_err(|_| write_error(&self.failure_text()))?;
-        result.map_err(|e| write_error(&e))?;
-        match self.dropped.swap(0, Ordering::Relaxed) {
-            0 => Ok(()),
-            n => Err(write_error(&format!(
-                "{n} records were dropped because the write queue was full"
-            ))),
+        match writer.flush(None) {
+            Flushed::Done { result, queue_full } => {
+                result.map_err(|e| write_error(&e))?;
+                match queue_full {
+                    0 => Ok(()),
+                    n => Err(write_error(&format!(
+                        "{n} records were dropped because the write queue was full"
+                    ))),
+                }
+            }
+            Flushed::TimedOut { .. } => Err(write_error("the writer did not answer")),
+            Flushed::Stopped { failure } => Err(write_error(&failure)),
         }
     }
 
     fn close(&mut self) -> Result<(), TracerError> {
-        self.queue = None;
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+        if let Some(mut writer) = self.writer.take() {
+            writer.close(None);
         }
         Ok(())
     }
