@@ -18,6 +18,9 @@ pub trait Sink: Send + 'static {
     fn add(&mut self, record: Self::Record);
     /// How many records the batch holds.
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Writes the batch and empties it.
     fn write(&mut self) -> Result<(), String>;
     /// What a flush reports besides the last write's result (records a sink gave up on).
@@ -201,7 +204,7 @@ fn run<S: Sink>(
                 }
             }
         }
-        let written = if sink.len() > 0 { sink.write() } else { Ok(()) };
+        let written = if sink.is_empty() { Ok(()) } else { sink.write() };
         if let Err(e) = written {
             failure
                 .lock()
@@ -219,7 +222,7 @@ fn run<S: Sink>(
             }
         }
     }
-    if sink.len() > 0 {
+    if !sink.is_empty() {
         let _ = sink.write();
     }
     sink.finish();
