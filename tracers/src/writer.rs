@@ -232,10 +232,13 @@ fn run<S: Sink>(
 mod tests {
     use super::*;
 
+    /// The batches a sink wrote, in order.
+    type Batches = Arc<Mutex<Vec<Vec<i64>>>>;
+
     /// Keeps batch sizes; fails a batch holding a negative number.
     struct Recorder {
         batch: Vec<i64>,
-        written: Arc<Mutex<Vec<Vec<i64>>>>,
+        written: Batches,
     }
 
     impl Sink for Recorder {
@@ -258,8 +261,8 @@ mod tests {
         }
     }
 
-    fn writer(batch: usize, capacity: usize) -> (Writer<i64>, Arc<Mutex<Vec<Vec<i64>>>>) {
-        let written: Arc<Mutex<Vec<Vec<i64>>>> = Arc::default();
+    fn writer(batch: usize, capacity: usize) -> (Writer<i64>, Batches) {
+        let written: Batches = Arc::default();
         let sink = Recorder {
             batch: Vec::new(),
             written: written.clone(),
