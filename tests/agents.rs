@@ -618,3 +618,18 @@ fn a_scripted_file_mistake_names_its_place() {
     );
     assert!(first.ends_with("replies.yaml`: `replies.pick[0]` has an unknown key `text`; a reply is a string or {reply, usage}"), "{first}");
 }
+
+#[test]
+fn a_streamed_event_may_spread_its_data_over_several_lines() {
+    // One event, its JSON split over two `data:` lines (joined with a newline), then a
+    // comment and CRLF line ends.
+    let events = b": ping\r\ndata: {\"choices\": [{\"delta\":\r\ndata: {\"content\": \"Par\"}}]}\r\n\r\ndata: {\"choices\": [{\"delta\": {\"content\": \"is\"}, \"finish_reason\": \"stop\"}]}\n\ndata: [DONE]\n\n".to_vec();
+    let server = LlmServer::start(vec![Reply::Chunks(vec![events])]);
+    let out = run(
+        &agent_flow(&server.base_url, "        stream: true\n", "{}"),
+        &[],
+    )
+    .success();
+    assert_eq!(out.ctx()["answer"], "Paris");
+    assert_eq!(out.ctx()["meta"]["finish_reason"], "stop");
+}

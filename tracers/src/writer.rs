@@ -204,7 +204,11 @@ fn run<S: Sink>(
                 }
             }
         }
-        let written = if sink.is_empty() { Ok(()) } else { sink.write() };
+        let written = if sink.is_empty() {
+            Ok(())
+        } else {
+            sink.write()
+        };
         if let Err(e) = written {
             failure
                 .lock()

@@ -14,7 +14,8 @@ pub use review::{EvaluationAgentFactory, ReviewAgentFactory};
 pub use router::RouterAgentFactory;
 
 use crate::llm::{
-    default_base_url, resolve, ChatRequest, Llm, Message, Provider, ProviderSettings, PROVIDERS,
+    default_base_url, resolve, ChatRequest, Llm, Message, Provider, ProviderError,
+    ProviderSettings, PROVIDERS,
 };
 use illumo_engine::diagnostic::did_you_mean;
 use illumo_engine::node::{BuildCx, NodeCx, NodeError};
@@ -116,13 +117,6 @@ pub(crate) fn agent_schema(own_format: bool, extra: &[&str], required: &[&str]) 
         .chain(extra.iter().copied())
         .collect();
     crate::settings::schema_subset::<AgentConfig>(&keys, required)
-}
-
-/// Did the server refuse the request's `response_format` (some OpenAI-compatible servers
-/// know `json_object` but not `json_schema`)?
-fn refuses_format(error: &NodeError) -> bool {
-    let text = error.to_string().to_lowercase();
-    text.contains("json_schema") || text.contains("response_format")
 }
 
 /// The next, plainer response format to try: a JSON schema, then `json_object` carrying
@@ -381,7 +375,7 @@ impl AgentCore {
         };
         let (response, latency_ms) = loop {
             match self.call(cx, &request).await {
-                Err(e) if request.response_format.is_some() && refuses_format(&e) => {
+                Err(e) if request.response_format.is_some() && e.refuses_response_format() => {
                     let from = request.response_format.take().unwrap_or(Value::Null);
                     request.response_format = plainer(&from);
                     let mut event = Map::new();
@@ -396,7 +390,7 @@ impl AgentCore {
                     event.insert("error".into(), json!(e.to_string()));
                     cx.event("agent.format_fallback", event);
                 }
-                other => break other?,
+                other => break other.map_err(ProviderError::into_node_error)?,
             }
         };
         let mut text = response.text.clone();
@@ -414,7 +408,10 @@ impl AgentCore {
                         "user",
                         format!("That reply is not valid: {why}. Answer again with only the JSON, nothing else."),
                     ));
-                    let (again, _) = self.call(cx, &request).await?;
+                    let (again, _) = self
+                        .call(cx, &request)
+                        .await
+                        .map_err(ProviderError::into_node_error)?;
                     tokens = (
                         add(tokens.0, again.input_tokens),
                         add(tokens.1, again.output_tokens),
@@ -455,7 +452,7 @@ impl AgentCore {
         &self,
         cx: &NodeCx<'_>,
         request: &ChatRequest,
-    ) -> Result<(crate::llm::ChatResponse, u64), NodeError> {
+    ) -> Result<(crate::llm::ChatResponse, u64), ProviderError> {
         let mut event = Map::new();
         event.insert("model".into(), json!(self.model));
         event.insert("provider".into(), json!(self.provider.system()));

@@ -1,8 +1,7 @@
 //! Record/replay: `--llm record=FILE` appends every exchange to a JSON-lines cassette,
 //! keyed by a hash of the request; `--llm replay=FILE` answers from it with no network.
 
-use super::{ChatRequest, ChatResponse, Deltas, Provider};
-use illumo_engine::node::NodeError;
+use super::{ChatRequest, ChatResponse, Deltas, Provider, ProviderError};
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
@@ -13,7 +12,7 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone)]
 enum Recorded {
     Reply(ChatResponse),
-    Error { message: String, retryable: bool },
+    Error(ProviderError),
 }
 
 /// Answers from a recorded cassette.
@@ -47,12 +46,10 @@ impl Cassette {
                 .get("response")
                 .and_then(ChatResponse::from_json)
                 .map(Recorded::Reply);
-            let error = entry.get("error").and_then(|e| {
-                Some(Recorded::Error {
-                    message: e.get("message")?.as_str()?.to_string(),
-                    retryable: e.get("retryable").and_then(Value::as_bool).unwrap_or(false),
-                })
-            });
+            let error = entry
+                .get("error")
+                .and_then(ProviderError::from_json)
+                .map(Recorded::Error);
             match (hash, response.or(error)) {
                 (Some(hash), Some(answer)) => replies
                     .entry(hash.to_string())
@@ -85,15 +82,17 @@ impl Provider for Cassette {
         node: &str,
         request: &ChatRequest,
         deltas: Deltas<'_>,
-    ) -> Result<ChatResponse, NodeError> {
+    ) -> Result<ChatResponse, ProviderError> {
         let hash = request.hash();
         let mut replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
         let Some(queue) = replies.get_mut(&hash) else {
-            return Err(NodeError::fatal(format!(
-                "cassette `{}` has no reply for node `{node}` (request {hash}: `{}`); the prompt or settings changed since it was recorded",
-                self.file,
-                request.prompt_head()
-            )));
+            return Err(ProviderError::NoAnswer {
+                message: format!(
+                    "cassette `{}` has no reply for node `{node}` (request {hash}: `{}`); the prompt or settings changed since it was recorded",
+                    self.file,
+                    request.prompt_head()
+                ),
+            });
         };
         // The last recorded reply answers any further identical requests.
         let response = if queue.len() > 1 {
@@ -108,11 +107,7 @@ impl Provider for Cassette {
                 }
                 Ok(response)
             }
-            Some(Recorded::Error {
-                message,
-                retryable: true,
-            }) => Err(NodeError::retryable(message)),
-            Some(Recorded::Error { message, .. }) => Err(NodeError::fatal(message)),
+            Some(Recorded::Error(error)) => Err(error),
             None => Ok(ChatResponse::default()),
         }
     }
@@ -155,11 +150,11 @@ impl Provider for Recorder {
         node: &str,
         request: &ChatRequest,
         deltas: Deltas<'_>,
-    ) -> Result<ChatResponse, NodeError> {
+    ) -> Result<ChatResponse, ProviderError> {
         let result = self.inner.complete(node, request, deltas).await;
         let answer = match &result {
             Ok(response) => json!({"response": response.to_json()}),
-            Err(e) => json!({"error": {"message": e.to_string(), "retryable": e.is_retryable()}}),
+            Err(e) => json!({"error": e.to_json()}),
         };
         let mut line =
             json!({"hash": request.hash(), "node": node, "request": request.canonical()});
@@ -167,8 +162,9 @@ impl Provider for Recorder {
             line.extend(answer);
         }
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        writeln!(file, "{line}")
-            .map_err(|e| NodeError::fatal(format!("cannot write cassette `{}`: {e}", self.path)))?;
+        writeln!(file, "{line}").map_err(|e| ProviderError::NoAnswer {
+            message: format!("cannot write cassette `{}`: {e}", self.path),
+        })?;
         result
     }
 }

@@ -3,14 +3,16 @@
 //! every flow can run offline and deterministically.
 
 mod cassette;
+mod error;
 mod openai;
 mod scripted;
+mod sse;
 
 pub use cassette::{Cassette, Recorder};
+pub use error::ProviderError;
 pub use openai::OpenAi;
 pub use scripted::Scripted;
 
-use illumo_engine::node::NodeError;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -137,7 +139,7 @@ pub trait Provider: Send + Sync {
         node: &str,
         request: &ChatRequest,
         deltas: Deltas<'_>,
-    ) -> Result<ChatResponse, NodeError>;
+    ) -> Result<ChatResponse, ProviderError>;
 }
 
 /// How the whole run talks to LLMs, from `--llm`.

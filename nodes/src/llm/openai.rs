@@ -1,8 +1,9 @@
 //! The OpenAI chat completions API, as OpenAI, Ollama, LM Studio, vLLM and llama.cpp's
 //! server speak it, over reqwest with rustls (ring).
 
+use super::sse::SseParser;
+use super::ProviderError;
 use super::{normalize_base_url, retry_after, ChatRequest, ChatResponse, Deltas, Provider};
-use illumo_engine::node::NodeError;
 use serde_json::{json, Value};
 use std::sync::{Once, OnceLock};
 use std::time::Duration;
@@ -33,7 +34,7 @@ impl OpenAi {
     }
 
     /// Built on first use, so flows that never call an LLM pay nothing at start-up.
-    fn client(&self) -> Result<&reqwest::Client, NodeError> {
+    fn client(&self) -> Result<&reqwest::Client, ProviderError> {
         self.client
             .get_or_init(|| {
                 install_crypto();
@@ -43,7 +44,9 @@ impl OpenAi {
                     .map_err(|e| e.to_string())
             })
             .as_ref()
-            .map_err(|e| NodeError::fatal(format!("cannot create the HTTP client: {e}")))
+            .map_err(|e| ProviderError::NoAnswer {
+                message: format!("cannot create the HTTP client: {e}"),
+            })
     }
 
     fn body(request: &ChatRequest, stream: bool) -> Value {
@@ -101,7 +104,7 @@ impl Provider for OpenAi {
         _node: &str,
         request: &ChatRequest,
         deltas: Deltas<'_>,
-    ) -> Result<ChatResponse, NodeError> {
+    ) -> Result<ChatResponse, ProviderError> {
         let client = self.client()?;
         let url = format!("{}/chat/completions", self.base_url);
         let mut call = client.post(&url).header("content-type", "application/json");
@@ -111,50 +114,53 @@ impl Provider for OpenAi {
             }
         }
         let body = Self::body(request, deltas.is_some());
-        let response = call.body(body.to_string()).send().await.map_err(|e| {
-            NodeError::retryable(format!(
-                "cannot reach {}: {}",
-                self.who(request),
-                error_chain(&e)
-            ))
-        })?;
+        let response =
+            call.body(body.to_string())
+                .send()
+                .await
+                .map_err(|e| ProviderError::Unreachable {
+                    message: format!("cannot reach {}: {}", self.who(request), error_chain(&e)),
+                })?;
         let status = response.status();
         if !status.is_success() {
-            let wait = retry_after(
+            let retry_after = retry_after(
                 response
                     .headers()
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok()),
             );
             let text = response.text().await.unwrap_or_default();
-            let message = format!(
-                "{} answered {}: {}",
-                self.who(request),
-                status.as_u16(),
-                server_message(&text)
-            );
-            return Err(match (status.as_u16(), wait) {
-                (429, Some(wait)) => NodeError::retry_after(message, wait),
-                (429, None) | (500..=599, _) => NodeError::retryable(message),
-                _ => NodeError::fatal(message),
+            let server_message = server_message(&text);
+            return Err(ProviderError::Rejected {
+                status: status.as_u16(),
+                message: format!(
+                    "{} answered {}: {server_message}",
+                    self.who(request),
+                    status.as_u16()
+                ),
+                server_message,
+                retry_after,
             });
         }
         match deltas {
             Some(on_delta) => self.read_stream(request, response, on_delta).await,
             None => {
-                let text = response.text().await.map_err(|e| {
-                    NodeError::retryable(format!(
-                        "{} broke off its answer: {}",
-                        self.who(request),
-                        error_chain(&e)
-                    ))
-                })?;
-                parse_completion(&text).map_err(|why| {
-                    NodeError::fatal(format!(
+                let text = response
+                    .text()
+                    .await
+                    .map_err(|e| ProviderError::Unreachable {
+                        message: format!(
+                            "{} broke off its answer: {}",
+                            self.who(request),
+                            error_chain(&e)
+                        ),
+                    })?;
+                parse_completion(&text).map_err(|why| ProviderError::Malformed {
+                    message: format!(
                         "malformed answer from {}: {why}: {}",
                         self.who(request),
                         clip(&text)
-                    ))
+                    ),
                 })
             }
         }
@@ -162,69 +168,81 @@ impl Provider for OpenAi {
 }
 
 impl OpenAi {
-    /// Reads server-sent events: `data: {json}` lines until `data: [DONE]`.
+    /// Reads server-sent events until `data: [DONE]` (or the end of the stream).
     async fn read_stream(
         &self,
         request: &ChatRequest,
         mut response: reqwest::Response,
         on_delta: &(dyn Fn(&str) + Send + Sync),
-    ) -> Result<ChatResponse, NodeError> {
-        // Bytes, decoded a whole line at a time: a character may be split across chunks.
-        let mut buffer: Vec<u8> = Vec::new();
+    ) -> Result<ChatResponse, ProviderError> {
+        let mut parser = SseParser::default();
         let mut reply = ChatResponse {
             model: request.model.clone(),
             ..ChatResponse::default()
         };
         loop {
-            let chunk = response.chunk().await.map_err(|e| {
-                NodeError::retryable(format!(
-                    "{} broke off its stream: {}",
-                    self.who(request),
-                    error_chain(&e)
-                ))
-            })?;
-            let Some(chunk) = chunk else { break };
-            buffer.extend_from_slice(&chunk);
-            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-                let bytes: Vec<u8> = buffer.drain(..=end).collect();
-                let line = String::from_utf8_lossy(&bytes);
-                let Some(data) = line.trim().strip_prefix("data:") else {
-                    continue;
-                };
-                let data = data.trim();
-                if data == "[DONE]" {
+            let chunk = response
+                .chunk()
+                .await
+                .map_err(|e| ProviderError::Unreachable {
+                    message: format!(
+                        "{} broke off its stream: {}",
+                        self.who(request),
+                        error_chain(&e)
+                    ),
+                })?;
+            let (events, ended) = match chunk {
+                Some(chunk) => (parser.feed(&chunk), false),
+                None => (parser.finish().into_iter().collect(), true),
+            };
+            for data in &events {
+                if data.trim() == "[DONE]" {
                     return Ok(reply);
                 }
-                let event: Value = serde_json::from_str(data).map_err(|e| {
-                    NodeError::fatal(format!(
-                        "malformed stream from {}: {e}: {}",
-                        self.who(request),
-                        clip(data)
-                    ))
-                })?;
-                if let Some(text) = event
-                    .pointer("/choices/0/delta/content")
-                    .and_then(Value::as_str)
-                {
-                    on_delta(text);
-                    reply.text.push_str(text);
-                }
-                if let Some(reason) = event
-                    .pointer("/choices/0/finish_reason")
-                    .and_then(Value::as_str)
-                {
-                    reply.finish_reason = Some(reason.to_string());
-                }
-                if let Some(model) = event.get("model").and_then(Value::as_str) {
-                    reply.model = model.to_string();
-                }
-                if let Some(usage) = event.get("usage").filter(|u| u.is_object()) {
-                    reply.input_tokens = usage.get("prompt_tokens").and_then(Value::as_u64);
-                    reply.output_tokens = usage.get("completion_tokens").and_then(Value::as_u64);
-                }
+                self.take_event(request, data, &mut reply, on_delta)?;
+            }
+            if ended {
+                return Ok(reply);
             }
         }
-        Ok(reply)
+    }
+
+    /// One streamed event: a piece of the reply, the finish reason, the usage.
+    fn take_event(
+        &self,
+        request: &ChatRequest,
+        data: &str,
+        reply: &mut ChatResponse,
+        on_delta: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<(), ProviderError> {
+        let event: Value = serde_json::from_str(data).map_err(|e| ProviderError::Malformed {
+            message: format!(
+                "malformed stream from {}: {e}: {}",
+                self.who(request),
+                clip(data)
+            ),
+        })?;
+        if let Some(text) = event
+            .pointer("/choices/0/delta/content")
+            .and_then(Value::as_str)
+        {
+            on_delta(text);
+            reply.text.push_str(text);
+        }
+        if let Some(reason) = event
+            .pointer("/choices/0/finish_reason")
+            .and_then(Value::as_str)
+        {
+            reply.finish_reason = Some(reason.to_string());
+        }
+        if let Some(model) = event.get("model").and_then(Value::as_str) {
+            reply.model = model.to_string();
+        }
+        if let Some(usage) = event.get("usage").filter(|u| u.is_object()) {
+            reply.input_tokens = usage.get("prompt_tokens").and_then(Value::as_u64);
+            reply.output_tokens = usage.get("completion_tokens").and_then(Value::as_u64);
+        }
+        Ok(())
     }
 }
 

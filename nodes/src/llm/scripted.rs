@@ -9,8 +9,8 @@
 //!   - {pattern: "(?i)summari[sz]e", reply: "A short summary."}
 //! ```
 
+use super::ProviderError;
 use super::{estimate_tokens, ChatRequest, ChatResponse, Deltas, Provider};
-use illumo_engine::node::NodeError;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
@@ -146,7 +146,7 @@ impl Provider for Scripted {
         node: &str,
         request: &ChatRequest,
         deltas: Deltas<'_>,
-    ) -> Result<ChatResponse, NodeError> {
+    ) -> Result<ChatResponse, ProviderError> {
         let call = {
             let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
             let n = calls.entry(node.to_string()).or_insert(0);
@@ -164,11 +164,13 @@ impl Provider for Scripted {
             None => match self.rules.iter().find(|(regex, _)| regex.is_match(&prompt)) {
                 Some((_, reply)) => (reply.clone(), None),
                 None => {
-                    return Err(NodeError::fatal(format!(
-                        "scripted replies `{}` have nothing for node `{node}` (call {call}), and no `match` pattern fits its prompt: `{}`",
-                        self.file,
-                        request.prompt_head()
-                    )))
+                    return Err(ProviderError::NoAnswer {
+                        message: format!(
+                            "scripted replies `{}` have nothing for node `{node}` (call {call}), and no `match` pattern fits its prompt: `{}`",
+                            self.file,
+                            request.prompt_head()
+                        ),
+                    })
                 }
             },
         };
