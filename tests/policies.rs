@@ -73,7 +73,7 @@ fn unknown_profile_is_a_usage_error() {
 #[test]
 fn bad_cli_policy_is_reported_with_its_place() {
     Illumo::new().run_flow(SLOW).args(["--policy", r#"{"timeout": "soon"}"#]).run().code(2).stderr(
-        "error: invalid duration `soon` for `timeout`\n --> --policy:1:13\n  |\n1 | {\"timeout\": \"soon\"}\n  |             ^^^^ expected a number with a unit: 500ms, 30s, 5m, 1h\n\nerror: --policy has 1 error\n",
+        "error: invalid duration `soon` for `timeout`\n --> --policy:1:14\n  |\n1 | {\"timeout\": \"soon\"}\n  |              ^^^^ expected a number with a unit: 500ms, 30s, 5m, 1h\n\nerror: --policy has 1 error\n",
     );
 }
 

@@ -116,10 +116,10 @@ fn reports_condition_unknown_name() {
         "tests/fixtures/invalid/condition_unknown_name.yaml",
         2,
         r#"error: invalid condition `review.status == 'OK'`: unknown name `review` in condition
- --> tests/fixtures/invalid/condition_unknown_name.yaml:7:30
+ --> tests/fixtures/invalid/condition_unknown_name.yaml:7:31
   |
 7 |     - {from: a, to: b, when: "review.status == 'OK'"}
-  |                              ^^^^^^
+  |                               ^^^^^^
   = help: conditions read `ctx`, `payload` and `env`; did you mean `ctx.review`?
 
 error: tests/fixtures/invalid/condition_unknown_name.yaml has 1 error
@@ -687,6 +687,34 @@ error: node `patch`: `files_path`: bad key `` in path `$ctx.a..b`
    |                                                                        ^^^^^^^^^
 
 error: tests/fixtures/invalid/every_setting_problem.yaml has 6 errors
+"#,
+    );
+}
+
+#[test]
+fn schema_keywords_the_reply_check_does_not_know_are_refused() {
+    validate(
+        "tests/fixtures/invalid/schema_keywords.yaml",
+        2,
+        r#"error: node `ask`: the reply check does not know `oneOf`; it checks `type`, `properties`, `required`, `additionalProperties`, `items`, `enum`, `const`, `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`, `minItems`, `maxItems`, `minLength`, `maxLength`, `pattern`
+  --> tests/fixtures/invalid/schema_keywords.yaml:13:20
+   |
+13 |             code: {oneOf: [{type: string}, {type: number}]}
+   |                    ^^^^^
+
+error: node `ask`: `pattern` is not a regular expression: found unclosed character class
+  --> tests/fixtures/invalid/schema_keywords.yaml:14:29
+   |
+14 |             zip: {pattern: "(["}
+   |                             ^^
+
+error: node `ask`: the reply check does not know `$defs`; it checks `type`, `properties`, `required`, `additionalProperties`, `items`, `enum`, `const`, `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`, `minItems`, `maxItems`, `minLength`, `maxLength`, `pattern`
+  --> tests/fixtures/invalid/schema_keywords.yaml:15:11
+   |
+15 |           $defs: {}
+   |           ^^^^^
+
+error: tests/fixtures/invalid/schema_keywords.yaml has 3 errors
 "#,
     );
 }

@@ -234,7 +234,8 @@ pub fn resolve(diagnostics: &mut [Diagnostic], parsed: &Parsed) {
     for d in diagnostics.iter_mut().filter(|d| d.pos.is_none()) {
         let Some(path) = &d.path else { continue };
         if let Some((mark, quoted)) = parsed.locate(path) {
-            let shift = usize::from(quoted && d.offset > 0);
+            // A quoted scalar's text starts after its quote: that is what carets underline.
+            let shift = usize::from(quoted && !path.at_key);
             d.pos = Some((mark.line as usize, mark.column as usize + shift));
         }
     }

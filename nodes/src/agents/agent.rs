@@ -72,7 +72,23 @@ pub(crate) fn reply_format(cx: &mut BuildCx, value: Option<&Value>) -> Option<Re
         None => Some(ReplyFormat::Text),
         Some(Value::String(s)) if s == "text" => Some(ReplyFormat::Text),
         Some(Value::String(s)) if s == "json" => Some(ReplyFormat::Json),
-        Some(schema @ Value::Object(_)) => Some(ReplyFormat::Schema(schema.clone())),
+        Some(schema @ Value::Object(_)) => {
+            let problems = super::schema::unsupported(schema);
+            for p in &problems {
+                let steps: Vec<&str> = std::iter::once("response_format")
+                    .chain(p.at.iter().map(String::as_str))
+                    .collect();
+                let place = if p.keyword == "pattern" {
+                    cx.at(&steps)
+                } else {
+                    cx.at(&steps).as_key()
+                };
+                cx.error(place, &p.text, p.why.clone());
+            }
+            problems
+                .is_empty()
+                .then(|| ReplyFormat::Schema(schema.clone()))
+        }
         Some(other) => {
             let text = other.to_string();
             cx.error(
