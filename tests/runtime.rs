@@ -611,3 +611,33 @@ fn a_loop_bodys_other_writes_are_applied_in_item_order() {
         (json!(5), json!(4))
     );
 }
+
+#[test]
+fn a_two_thousand_way_fan_out_with_outputs_joins_every_branch() {
+    // Each branch writes its own path; the join sees every parent. (The write check and
+    // the join's bookkeeping once grew with the cube of the branch count.)
+    let n = 2000;
+    let mut flow = format!("flow:\n  max_parallel: 64\n  max_steps: {}\n  nodes:\n    seed: {{type: Set, setting: {{value: 0}}}}\n    join: {{type: Set, setting: {{value: done}}, outputs: $ctx.done}}\n", n + 2);
+    for i in 0..n {
+        flow.push_str(&format!(
+            "    b{i}: {{type: Set, setting: {{value: {i}}}, outputs: $ctx.r.b{i}}}\n"
+        ));
+    }
+    let names: Vec<String> = (0..n).map(|i| format!("b{i}")).collect();
+    flow.push_str(&format!(
+        "  edges:\n    - seed >> ({})\n    - ({}) >> join\n",
+        names.join(" | "),
+        names.join(" & ")
+    ));
+    let ctx = Illumo::new()
+        .run_flow(&flow)
+        .args(["--quiet"])
+        .run()
+        .success()
+        .ctx();
+    assert_eq!(ctx["done"], "done");
+    assert_eq!(ctx["r"].as_object().map(|m| m.len()), Some(n));
+    assert_eq!(ctx["r"]["b1999"], 1999);
+    assert_eq!(ctx["joins"]["join"].as_object().map(|m| m.len()), Some(n));
+    assert_eq!(ctx["steps"].as_array().map(Vec::len), Some(n + 2));
+}

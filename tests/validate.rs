@@ -718,3 +718,39 @@ error: tests/fixtures/invalid/schema_keywords.yaml has 3 errors
 "#,
     );
 }
+
+#[test]
+fn a_problem_in_a_merged_map_points_at_the_anchored_text() {
+    validate(
+        "tests/fixtures/invalid/merged_setting_error.yaml",
+        2,
+        r#"error: node `draft`: `temperature` must be a number, not `hot`
+ --> tests/fixtures/invalid/merged_setting_error.yaml:8:22
+  |
+8 |         temperature: hot
+  |                      ^^^
+
+error: node `review`: `temperature` must be a number, not `hot`
+ --> tests/fixtures/invalid/merged_setting_error.yaml:8:22
+  |
+8 |         temperature: hot
+  |                      ^^^
+
+error: tests/fixtures/invalid/merged_setting_error.yaml has 2 errors
+"#,
+    );
+}
+
+#[test]
+fn merge_keys_share_settings_between_nodes() {
+    let text = std::fs::read_to_string("tests/fixtures/invalid/merged_setting_error.yaml")
+        .unwrap()
+        .replace("temperature: hot", "temperature: 0.2");
+    let illumo = crate::support::Illumo::new();
+    let path = illumo.flow_file(&text);
+    let out = illumo.args(["validate", &path]).run().success().stderr("");
+    assert_eq!(
+        out.stdout,
+        format!("ok: `flow` in {path} (2 nodes, 1 edge)\n")
+    );
+}

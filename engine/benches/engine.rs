@@ -1,5 +1,11 @@
 //! Engine overhead per node, with no tracer: a chain of 1,000 `Set` nodes, a 100-way
-//! fan-out into one join, and a chain whose ctx carries 1 MB (the cost must not grow).
+//! fan-out into one join, and a chain whose ctx carries 1 MB (the cost must not grow);
+//! and loading (parse, decode, validate) chains and fan-outs of growing size, which must
+//! grow linearly.
+
+// The allocator the `illumo` binary ships with, so these numbers are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use illumo_engine::runner::{run, RunOptions};
@@ -13,7 +19,7 @@ fn load(text: String) -> Arc<Flow> {
     Arc::new(Flow::load(Source::new("bench.yaml", text), &registry).expect("bench flow loads"))
 }
 
-fn chain(n: usize) -> Arc<Flow> {
+fn chain_text(n: usize) -> String {
     let mut text = format!("flow:\n  name: chain\n  max_steps: {}\n  nodes:\n", n + 1);
     for i in 0..n {
         text.push_str(&format!(
@@ -28,14 +34,29 @@ fn chain(n: usize) -> Arc<Flow> {
             .join(" >> "),
     );
     text.push('\n');
-    load(text)
+    text
+}
+
+fn chain(n: usize) -> Arc<Flow> {
+    load(chain_text(n))
 }
 
 fn fan_out(n: usize) -> Arc<Flow> {
+    load(fan_out_text(n, false))
+}
+
+/// `seed` fans out to `n` branches that `join` waits for; with `outputs`, each branch
+/// writes its own path (what the parallel-write check looks at).
+fn fan_out_text(n: usize, outputs: bool) -> String {
     let mut text = "flow:\n  name: fan\n  max_parallel: 128\n  nodes:\n    seed: {type: Set, setting: {value: 0}}\n    join: {type: Set, setting: {value: done}}\n".to_string();
     for i in 0..n {
+        let out = if outputs {
+            format!(", outputs: $ctx.r.b{i}")
+        } else {
+            String::new()
+        };
         text.push_str(&format!(
-            "    b{i}: {{type: Set, setting: {{value: {i}}}}}\n"
+            "    b{i}: {{type: Set, setting: {{value: {i}}}{out}}}\n"
         ));
     }
     let branches: Vec<String> = (0..n).map(|i| format!("b{i}")).collect();
@@ -44,7 +65,7 @@ fn fan_out(n: usize) -> Arc<Flow> {
         branches.join(" | "),
         branches.join(" & ")
     ));
-    load(text)
+    text
 }
 
 fn bench(c: &mut Criterion) {
@@ -86,6 +107,20 @@ fn bench(c: &mut Criterion) {
     c.bench_function("ctx_clone_1mb", |b| {
         b.iter(|| criterion::black_box(big.clone()))
     });
+
+    let registry = illumo_nodes::builtin_registry();
+    let mut group = c.benchmark_group("load");
+    for n in [10, 100, 1_000, 10_000] {
+        let text = chain_text(n);
+        group.bench_with_input(criterion::BenchmarkId::new("chain", n), &text, |b, text| {
+            b.iter(|| Flow::load(Source::new("bench.yaml", text.clone()), &registry).is_ok())
+        });
+    }
+    let text = fan_out_text(1_000, true);
+    group.bench_function("fan_out_join_1000", |b| {
+        b.iter(|| Flow::load(Source::new("bench.yaml", text.clone()), &registry).is_ok())
+    });
+    group.finish();
 }
 
 criterion_group! {

@@ -55,6 +55,53 @@ impl std::fmt::Display for SpanId {
     }
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+impl TraceId {
+    /// The 32 hex digits, without allocating.
+    pub fn hex(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = HEX[((self.0 >> (124 - 4 * i)) & 0xf) as usize];
+        }
+        out
+    }
+}
+
+impl SpanId {
+    /// The 16 hex digits, without allocating.
+    pub fn hex(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = HEX[((self.0 >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        out
+    }
+}
+
+/// [`iso8601`] without allocating: always 27 ASCII characters (years 0 to 9999).
+pub fn iso8601_bytes(t: SystemTime) -> [u8; 27] {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, day) = civil_from_days(days);
+    let mut out = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut value: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, y.clamp(0, 9999) as u64);
+    put(5, 2, m as u64);
+    put(8, 2, day as u64);
+    put(11, 2, (rem / 3600) as u64);
+    put(14, 2, (rem % 3600 / 60) as u64);
+    put(17, 2, (rem % 60) as u64);
+    put(20, 6, d.subsec_micros() as u64);
+    out
+}
+
 /// ISO-8601 UTC with microseconds: `2026-11-21T05:47:13.123456Z`.
 pub fn iso8601(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -86,6 +133,21 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_allocation_free_forms_match_the_text_ones() {
+        let t = UNIX_EPOCH + std::time::Duration::from_micros(1_795_000_033_123_456);
+        assert_eq!(std::str::from_utf8(&iso8601_bytes(t)).unwrap(), iso8601(t));
+        let (trace, span) = (
+            TraceId(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210),
+            SpanId(0xdead_beef_0000_0001),
+        );
+        assert_eq!(
+            std::str::from_utf8(&trace.hex()).unwrap(),
+            trace.to_string()
+        );
+        assert_eq!(std::str::from_utf8(&span.hex()).unwrap(), span.to_string());
+    }
     use std::time::Duration;
 
     #[test]

@@ -496,9 +496,16 @@ impl<'a> BuildCx<'a> {
                         (path, text)
                     }
                 };
-                let message = message
-                    .replace("unknown field", "unknown setting")
-                    .replace("missing field", "missing setting");
+                let field = match path.last() {
+                    Some(Seg::Key(name, _)) => Some(name.clone()),
+                    _ => None,
+                };
+                let message = match wrong_type(&message, field.as_deref()) {
+                    Some(plain) => plain,
+                    None => message
+                        .replace("unknown field", "unknown setting")
+                        .replace("missing field", "missing setting"),
+                };
                 self.dec.push(
                     Diagnostic::error(format!("node `{}`: {message}", self.node_id))
                         .at(path, &offending),
@@ -591,6 +598,33 @@ impl<'a> BuildCx<'a> {
     pub fn condition(&mut self, at: YPath, source: &str) -> Option<Condition> {
         compile_condition(self.dec, at, source)
     }
+}
+
+/// serde's `invalid type: string "hot", expected f64` in the words of a flow file:
+/// `` `temperature` must be a number, not `hot` ``.
+fn wrong_type(message: &str, field: Option<&str>) -> Option<String> {
+    let rest = message.strip_prefix("invalid type: ")?;
+    let (found, expected) = rest.split_once(", expected ")?;
+    let expected = match expected {
+        "f64" | "f32" => "a number",
+        "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" | "isize" => {
+            "a whole number"
+        }
+        "a boolean" => "true or false",
+        "a string" => "text",
+        "a sequence" => "a list",
+        "a map" => "a map",
+        other => other,
+    };
+    let found = match found.split_once(' ') {
+        Some(("string", text)) => format!("`{}`", text.trim_matches('"')),
+        Some((_, value)) => format!("`{}`", value.trim_matches('`')),
+        None if found == "map" => "a map".to_string(),
+        None if found == "sequence" => "a list".to_string(),
+        None => found.to_string(),
+    };
+    let subject = field.map_or("the setting".to_string(), |f| format!("`{f}`"));
+    Some(format!("{subject} must be {expected}, not {found}"))
 }
 
 fn unknown_field(message: &str) -> Option<String> {

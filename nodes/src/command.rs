@@ -77,22 +77,32 @@ impl NodeFactory for CommandFactory {
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
         let config: CommandConfig = cx.config()?;
-        if config.argv.is_empty() {
+        let has_program = !config.argv.is_empty();
+        if !has_program {
             cx.error(
                 cx.at(&["argv"]),
                 "[]",
                 "`argv` needs at least the program to run",
             );
-            return None;
         }
-        let argv = cx.value(cx.at(&["argv"]), &Value::Array(config.argv))?;
+        // Every part is compiled, so each bad template is reported, not only the first.
+        let argv = cx.value(cx.at(&["argv"]), &Value::Array(config.argv));
         let stdin = match &config.stdin {
-            Some(v) => Some(cx.value(cx.at(&["stdin"]), v)?),
-            None => None,
+            Some(v) => cx.value(cx.at(&["stdin"]), v).map(Some),
+            None => Some(None),
         };
-        let mut env = Vec::new();
-        for (k, v) in &config.env {
-            env.push((k.clone(), cx.value(cx.at(&["env", k]), v)?));
+        let env: Vec<Option<(String, ValueSpec)>> = config
+            .env
+            .iter()
+            .map(|(k, v)| {
+                cx.value(cx.at(&["env", k]), v)
+                    .map(|spec| (k.clone(), spec))
+            })
+            .collect();
+        let (argv, stdin) = (argv?, stdin?);
+        let env: Vec<(String, ValueSpec)> = env.into_iter().collect::<Option<_>>()?;
+        if !has_program {
+            return None;
         }
         let cwd = match config.cwd {
             Some(c) => cx.base_dir.join(c),

@@ -1,6 +1,10 @@
 //! The sqlite tracer's throughput against raw batched rusqlite inserts of the same rows,
 //! and the engine's per-node overhead with the sqlite tracer on.
 
+// The allocator the `illumo` binary ships with, so these numbers are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use illumo_engine::ids::iso8601;
 use illumo_engine::runner::{run, RunOptions};

@@ -3,14 +3,15 @@
 //! Several runs (processes) may write to one file at once.
 
 use crate::writer::{Flushed, Settings, Sink, Writer};
-use illumo_engine::ids::iso8601;
+use illumo_engine::ids::{iso8601, iso8601_bytes};
 use illumo_engine::tracer::{
     AttributesJson, EventData, SpanData, SpanId, TraceId, TracerDB, TracerError,
 };
 use rusqlite::{params, Connection, TransactionBehavior};
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 const BACKEND: &str = "the sqlite tracer";
@@ -144,7 +145,16 @@ fn try_open(path: &Path) -> rusqlite::Result<Result<Connection, String>> {
     if mode != "wal" {
         return Ok(Err(format!("cannot switch to WAL mode (got `{mode}`)")));
     }
-    conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+    // A bigger page cache than the default 2 MB: span ids are random, so inserts touch
+    // pages all over the primary-key index.
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -16384")?;
+    // Closing the last connection would copy the whole WAL into the file first (about
+    // 3 ms per 1,000 spans, at the end of every run); the WAL is checkpointed as it grows
+    // instead, by whichever writer passes 1,000 pages, and readers see the same rows.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
     Ok(migrate(&mut conn)?.map(|()| conn))
 }
 
@@ -167,38 +177,130 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), String>> {
 }
 
 /// A span row, formatted and ready to insert.
+/// Ids and times are kept as fixed-size ASCII, so a row costs one allocation (its
+/// attributes) besides the name it takes over.
 struct SpanRow {
     id: SpanId,
-    span_id: String,
-    trace_id: String,
-    parent_id: Option<String>,
+    span_id: [u8; 16],
+    trace_id: [u8; 32],
+    parent_id: Option<[u8; 16]>,
     name: String,
     kind: &'static str,
-    start_time: String,
-    end_time: Option<String>,
+    start_time: [u8; 27],
+    end_time: Option<[u8; 27]>,
     duration_ms: Option<f64>,
     status: &'static str,
     attributes: String,
 }
 
+/// Text made by illumo itself (hex digits, timestamps): always ASCII.
+fn ascii(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or("")
+}
+
+/// Serializes span attributes. The part a node's attempts share (node, policy) is kept
+/// for the node last seen, so retries do not serialize it again; and per key the last
+/// nested value, so the policy most nodes share is compared rather than serialized.
+#[derive(Default)]
+struct AttributeCache {
+    /// The last shared map (kept alive, so its address cannot be another map's) and its
+    /// JSON text.
+    shared: Option<(Arc<Map<String, Value>>, String)>,
+    /// Per key, the last nested value seen and its JSON text.
+    last: HashMap<String, (Value, String)>,
+}
+
+impl AttributeCache {
+    fn json(&mut self, span: &SpanData) -> String {
+        let overlap = span.attributes.keys().any(|k| span.common.contains_key(k));
+        if span.common.is_empty() || overlap {
+            return serde_json::to_string(&AttributesJson(span)).unwrap_or_default();
+        }
+        let same = self
+            .shared
+            .as_ref()
+            .is_some_and(|(map, _)| Arc::ptr_eq(map, &span.common));
+        if !same {
+            let text = self.shared_json(&span.common);
+            self.shared = Some((span.common.clone(), text));
+        }
+        let shared = self.shared.as_ref().map_or("", |(_, text)| text.as_str());
+        let own = serde_json::to_string(&span.attributes).unwrap_or_default();
+        let mut out = String::with_capacity(shared.len() + own.len() + 2);
+        out.push('{');
+        out.push_str(shared);
+        match inner_of(&own) {
+            "" => {}
+            own => {
+                out.push(',');
+                out.push_str(own);
+            }
+        }
+        out.push('}');
+        out
+    }
+}
+
+impl AttributeCache {
+    /// `"k":v,...` of a shared map; nested values seen before (one policy for most
+    /// nodes) are not serialized again.
+    fn shared_json(&mut self, map: &Map<String, Value>) -> String {
+        let mut out = String::new();
+        for (key, value) in map {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(&serde_json::to_string(key).unwrap_or_default());
+            out.push(':');
+            match value {
+                Value::Object(_) | Value::Array(_) => match self.last.get(key) {
+                    Some((last, text)) if last == value => out.push_str(text),
+                    _ => {
+                        let text = serde_json::to_string(value).unwrap_or_default();
+                        out.push_str(&text);
+                        self.last.insert(key.clone(), (value.clone(), text));
+                    }
+                },
+                scalar => out.push_str(&scalar.to_string()),
+            }
+        }
+        out
+    }
+}
+
+/// `a:1,b:2` of `{a:1,b:2}`.
+fn inner_of(object: &str) -> &str {
+    object
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .unwrap_or("")
+}
+
 impl SpanRow {
-    fn of(span: &SpanData) -> SpanRow {
+    fn of(span: &SpanData, cache: &mut AttributeCache) -> SpanRow {
         SpanRow {
             id: span.span_id,
-            span_id: span.span_id.to_string(),
-            trace_id: span.trace_id.to_string(),
-            parent_id: span.parent_id.map(|p| p.to_string()),
+            span_id: span.span_id.hex(),
+            trace_id: span.trace_id.hex(),
+            parent_id: span.parent_id.map(|p| p.hex()),
             name: span.name.clone(),
             kind: span.kind.as_str(),
-            start_time: iso8601(span.start_time),
-            end_time: span.end_time.map(iso8601),
+            start_time: iso8601_bytes(span.start_time),
+            end_time: span.end_time.map(iso8601_bytes),
             duration_ms: span
                 .end_time
                 .and_then(|end| end.duration_since(span.start_time).ok())
                 .map(|d| (d.as_secs_f64() * 1_000_000.0).round() / 1000.0),
             status: span.status.as_str(),
-            attributes: serde_json::to_string(&AttributesJson(span)).unwrap_or_default(),
+            attributes: cache.json(span),
         }
+    }
+
+    /// The same, taking the span's name instead of copying it.
+    fn take(mut span: Box<SpanData>, cache: &mut AttributeCache) -> SpanRow {
+        let mut row = SpanRow::of(&span, cache);
+        row.name = std::mem::take(&mut span.name);
+        row
     }
 }
 
@@ -229,6 +331,7 @@ struct EventRow {
 /// then finished) keeps only its latest state, formatted once when written.
 struct Pending {
     conn: Connection,
+    cache: AttributeCache,
     spans: Vec<PendingSpan>,
     span_index: HashMap<SpanId, usize>,
     events: Vec<EventRow>,
@@ -242,7 +345,8 @@ impl Sink for Pending {
     }
 
     fn write(&mut self) -> Result<(), String> {
-        let result = retry_busy(|| write_rows(&mut self.conn, &self.spans, &self.events))
+        let (conn, cache) = (&mut self.conn, &mut self.cache);
+        let result = retry_busy(|| write_rows(conn, cache, &self.spans, &self.events))
             .map_err(|e| e.to_string());
         self.spans.clear();
         self.span_index.clear();
@@ -256,7 +360,7 @@ impl Sink for Pending {
                 // A finished span is formatted now, while the engine runs; a start usually
                 // gets replaced by its end before the write and is formatted only if not.
                 let entry = if span.end_time.is_some() {
-                    PendingSpan::Row(Box::new(SpanRow::of(&span)))
+                    PendingSpan::Row(Box::new(SpanRow::take(span, &mut self.cache)))
                 } else {
                     PendingSpan::Started(span)
                 };
@@ -286,6 +390,7 @@ impl Sink for Pending {
 
 fn write_rows(
     conn: &mut Connection,
+    cache: &mut AttributeCache,
     spans: &[PendingSpan],
     events: &[EventRow],
 ) -> rusqlite::Result<()> {
@@ -303,18 +408,18 @@ fn write_rows(
             let r = match entry {
                 PendingSpan::Row(row) => row,
                 PendingSpan::Started(span) => {
-                    started = SpanRow::of(span);
+                    started = SpanRow::of(span, cache);
                     &started
                 }
             };
             span_stmt.execute(params![
-                r.span_id,
-                r.trace_id,
-                r.parent_id,
+                ascii(&r.span_id),
+                ascii(&r.trace_id),
+                r.parent_id.as_ref().map(|p| ascii(p)),
                 r.name,
                 r.kind,
-                r.start_time,
-                r.end_time,
+                ascii(&r.start_time),
+                r.end_time.as_ref().map(|t| ascii(t)),
                 r.duration_ms,
                 r.status,
                 r.attributes
@@ -342,6 +447,7 @@ impl TracerDB for SqliteTracer {
         let conn = open(&self.path)?;
         let sink = Pending {
             conn,
+            cache: AttributeCache::default(),
             spans: Vec::new(),
             span_index: HashMap::new(),
             events: Vec::new(),
@@ -404,5 +510,67 @@ impl TracerDB for SqliteTracer {
             writer.close(None);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use illumo_engine::tracer::{SpanKind, SpanStatus};
+    use serde_json::json;
+
+    fn span(common: &Arc<Map<String, Value>>, own: Value) -> SpanData {
+        let Value::Object(attributes) = own else {
+            unreachable!()
+        };
+        SpanData {
+            trace_id: TraceId(1),
+            span_id: SpanId(2),
+            parent_id: None,
+            name: "n".into(),
+            kind: SpanKind::Node,
+            start_time: std::time::SystemTime::UNIX_EPOCH,
+            end_time: None,
+            status: SpanStatus::Ok,
+            attributes,
+            common: common.clone(),
+        }
+    }
+
+    #[test]
+    fn cached_attributes_are_the_same_json_as_serialized_whole() {
+        let Value::Object(shared) = json!({"node": {"id": "a", "type": "Set"}, "max_attempts": 1})
+        else {
+            unreachable!()
+        };
+        let common = Arc::new(shared);
+        let mut cache = AttributeCache::default();
+        for own in [
+            json!({"attempt": 1, "output": {"preview": "x"}}),
+            json!({}),
+            json!({"max_attempts": 3}),
+        ] {
+            let s = span(&common, own);
+            let whole = serde_json::to_string(&AttributesJson(&s)).unwrap();
+            assert_eq!(cache.json(&s), whole);
+            // The second time comes from the cache.
+            assert_eq!(cache.json(&s), whole);
+        }
+        assert!(cache
+            .shared
+            .as_ref()
+            .is_some_and(|(m, _)| Arc::ptr_eq(m, &common)));
+        // Another node with the same nested value reuses its text.
+        let Value::Object(other) = json!({"node": {"id": "b", "type": "Set"}, "max_attempts": 1})
+        else {
+            unreachable!()
+        };
+        let other = Arc::new(other);
+        let s = span(&other, json!({"attempt": 1}));
+        assert_eq!(
+            cache.json(&s),
+            serde_json::to_string(&AttributesJson(&s)).unwrap()
+        );
+        assert_eq!(cache.last.len(), 1, "one nested value per key is kept");
     }
 }

@@ -1,12 +1,15 @@
 //! The background writer that the SQLite and OTLP tracers share. Tracer hooks hand
 //! records to a bounded queue and return at once; when the queue is full the record is
-//! dropped and counted, never waited for. One thread takes records as they come (a
-//! blocking receive, no polling), lets more gather for a short window, writes them as one
-//! batch through a [`Sink`], and answers each flush once everything queued before it has
-//! been written.
+//! dropped and counted, never waited for. One thread waits for the first record (a
+//! blocking receive, no polling), sleeps through a short gathering window while more
+//! arrive (so senders never wake it one record at a time), writes them as one batch
+//! through a [`Sink`], and answers each flush once everything queued before it has been
+//! written; a flush ends the window at once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{
+    sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError,
+};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -124,6 +127,7 @@ impl<R: Send + 'static> Writer<R> {
                 failure: self.failure_text(),
             };
         }
+        self.wake();
         let result = match within {
             Some(limit) => answer.recv_timeout(limit).map_err(|e| match e {
                 RecvTimeoutError::Timeout => true,
@@ -144,6 +148,7 @@ impl<R: Send + 'static> Writer<R> {
     /// if given; a thread that does not finish in time is left to end with the process).
     pub fn close(&mut self, within: Option<Duration>) {
         self.queue = None;
+        self.wake();
         let Some(thread) = self.thread.take() else {
             return;
         };
@@ -155,6 +160,13 @@ impl<R: Send + 'static> Writer<R> {
         drop(done);
         if finished {
             let _ = thread.join();
+        }
+    }
+
+    /// Ends the thread's gathering window early (for a flush or the close).
+    fn wake(&self) {
+        if let Some(thread) = &self.thread {
+            thread.thread().unpark();
         }
     }
 
@@ -191,18 +203,36 @@ fn run<S: Sink>(
             Ok(Message::Flush(ack)) => flushes.push(ack),
             Err(_) => break,
         }
+        // Gather a trickle: when the queue runs dry with only a few records in hand,
+        // sleep through the window rather than wait on the queue, so that records arrive
+        // without waking this thread one by one (a wake-up per record costs more than
+        // writing it); a flush or close wakes it at once. A batch of some size is written
+        // at once: under load the thread never waits, and senders never wake it.
         let deadline = Instant::now() + settings.gather;
-        while flushes.is_empty() && sink.len() < settings.batch {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match queue.recv_timeout(left) {
-                Ok(Message::Record(r)) => sink.add(r),
-                Ok(Message::Flush(ack)) => flushes.push(ack),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => {
-                    open = false;
+        let enough = (settings.batch / 16).max(1);
+        loop {
+            loop {
+                if sink.len() >= settings.batch {
                     break;
                 }
+                match queue.try_recv() {
+                    Ok(Message::Record(r)) => sink.add(r),
+                    Ok(Message::Flush(ack)) => {
+                        flushes.push(ack);
+                        break;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
             }
+            let now = Instant::now();
+            if !flushes.is_empty() || !open || sink.len() >= enough || now >= deadline {
+                break;
+            }
+            std::thread::park_timeout(deadline - now);
         }
         let written = if sink.is_empty() {
             Ok(())
