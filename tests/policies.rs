@@ -80,6 +80,7 @@ fn bad_cli_policy_is_reported_with_its_place() {
 #[test]
 fn timeout_kills_the_whole_process_group() {
     let illumo = Illumo::new();
+    let marker = format!("120.{}", crate::support::unique());
     let pidfile = illumo.dir().join("grandchild.pid");
     let flow = format!(
         r#"
@@ -94,7 +95,7 @@ flow:
           - -c
           - |
             import subprocess, time
-            child = subprocess.Popen(["sleep", "120"])
+            child = subprocess.Popen(["sleep", "{marker}"])
             open("{}", "w").write(str(child.pid))
             time.sleep(120)
 "#,
@@ -107,29 +108,47 @@ flow:
         "{}",
         out.stderr
     );
-    let pid: u32 = std::fs::read_to_string(&pidfile)
-        .expect("the grandchild wrote its pid")
-        .trim()
-        .parse()
-        .unwrap();
-    // SIGKILL is delivered at once; give the kernel a bounded moment to tear the process down.
-    let alive = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|stat| {
-                !stat
-                    .rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-            .unwrap_or(false)
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while alive(pid) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    assert!(pidfile.exists(), "the grandchild started");
+    assert_eq!(
+        crate::support::gone(&marker),
+        Vec::<u32>::new(),
+        "the grandchild survived the timeout"
+    );
+}
+
+#[test]
+fn a_child_that_leaves_the_process_group_dies_with_the_node() {
+    // `setsid` takes the sleeper out of the node's process group; the node's program
+    // exits at once. Where the kernel gives illumo a PID namespace (root), the sleeper
+    // dies with it.
+    let namespaces = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let marker = format!("120.{}", crate::support::unique());
+    let flow = format!(
+        "flow:\n  nodes:\n    spawner:\n      type: Command\n      setting: {{argv: [python3, -c, \"import subprocess; subprocess.Popen(['sleep', '{marker}'], start_new_session=True)\"]}}\n"
+    );
+    Illumo::new().run_flow(&flow).run().success();
+    let left = crate::support::gone(&marker);
+    if namespaces {
+        assert_eq!(
+            left,
+            Vec::<u32>::new(),
+            "a detached child outlived its node"
+        );
+    } else {
+        eprintln!("no PID namespaces here: only the process group is killed");
+        for pid in left {
+            unsafe_kill(pid);
+        }
     }
-    assert!(!alive(pid), "grandchild {pid} survived the timeout");
+}
+
+fn unsafe_kill(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
 }
 
 #[test]

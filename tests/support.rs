@@ -249,3 +249,43 @@ pub fn sqlite3(db: &Path, sql: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Processes (not zombies) whose command line holds `token`: how a test finds the
+/// processes it started, whatever PID namespace they run in (their own pid numbers may
+/// be the namespace's).
+pub fn processes_with(token: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z'));
+            !zombie
+                && String::from_utf8_lossy(&cmdline)
+                    .replace('\0', " ")
+                    .contains(token)
+        })
+        .collect()
+}
+
+/// Waits (at most five seconds: SIGKILL is delivered at once, the teardown takes a
+/// moment) until no process holds `token`; returns those still alive.
+pub fn gone(token: &str) -> Vec<u32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left = processes_with(token);
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A number no other test uses, to mark processes.
+pub fn unique() -> u64 {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    std::process::id() as u64 * 1000 + N.fetch_add(1, Ordering::Relaxed) as u64
+}

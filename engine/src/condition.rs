@@ -33,6 +33,16 @@ pub struct ConditionError {
 
 impl Condition {
     pub fn compile(source: &str) -> Result<Condition, ConditionSyntaxError> {
+        if let Err(deep) = crate::limits::condition_nesting(source) {
+            return Err(ConditionSyntaxError {
+                reason: deep.reason(),
+                offset: deep.offset,
+                width: 1,
+                hint: Some(
+                    "split it into simpler conditions (a Router takes several routes)".into(),
+                ),
+            });
+        }
         let (plain, origin) = strip_dollars(source);
         // Offsets found in the plain text, as character offsets in the source.
         let at = |byte: usize| origin.get(byte).copied().unwrap_or(source.chars().count());

@@ -22,6 +22,7 @@ pub mod duration;
 pub mod flow;
 pub mod graph;
 pub mod ids;
+pub mod limits;
 pub mod node;
 pub mod path;
 pub mod policy;

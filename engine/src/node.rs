@@ -594,6 +594,29 @@ impl<'a> BuildCx<'a> {
         }
     }
 
+    /// Reports a number setting outside `min..=max` where it is written; says whether it
+    /// fits. Every number a node uses to size or repeat something is checked, so no input
+    /// can overflow a computation later.
+    pub fn check_range<T: PartialOrd + std::fmt::Display>(
+        &mut self,
+        field: &str,
+        value: T,
+        min: T,
+        max: T,
+    ) -> bool {
+        if value >= min && value <= max {
+            return true;
+        }
+        let at = self.at(&[field]);
+        let text = value.to_string();
+        self.error(
+            at,
+            &text,
+            format!("`{field}` must be between {min} and {max}, not {text}"),
+        );
+        false
+    }
+
     /// Compiles a `when:` condition.
     pub fn condition(&mut self, at: YPath, source: &str) -> Option<Condition> {
         compile_condition(self.dec, at, source)

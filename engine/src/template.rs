@@ -216,6 +216,16 @@ pub struct RenderError {
 
 impl Template {
     pub fn compile(source: &str) -> Result<Template, TemplateSyntaxError> {
+        if let Err(deep) = crate::limits::template_nesting(source) {
+            let before: Vec<char> = source.chars().take(deep.offset).collect();
+            let line = before.iter().filter(|c| **c == '\n').count() + 1;
+            let column = before.iter().rev().take_while(|c| **c != '\n').count() + 1;
+            return Err(TemplateSyntaxError {
+                reason: deep.reason(),
+                line,
+                column,
+            });
+        }
         let compiled = handlebars::Template::compile(source).map_err(|e| {
             let (line, column) = e.pos().unwrap_or((1, 1));
             TemplateSyntaxError {

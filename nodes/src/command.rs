@@ -156,6 +156,7 @@ impl Node for Command {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        crate::process::contain(&mut command);
         for (name, spec) in &self.env {
             command.env(name, text_of(render(spec)?));
         }

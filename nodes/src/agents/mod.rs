@@ -239,6 +239,12 @@ impl AgentCore {
                 .map(Some),
             None => Some(None),
         };
+        let temperature_ok = config
+            .temperature
+            .is_none_or(|t| cx.check_range("temperature", t, 0.0, 2.0));
+        let tokens_ok = config
+            .max_tokens
+            .is_none_or(|n| cx.check_range("max_tokens", n, 1, 1_000_000));
         let history = cx.optional_ctx_path("history_path", config.history_path.as_deref());
         let metadata = cx.optional_ctx_path("metadata_path", config.metadata_path.as_deref());
         let provider = if known_provider {
@@ -269,6 +275,9 @@ impl AgentCore {
             None
         };
         let (provider, model, prompt, system) = (provider?, model?, prompt?, system?);
+        if !(temperature_ok && tokens_ok) {
+            return None;
+        }
         let (history, metadata) = (history?, metadata?);
         let mut reads = prompt.reads();
         if let Some(s) = &system {

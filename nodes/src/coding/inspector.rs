@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 fn default_extensions() -> Vec<String> {
     [".py", ".txt", ".md"].map(String::from).to_vec()
@@ -20,7 +21,7 @@ fn default_max_bytes() -> u64 {
     128 * 1024
 }
 
-#[derive(Deserialize, schemars::JsonSchema)]
+#[derive(Deserialize, Clone, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
     /// the folder, unless ctx.request.target_root names one (relative to the flow file)
@@ -51,7 +52,7 @@ struct Config {
 }
 
 pub struct WorkspaceInspector {
-    config: Config,
+    config: Arc<Config>,
     base_dir: PathBuf,
     structure: CtxPath,
     excluded: CtxPath,
@@ -84,9 +85,15 @@ impl NodeFactory for WorkspaceInspectorFactory {
             config.excluded_path.as_deref(),
             paths::EXCLUDED,
         );
+        // Numbers that size work are bounded (an enormous `preview_lines` once overflowed).
+        let lines_ok = cx.check_range("preview_lines", config.preview_lines, 0, 10_000);
+        let bytes_ok = cx.check_range("max_bytes", config.max_bytes, 0, 1 << 30);
         let (structure, excluded) = (structure?, excluded?);
+        if !(lines_ok && bytes_ok) {
+            return None;
+        }
         Some(Box::new(WorkspaceInspector {
-            config,
+            config: Arc::new(config),
             base_dir: cx.base_dir.to_path_buf(),
             structure,
             excluded,
@@ -101,7 +108,13 @@ pub struct Walk {
     pub excluded: Vec<Value>,
 }
 
-impl WorkspaceInspector {
+/// The walk over the workspace, on a blocking thread (file I/O never holds a runtime
+/// worker, so a timeout or an interrupt always wins).
+struct Walker {
+    config: Arc<Config>,
+}
+
+impl Walker {
     fn walk(&self, root: &Path, dir: &Path, selected: &Option<Vec<String>>, walk: &mut Walk) {
         let relative = |p: &Path| {
             p.strip_prefix(root)
@@ -136,6 +149,11 @@ impl WorkspaceInspector {
             if kind.is_symlink() {
                 walk.excluded
                     .push(json!({"path": rel, "reason": "symlink"}));
+            } else if !kind.is_dir() && !kind.is_file() {
+                // A FIFO would block at open, a device would never end: only regular
+                // files are read.
+                walk.excluded
+                    .push(json!({"path": rel, "reason": special_kind(&kind)}));
             } else if kind.is_dir() {
                 if !SKIPPED_DIRS.contains(&name.as_str()) && !is_virtualenv(&path) {
                     self.walk(root, &path, selected, walk);
@@ -178,7 +196,16 @@ impl WorkspaceInspector {
             )));
         }
         let mut bytes = Vec::new();
-        std::fs::File::open(path)?.read_to_end(&mut bytes)?;
+        // At most max_bytes + 1, even if the file grew since its size was read.
+        std::fs::File::open(path)?
+            .take(self.config.max_bytes.saturating_add(1))
+            .read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > self.config.max_bytes {
+            return Ok(Err((
+                bytes.len() as u64,
+                format!("larger than max_bytes ({})", self.config.max_bytes),
+            )));
+        }
         if bytes.contains(&0) {
             return Ok(Err((size, "binary".into())));
         }
@@ -186,6 +213,20 @@ impl WorkspaceInspector {
             return Ok(Err((size, "binary".into())));
         };
         Ok(Ok((size, preview(&text, self.config.preview_lines))))
+    }
+}
+
+/// Why a directory entry that is neither a file nor a folder is left out.
+fn special_kind(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        "not a regular file (a FIFO)"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "not a regular file (a device)"
+    } else if kind.is_socket() {
+        "not a regular file (a socket)"
+    } else {
+        "not a regular file"
     }
 }
 
@@ -218,8 +259,16 @@ impl Node for WorkspaceInspector {
                     .map(|s| s.trim_start_matches("./").to_string())
                     .collect::<Vec<_>>()
             });
-        let mut walk = Walk::default();
-        self.walk(&root, &root, &selected, &mut walk);
+        let walker = Walker {
+            config: self.config.clone(),
+        };
+        let walk = tokio::task::spawn_blocking(move || {
+            let mut walk = Walk::default();
+            walker.walk(&root, &root, &selected, &mut walk);
+            (walk, root)
+        })
+        .await;
+        let (walk, root) = walk.map_err(|e| NodeError::fatal(format!("the walk failed: {e}")))?;
         let output = json!({"root": root.display().to_string(), "files": walk.files.len(), "excluded": walk.excluded.len()});
         Ok(Outcome::value(output)
             .with_write(self.structure.clone(), Value::Array(walk.files))

@@ -144,6 +144,48 @@ pub fn fix_hunk_counts(diff: &str) -> String {
     text
 }
 
+/// Puts a `diff --git a/X b/Y` line before each `--- X` / `+++ Y` pair that has none.
+pub fn git_headers_for_plain_sections(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out: Vec<String> = Vec::with_capacity(lines.len() + 4);
+    // Inside a git section's header (after `diff --git`, before its first hunk).
+    let mut in_git_header = false;
+    for (i, line) in lines.iter().enumerate() {
+        if line.starts_with("diff --git ") {
+            in_git_header = true;
+        } else if line.starts_with("@@") {
+            in_git_header = false;
+        } else if line.starts_with("--- ")
+            && lines.get(i + 1).is_some_and(|n| n.starts_with("+++ "))
+            && !in_git_header
+        {
+            let side = |l: &str, prefix: &str| {
+                let path = l[4..].split('\t').next().unwrap_or("").trim();
+                match path {
+                    "/dev/null" => None,
+                    p => Some(strip_side(p).to_string()),
+                }
+                .map(|p| format!("{prefix}/{p}"))
+            };
+            let old = side(line, "a");
+            let new = side(lines[i + 1], "b");
+            let (old, new) = match (old, new) {
+                (Some(o), Some(n)) => (o, n),
+                (Some(o), None) => (o.clone(), format!("b/{}", &o[2..])),
+                (None, Some(n)) => (format!("a/{}", &n[2..]), n),
+                (None, None) => (String::new(), String::new()),
+            };
+            if !old.is_empty() {
+                out.push(format!("diff --git {old} {new}"));
+            }
+        }
+        out.push(line.to_string());
+    }
+    let mut joined = out.join("\n");
+    joined.push('\n');
+    joined
+}
+
 /// `@@ -12,3 +12,4 @@ def f():` -> (12, 12, " def f():").
 fn parse_hunk_header(line: &str) -> Option<(usize, usize, String)> {
     let rest = line.strip_prefix("@@ -")?;
@@ -174,6 +216,34 @@ pub fn check_path(root: &Path, path: &str, allowed: &[String]) -> Result<PathBuf
         .any(|c| matches!(c, Component::ParentDir))
     {
         return Err("`..` would leave the workspace".into());
+    }
+    if let Some(c) = path.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "the path holds a control character ({})",
+            c.escape_default()
+        ));
+    }
+    for part in path.split('/') {
+        // `‥`, `…`, `．．`: names that read as `..` but are not.
+        let dotlike = !part.is_empty()
+            && part
+                .chars()
+                .all(|c| matches!(c, '.' | '‥' | '…' | '．' | '․'))
+            && part != ".";
+        if dotlike && part != ".." {
+            return Err(format!("`{part}` looks like `..`; such names are refused"));
+        }
+    }
+    // Git's own files (hooks run code) only when allowed_paths names `.git` itself.
+    let in_git = relative
+        .components()
+        .any(|c| c.as_os_str().eq_ignore_ascii_case(".git"));
+    if in_git
+        && !allowed
+            .iter()
+            .any(|g| g.split('/').any(|s| s.eq_ignore_ascii_case(".git")))
+    {
+        return Err("paths inside `.git/` are refused unless allowed_paths names `.git`".into());
     }
     let outside = |p: &str| !allowed.iter().any(|g| glob_match(g, p));
     if outside(path) {
@@ -273,6 +343,13 @@ impl Patch {
         originals: &Originals,
     ) -> Result<Vec<Change>, (String, Vec<Value>)> {
         let fixed = fix_hunk_counts(diff);
+        // A plain `---`/`+++` section after a `diff --git` one would be skipped by the git
+        // parser: give it a git header too, so every section is applied or rejected.
+        let fixed = if fixed.contains("diff --git") {
+            git_headers_for_plain_sections(&fixed)
+        } else {
+            fixed
+        };
         let opts = if fixed.contains("diff --git") {
             ParseOptions::gitdiff()
         } else {

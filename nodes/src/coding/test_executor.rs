@@ -125,7 +125,11 @@ impl NodeFactory for TestExecutorFactory {
             config.history_path.as_deref(),
             paths::TEST_HISTORY,
         );
+        let output_ok = cx.check_range("max_output", config.max_output, 0, 64 << 20);
         let (results, files, history) = (results?, files?, history?);
+        if !output_ok {
+            return None;
+        }
         Some(Box::new(TestExecutor {
             config,
             timeout,
@@ -257,6 +261,7 @@ impl Node for TestExecutor {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        crate::process::contain(&mut command);
         let started = Instant::now();
         let child = command
             .spawn()
