@@ -10,6 +10,7 @@ mod coding;
 mod console;
 mod examples;
 mod fuzz;
+mod hostile;
 mod otlp;
 mod policies;
 mod runtime;

@@ -148,7 +148,7 @@ impl Source {
             Some((line, column)) => {
                 let number = line.to_string();
                 let pad = " ".repeat(number.len());
-                let text = self.line(line);
+                let (text, shown_column, width) = window(self.line(line), column, d.width);
                 let _ = writeln!(
                     out,
                     "{pad}{} {}:{line}:{column}",
@@ -161,9 +161,9 @@ impl Source {
                     "{} {} {}",
                     paint("34", &number),
                     paint("34", "|"),
-                    expand_tabs(text)
+                    expand_tabs(&text)
                 );
-                let (indent, width) = caret_span(text, column, d.width);
+                let (indent, width) = caret_span(&text, shown_column, width);
                 let under = format!("{}{}", " ".repeat(indent), "^".repeat(width));
                 let label = d
                     .label
@@ -248,6 +248,52 @@ fn expand_tabs(line: &str) -> String {
     line.replace('\t', TAB)
 }
 
+/// How many screen columns of a line a snippet shows: a longer line is cut around the
+/// caret, with `...` where text was left out.
+const MAX_SHOWN: usize = 100;
+/// How many columns before the caret a cut line keeps.
+const SHOWN_BEFORE: usize = 40;
+
+/// The part of `line` a snippet shows, with the caret's `column` and `width` moved to
+/// match.
+fn window(line: &str, column: usize, width: usize) -> (String, usize, usize) {
+    let cells = |c: &char| match c {
+        '\t' => TAB.len(),
+        c => unicode_width::UnicodeWidthChar::width(*c).unwrap_or(0),
+    };
+    if line.chars().map(|c| cells(&c)).sum::<usize>() <= MAX_SHOWN {
+        return (line.to_string(), column, width);
+    }
+    let chars: Vec<char> = line.chars().collect();
+    let first = column.saturating_sub(1);
+    // Back from the caret, SHOWN_BEFORE columns' worth of characters.
+    let (mut start, mut before) = (first.min(chars.len()), 0);
+    while start > 0 && before + cells(&chars[start - 1]) <= SHOWN_BEFORE {
+        before += cells(&chars[start - 1]);
+        start -= 1;
+    }
+    let (mut end, mut shown) = (start, 0);
+    while end < chars.len() && shown + cells(&chars[end]) <= MAX_SHOWN {
+        shown += cells(&chars[end]);
+        end += 1;
+    }
+    let mut text = String::new();
+    if start > 0 {
+        text.push_str("...");
+    }
+    text.extend(&chars[start..end]);
+    if end < chars.len() {
+        text.push_str("...");
+    }
+    let shift = if start > 0 { 3 } else { 0 };
+    let width = if first < end {
+        width.min(end - first)
+    } else {
+        width
+    };
+    (text, column - start + shift, width)
+}
+
 /// Where the carets of a 1-based character `column` start on the screen, and how many
 /// there are for `width` characters: a tab shows as four columns, a wide character as two.
 fn caret_span(line: &str, column: usize, width: usize) -> (usize, usize) {
@@ -263,6 +309,17 @@ fn caret_span(line: &str, column: usize, width: usize) -> (usize, usize) {
     let under: Vec<char> = line.chars().skip(before.len()).take(width).collect();
     let shown = under.iter().copied().map(cells).sum::<usize>() + width - under.len();
     (indent, shown.max(1))
+}
+
+/// How many characters of a value a message quotes.
+const BRIEF: usize = 60;
+
+/// `text` as a message quotes it: whole when short, else its start and `…`.
+pub fn brief(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(BRIEF) {
+        Some((at, _)) => format!("{}…", &text[..at]).into(),
+        None => text.into(),
+    }
 }
 
 pub fn plural(n: usize, word: &str) -> String {
@@ -360,5 +417,33 @@ mod tests {
             src.render(&d[1], false),
             "error: tab\n --> f.yaml:1:16\n  |\n1 | flow: {name: \"    x\", entry: ノード}\n  |                   ^\n"
         );
+    }
+
+    #[test]
+    fn long_lines_are_cut_around_the_caret() {
+        let text = format!("flow: {{name: {}, entry: bad}}\n", "n".repeat(300));
+        let src = Source::new("f.yaml", &text);
+        let mut d = vec![Diagnostic::error("e").at(YPath::root().key("flow").key("entry"), "bad")];
+        resolve(&mut d, &crate::yaml::parse(&text).unwrap());
+        let shown = format!("...{}, entry: bad}}", "n".repeat(31));
+        assert_eq!(
+            src.render(&d[0], false),
+            format!(
+                "error: e\n --> f.yaml:1:323\n  |\n1 | {shown}\n  |    {}^^^\n",
+                " ".repeat(40)
+            )
+        );
+        // A short line is shown whole; a long one cut at both ends keeps the caret in view.
+        assert_eq!(window("abc", 2, 1), ("abc".to_string(), 2, 1));
+        let long = "x".repeat(500);
+        let (cut, column, width) = window(&long, 250, 400);
+        assert_eq!(cut, format!("...{}...", "x".repeat(100)));
+        assert_eq!((column, width), (44, 60));
+    }
+
+    #[test]
+    fn brief_quotes_keep_the_start_of_long_text() {
+        assert_eq!(brief("short"), "short");
+        assert_eq!(brief(&"(".repeat(100)), format!("{}…", "(".repeat(60)));
     }
 }

@@ -660,9 +660,13 @@ pub(crate) fn compile_condition(dec: &mut Decoder, at: YPath, source: &str) -> O
         Ok(c) => Some(c),
         Err(e) => {
             let offending: String = source.chars().skip(e.offset).take(e.width).collect();
-            let mut d = Diagnostic::error(format!("invalid condition `{source}`: {}", e.reason))
-                .at(at, &offending)
-                .offset(e.offset);
+            let mut d = Diagnostic::error(format!(
+                "invalid condition `{}`: {}",
+                crate::diagnostic::brief(source),
+                e.reason
+            ))
+            .at(at, &offending)
+            .offset(e.offset);
             if let Some(hint) = e.hint {
                 d = d.help(hint);
             }
@@ -704,11 +708,19 @@ pub(crate) fn compile_value(
                 } else {
                     e.reason
                 };
+                // Carets under the `{{` or the `(` the problem starts at.
+                let opening = if s.chars().nth(offset) == Some('(') {
+                    "("
+                } else {
+                    "{{"
+                };
                 dec.push(
                     Diagnostic::error(format!("{owner}: invalid template: {reason}"))
-                        .at(at(), "{{")
+                        .at(at(), opening)
                         .offset(if s.contains('\n') { 0 } else { offset })
-                        .help("templates look like `{{ $ctx.user.name }}` or `{{#if $ctx.x}}...{{/if}}`"),
+                        .help(e.hint.unwrap_or(
+                            "templates look like `{{ $ctx.user.name }}` or `{{#if $ctx.x}}...{{/if}}`",
+                        )),
                 );
                 None
             }

@@ -204,6 +204,8 @@ pub struct TemplateSyntaxError {
     pub reason: String,
     pub line: usize,
     pub column: usize,
+    /// What to do about it, when the usual template help does not fit.
+    pub hint: Option<&'static str>,
 }
 
 /// A template that failed to render.
@@ -224,6 +226,9 @@ impl Template {
                 reason: deep.reason(),
                 line,
                 column,
+                hint: Some(
+                    "compute part of it in an earlier node, or split it into several values",
+                ),
             });
         }
         let compiled = handlebars::Template::compile(source).map_err(|e| {
@@ -232,6 +237,7 @@ impl Template {
                 reason: e.reason().to_string(),
                 line,
                 column,
+                hint: None,
             }
         })?;
         if let Some(problem) = check_elements(&compiled.elements, &compiled.mapping, false) {
@@ -293,6 +299,7 @@ fn check_elements(
                 reason,
                 line,
                 column,
+                hint: None,
             })
         };
         let helper = match element {

@@ -450,7 +450,8 @@ impl Patch {
                 } else {
                     format!("{n} files")
                 },
-                first["path"].as_str().unwrap_or(""),
+                // A path may hold a newline: the message stays on one line.
+                first["path"].as_str().unwrap_or("").escape_debug(),
                 first["reason"].as_str().unwrap_or("")
             );
             return Err((why, rejected));

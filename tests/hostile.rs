@@ -1,0 +1,302 @@
+//! Hostile input, each with the exact input an adversarial run found: nesting that would
+//! overflow a stack, numbers that would overflow, special files, diffs and paths the user
+//! did not expect. Every one fails at load or is refused with its reason; none hangs.
+
+use crate::support::Illumo;
+use serde_json::{json, Value};
+
+/// `validate` and `run` of `flow` give the same load errors, exit 2.
+#[track_caller]
+fn refused_at_load(flow: &str, expected: &str) {
+    let illumo = Illumo::new();
+    let path = illumo.flow_file(flow);
+    let validate = illumo
+        .args(["validate", &path])
+        .env("NO_COLOR", "1")
+        .run()
+        .code(2);
+    let run = Illumo::new();
+    let run_path = run.flow_file(flow);
+    let run = run
+        .args(["run", &run_path, "--tracer", "none"])
+        .env("NO_COLOR", "1")
+        .run()
+        .code(2);
+    let shown = |stderr: &str, path: &str| stderr.replace(path, "flow.yaml");
+    assert_eq!(shown(&validate.stderr, &path), expected);
+    assert_eq!(shown(&run.stderr, &run_path), expected);
+    assert_eq!(run.stdout, "", "nothing ran");
+}
+
+fn set_flow(value: &str) -> String {
+    format!("flow:\n  nodes:\n    a:\n      type: Set\n      setting: {{value: \"{value}\"}}\n")
+}
+
+#[test]
+fn a_template_of_2000_nested_subexpressions_is_a_load_error_not_a_stack_overflow() {
+    let deep = format!("{{{{ {}true{} }}}}", "(not ".repeat(2000), ")".repeat(2000));
+    refused_at_load(
+        &set_flow(&deep),
+        &format!(
+            "error: node `a`: invalid template: it nests deeper than 32 levels
+ --> flow.yaml:5:188
+  |
+5 | ...{}...
+  |                                            ^
+  = help: compute part of it in an earlier node, or split it into several values
+
+error: flow.yaml has 1 error
+",
+            "(not ".repeat(20)
+        ),
+    );
+}
+
+#[test]
+fn if_blocks_nested_2000_and_10000_deep_are_load_errors() {
+    for depth in [2000, 10_000] {
+        let deep = format!(
+            "{}x{}",
+            "{{#if $ctx.a}}".repeat(depth),
+            "{{/if}}".repeat(depth)
+        );
+        refused_at_load(
+            &set_flow(&deep),
+            &format!(
+                "error: node `a`: invalid template: it nests deeper than 32 levels
+ --> flow.yaml:5:473
+  |
+5 | ...#if $ctx.a}}}}{}{{{{#i...
+  |                                            ^^
+  = help: compute part of it in an earlier node, or split it into several values
+
+error: flow.yaml has 1 error
+",
+                "{{#if $ctx.a}}".repeat(6),
+            ),
+        );
+    }
+}
+
+#[test]
+fn a_condition_with_100_nested_parentheses_is_a_load_error() {
+    let when = format!("{}true{}", "(".repeat(100), ")".repeat(100));
+    let flow = format!(
+        "flow:\n  nodes:\n    a: {{type: Set, setting: {{value: 1}}}}\n    b: {{type: Set, setting: {{value: 2}}}}\n  edges:\n    - from: a\n      to: b\n      when: \"{when}\"\n"
+    );
+    refused_at_load(
+        &flow,
+        &format!(
+            "error: invalid condition `{}…`: it nests deeper than 32 levels
+ --> flow.yaml:8:46
+  |
+8 | ... when: \"{}...
+  |                                            ^
+  = help: split it into simpler conditions (a Router takes several routes)
+
+error: flow.yaml has 1 error
+",
+            "(".repeat(60),
+            "(".repeat(92),
+        ),
+    );
+}
+
+#[test]
+fn yaml_nested_100000_deep_fails_at_the_nesting_limit() {
+    let flow = format!("flow: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    refused_at_load(
+        &flow,
+        &format!(
+            "error: invalid YAML: the YAML nests deeper than 64 levels
+ --> flow.yaml:1:70
+  |
+1 | ...{}...
+  |                                            ^
+  = help: flatten the structure; no flow needs this depth
+
+error: flow.yaml has 1 error
+",
+            "[".repeat(100)
+        ),
+    );
+}
+
+#[test]
+fn numeric_settings_out_of_range_are_load_errors() {
+    let flow = "flow:
+  nodes:
+    inspect:
+      type: WorkspaceInspector
+      setting: {default_root: ., preview_lines: 18446744073709551615, max_bytes: 4294967296000}
+    tests:
+      type: TestExecutor
+      setting: {default_root: ., max_output: 1099511627776}
+    agent:
+      type: Agent
+      setting: {provider: openai, model: m, prompt: hi, temperature: 7, max_tokens: 0}
+  edges:
+    - inspect >> tests
+    - tests >> agent
+";
+    refused_at_load(
+        flow,
+        "error: node `inspect`: `preview_lines` must be between 0 and 10000, not 18446744073709551615
+ --> flow.yaml:5:49
+  |
+5 |       setting: {default_root: ., preview_lines: 18446744073709551615, max_bytes: 4294967296000}
+  |                                                 ^^^^^^^^^^^^^^^^^^^^
+
+error: node `inspect`: `max_bytes` must be between 0 and 1073741824, not 4294967296000
+ --> flow.yaml:5:82
+  |
+5 |       setting: {default_root: ., preview_lines: 18446744073709551615, max_bytes: 4294967296000}
+  |                                                                                  ^^^^^^^^^^^^^
+
+error: node `tests`: `max_output` must be between 0 and 67108864, not 1099511627776
+ --> flow.yaml:8:46
+  |
+8 |       setting: {default_root: ., max_output: 1099511627776}
+  |                                              ^^^^^^^^^^^^^
+
+error: node `agent`: `temperature` must be between 0 and 2, not 7
+  --> flow.yaml:11:70
+   |
+11 |       setting: {provider: openai, model: m, prompt: hi, temperature: 7, max_tokens: 0}
+   |                                                                      ^
+
+error: node `agent`: `max_tokens` must be between 1 and 1000000, not 0
+  --> flow.yaml:11:85
+   |
+11 |       setting: {provider: openai, model: m, prompt: hi, temperature: 7, max_tokens: 0}
+   |                                                                                     ^
+
+error: flow.yaml has 5 errors
+",
+    );
+}
+
+#[test]
+fn the_inspector_lists_fifos_sockets_and_device_links_without_opening_them() {
+    let illumo = Illumo::new();
+    let ws = illumo.dir().join("ws");
+    std::fs::create_dir_all(ws.join("app")).unwrap();
+    std::fs::write(ws.join("app/ok.py"), "x = 1\n").unwrap();
+    let fifo = ws.join("app/pipe.py");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo");
+    std::os::unix::fs::symlink("/dev/zero", ws.join("app/zero.py")).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(ws.join("app/sock.py")).unwrap();
+    // Opening the FIFO would block until a writer came: the run must end on its own,
+    // well inside the node's timeout.
+    let flow = "flow:\n  nodes:\n    inspect:\n      type: WorkspaceInspector\n      setting: {default_root: ws}\n      policy: {timeout: 1s}\n";
+    let out = illumo.run_flow(flow).run().success();
+    assert_eq!(
+        out.ctx()["workspace"],
+        json!({
+            "structure": [{"path": "app/ok.py", "size": 6, "preview": "x = 1", "selected": true}],
+            "structure_excluded": [
+                {"path": "app/pipe.py", "reason": "not a regular file (a FIFO)"},
+                {"path": "app/sock.py", "reason": "not a regular file (a socket)"},
+                {"path": "app/zero.py", "reason": "symlink"},
+            ]
+        })
+    );
+}
+
+/// Runs a Patch over `ws` (with `app/a.py` = `a`, `app/b.py` = `b`) with `diff`, `--write`.
+fn patch(diff: &str, allowed: &str) -> (i32, Value, Illumo) {
+    let illumo = Illumo::new();
+    let ws = illumo.dir().join("ws");
+    std::fs::create_dir_all(ws.join("app")).unwrap();
+    std::fs::create_dir_all(ws.join(".git/hooks")).unwrap();
+    std::fs::write(ws.join("app/a.py"), "a\n").unwrap();
+    std::fs::write(ws.join("app/b.py"), "b\n").unwrap();
+    let flow = format!(
+        "flow:\n  nodes:\n    patch:\n      type: Patch\n      setting: {{default_root: ws{allowed}}}\n"
+    );
+    let path = illumo.flow_file(&flow);
+    let context = json!({"diff": {"proposed": diff}}).to_string();
+    let out = Illumo::new()
+        .args(["run", &path, "--tracer", "none", "--write", "-c", &context])
+        .run();
+    let applied = out.ctx()["diff"]["applied"].clone();
+    (out.code, applied, illumo)
+}
+
+fn read(illumo: &Illumo, file: &str) -> String {
+    std::fs::read_to_string(illumo.dir().join("ws").join(file)).unwrap_or_default()
+}
+
+#[test]
+fn a_plain_section_after_a_git_section_is_applied_too() {
+    let diff = "diff --git a/app/a.py b/app/a.py\n--- a/app/a.py\n+++ b/app/a.py\n@@ -1 +1 @@\n-a\n+A\n--- a/app/b.py\n+++ b/app/b.py\n@@ -1 +1 @@\n-b\n+B\n";
+    let (code, applied, illumo) = patch(diff, "");
+    assert_eq!(code, 0);
+    assert_eq!(
+        applied,
+        json!({"ok": true, "files": [{"path": "app/a.py", "status": "patched"}, {"path": "app/b.py", "status": "patched"}], "rejected": [], "written": true})
+    );
+    assert_eq!(
+        (read(&illumo, "app/a.py"), read(&illumo, "app/b.py")),
+        ("A\n".into(), "B\n".into())
+    );
+}
+
+#[test]
+fn a_plain_section_leaving_the_workspace_after_a_git_section_is_rejected() {
+    let diff = "diff --git a/app/a.py b/app/a.py\n--- a/app/a.py\n+++ b/app/a.py\n@@ -1 +1 @@\n-a\n+A\n--- a/../outside/x.txt\n+++ b/../outside/x.txt\n@@ -0,0 +1 @@\n+x\n";
+    let (code, applied, illumo) = patch(diff, "");
+    assert_eq!(code, 1);
+    assert_eq!(
+        applied,
+        json!({"ok": false, "error": "the diff was not applied: 1 file rejected (`../outside/x.txt`: `..` would leave the workspace)",
+               "rejected": [{"path": "../outside/x.txt", "reason": "`..` would leave the workspace"}], "files": [], "written": false})
+    );
+    assert_eq!(read(&illumo, "app/a.py"), "a\n", "nothing applied");
+    assert!(!illumo.dir().join("outside").exists());
+}
+
+#[test]
+fn control_characters_git_files_and_dot_lookalikes_are_refused_under_the_default_allowed_paths() {
+    let cases = [
+        (
+            "diff --git \"a/app/evil\\nname.py\" \"b/app/evil\\nname.py\"\nnew file mode 100644\n--- /dev/null\n+++ \"b/app/evil\\nname.py\"\n@@ -0,0 +1 @@\n+x\n",
+            "app/evil\nname.py",
+            "the path holds a control character (\\n)",
+            "app/evil\\nname.py",
+        ),
+        (
+            "--- /dev/null\n+++ b/.git/hooks/pre-commit\n@@ -0,0 +1 @@\n+x\n",
+            ".git/hooks/pre-commit",
+            "paths inside `.git/` are refused unless allowed_paths names `.git`",
+            ".git/hooks/pre-commit",
+        ),
+        (
+            "--- /dev/null\n+++ b/‥/x.py\n@@ -0,0 +1 @@\n+x\n",
+            "‥/x.py",
+            "`‥` looks like `..`; such names are refused",
+            "‥/x.py",
+        ),
+    ];
+    for (diff, path, reason, shown) in cases {
+        let (code, applied, illumo) = patch(diff, "");
+        assert_eq!(code, 1, "{path}");
+        assert_eq!(
+            applied,
+            json!({"ok": false, "error": format!("the diff was not applied: 1 file rejected (`{shown}`: {reason})"),
+                   "rejected": [{"path": path, "reason": reason}], "files": [], "written": false}),
+        );
+        assert_eq!(read(&illumo, path), "", "{path} was not created");
+    }
+    // Naming `.git` in allowed_paths is how a flow says it means it.
+    let (code, applied, illumo) = patch(
+        "--- /dev/null\n+++ b/.git/hooks/pre-commit\n@@ -0,0 +1 @@\n+x\n",
+        ", allowed_paths: [\".git/hooks/*\"]",
+    );
+    assert_eq!((code, &applied["ok"]), (0, &json!(true)));
+    assert_eq!(read(&illumo, ".git/hooks/pre-commit"), "x\n");
+}
