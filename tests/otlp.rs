@@ -312,31 +312,31 @@ fn service_name_and_resource_attributes_come_from_the_environment() {
 #[test]
 fn a_collector_that_is_down_costs_one_warning_not_the_flow() {
     let port = free_port();
-    let out = Illumo::new()
-        .args([
-            "run",
-            "examples/basics/loop.yaml",
-            "-c",
-            r#"{"files": ["a"]}"#,
-            "--quiet",
-            "--tracer",
-            "otel",
-        ])
-        .args([
-            "--tracer-arg",
-            &format!("exporter_endpoint=http://127.0.0.1:{port}"),
-        ])
-        .run()
-        .success();
-    assert_eq!(out.ctx()["summary"], "checked 1 files");
-    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
-    assert!(
-        out.stderr.starts_with(&format!(
-            "warning: tracer: the otel tracer (grpc http://127.0.0.1:{port}) failed to write: 4 spans were dropped ("
-        )),
-        "{}",
-        out.stderr
-    );
+    for protocol in ["grpc", "http"] {
+        let out = Illumo::new()
+            .args([
+                "run",
+                "examples/basics/loop.yaml",
+                "-c",
+                r#"{"files": ["a"]}"#,
+                "--quiet",
+                "--tracer",
+                "otel",
+            ])
+            .args([
+                "--tracer-arg",
+                &format!("exporter_endpoint=http://127.0.0.1:{port}"),
+                "--tracer-arg",
+                &format!("protocol={protocol}"),
+            ])
+            .run()
+            .success();
+        assert_eq!(out.ctx()["summary"], "checked 1 files");
+        assert_eq!(
+            out.stderr,
+            format!("warning: tracer: the otel tracer ({protocol} http://127.0.0.1:{port}) failed to write: 4 spans were dropped (the connection to 127.0.0.1:{port} was refused; is the collector running?)\n")
+        );
+    }
 }
 
 #[test]

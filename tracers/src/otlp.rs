@@ -10,7 +10,7 @@ use crate::writer::{Flushed, Settings, Sink, Writer};
 use illumo_engine::tracer::{EventData, SpanData, SpanId, SpanStatus, TracerDB, TracerError};
 use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceFlags, TraceState};
 use opentelemetry::{InstrumentationScope, KeyValue, Value as OtelValue};
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_otlp::{Protocol, RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::{SpanEvents, SpanExporter as _, SpanLinks};
 use opentelemetry_sdk::Resource;
 use serde_json::{Map, Value};
@@ -25,6 +25,11 @@ const EXPORT_DEADLINE: Duration = Duration::from_secs(2);
 const TRIES: u32 = 2;
 /// The end of a run waits at most this long for the collector.
 const FLUSH_LIMIT: Duration = Duration::from_secs(3);
+/// While the collector is down, batches are dropped without a try for this long, so a
+/// collector that refuses connections costs the run no more than one that answers.
+const DOWN_PAUSE: Duration = Duration::from_secs(1);
+/// How long the check of a failed collector's address waits for a connection.
+const PROBE: Duration = Duration::from_millis(500);
 const BATCH: usize = 512;
 const QUEUE: usize = 16_384;
 
@@ -63,21 +68,64 @@ impl OtlpConfig {
         Ok(OtlpConfig { endpoint, protocol })
     }
 
-    fn describe(&self) -> String {
-        let endpoint = self
-            .endpoint
-            .clone()
-            .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok());
+    /// The endpoint exported to: the argument, `OTEL_EXPORTER_OTLP_ENDPOINT`, or the
+    /// protocol's default port on localhost.
+    fn endpoint(&self) -> String {
         let default = match self.protocol {
             OtlpProtocol::Grpc => "http://localhost:4317",
             OtlpProtocol::Http => "http://localhost:4318",
         };
+        self.endpoint
+            .clone()
+            .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+            .unwrap_or_else(|| default.to_string())
+    }
+
+    fn describe(&self) -> String {
         let protocol = match self.protocol {
             OtlpProtocol::Grpc => "grpc",
             OtlpProtocol::Http => "http",
         };
-        format!("{protocol} {}", endpoint.as_deref().unwrap_or(default))
+        format!("{protocol} {}", self.endpoint())
     }
+}
+
+/// `http://host:4317/v1/traces` -> `host:4317` (a missing port is the scheme's).
+fn host_and_port(endpoint: &str) -> Option<String> {
+    let (scheme, rest) = endpoint.split_once("://").unwrap_or(("http", endpoint));
+    let authority = rest.split(['/', '?']).next()?.rsplit('@').next()?;
+    if authority.is_empty() {
+        return None;
+    }
+    // `[::1]:4317` keeps its brackets; a port follows the last `:` outside them.
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok() && !port.contains(']'));
+    Some(if has_port {
+        authority.to_string()
+    } else {
+        let port = if scheme == "https" { 443 } else { 80 };
+        format!("{authority}:{port}")
+    })
+}
+
+/// Why a collector at `address` could not be reached, when a plain connection says:
+/// `None` when it accepts connections (the export failed for another reason).
+fn probe(address: &str) -> Option<String> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<std::net::SocketAddr> = match address.to_socket_addrs() {
+        Ok(a) => a.collect(),
+        Err(e) => return Some(format!("`{address}` does not resolve: {e}")),
+    };
+    let mut refused = false;
+    for addr in &addrs {
+        match std::net::TcpStream::connect_timeout(addr, PROBE) {
+            Ok(_) => return None,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused = true,
+            Err(_) => {}
+        }
+    }
+    refused.then(|| format!("the connection to {address} was refused; is the collector running?"))
 }
 
 /// What the export thread knows that a flush reports.
@@ -136,10 +184,12 @@ fn build_exporter(config: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporte
     CRYPTO.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+    // Retries are the export thread's (TRIES, then DOWN_PAUSE), not the exporter's own.
     let exporter = match config.protocol {
         OtlpProtocol::Grpc => {
             let mut b = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
+                .with_retry_policy(RetryPolicy::disabled())
                 .with_timeout(EXPORT_DEADLINE);
             if let Some(e) = &config.endpoint {
                 b = b.with_endpoint(e.clone());
@@ -150,6 +200,7 @@ fn build_exporter(config: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporte
             let mut b = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_protocol(Protocol::HttpBinary)
+                .with_retry_policy(RetryPolicy::disabled())
                 .with_timeout(EXPORT_DEADLINE);
             if let Some(e) = &config.endpoint {
                 let e = e.trim_end_matches('/');
@@ -174,9 +225,24 @@ struct Exporter {
     runtime: tokio::runtime::Runtime,
     exporter: opentelemetry_otlp::SpanExporter,
     batch: Vec<opentelemetry_sdk::trace::SpanData>,
-    collector_down: bool,
+    /// Since when the collector has failed every try, if it has.
+    down_since: Option<std::time::Instant>,
+    /// `host:port` of the endpoint, to say why it failed.
+    address: Option<String>,
     state: Arc<Mutex<ExportState>>,
     delivered: Arc<AtomicU64>,
+}
+
+impl Exporter {
+    /// Gives up on the batch, counting it; `why` replaces the reason reported.
+    fn drop_batch(&mut self, why: Option<String>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.dropped += self.batch.len() as u64;
+        if let Some(why) = why {
+            state.last_error = Some(why);
+        }
+        self.batch.clear();
+    }
 }
 
 impl Sink for Exporter {
@@ -191,7 +257,14 @@ impl Sink for Exporter {
     }
 
     fn write(&mut self) -> Result<(), String> {
-        let tries = if self.collector_down { 1 } else { TRIES };
+        if self
+            .down_since
+            .is_some_and(|since| since.elapsed() < DOWN_PAUSE)
+        {
+            self.drop_batch(None);
+            return Ok(());
+        }
+        let tries = if self.down_since.is_some() { 1 } else { TRIES };
         let mut wait = Duration::from_millis(100);
         let mut last_error = None;
         for attempt in 1..=tries {
@@ -201,7 +274,7 @@ impl Sink for Exporter {
             });
             match result {
                 Ok(Ok(())) => {
-                    self.collector_down = false;
+                    self.down_since = None;
                     self.delivered
                         .fetch_add(self.batch.len() as u64, Ordering::Relaxed);
                     self.batch.clear();
@@ -215,19 +288,24 @@ impl Sink for Exporter {
                 wait *= 2;
             }
         }
-        self.collector_down = true;
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.dropped += self.batch.len() as u64;
-        state.last_error = Some(
-            last_error
-                .unwrap_or_else(|| format!("no answer within {}s", EXPORT_DEADLINE.as_secs())),
-        );
-        self.batch.clear();
+        self.down_since = Some(std::time::Instant::now());
+        // The exporters' own words hide a refused connection ("network error"): ask.
+        let why = self
+            .address
+            .as_deref()
+            .and_then(probe)
+            .or(last_error)
+            .unwrap_or_else(|| format!("no answer within {}s", EXPORT_DEADLINE.as_secs()));
+        self.drop_batch(Some(why));
         // Not a failure of the writer: the flush reports the spans dropped.
         Ok(())
     }
 
     fn finish(&mut self) {
+        if self.down_since.is_some() {
+            // A last export to a collector that is down would only wait.
+            return;
+        }
         let _guard = self.runtime.enter();
         let _ = self.exporter.shutdown_with_timeout(Duration::from_secs(1));
     }
@@ -252,7 +330,8 @@ impl TracerDB for OtlpTracer {
             runtime,
             exporter,
             batch: Vec::with_capacity(BATCH),
-            collector_down: false,
+            down_since: None,
+            address: host_and_port(&self.config.endpoint()),
             state: self.state.clone(),
             delivered: self.delivered.clone(),
         };
@@ -446,6 +525,31 @@ fn flatten(prefix: &str, map: &Map<String, Value>, out: &mut Vec<KeyValue>) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn endpoints_give_the_address_to_check() {
+        assert_eq!(host_and_port("http://127.0.0.1:4317").as_deref(), Some("127.0.0.1:4317"));
+        assert_eq!(
+            host_and_port("https://tempo.example/v1/traces").as_deref(),
+            Some("tempo.example:443")
+        );
+        assert_eq!(host_and_port("http://[::1]:4318/").as_deref(), Some("[::1]:4318"));
+        assert_eq!(host_and_port("http://[::1]/").as_deref(), Some("[::1]:80"));
+        assert_eq!(host_and_port("localhost:4317").as_deref(), Some("localhost:4317"));
+        assert_eq!(host_and_port("http:///x"), None);
+    }
+
+    #[test]
+    fn a_closed_port_is_told_apart_from_one_that_listens() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = listener.local_addr().unwrap().to_string();
+        assert_eq!(probe(&open), None);
+        drop(listener);
+        assert_eq!(
+            probe(&open),
+            Some(format!("the connection to {open} was refused; is the collector running?"))
+        );
+    }
 
     #[test]
     fn attributes_flatten_to_dotted_keys() {
