@@ -32,7 +32,9 @@ fn prepare(args: &RunArgs, registry: &NodeRegistry) -> Result<Prepared, Option<S
         inputs::ctx_path(path).map_err(|e| Some(format!("--print: {e}")))?;
     }
     let mut options = RunOptions::new(tracer);
-    options.redactor = Arc::new(Redactor::from_env(args.redact.iter().cloned()));
+    // `--redact` values, secret-looking variables and the credentials nodes send.
+    let secrets = args.redact.iter().cloned().chain(flow.secrets());
+    options.redactor = Arc::new(Redactor::from_env(secrets));
     options.permissions.write_files = args.write;
     if let Some(name) = &args.profile {
         let Some(profile) = flow.profiles.get(name) else {

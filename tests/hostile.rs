@@ -300,3 +300,108 @@ fn control_characters_git_files_and_dot_lookalikes_are_refused_under_the_default
     assert_eq!((code, &applied["ok"]), (0, &json!(true)));
     assert_eq!(read(&illumo, ".git/hooks/pre-commit"), "x\n");
 }
+
+#[test]
+fn secrets_reach_no_trace_no_collector_and_no_terminal() {
+    use crate::llm_server::{LlmServer, Reply};
+    use crate::support::{sqlite3, TempDir};
+    // The credential sits in a variable whose name does not look secret: naming it in
+    // `api_key_env` is what makes it one. The token is a `--redact` value.
+    let (key, token) = ("desk-credential-9f8e7d", "hunter2-xyz-token");
+    // A server that echoes the Authorization header in its error body.
+    let server = LlmServer::start(vec![Reply::status(
+        401,
+        &format!(r#"{{"error": {{"message": "invalid credentials: Bearer {key}"}}}}"#),
+    )]);
+    let collector = crate::otlp::Collector::start();
+    let dir = TempDir::new();
+    let db = dir.path().join("trace.db");
+    let flow = format!(
+        "flow:
+  entry: triage
+  nodes:
+    triage:
+      type: Router
+      setting:
+        routes:
+          - {{when: 'ctx.request.token == \"{token}\"', to: ask}}
+          - {{default: ask}}
+    ask:
+      type: Agent
+      setting: {{provider: openai, model: m, base_url: '{}', api_key_env: SUPPORT_DESK, prompt: 'Token {{{{ $ctx.request.token }}}}'}}
+",
+        server.base_url
+    );
+    let illumo = Illumo::new();
+    let path = illumo.flow_file(&flow);
+    let context = json!({"request": {"token": token}}).to_string();
+    let out = illumo
+        .args(["run", &path, "-c", &context, "--redact", token])
+        .args([
+            "--tracer", "console", "--tracer", "sqlite", "--tracer", "otel",
+        ])
+        .args(["--tracer-arg", &format!("db_path={}", db.display())])
+        .args([
+            "--tracer-arg",
+            &format!("exporter_endpoint=http://127.0.0.1:{}", collector.grpc),
+        ])
+        .env("SUPPORT_DESK", key)
+        .env("NO_COLOR", "1")
+        .run()
+        .code(1);
+    assert_eq!(
+        server.requests()[0].authorization.as_deref(),
+        Some(format!("Bearer {key}").as_str()),
+        "the key was sent"
+    );
+    let trace_id = out
+        .stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("trace_id: "))
+        .expect("a trace id on stderr")
+        .to_string();
+    assert_eq!(collector.spans(&trace_id, 3).len(), 3, "every span arrived");
+    let exported = std::fs::read_to_string(&collector.log).unwrap();
+    let dump = sqlite3(&db, ".dump");
+    for (place, text) in [
+        ("stdout", &out.stdout),
+        ("stderr", &out.stderr),
+        ("the SQLite file", &dump),
+        ("the collector", &exported),
+    ] {
+        for secret in [key, token] {
+            assert!(!text.contains(secret), "{secret} reached {place}:\n{text}");
+        }
+    }
+    // Masked, not dropped: each place still says what happened.
+    let failure = format!(
+        "openai (m) at {}/v1 answered 401: invalid credentials: Bearer ***",
+        server.base_url
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "error: node `ask` failed on attempt 1 of 1: {failure}\n"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        sqlite3(
+            &db,
+            "SELECT name, json_extract(attributes, '$.error.message') FROM spans WHERE parent_id IS NULL"
+        ),
+        format!("flow flow|node `ask` failed on attempt 1 of 1: {failure}\n")
+    );
+    assert_eq!(
+        sqlite3(
+            &db,
+            "SELECT json_extract(e.attributes, '$.reason') FROM events e JOIN spans s USING (span_id) WHERE s.name = 'triage' AND e.name = 'routing.decision'"
+        ),
+        "ctx.request.token == \"***\"\n"
+    );
+    assert!(
+        exported.contains("invalid credentials: Bearer ***"),
+        "{exported}"
+    );
+    assert_eq!(out.ctx()["request"]["token"], "***");
+}

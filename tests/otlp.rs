@@ -8,11 +8,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A rotel collector on two free loopback ports, printing every span it receives.
-struct Collector {
+pub(crate) struct Collector {
     child: Child,
-    log: std::path::PathBuf,
-    grpc: u16,
-    http: u16,
+    pub(crate) log: std::path::PathBuf,
+    pub(crate) grpc: u16,
+    pub(crate) http: u16,
     _dir: TempDir,
 }
 
@@ -25,7 +25,7 @@ fn free_port() -> u16 {
 }
 
 impl Collector {
-    fn start() -> Collector {
+    pub(crate) fn start() -> Collector {
         let found = Command::new("python3")
             .args(["-c", "import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))"])
             .output()
@@ -71,7 +71,7 @@ impl Collector {
     }
 
     /// The spans received so far, waiting (bounded) until `count` of `trace_id` arrived.
-    fn spans(&self, trace_id: &str, count: usize) -> Vec<Span> {
+    pub(crate) fn spans(&self, trace_id: &str, count: usize) -> Vec<Span> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let spans: Vec<Span> = parse(&std::fs::read_to_string(&self.log).unwrap_or_default())
@@ -94,7 +94,7 @@ impl Drop for Collector {
 }
 
 #[derive(Debug, Clone, Default)]
-struct Span {
+pub(crate) struct Span {
     trace_id: String,
     parent_id: String,
     span_id: String,

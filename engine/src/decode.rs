@@ -16,6 +16,9 @@ pub struct Entry<'y> {
 #[derive(Default)]
 pub struct Decoder {
     pub diags: Vec<Diagnostic>,
+    /// Environment variables whose values settings send as credentials (an agent's
+    /// `api_key_env`): redacted wherever they would leave the process.
+    pub secret_env: std::collections::BTreeSet<String>,
 }
 
 impl Decoder {

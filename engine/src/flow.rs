@@ -72,6 +72,8 @@ pub struct Flow {
     pub policy: PolicySpec,
     pub profiles: BTreeMap<String, PolicySpec>,
     pub warnings: Vec<Diagnostic>,
+    /// Environment variables whose values nodes send as credentials.
+    pub secret_env: Vec<String>,
 }
 
 /// A flow that did not load: every problem found, warnings included.
@@ -90,6 +92,15 @@ impl std::fmt::Display for LoadError {
 impl std::error::Error for LoadError {}
 
 impl Flow {
+    /// The values of the credentials nodes send ([`Flow::secret_env`]), as set now.
+    pub fn secrets(&self) -> Vec<String> {
+        self.secret_env
+            .iter()
+            .filter_map(|name| std::env::var(name).ok())
+            .filter(|value| !value.is_empty())
+            .collect()
+    }
+
     /// Can `a` and `b` run at the same time: neither follows the other, and some fan-out
     /// leads to both through different branches?
     pub fn may_run_in_parallel(&self, a: usize, b: usize) -> bool {

@@ -465,6 +465,12 @@ impl<'a> BuildCx<'a> {
         }
     }
 
+    /// Marks the environment variable `name` as holding a credential this node sends:
+    /// its value is redacted from traces, stdout and stderr whatever the variable's name.
+    pub fn secret_env(&mut self, name: &str) {
+        self.dec.secret_env.insert(name.to_string());
+    }
+
     /// Deserializes the settings into a config struct (use `deny_unknown_fields`); every
     /// serde error is reported at its place.
     pub fn config<T: DeserializeOwned>(&mut self) -> Option<T> {

@@ -64,6 +64,10 @@ impl Redactor {
         }
     }
 
+    pub fn contains(&self, secret: &str) -> bool {
+        self.secrets.iter().any(|s| s == secret)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.secrets.is_empty()
     }

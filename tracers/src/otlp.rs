@@ -10,7 +10,9 @@ use crate::writer::{Flushed, Settings, Sink, Writer};
 use illumo_engine::tracer::{EventData, SpanData, SpanId, SpanStatus, TracerDB, TracerError};
 use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceFlags, TraceState};
 use opentelemetry::{InstrumentationScope, KeyValue, Value as OtelValue};
-use opentelemetry_otlp::{Protocol, RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_otlp::{
+    Protocol, RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig,
+};
 use opentelemetry_sdk::trace::{SpanEvents, SpanExporter as _, SpanLinks};
 use opentelemetry_sdk::Resource;
 use serde_json::{Map, Value};
@@ -528,14 +530,23 @@ mod tests {
 
     #[test]
     fn endpoints_give_the_address_to_check() {
-        assert_eq!(host_and_port("http://127.0.0.1:4317").as_deref(), Some("127.0.0.1:4317"));
+        assert_eq!(
+            host_and_port("http://127.0.0.1:4317").as_deref(),
+            Some("127.0.0.1:4317")
+        );
         assert_eq!(
             host_and_port("https://tempo.example/v1/traces").as_deref(),
             Some("tempo.example:443")
         );
-        assert_eq!(host_and_port("http://[::1]:4318/").as_deref(), Some("[::1]:4318"));
+        assert_eq!(
+            host_and_port("http://[::1]:4318/").as_deref(),
+            Some("[::1]:4318")
+        );
         assert_eq!(host_and_port("http://[::1]/").as_deref(), Some("[::1]:80"));
-        assert_eq!(host_and_port("localhost:4317").as_deref(), Some("localhost:4317"));
+        assert_eq!(
+            host_and_port("localhost:4317").as_deref(),
+            Some("localhost:4317")
+        );
         assert_eq!(host_and_port("http:///x"), None);
     }
 
@@ -547,7 +558,9 @@ mod tests {
         drop(listener);
         assert_eq!(
             probe(&open),
-            Some(format!("the connection to {open} was refused; is the collector running?"))
+            Some(format!(
+                "the connection to {open} was refused; is the collector running?"
+            ))
         );
     }
 

@@ -57,15 +57,22 @@ impl Shared {
         } else {
             Vec::new()
         };
+        // Credentials the flow's nodes send are secrets whatever the caller registered.
+        let mut redactor = options.redactor.clone();
+        for secret in flow.secrets() {
+            if !redactor.contains(&secret) {
+                Arc::make_mut(&mut redactor).add(secret);
+            }
+        }
         Shared {
             span_attributes,
             flow,
             policies,
             tracer: Arc::new(RedactingTracer::new(
                 options.tracer.clone(),
-                options.redactor.clone(),
+                redactor.clone(),
             )),
-            redactor: options.redactor.clone(),
+            redactor,
             tracing,
             trace_id: options.trace_id,
             root_id: SpanId::random(),

@@ -73,6 +73,7 @@ pub(crate) fn build(
         policy: spec.policy.clone(),
         profiles: spec.profiles.iter().cloned().collect(),
         warnings: Vec::new(),
+        secret_env: dec.secret_env.iter().cloned().collect(),
     };
     warnings::check(&flow, &spec, dec);
     Some(flow)

@@ -248,6 +248,10 @@ impl AgentCore {
         let history = cx.optional_ctx_path("history_path", config.history_path.as_deref());
         let metadata = cx.optional_ctx_path("metadata_path", config.metadata_path.as_deref());
         let provider = if known_provider {
+            if provider_name != "scripted" {
+                let name = config.api_key_env.as_deref().unwrap_or("OPENAI_API_KEY");
+                cx.secret_env(name);
+            }
             let settings = ProviderSettings {
                 provider: provider_name.clone(),
                 base_url: config
