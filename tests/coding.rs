@@ -396,7 +396,7 @@ fn the_test_copy_cannot_be_escaped_through_listed_files() {
     let illumo = Illumo::new();
     std::fs::create_dir_all(illumo.dir().join("ws")).unwrap();
     let outside = illumo.dir().join("OUTSIDE.txt");
-    let flow = "flow:\n  nodes:\n    run_tests:\n      type: TestExecutor\n      setting: {default_root: ws, command: [python3, -c, 'print(1)']}\n";
+    let flow = "flow:\n  nodes:\n    run_tests:\n      type: TestExecutor\n      setting: {default_root: ws, command: [python3, -m, pytest]}\n";
     let context = json!({"workspace": {"files": [{"path": outside.display().to_string(), "status": "patched", "patched_content": "x"}]}}).to_string();
     let out = illumo.run_flow(flow).args(["-c", &context]).run().code(1);
     assert_eq!(

@@ -14,6 +14,7 @@ mod hostile;
 mod otlp;
 mod policies;
 mod runtime;
+mod sandbox;
 mod sqlite;
 mod trace_cli;
 mod validate;

@@ -118,16 +118,21 @@ flow:
 
 #[test]
 fn a_child_that_leaves_the_process_group_dies_with_the_node() {
-    // `setsid` takes the sleeper out of the node's process group; the node's program
-    // exits at once. Where the kernel gives illumo a PID namespace (root), the sleeper
+    // `setsid` takes the sleeper out of the node's process group, and with no pipe of
+    // the node's held open the node ends at once. Where the kernel gives illumo a PID namespace (root), the sleeper
     // dies with it.
-    let namespaces = std::process::Command::new("unshare")
-        .args(["--pid", "--fork", "true"])
-        .status()
-        .is_ok_and(|s| s.success());
+    let works = |args: &[&str]| {
+        std::process::Command::new("unshare")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let namespaces =
+        works(&["--pid", "--fork", "true"]) || works(&["--user", "--pid", "--fork", "true"]);
     let marker = format!("120.{}", crate::support::unique());
     let flow = format!(
-        "flow:\n  nodes:\n    spawner:\n      type: Command\n      setting: {{argv: [python3, -c, \"import subprocess; subprocess.Popen(['sleep', '{marker}'], start_new_session=True)\"]}}\n"
+        "flow:\n  nodes:\n    spawner:\n      type: Command\n      setting: {{argv: [python3, -c, \"import subprocess as s; s.Popen(['sleep', '{marker}'], start_new_session=True, stdin=s.DEVNULL, stdout=s.DEVNULL, stderr=s.DEVNULL)\"]}}\n"
     );
     Illumo::new().run_flow(&flow).run().success();
     let left = crate::support::gone(&marker);

@@ -8,6 +8,7 @@ mod loop_node;
 pub mod paths;
 pub mod process;
 mod router;
+pub mod sandbox;
 mod set;
 pub mod settings;
 

@@ -1,11 +1,14 @@
 //! `TestExecutor`: runs the tests against the patched workspace. The root is copied to a
 //! temporary folder with the patched files laid over it, so the real files stay as they
-//! are and the tests still see the fix. argv only (no shell), allow-listed programs, and
-//! the whole process group dies on timeout.
+//! are and the tests still see the fix. The tests are code an LLM may have written, so
+//! they run under [`crate::sandbox`]: argv only (no shell), an allow-listed program found
+//! on PATH, no inline-code flags, a scrubbed environment, rlimits, no network and a PID
+//! namespace where the kernel allows them; every descendant dies on timeout.
 
 use super::{copy_tree, root_reads, workspace_root, TempTree};
 use crate::paths;
 use crate::process::GroupGuard;
+use crate::sandbox::{self, Limits};
 use illumo_engine::duration::duration_from_json;
 use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome};
 use illumo_engine::path::{CtxPath, Step};
@@ -58,6 +61,37 @@ struct Config {
     /// the patched files to lay over the copy (default $ctx.workspace.files)
     #[schemars(extend("x-kind" = "$ctx path"))]
     files_path: Option<String>,
+    #[serde(default)]
+    /// let the command run inline code (`python -c`, `sh -c`; default false)
+    #[schemars(extend("x-kind" = "bool"))]
+    allow_inline_code: bool,
+    #[serde(default)]
+    /// more of illumo's environment variables to pass (never secret-looking ones)
+    #[schemars(extend("x-kind" = "list"))]
+    pass_env: Vec<String>,
+    #[serde(default)]
+    /// let the tests reach the network (default false: their own loopback only)
+    #[schemars(extend("x-kind" = "bool"))]
+    network: bool,
+    #[serde(default = "default_memory_mb")]
+    /// address space per process, in MiB (default 4096)
+    #[schemars(extend("x-kind" = "number"))]
+    max_memory_mb: u64,
+    #[serde(default = "default_file_mb")]
+    /// the largest file the tests may write, in MiB (default 1024)
+    #[schemars(extend("x-kind" = "number"))]
+    max_file_mb: u64,
+    /// CPU seconds per process (default: the timeout's)
+    #[schemars(extend("x-kind" = "number"))]
+    max_cpu_seconds: Option<u64>,
+}
+
+fn default_memory_mb() -> u64 {
+    4096
+}
+
+fn default_file_mb() -> u64 {
+    1024
 }
 
 fn default_max_output() -> usize {
@@ -67,6 +101,7 @@ fn default_max_output() -> usize {
 pub struct TestExecutor {
     config: Config,
     timeout: Duration,
+    limits: Limits,
     base_dir: PathBuf,
     results: CtxPath,
     history: CtxPath,
@@ -104,16 +139,29 @@ impl NodeFactory for TestExecutorFactory {
                 }
             },
         };
+        let mut ok = true;
         if let Some(command) = &config.command {
-            if let Some(why) = disallowed(command, &config.allowed_commands) {
-                cx.error(
-                    cx.at(&["command", "0"]),
-                    command.first().map_or("", String::as_str),
-                    why,
-                );
-                return None;
+            if let Err((index, why)) = check_command(command, &config) {
+                let at = cx.at(&["command", &index.to_string()]);
+                cx.error(at, command.get(index).map_or("", String::as_str), why);
+                ok = false;
             }
         }
+        for (i, name) in config.pass_env.iter().enumerate() {
+            if illumo_engine::redact::is_secret_name(name) {
+                cx.error(
+                    cx.at(&["pass_env", &i.to_string()]),
+                    name,
+                    format!("`{name}` looks like a secret; the tests run code an LLM may have written, and secrets are not passed to it"),
+                );
+                ok = false;
+            }
+        }
+        let memory_ok = cx.check_range("max_memory_mb", config.max_memory_mb, 16, 1 << 20);
+        let file_ok = cx.check_range("max_file_mb", config.max_file_mb, 1, 1 << 20);
+        let cpu_ok = config
+            .max_cpu_seconds
+            .is_none_or(|s| cx.check_range("max_cpu_seconds", s, 1, 1 << 24));
         let results = cx.ctx_path(
             "results_path",
             config.results_path.as_deref(),
@@ -127,12 +175,23 @@ impl NodeFactory for TestExecutorFactory {
         );
         let output_ok = cx.check_range("max_output", config.max_output, 0, 64 << 20);
         let (results, files, history) = (results?, files?, history?);
-        if !output_ok {
+        if !(ok && output_ok && memory_ok && file_ok && cpu_ok) {
             return None;
         }
+        let limits = Limits {
+            memory: Some(config.max_memory_mb << 20),
+            cpu_seconds: Some(
+                config
+                    .max_cpu_seconds
+                    .unwrap_or_else(|| timeout.as_secs_f64().ceil().max(1.0) as u64),
+            ),
+            file_size: Some(config.max_file_mb << 20),
+            isolate_network: !config.network,
+        };
         Some(Box::new(TestExecutor {
             config,
             timeout,
+            limits,
             base_dir: cx.base_dir.to_path_buf(),
             results,
             history,
@@ -141,20 +200,40 @@ impl NodeFactory for TestExecutorFactory {
     }
 }
 
-fn disallowed(argv: &[String], allowed: &[String]) -> Option<String> {
+/// The program to run for `argv`, found on PATH, or the index of the argument at fault
+/// and why.
+fn check_command(argv: &[String], config: &Config) -> Result<PathBuf, (usize, String)> {
     let Some(program) = argv.first() else {
-        return Some("the test command is empty".into());
+        return Err((0, "the test command is empty".into()));
     };
-    let name = std::path::Path::new(program)
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    (!allowed.iter().any(|a| a == &name)).then(|| {
-        format!(
-            "`{program}` is not an allowed test command (allowed: {})",
-            allowed.join(", ")
-        )
-    })
+    let allowed = &config.allowed_commands;
+    if program.contains('/') {
+        return Err((
+            0,
+            format!(
+                "`{program}` is a path; name an allowed program ({}), which is looked up on PATH",
+                allowed.join(", ")
+            ),
+        ));
+    }
+    if !allowed.iter().any(|a| a == program) {
+        return Err((
+            0,
+            format!(
+                "`{program}` is not an allowed test command (allowed: {})",
+                allowed.join(", ")
+            ),
+        ));
+    }
+    if !config.allow_inline_code {
+        if let Some(flag) = sandbox::inline_code_flag(argv) {
+            let index = argv.iter().position(|a| *a == flag).unwrap_or(0);
+            return Err((index, format!(
+                "`{program} {flag}` runs inline code, not tests; set `allow_inline_code: true` if that is meant"
+            )));
+        }
+    }
+    sandbox::find_on_path(program).map_err(|why| (0, why))
 }
 
 /// `(passed, failed)` from pytest's closing line, e.g. `2 failed, 3 passed in 0.05s`
@@ -208,9 +287,8 @@ impl Node for TestExecutor {
                 NodeError::fatal("no test command: set `command` or ctx.tests.command")
             })?,
         };
-        if let Some(why) = disallowed(&argv, &self.config.allowed_commands) {
-            return Err(NodeError::fatal(why));
-        }
+        let program =
+            check_command(&argv, &self.config).map_err(|(_, why)| NodeError::fatal(why))?;
         let root = workspace_root(cx.ctx, self.config.default_root.as_deref(), &self.base_dir)
             .map_err(NodeError::fatal)?;
         let copy = TempTree::new("tests")
@@ -251,17 +329,25 @@ impl Node for TestExecutor {
             }
         }
         let cwd = self.config.cwd.clone().unwrap_or_else(|| ".".into());
-        let mut command = tokio::process::Command::new(&argv[0]);
+        let mut env = self.config.env.clone();
+        for name in &self.config.pass_env {
+            if let Ok(value) = std::env::var(name) {
+                env.entry(name.clone()).or_insert(value);
+            }
+        }
+        let mut command = tokio::process::Command::new(&program);
         command
+            .arg0(&argv[0])
             .args(&argv[1..])
             .current_dir(copy.0.join(&cwd))
-            .envs(&self.config.env)
+            .env_clear()
+            .envs(sandbox::clean_env(&env))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        crate::process::contain(&mut command);
+        sandbox::confine(&mut command, self.limits);
         let started = Instant::now();
         let child = command
             .spawn()
@@ -337,16 +423,20 @@ mod tests {
     }
 
     #[test]
-    fn only_allowed_programs_run() {
-        let allowed = default_allowed();
+    fn only_allowed_programs_found_on_path_run() {
+        let config: Config = serde_json::from_value(json!({})).unwrap();
+        let argv = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let found = check_command(&argv(&["python3", "-m", "pytest"]), &config).unwrap();
+        assert!(found.is_absolute() && found.ends_with("python3"), "{found:?}");
         assert_eq!(
-            disallowed(&["python3".into(), "-m".into(), "pytest".into()], &allowed),
-            None
+            check_command(&argv(&["rm", "-rf"]), &config),
+            Err((0, "`rm` is not an allowed test command (allowed: pytest, python, python3)".into()))
         );
-        assert_eq!(disallowed(&["/usr/bin/pytest".into()], &allowed), None);
         assert_eq!(
-            disallowed(&["rm".into(), "-rf".into()], &allowed),
-            Some("`rm` is not an allowed test command (allowed: pytest, python, python3)".into())
+            check_command(&argv(&["python3", "-B", "-c", "1"]), &config),
+            Err((2, "`python3 -c` runs inline code, not tests; set `allow_inline_code: true` if that is meant".into()))
         );
+        let lenient: Config = serde_json::from_value(json!({"allow_inline_code": true})).unwrap();
+        assert!(check_command(&argv(&["python3", "-c", "1"]), &lenient).is_ok());
     }
 }
