@@ -31,6 +31,18 @@ fn prepare(args: &RunArgs, registry: &NodeRegistry) -> Result<Prepared, Option<S
     if let Some(path) = &args.print {
         inputs::ctx_path(path).map_err(|e| Some(format!("--print: {e}")))?;
     }
+    if let Some(path) = &args.output {
+        // Missing folders are created, before the run, so a bad `-o` costs no run.
+        let parent = std::path::Path::new(path).parent();
+        if let Some(parent) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                Some(format!(
+                    "-o: cannot create the folder `{}`: {e}",
+                    parent.display()
+                ))
+            })?;
+        }
+    }
     let mut options = RunOptions::new(tracer);
     // `--redact` values, secret-looking variables and the credentials nodes send.
     let secrets = args.redact.iter().cloned().chain(flow.secrets());

@@ -266,8 +266,127 @@ fn a_database_from_a_newer_illumo_is_refused() {
         .code(2);
     assert_eq!(
         out.stderr,
-        format!("error: cannot connect to the sqlite tracer at `{}`: the database has schema version 99, newer than this illumo knows (2); upgrade illumo\n", db.display())
+        format!("error: cannot connect to the sqlite tracer at `{}`: it has schema version 99, newer than this illumo knows (2); upgrade illumo\n", db.display())
     );
+}
+
+/// `illumo run` of a one-node flow into `db`, and `illumo trace list --db db`.
+fn run_and_list(db: &std::path::Path) -> (crate::support::Output, crate::support::Output) {
+    let flow = "flow:\n  nodes:\n    a: {type: Set, setting: {value: 1}}\n";
+    let illumo = Illumo::new();
+    let path = illumo.flow_file(flow);
+    let run = illumo
+        .args(["run", path.as_str(), "--quiet", "--tracer", "sqlite"])
+        .args(["--tracer-arg", &format!("db_path={}", db.display())])
+        .run();
+    let list = Illumo::new()
+        .args(["trace", "list", "--db", &db.display().to_string()])
+        .run();
+    (run, list)
+}
+
+#[test]
+fn an_illumo_database_that_lost_its_version_is_brought_back() {
+    // `sqlite3 .dump` keeps the tables and loses `user_version`.
+    let dir = TempDir::new();
+    let (original, copy) = (dir.path().join("original.db"), dir.path().join("copy.db"));
+    let (run, _) = run_and_list(&original);
+    run.success();
+    let dump = sqlite3(&original, ".dump");
+    sqlite3(&copy, &dump);
+    assert_eq!(sqlite3(&copy, "PRAGMA user_version"), "0\n");
+    let (run, list) = run_and_list(&copy);
+    run.success();
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    assert_eq!(list.stdout.lines().count(), 3, "two runs:\n{}", list.stdout);
+    assert_eq!(
+        sqlite3(&copy, "PRAGMA user_version; SELECT count(*) FROM spans; SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name LIKE '%_by_%'"),
+        "2\n4\n4\n"
+    );
+}
+
+#[test]
+fn another_programs_tables_stop_the_run_before_it_starts() {
+    let dir = TempDir::new();
+    let db = dir.path().join("theirs.db");
+    sqlite3(
+        &db,
+        "CREATE TABLE spans (id INTEGER, what TEXT); CREATE TABLE events (x); INSERT INTO spans VALUES (1, 'theirs'); PRAGMA user_version = 1",
+    );
+    let (run, list) = run_and_list(&db);
+    let run = run.code(2);
+    assert_eq!(
+        run.stderr,
+        format!("error: cannot connect to the sqlite tracer at `{}`: its `spans` table is not illumo's (it has no column `span_id`): the file belongs to another program; give the tracer a file of its own with `--tracer-arg db_path=PATH`\n", db.display())
+    );
+    assert_eq!(run.stdout, "", "the flow did not run");
+    assert_eq!(list.code, 2);
+    assert_eq!(
+        list.stderr,
+        format!("error: `{}` cannot be read: its `spans` table is not illumo's (it has no column `span_id`): the file belongs to another program\n", db.display())
+    );
+    assert_eq!(
+        sqlite3(&db, "SELECT * FROM spans; PRAGMA user_version"),
+        "1|theirs\n1\n",
+        "their data is untouched"
+    );
+}
+
+#[test]
+fn a_negative_schema_version_is_shown_as_it_is() {
+    let dir = TempDir::new();
+    let db = dir.path().join("negative.db");
+    sqlite3(&db, "CREATE TABLE t (x); PRAGMA user_version = -1");
+    let (run, list) = run_and_list(&db);
+    assert_eq!(
+        run.code(2).stderr,
+        format!("error: cannot connect to the sqlite tracer at `{}`: its schema version (`PRAGMA user_version`) is -1, which no illumo writes: the file belongs to another program; give the tracer a file of its own with `--tracer-arg db_path=PATH`\n", db.display())
+    );
+    assert_eq!(
+        list.code(2).stderr,
+        format!("error: `{}` cannot be read: its schema version (`PRAGMA user_version`) is -1, which no illumo writes: the file belongs to another program\n", db.display())
+    );
+}
+
+#[test]
+fn a_database_without_illumos_tables_is_named_as_such() {
+    let dir = TempDir::new();
+    let db = dir.path().join("other.db");
+    sqlite3(&db, "CREATE TABLE t (x)");
+    let list = Illumo::new()
+        .args(["trace", "list", "--db", &db.display().to_string()])
+        .run()
+        .code(2);
+    assert_eq!(
+        list.stderr,
+        format!(
+            "error: `{}` is not an illumo trace database (it has no `spans` table)\n",
+            db.display()
+        )
+    );
+}
+
+#[test]
+fn missing_folders_for_the_database_and_the_output_are_created() {
+    let dir = TempDir::new();
+    let db = dir.path().join("traces/2026/run.db");
+    let out_file = dir.path().join("results/latest/ctx.json");
+    let flow = "flow:\n  nodes:\n    a: {type: Set, setting: {value: 1}, outputs: $ctx.a}\n";
+    let illumo = Illumo::new();
+    let path = illumo.flow_file(flow);
+    illumo
+        .args(["run", path.as_str(), "--quiet", "--tracer", "sqlite"])
+        .args(["--tracer-arg", &format!("db_path={}", db.display())])
+        .args(["-o", &out_file.display().to_string()])
+        .run()
+        .success();
+    assert_eq!(
+        sqlite3(&db, "SELECT name FROM spans ORDER BY name"),
+        "a\nflow flow\n"
+    );
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    assert_eq!(written["a"], 1);
 }
 
 /// Sends `signal` to a run whose second node sleeps in a child process, and checks that

@@ -26,8 +26,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The schema, one migration per version; `PRAGMA user_version` says how many have run.
 pub const MIGRATIONS: &[&str] = &[
+    // `IF NOT EXISTS`: a copy made with `sqlite3 .dump` keeps illumo's tables but loses
+    // `user_version`; such a file is brought back, not refused.
     "
-    CREATE TABLE spans (
+    CREATE TABLE IF NOT EXISTS spans (
         span_id     TEXT PRIMARY KEY,
         trace_id    TEXT NOT NULL,
         parent_id   TEXT,
@@ -39,9 +41,9 @@ pub const MIGRATIONS: &[&str] = &[
         status      TEXT NOT NULL,
         attributes  TEXT NOT NULL DEFAULT '{}'
     );
-    CREATE INDEX spans_by_trace ON spans (trace_id, start_time);
-    CREATE INDEX runs_by_start ON spans (start_time) WHERE kind = 'flow';
-    CREATE TABLE events (
+    CREATE INDEX IF NOT EXISTS spans_by_trace ON spans (trace_id, start_time);
+    CREATE INDEX IF NOT EXISTS runs_by_start ON spans (start_time) WHERE kind = 'flow';
+    CREATE TABLE IF NOT EXISTS events (
         id          INTEGER PRIMARY KEY AUTOINCREMENT,
         trace_id    TEXT NOT NULL,
         span_id     TEXT NOT NULL,
@@ -50,12 +52,107 @@ pub const MIGRATIONS: &[&str] = &[
         level       TEXT NOT NULL,
         attributes  TEXT NOT NULL DEFAULT '{}'
     );
-    CREATE INDEX events_by_trace ON events (trace_id, timestamp);
+    CREATE INDEX IF NOT EXISTS events_by_trace ON events (trace_id, timestamp);
 ",
     "
-    CREATE INDEX events_by_span ON events (span_id);
+    CREATE INDEX IF NOT EXISTS events_by_span ON events (span_id);
 ",
 ];
+
+/// The columns illumo reads and writes, per table.
+const COLUMNS: [(&str, &[&str]); 2] = [
+    (
+        "spans",
+        &[
+            "span_id",
+            "trace_id",
+            "parent_id",
+            "name",
+            "kind",
+            "start_time",
+            "end_time",
+            "duration_ms",
+            "status",
+            "attributes",
+        ],
+    ),
+    (
+        "events",
+        &[
+            "id",
+            "trace_id",
+            "span_id",
+            "name",
+            "timestamp",
+            "level",
+            "attributes",
+        ],
+    ),
+];
+
+/// Why illumo cannot use a database.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SchemaError {
+    /// Another program's file: a table of illumo's name with other columns, or a schema
+    /// version no illumo writes.
+    Foreign(String),
+    /// A newer illumo's file.
+    Newer(String),
+    /// SQLite itself failed.
+    Sqlite(String),
+}
+
+impl std::fmt::Display for SchemaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SchemaError::Foreign(why) => write!(f, "{why}: the file belongs to another program"),
+            SchemaError::Newer(why) | SchemaError::Sqlite(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Is this database one illumo can use? `Ok(true)` when it holds illumo's tables,
+/// `Ok(false)` when it holds neither table, and why not otherwise.
+pub fn check_schema(conn: &Connection) -> Result<bool, SchemaError> {
+    let sqlite = |e: rusqlite::Error| SchemaError::Sqlite(e.to_string());
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sqlite)?;
+    if version < 0 {
+        return Err(SchemaError::Foreign(format!(
+            "its schema version (`PRAGMA user_version`) is {version}, which no illumo writes"
+        )));
+    }
+    if version > MIGRATIONS.len() as i64 {
+        return Err(SchemaError::Newer(format!(
+            "it has schema version {version}, newer than this illumo knows ({}); upgrade illumo",
+            MIGRATIONS.len()
+        )));
+    }
+    let mut present = 0;
+    for (table, wanted) in COLUMNS {
+        let mut stmt = conn
+            .prepare("SELECT name FROM pragma_table_info(?1)")
+            .map_err(sqlite)?;
+        let columns: Vec<String> = stmt
+            .query_map([table], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(sqlite)?;
+        if columns.is_empty() {
+            continue;
+        }
+        present += 1;
+        if let Some(missing) = wanted
+            .iter()
+            .find(|c| !columns.iter().any(|have| have == *c))
+        {
+            return Err(SchemaError::Foreign(format!(
+                "its `{table}` table is not illumo's (it has no column `{missing}`)"
+            )));
+        }
+    }
+    Ok(present > 0)
+}
 
 /// One row for the writer. Spans and events travel as they are; the writer thread formats
 /// them, so the engine's thread only clones.
@@ -161,13 +258,20 @@ fn try_open(path: &Path) -> rusqlite::Result<Result<Connection, String>> {
 /// Applies the migrations this database has not seen, in one transaction.
 fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), String>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    match check_schema(&tx) {
+        Err(SchemaError::Foreign(why)) => {
+            return Ok(Err(format!(
+                "{}; give the tracer a file of its own with `--tracer-arg db_path=PATH`",
+                SchemaError::Foreign(why)
+            )))
+        }
+        Err(other) => return Ok(Err(other.to_string())),
+        Ok(_) => {}
+    }
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let version = usize::try_from(version).unwrap_or(usize::MAX);
-    if version > MIGRATIONS.len() {
-        return Ok(Err(format!(
-            "the database has schema version {version}, newer than this illumo knows ({}); upgrade illumo",
-            MIGRATIONS.len()
-        )));
+    let version = usize::try_from(version).unwrap_or(0);
+    if version == MIGRATIONS.len() {
+        return Ok(Ok(()));
     }
     for sql in &MIGRATIONS[version..] {
         tx.execute_batch(sql)?;

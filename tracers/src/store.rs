@@ -64,16 +64,14 @@ pub fn open(path: &Path) -> Result<Connection, String> {
     .map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(|e| e.to_string())?;
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| e.to_string())?;
-    if version == 0 {
-        return Err(format!(
-            "`{}` is not an illumo trace database",
+    match crate::sqlite::check_schema(&conn) {
+        Ok(true) => Ok(conn),
+        Ok(false) => Err(format!(
+            "`{}` is not an illumo trace database (it has no `spans` table)",
             path.display()
-        ));
+        )),
+        Err(why) => Err(format!("`{}` cannot be read: {why}", path.display())),
     }
-    Ok(conn)
 }
 
 fn text(e: rusqlite::Error) -> String {

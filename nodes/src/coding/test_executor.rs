@@ -427,10 +427,16 @@ mod tests {
         let config: Config = serde_json::from_value(json!({})).unwrap();
         let argv = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
         let found = check_command(&argv(&["python3", "-m", "pytest"]), &config).unwrap();
-        assert!(found.is_absolute() && found.ends_with("python3"), "{found:?}");
+        assert!(
+            found.is_absolute() && found.ends_with("python3"),
+            "{found:?}"
+        );
         assert_eq!(
             check_command(&argv(&["rm", "-rf"]), &config),
-            Err((0, "`rm` is not an allowed test command (allowed: pytest, python, python3)".into()))
+            Err((
+                0,
+                "`rm` is not an allowed test command (allowed: pytest, python, python3)".into()
+            ))
         );
         assert_eq!(
             check_command(&argv(&["python3", "-B", "-c", "1"]), &config),
