@@ -641,3 +641,59 @@ fn a_two_thousand_way_fan_out_with_outputs_joins_every_branch() {
     assert_eq!(ctx["joins"]["join"].as_object().map(|m| m.len()), Some(n));
     assert_eq!(ctx["steps"].as_array().map(Vec::len), Some(n + 2));
 }
+
+#[test]
+fn payloads_referenced_keeps_only_the_outputs_that_are_read() {
+    let flow = "flow:
+  payloads: referenced
+  nodes:
+    a: {type: Set, setting: {value: big-a}}
+    b: {type: Set, setting: {value: {n: 2}}}
+    c: {type: Set, setting: {value: 'from {{ $payload.a }}'}, outputs: $ctx.c}
+    d: {type: Set, setting: {value: unread}}
+  edges:
+    - a >> b
+    - from: b
+      to: c
+      when: ctx.payloads.b.n == 2
+    - c >> d
+";
+    let ctx = Illumo::new().run_flow(flow).run().success().ctx();
+    assert_eq!(ctx["payloads"], json!({"a": "big-a", "b": {"n": 2}}));
+    assert_eq!(ctx["c"], "from big-a");
+    // Reading ctx whole keeps every output.
+    let whole = flow.replace("'from {{ $payload.a }}'", "'{{ json $ctx }}'");
+    let ctx = Illumo::new().run_flow(&whole).run().success().ctx();
+    assert_eq!(
+        ctx["payloads"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["a", "b", "c", "d"]
+    );
+}
+
+#[test]
+fn an_unknown_payloads_mode_is_a_load_error() {
+    let illumo = Illumo::new();
+    let path = illumo
+        .flow_file("flow:\n  payloads: some\n  nodes:\n    a: {type: Set, setting: {value: 1}}\n");
+    let out = illumo
+        .args(["validate", &path])
+        .env("NO_COLOR", "1")
+        .run()
+        .code(2);
+    assert_eq!(
+        out.stderr.replace(&path, "flow.yaml"),
+        "error: unknown `payloads` value `some`
+ --> flow.yaml:2:13
+  |
+2 |   payloads: some
+  |             ^^^^ expected `all` or `referenced`
+  = help: `all` keeps every node's output in ctx.payloads (the default); `referenced` only the outputs some node reads
+
+error: flow.yaml has 1 error
+"
+    );
+}

@@ -74,6 +74,8 @@ pub struct Flow {
     pub warnings: Vec<Diagnostic>,
     /// Environment variables whose values nodes send as credentials.
     pub secret_env: Vec<String>,
+    /// For each node: is its output kept in `ctx.payloads`?
+    pub keep_payload: Vec<bool>,
 }
 
 /// A flow that did not load: every problem found, warnings included.

@@ -17,6 +17,7 @@ pub struct FlowSpec<'y> {
     pub entry: Vec<(String, YPath)>,
     pub max_steps: u64,
     pub max_parallel: usize,
+    pub payloads: Payloads,
     pub policy: PolicySpec,
     pub profiles: Vec<(String, PolicySpec)>,
     pub nodes: Vec<NodeSpec<'y>>,
@@ -39,6 +40,16 @@ pub struct NodeSpec<'y> {
     pub outputs: Option<(&'y Yaml, YPath)>,
     pub policy: PolicySpec,
     pub describe: Option<String>,
+}
+
+/// Which node outputs stay in `ctx.payloads`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Payloads {
+    /// Every node's (illumo-flow's behaviour).
+    #[default]
+    All,
+    /// Only those some node reads (`$payload.<id>`, `$ctx.payloads.<id>`).
+    Referenced,
 }
 
 /// How a node with several incoming edges fires.
@@ -68,12 +79,13 @@ pub struct Place {
     pub offset: usize,
 }
 
-const FLOW_KEYS: [&str; 9] = [
+const FLOW_KEYS: [&str; 10] = [
     "name",
     "describe",
     "entry",
     "max_steps",
     "max_parallel",
+    "payloads",
     "policy",
     "profiles",
     "nodes",
@@ -103,6 +115,7 @@ pub fn decode_flow<'y>(dec: &mut Decoder, root: &'y Yaml) -> Option<FlowSpec<'y>
         entry: vec![],
         max_steps: DEFAULT_MAX_STEPS,
         max_parallel: DEFAULT_MAX_PARALLEL,
+        payloads: Payloads::All,
         policy: PolicySpec::default(),
         profiles: vec![],
         nodes: vec![],
@@ -123,6 +136,17 @@ pub fn decode_flow<'y>(dec: &mut Decoder, root: &'y Yaml) -> Option<FlowSpec<'y>
                     .integer(e, "`max_parallel`", 1, 10_000)
                     .map_or(spec.max_parallel, |n| n as usize)
             }
+            "payloads" => match dec.string(e, "`payloads`").as_deref() {
+                Some("all") => spec.payloads = Payloads::All,
+                Some("referenced") => spec.payloads = Payloads::Referenced,
+                Some(other) => dec.push(
+                    Diagnostic::error(format!("unknown `payloads` value `{other}`"))
+                        .at(e.path.clone(), other)
+                        .label("expected `all` or `referenced`")
+                        .help("`all` keeps every node's output in ctx.payloads (the default); `referenced` only the outputs some node reads"),
+                ),
+                None => {}
+            },
             "policy" => spec.policy = PolicySpec::decode(dec, e.value, &e.path),
             "profiles" => {
                 if let Some(profiles) = dec.map(e.value, &e.path, "`profiles`") {

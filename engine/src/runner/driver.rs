@@ -393,7 +393,9 @@ impl Driver {
         for (path, value) in &outcome.writes {
             self.write(index, started, path, value.clone(), span)?;
         }
-        self.record("payloads", &node.id, output.clone());
+        if flow.keep_payload[index] {
+            self.record("payloads", &node.id, output.clone());
+        }
         let Some(route) = &outcome.route else {
             let mut next = Vec::with_capacity(flow.edges[index].len());
             for edge in &flow.edges[index] {

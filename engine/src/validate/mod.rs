@@ -55,6 +55,7 @@ pub(crate) fn build(
         }
     }
     reads::snapshot_reads(&mut nodes, &references, dec)?;
+    let keep_payload = reads::kept_payloads(spec.payloads, &nodes, &wiring.edges, &names.index);
     let flow = Flow {
         name: spec.name.clone(),
         describe: spec.describe.clone(),
@@ -74,6 +75,7 @@ pub(crate) fn build(
         profiles: spec.profiles.iter().cloned().collect(),
         warnings: Vec::new(),
         secret_env: dec.secret_env.iter().cloned().collect(),
+        keep_payload,
     };
     warnings::check(&flow, &spec, dec);
     Some(flow)

@@ -63,6 +63,55 @@ pub(crate) fn snapshot_reads(
     Some(())
 }
 
+/// Which nodes' outputs stay in `ctx.payloads`: all of them, or (`payloads: referenced`)
+/// those some node, input or edge condition reads; reading `payloads` whole, or all of
+/// ctx, keeps every one.
+pub(crate) fn kept_payloads(
+    mode: crate::spec::Payloads,
+    nodes: &[FlowNode],
+    edges: &[Vec<crate::flow::Edge>],
+    index: &std::collections::HashMap<String, usize>,
+) -> Vec<bool> {
+    use crate::path::Step;
+    if mode == crate::spec::Payloads::All {
+        return vec![true; nodes.len()];
+    }
+    let mut keep = vec![false; nodes.len()];
+    let mut reads: Vec<Reads> = Vec::new();
+    for node in nodes {
+        reads.push(
+            node.inputs
+                .as_ref()
+                .map(ValueSpec::reads)
+                .unwrap_or_default(),
+        );
+        reads.push(node.node.reads());
+    }
+    for edge in edges.iter().flatten() {
+        if let Some(c) = &edge.when {
+            reads.push(c.reads().clone());
+        }
+    }
+    for r in &reads {
+        if r.all {
+            return vec![true; nodes.len()];
+        }
+        for path in &r.paths {
+            match path.as_slice() {
+                [] => return vec![true; nodes.len()],
+                [Step::Key(area)] if area == "payloads" => return vec![true; nodes.len()],
+                [Step::Key(area), Step::Key(id), ..] if area == "payloads" => {
+                    if let Some(&i) = index.get(id) {
+                        keep[i] = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    keep
+}
+
 /// The nodes in an order where each comes after every node it runs; or a circle of
 /// nodes that run each other, starting and ending with the same node.
 fn post_order(invokes: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize>> {
