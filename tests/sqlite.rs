@@ -32,7 +32,7 @@ fn spans_and_events_are_rows_readable_with_the_sqlite3_cli() {
     let trace_id = record_retry_example(&db, &dir.path().join("work"));
     assert_eq!(
         sqlite3(&db, "PRAGMA journal_mode; PRAGMA user_version;"),
-        "wal\n2\n"
+        "wal\n3\n"
     );
     // The documented joins of events to their spans use an index.
     assert_eq!(
@@ -266,7 +266,7 @@ fn a_database_from_a_newer_illumo_is_refused() {
         .code(2);
     assert_eq!(
         out.stderr,
-        format!("error: cannot connect to the sqlite tracer at `{}`: it has schema version 99, newer than this illumo knows (2); upgrade illumo\n", db.display())
+        format!("error: cannot connect to the sqlite tracer at `{}`: it has schema version 99, newer than this illumo knows (3); upgrade illumo\n", db.display())
     );
 }
 
@@ -301,7 +301,7 @@ fn an_illumo_database_that_lost_its_version_is_brought_back() {
     assert_eq!(list.stdout.lines().count(), 3, "two runs:\n{}", list.stdout);
     assert_eq!(
         sqlite3(&copy, "PRAGMA user_version; SELECT count(*) FROM spans; SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name LIKE '%_by_%'"),
-        "2\n4\n4\n"
+        "3\n4\n4\n"
     );
 }
 
@@ -481,13 +481,49 @@ fn a_routers_span_carries_its_decision() {
 }
 
 #[test]
+fn the_designs_query_runs_as_written() {
+    // DESIGN Appendix B: spans(span_id, trace_id, parent_id, name, start, end, status,
+    // attributes), events(id, span_id, name, timestamp, attributes).
+    let dir = TempDir::new();
+    let db = dir.path().join("trace.db");
+    record_retry_example(&db, &dir.path().join("work"));
+    let out = Command::new("sqlite3")
+        .args(["-header", db.to_str().unwrap()])
+        .arg("SELECT * FROM spans ORDER BY start DESC LIMIT 10")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("span_id|trace_id|parent_id|name|kind|start_time|end_time|duration_ms|status|attributes|start|end")
+    );
+    assert_eq!(lines.count(), 7);
+    assert_eq!(
+        sqlite3(
+            &db,
+            "SELECT name, start = start_time, \"end\" = end_time FROM spans ORDER BY start DESC LIMIT 2; SELECT count(*) FROM events WHERE id > 0 AND span_id IN (SELECT span_id FROM spans) AND name <> '' AND timestamp <> '' AND attributes <> ''"
+        ),
+        "fallback|1|1\nslow|1|1\n7\n"
+    );
+}
+
+#[test]
 fn a_database_of_the_first_schema_gains_the_span_index() {
     let dir = TempDir::new();
     let db = dir.path().join("old.db");
-    let first = illumo_tracers::sqlite::MIGRATIONS[0];
+    let illumo_tracers::sqlite::Migration::Sql(first) = illumo_tracers::sqlite::MIGRATIONS[0]
+    else {
+        panic!("the first migration is SQL");
+    };
     sqlite3(&db, &format!("{first} PRAGMA user_version = 1;"));
     record_retry_example(&db, &dir.path().join("work"));
-    assert_eq!(sqlite3(&db, "PRAGMA user_version"), "2\n");
+    assert_eq!(sqlite3(&db, "PRAGMA user_version"), "3\n");
     assert_eq!(
         sqlite3(
             &db,

@@ -24,11 +24,21 @@ const BATCH_WINDOW: Duration = Duration::from_millis(5);
 /// How long a writer waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// One step of the schema.
+#[derive(Debug, Clone, Copy)]
+pub enum Migration {
+    Sql(&'static str),
+    /// Columns computed from others (`table`, `column`, `expression`), added unless the
+    /// table has them already.
+    Generated(&'static [(&'static str, &'static str, &'static str)]),
+}
+
 /// The schema, one migration per version; `PRAGMA user_version` says how many have run.
-pub const MIGRATIONS: &[&str] = &[
-    // `IF NOT EXISTS`: a copy made with `sqlite3 .dump` keeps illumo's tables but loses
-    // `user_version`; such a file is brought back, not refused.
-    "
+pub const MIGRATIONS: &[Migration] = &[
+    Migration::Sql(
+        // `IF NOT EXISTS`: a copy made with `sqlite3 .dump` keeps illumo's tables but loses
+        // `user_version`; such a file is brought back, not refused.
+        "
     CREATE TABLE IF NOT EXISTS spans (
         span_id     TEXT PRIMARY KEY,
         trace_id    TEXT NOT NULL,
@@ -54,9 +64,17 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX IF NOT EXISTS events_by_trace ON events (trace_id, timestamp);
 ",
-    "
+    ),
+    Migration::Sql(
+        "
     CREATE INDEX IF NOT EXISTS events_by_span ON events (span_id);
 ",
+    ),
+    // The design's names (`SELECT * FROM spans ORDER BY start DESC`), computed, not stored.
+    Migration::Generated(&[
+        ("spans", "start", "start_time"),
+        ("spans", "end", "end_time"),
+    ]),
 ];
 
 /// The columns illumo reads and writes, per table.
@@ -273,8 +291,24 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), String>> {
     if version == MIGRATIONS.len() {
         return Ok(Ok(()));
     }
-    for sql in &MIGRATIONS[version..] {
-        tx.execute_batch(sql)?;
+    for step in &MIGRATIONS[version..] {
+        match step {
+            Migration::Sql(sql) => tx.execute_batch(sql)?,
+            Migration::Generated(columns) => {
+                for (table, column, expression) in *columns {
+                    let exists: bool = tx.query_row(
+                        "SELECT count(*) > 0 FROM pragma_table_xinfo(?1) WHERE name = ?2",
+                        [table, column],
+                        |r| r.get(0),
+                    )?;
+                    if !exists {
+                        tx.execute_batch(&format!(
+                            "ALTER TABLE {table} ADD COLUMN \"{column}\" TEXT GENERATED ALWAYS AS ({expression}) VIRTUAL"
+                        ))?;
+                    }
+                }
+            }
+        }
     }
     tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
     tx.commit().map(Ok)
