@@ -13,6 +13,7 @@ mod fuzz;
 mod hostile;
 mod otlp;
 mod policies;
+mod python;
 mod runtime;
 mod sandbox;
 mod sqlite;

@@ -74,12 +74,15 @@ impl Outcome {
 }
 
 /// A routing decision; it is recorded in `ctx.routing.<node>`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Route {
     /// The next nodes; empty ends this branch.
     pub targets: Vec<String>,
     pub confidence: Option<f64>,
     pub reason: Option<String>,
+    /// The input each target gets instead of the node's output, by position (a Python
+    /// routing rule's `(Routing, payload)`); missing or `None`: the output.
+    pub inputs: Vec<Option<Value>>,
 }
 
 /// A node's failure. The node says whether trying again may help; the policy decides.

@@ -3,16 +3,19 @@
 pub mod agents;
 pub mod coding;
 mod command;
+mod function;
 pub mod llm;
 mod loop_node;
 pub mod paths;
 pub mod process;
+pub mod python;
 mod router;
 pub mod sandbox;
 mod set;
 pub mod settings;
 
 pub use command::CommandFactory;
+pub use function::{CustomRoutingFactory, FunctionFactory};
 pub use loop_node::LoopFactory;
 pub use router::RouterFactory;
 pub use set::SetFactory;
@@ -30,6 +33,8 @@ pub fn register_builtins_with(registry: &mut NodeRegistry, mode: llm::LlmMode) {
     registry.register(RouterFactory);
     registry.register(LoopFactory);
     registry.register(CommandFactory);
+    registry.register(FunctionFactory);
+    registry.register(CustomRoutingFactory);
     registry.register(coding::WorkspaceInspectorFactory);
     registry.register(coding::PatchFactory);
     registry.register(coding::TestExecutorFactory);

@@ -149,6 +149,7 @@ impl Node for Router {
                     targets: rule.targets.clone(),
                     confidence: Some(1.0),
                     reason: Some(reason),
+                    ..Route::default()
                 };
                 return Ok(Outcome {
                     writes: Vec::new(),
@@ -161,6 +162,7 @@ impl Node for Router {
             targets: vec![],
             confidence: None,
             reason: Some("no route matched".into()),
+            ..Route::default()
         };
         Ok(Outcome {
             writes: Vec::new(),

@@ -334,7 +334,8 @@ impl Driver {
                     );
                 }
                 self.shared.end_span(span, Ok(&outcome.output));
-                self.follow(done.node, next, outcome.output);
+                let inputs = outcome.route.map(|r| r.inputs).unwrap_or_default();
+                self.follow(done.node, next, outcome.output, inputs);
                 Ok(())
             }
             Err(error) => {
@@ -348,15 +349,17 @@ impl Driver {
         }
     }
 
-    /// Sends `output` along to each next node (or into its join).
-    fn follow(&mut self, from: usize, next: Vec<usize>, output: Value) {
+    /// Sends `output` along to each next node (or into its join); `inputs` replaces it
+    /// for the targets a route gave their own input.
+    fn follow(&mut self, from: usize, next: Vec<usize>, output: Value, inputs: Vec<Option<Value>>) {
         let mut output = Some(output);
+        let mut inputs = inputs.into_iter();
         let count = next.len();
         for (i, to) in next.into_iter().enumerate() {
-            let value = if i + 1 == count {
-                output.take().unwrap_or_default()
-            } else {
-                output.clone().unwrap_or_default()
+            let value = match inputs.next().flatten() {
+                Some(own) => own,
+                None if i + 1 == count => output.take().unwrap_or_default(),
+                None => output.clone().unwrap_or_default(),
             };
             if let Some(value) = self.joins.arrive(&self.shared.flow, to, from, value) {
                 self.sched.push(to, value, self.state.clock);
@@ -555,7 +558,7 @@ impl Driver {
                 let next = self
                     .apply(index, self.state.clock, &outcome, &None)
                     .map_err(|e| self.node_failed(index, 1, &e, false))?;
-                self.follow(index, next, outcome.output);
+                self.follow(index, next, outcome.output, Vec::new());
                 Ok(())
             }
             OnError::Goto(target) => {

@@ -141,6 +141,7 @@ impl RouterAgent {
                 targets: vec![id.clone()],
                 confidence,
                 reason,
+                ..Route::default()
             }),
             None => Err(NodeError::retryable(format!(
                 "the reply picks none of the choices (`{}`): {}",

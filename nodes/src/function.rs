@@ -1,0 +1,285 @@
+//! `FunctionNode` and `CustomRoutingNode`: a Python function, called in the run's Python
+//! worker (see [`crate::python`]) with illumo-flow's calling convention. The function gets
+//! the input (and ctx, when its parameters ask for it); what it returns is the output;
+//! the changes it makes to ctx are written back. A `Routing` it returns is a routing
+//! decision; `CustomRoutingNode` must return one.
+
+use crate::python::{Answer, Printed, Worker, WorkerKey};
+use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, Route};
+use illumo_engine::path::{CtxPath, Step};
+use illumo_engine::template::Reads;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct FunctionConfig {
+    /// the function, as `package.module.function` (or `callable` in the input map)
+    #[schemars(extend("x-kind" = "import path"))]
+    callable: Option<String>,
+    /// folders put first on `sys.path`, relative to the flow file (the flow's folder and
+    /// the current folder are always there)
+    #[serde(default)]
+    #[schemars(extend("x-kind" = "list"))]
+    python_path: Vec<String>,
+    /// the interpreter (default: ILLUMO_PYTHON, else python3)
+    #[schemars(extend("x-kind" = "program"))]
+    python: Option<String>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RoutingConfig {
+    /// the function that returns `Routing(target, confidence, reason)` decisions
+    #[schemars(extend("x-kind" = "import path"))]
+    routing_rule: Option<String>,
+    /// folders put first on `sys.path`, relative to the flow file
+    #[serde(default)]
+    #[schemars(extend("x-kind" = "list"))]
+    python_path: Vec<String>,
+    /// the interpreter (default: ILLUMO_PYTHON, else python3)
+    #[schemars(extend("x-kind" = "program"))]
+    python: Option<String>,
+}
+
+pub struct Function {
+    /// The function named in the settings; the input map's `callable` key may override it.
+    callable: Option<String>,
+    /// The input key that may name the function (`callable` or `routing_rule`).
+    dynamic_key: &'static str,
+    /// A `CustomRoutingNode`: the function must return a routing decision.
+    routing: bool,
+    worker: Arc<Worker>,
+}
+
+pub struct FunctionFactory;
+pub struct CustomRoutingFactory;
+
+impl NodeFactory for FunctionFactory {
+    fn type_name(&self) -> &'static str {
+        "FunctionNode"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["illumo_flow.core.FunctionNode", "illumo_flow.FunctionNode"]
+    }
+    fn summary(&self) -> &'static str {
+        "calls a Python function (package.module.function) in the run's Python worker"
+    }
+    fn settings_schema(&self) -> Value {
+        crate::settings::schema_of::<FunctionConfig>()
+    }
+    fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
+        let config: FunctionConfig = cx.config()?;
+        let callable = check_import_path(cx, "callable", config.callable)?;
+        let worker = worker(cx, &config.python_path, config.python);
+        Some(Box::new(Function {
+            callable,
+            dynamic_key: "callable",
+            routing: false,
+            worker,
+        }))
+    }
+}
+
+impl NodeFactory for CustomRoutingFactory {
+    fn type_name(&self) -> &'static str {
+        "CustomRoutingNode"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &[
+            "illumo_flow.core.CustomRoutingNode",
+            "illumo_flow.CustomRoutingNode",
+        ]
+    }
+    fn summary(&self) -> &'static str {
+        "routes by a Python function that returns Routing(target, confidence, reason)"
+    }
+    fn settings_schema(&self) -> Value {
+        crate::settings::schema_of::<RoutingConfig>()
+    }
+    fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
+        let config: RoutingConfig = cx.config()?;
+        let callable = check_import_path(cx, "routing_rule", config.routing_rule)?;
+        let worker = worker(cx, &config.python_path, config.python);
+        Some(Box::new(Function {
+            callable,
+            dynamic_key: "routing_rule",
+            routing: true,
+            worker,
+        }))
+    }
+}
+
+/// `package.module.function`, checked for its shape at load (whether it imports is known
+/// only when the worker tries).
+fn check_import_path(cx: &mut BuildCx, key: &str, path: Option<String>) -> Option<Option<String>> {
+    let Some(path) = path else {
+        return Some(None);
+    };
+    let valid = path.rsplit_once('.').is_some_and(|(module, name)| {
+        let ident = |s: &str| {
+            s.chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_')
+                && s.chars().all(|c| c.is_alphanumeric() || c == '_')
+        };
+        module.split('.').all(ident) && ident(name)
+    });
+    if !valid {
+        cx.error(
+            cx.at(&[key]),
+            &path,
+            format!("`{path}` is not an import path; write `package.module.function`"),
+        );
+        return None;
+    }
+    Some(Some(path))
+}
+
+fn worker(cx: &BuildCx, python_path: &[String], python: Option<String>) -> Arc<Worker> {
+    let mut paths: Vec<std::path::PathBuf> =
+        python_path.iter().map(|p| cx.base_dir.join(p)).collect();
+    paths.push(cx.base_dir.to_path_buf());
+    if let Ok(cwd) = std::env::current_dir() {
+        paths.push(cwd);
+    }
+    Worker::shared(WorkerKey {
+        python: python.unwrap_or_else(crate::python::default_python),
+        paths,
+    })
+}
+
+impl Function {
+    /// The function to call and the payload it gets: a `callable` key in an input map
+    /// names the function and is taken out of the payload, as illumo-flow does.
+    fn target<'a>(&'a self, input: &'a Value) -> Result<(String, Value), NodeError> {
+        if let Some(Value::String(named)) = input.get(self.dynamic_key) {
+            let rest: Map<String, Value> = input
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| k.as_str() != self.dynamic_key)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let payload = match rest.len() {
+                0 => Value::Null,
+                1 => rest.into_iter().next().map(|(_, v)| v).unwrap_or_default(),
+                _ => Value::Object(rest),
+            };
+            return Ok((named.clone(), payload));
+        }
+        match &self.callable {
+            Some(c) => Ok((c.clone(), input.clone())),
+            None => Err(NodeError::fatal(format!(
+                "no function to call: set `{}` in the settings or in the input",
+                self.dynamic_key
+            ))),
+        }
+    }
+}
+
+fn record_printed(cx: &NodeCx<'_>, printed: &Printed) {
+    if printed.stdout.is_empty() && printed.stderr.is_empty() {
+        return;
+    }
+    let mut attributes = Map::new();
+    attributes.insert("stdout".into(), Value::String(printed.stdout.clone()));
+    attributes.insert("stderr".into(), Value::String(printed.stderr.clone()));
+    cx.event("function.output", attributes);
+}
+
+#[illumo_engine::async_trait]
+impl Node for Function {
+    async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
+        let (callable, payload) = self.target(cx.input)?;
+        let answer = self
+            .worker
+            .call(&callable, &payload, cx.ctx)
+            .await
+            .map_err(|e| NodeError::retryable(format!("`{callable}`: {e}")))?;
+        match answer {
+            Answer::Raised {
+                kind,
+                type_name,
+                message,
+                traceback,
+                sys_path,
+                printed,
+            } => {
+                record_printed(&cx, &printed);
+                if !traceback.is_empty() {
+                    let mut attributes = Map::new();
+                    attributes.insert("type".into(), Value::String(type_name.clone()));
+                    attributes.insert("traceback".into(), Value::String(traceback.clone()));
+                    cx.event("function.exception", attributes);
+                }
+                Err(match kind.as_str() {
+                    "import" => NodeError::fatal(format!(
+                        "cannot import `{callable}`: {type_name}: {message} (sys.path: {})",
+                        sys_path.join(", ")
+                    )),
+                    "result" => NodeError::fatal(format!("`{callable}`: {message}")),
+                    _ => {
+                        NodeError::retryable(format!("`{callable}` raised {type_name}: {message}"))
+                    }
+                })
+            }
+            Answer::Returned {
+                output,
+                writes,
+                routes,
+                printed,
+            } => {
+                record_printed(&cx, &printed);
+                let routed = routes.is_some();
+                if self.routing && !routed {
+                    return Err(NodeError::fatal(format!(
+                        "`{callable}` must return Routing decisions (Routing, (Routing, payload) or a list of them), not `{}`",
+                        cx.preview(&output, 80)
+                    )));
+                }
+                // illumo-flow: a function that returns nothing passes its input on.
+                let output = if output.is_null() && !routed {
+                    cx.input.clone()
+                } else {
+                    output
+                };
+                let mut outcome = Outcome::value(output);
+                for (keys, value) in writes {
+                    let path = CtxPath::ctx(keys.into_iter().map(Step::Key).collect());
+                    outcome = outcome.with_write(path, value);
+                }
+                if let Some(routes) = routes {
+                    // As illumo-flow stores it: each target with the input it gets.
+                    let branches: Map<String, Value> = routes
+                        .iter()
+                        .map(|r| {
+                            (
+                                r.target.clone(),
+                                r.payload.clone().unwrap_or_else(|| cx.input.clone()),
+                            )
+                        })
+                        .collect();
+                    outcome.output = Value::Object(branches);
+                    let first = routes.first();
+                    outcome.route = Some(Route {
+                        confidence: first.and_then(|r| r.confidence),
+                        reason: first.and_then(|r| r.reason.clone()),
+                        inputs: routes
+                            .iter()
+                            .map(|r| Some(r.payload.clone().unwrap_or_else(|| cx.input.clone())))
+                            .collect(),
+                        targets: routes.into_iter().map(|r| r.target).collect(),
+                    });
+                }
+                Ok(outcome)
+            }
+        }
+    }
+
+    /// The function may take ctx; which functions do is known only in the worker.
+    fn reads(&self) -> Reads {
+        Reads::all()
+    }
+}

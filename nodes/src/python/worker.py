@@ -1,0 +1,286 @@
+# The illumo Python worker: one process per run, started on first use, answering calls
+# to Python functions on its stdin/stdout, one JSON object per line.
+#
+# Request:  {"callable": "pkg.mod.fn", "payload": ..., "has_ctx": bool}, and when
+#           has_ctx, the ctx as JSON on the next line
+# Answers:  {"ok": true, "output": ..., "writes": [[[key, ...], value], ...],
+#            "routes": [[target, confidence, reason, payload, has_payload], ...] | null,
+#            "stdout": "...", "stderr": "..."}
+#           {"need_ctx": true}       (the function takes ctx and none was sent)
+#           {"ok": false, "kind": "import" | "exception" | "result", "message": "...",
+#            "type": "...", "traceback": "...", "stdout": "...", "stderr": "..."}
+#
+# The calling convention is illumo-flow's: by the names of the first two positional
+# parameters (`ctx`/`context` for the context; `payload`, `value`, `data`, `input`,
+# `item`, `items` for the payload), with its fallbacks.
+import contextlib
+import importlib
+import inspect
+import io
+import json
+import os
+import sys
+import traceback
+import types
+
+PROTOCOL = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+REQUESTS = os.fdopen(os.dup(0), "r", encoding="utf-8")
+# What the functions or their children write to fd 1 must not reach the protocol.
+os.dup2(2, 1)
+devnull = os.open(os.devnull, os.O_RDONLY)
+os.dup2(devnull, 0)
+
+WORKER = sys._getframe().f_code.co_filename
+CONTEXT_NAMES = {"context", "ctx"}
+PAYLOAD_NAMES = {"payload", "value", "data", "input", "item", "items"}
+
+
+def compat_module():
+    """`from illumo_flow.core import Routing` imports even without illumo-flow."""
+    try:
+        importlib.import_module("illumo_flow.core")
+        return
+    except Exception:
+        pass
+    package = types.ModuleType("illumo_flow")
+    package.__path__ = []
+    core = types.ModuleType("illumo_flow.core")
+
+    class FlowError(Exception):
+        pass
+
+    class Routing:
+        def __init__(self, target, confidence=None, reason=None):
+            self.target = target
+            self.confidence = confidence
+            self.reason = reason
+
+        def __repr__(self):
+            return f"Routing(target={self.target!r}, confidence={self.confidence!r}, reason={self.reason!r})"
+
+        def to_context(self):
+            record = {"target": self.target}
+            if self.confidence is not None:
+                record["confidence"] = self.confidence
+            if self.reason is not None:
+                record["reason"] = self.reason
+            return record
+
+    core.Routing = Routing
+    core.FlowError = FlowError
+    package.core = core
+    package.Routing = Routing
+    package.FlowError = FlowError
+    sys.modules["illumo_flow"] = package
+    sys.modules["illumo_flow.core"] = core
+
+
+def convention(func):
+    """How to call `func`: the arguments it takes, in order (`payload`, `ctx`), or
+    "try" when only a call can tell."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return "try"
+    positional = [
+        p
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if not positional:
+        return ()
+    if len(positional) == 1:
+        return ("ctx",) if positional[0].name in CONTEXT_NAMES else ("payload",)
+    first, second = positional[0].name, positional[1].name
+    if first in CONTEXT_NAMES and second in PAYLOAD_NAMES:
+        return ("ctx", "payload")
+    if first in PAYLOAD_NAMES and second in CONTEXT_NAMES:
+        return ("payload", "ctx")
+    if first in PAYLOAD_NAMES:
+        return ("payload",)
+    if first in CONTEXT_NAMES:
+        if len(positional) == 2 and second not in CONTEXT_NAMES:
+            return ("ctx", "payload")
+        return ("ctx",)
+    return "try"
+
+
+FUNCTIONS = {}
+
+
+def resolve(path):
+    if path in FUNCTIONS:
+        return FUNCTIONS[path]
+    module_path, _, attr = path.strip().rpartition(".")
+    if not module_path:
+        raise ImportError(f"`{path}` is not an import path like `package.module.function`")
+    module = importlib.import_module(module_path)
+    try:
+        func = getattr(module, attr)
+    except AttributeError:
+        raise ImportError(f"module `{module_path}` has no `{attr}`") from None
+    if not callable(func):
+        raise ImportError(f"`{path}` is not callable")
+    FUNCTIONS[path] = (func, convention(func))
+    return FUNCTIONS[path]
+
+
+def call(func, how, payload, ctx):
+    if how == "try":
+        try:
+            return func(payload, ctx)
+        except TypeError:
+            return func(ctx, payload)
+    args = [payload if name == "payload" else ctx for name in how]
+    return func(*args)
+
+
+def user_traceback(exc):
+    """The traceback from the user's code on: the worker's and importlib's frames left out."""
+    tb = exc.__traceback__
+    while tb is not None and (
+        tb.tb_frame.f_code.co_filename == WORKER
+        or tb.tb_frame.f_code.co_filename.startswith("<frozen importlib")
+        or "importlib" + os.sep + "__init__.py" in tb.tb_frame.f_code.co_filename
+    ):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def is_routing(value):
+    return hasattr(value, "target") and type(value).__name__ == "Routing"
+
+
+def routes_of(value):
+    """illumo-flow's routing results: a Routing, (Routing, payload), or a list of them;
+    None or [] ends the branch. None when `value` is not a routing result."""
+
+    def one(item):
+        if is_routing(item):
+            return [item.target, item.confidence, item.reason, None, False]
+        if (
+            isinstance(item, (list, tuple))
+            and len(item) == 2
+            and is_routing(item[0])
+        ):
+            route = item[0]
+            return [route.target, route.confidence, route.reason, item[1], True]
+        return None
+
+    if value is None:
+        return None
+    single = one(value)
+    if single is not None:
+        return [single]
+    if isinstance(value, (list, tuple)) and value:
+        routes = [one(item) for item in value]
+        if all(r is not None for r in routes):
+            return routes
+    return None
+
+
+def diff(before, after, path, writes):
+    """The writes that turn `before` into `after`: changed or new keys, recursively
+    inside maps both have; a removed key is written as null."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key, value in after.items():
+            if key not in before:
+                writes.append([path + [key], value])
+            else:
+                diff(before[key], value, path + [key], writes)
+        for key in before:
+            if key not in after:
+                writes.append([path + [key], None])
+    elif before != after or type(before) is not type(after):
+        writes.append([path, after])
+
+
+def answer(obj):
+    try:
+        text = json.dumps(obj, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        text = json.dumps(
+            {
+                "ok": False,
+                "kind": "result",
+                "type": type(exc).__name__,
+                "message": f"the function returned a value that is not JSON: {exc}",
+                "traceback": "",
+                "stdout": obj.get("stdout", ""),
+                "stderr": obj.get("stderr", ""),
+            }
+        )
+    PROTOCOL.write(text + "\n")
+    PROTOCOL.flush()
+
+
+def serve(request, ctx_text):
+    path = request["callable"]
+    try:
+        func, how = resolve(path)
+    except Exception as exc:
+        return {
+            "ok": False,
+            "kind": "import",
+            "type": type(exc).__name__,
+            "message": str(exc),
+            "traceback": user_traceback(exc),
+            "sys_path": sys.path,
+        }
+    wants_ctx = how == "try" or "ctx" in how
+    if wants_ctx and ctx_text is None:
+        return {"need_ctx": True}
+    ctx = json.loads(ctx_text) if wants_ctx else None
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            result = call(func, how, request.get("payload"), ctx)
+    except Exception as exc:
+        return {
+            "ok": False,
+            "kind": "exception",
+            "type": type(exc).__name__,
+            "message": str(exc),
+            "traceback": user_traceback(exc),
+            "stdout": out.getvalue(),
+            "stderr": err.getvalue(),
+        }
+    writes = []
+    if ctx is not None:
+        diff(json.loads(ctx_text), ctx, [], writes)
+    # `(output, delta)`: the delta's keys are written at the top of ctx.
+    if (
+        isinstance(result, tuple)
+        and len(result) == 2
+        and isinstance(result[1], dict)
+        and not is_routing(result[0])
+    ):
+        result, delta = result
+        writes.extend([[key], value] for key, value in delta.items())
+    routes = routes_of(result)
+    return {
+        "ok": True,
+        "output": None if routes is not None else result,
+        "writes": writes,
+        "routes": routes,
+        "stdout": out.getvalue(),
+        "stderr": err.getvalue(),
+    }
+
+
+def main():
+    compat_module()
+    while True:
+        line = REQUESTS.readline()
+        if not line:
+            return
+        try:
+            request = json.loads(line)
+        except ValueError as exc:
+            answer({"ok": False, "kind": "protocol", "type": "ValueError", "message": str(exc), "traceback": ""})
+            continue
+        ctx_text = REQUESTS.readline() if request.get("has_ctx") else None
+        answer(serve(request, ctx_text))
+
+
+main()

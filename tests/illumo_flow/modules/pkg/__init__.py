@@ -1,0 +1,1 @@
+"""Written for the illumo-flow corpus (not part of illumo-flow): package for `pkg.nodes`."""

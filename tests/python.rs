@@ -1,0 +1,283 @@
+//! FunctionNode and CustomRoutingNode: Python functions run in the run's one Python worker
+//! (real python3), with illumo-flow's calling convention and results.
+
+use crate::support::{sqlite3, Illumo};
+use serde_json::json;
+
+const MODULE: &str = r#"import os, time
+from illumo_flow.core import Routing
+
+calls = 0
+
+def double(payload):
+    return payload * 2
+
+def remember(payload, ctx):
+    ctx.setdefault("seen", []).append(payload)
+    ctx["user"]["name"] = ctx["user"]["name"].upper()
+    del ctx["scratch"]
+    print("remembered", payload)
+    return {"kept": payload}
+
+def counted(payload):
+    global calls
+    calls += 1
+    return {"calls": calls, "pid": os.getpid()}
+
+def flaky(payload):
+    global calls
+    calls += 1
+    if calls < 2:
+        raise ValueError(f"not yet ({calls})")
+    return "steady"
+
+def with_delta(payload):
+    return ("out", {"flag": True})
+
+def nothing(payload):
+    return None
+
+def route(ctx, payload):
+    if ctx["score"] > 0.5:
+        return [(Routing("high", 0.9, "score above half"), {"score": ctx["score"]}), Routing("audit")]
+    return Routing("low")
+
+def not_a_route(payload):
+    return "high"
+
+def unjsonable(payload):
+    return {1, 2}
+
+def slow(payload):
+    time.sleep(30)
+"#;
+
+/// Writes `funcs.py` next to the flow and runs it with `extra` args.
+fn run(flow: &str, extra: &[&str]) -> crate::support::Output {
+    let illumo = Illumo::new();
+    std::fs::write(illumo.dir().join("funcs.py"), MODULE).unwrap();
+    let path = illumo.flow_file(flow);
+    illumo
+        .args(["run", &path, "--tracer", "none", "--quiet"])
+        .args(extra)
+        .run()
+}
+
+#[test]
+fn functions_get_the_payload_or_ctx_as_their_parameters_ask() {
+    let flow = "flow:
+  nodes:
+    twice:
+      type: FunctionNode
+      setting: {callable: funcs.double}
+      inputs: 21
+      outputs: $ctx.doubled
+    keep:
+      type: FunctionNode
+      setting: {callable: funcs.remember}
+    delta: {type: FunctionNode, setting: {callable: funcs.with_delta}, outputs: $ctx.delta_out}
+    pass: {type: FunctionNode, setting: {callable: funcs.nothing}, outputs: $ctx.passed}
+  edges:
+    - twice >> keep >> delta >> pass
+";
+    let ctx = run(flow, &["-c", r#"{"user": {"name": "ada"}, "scratch": 1}"#])
+        .success()
+        .ctx();
+    assert_eq!(ctx["doubled"], 42);
+    assert_eq!(
+        ctx["seen"],
+        json!([42]),
+        "the function's change to ctx is written"
+    );
+    assert_eq!(ctx["user"], json!({"name": "ADA"}));
+    assert_eq!(
+        ctx["scratch"],
+        json!(null),
+        "a key it deleted is written as null"
+    );
+    assert_eq!(ctx["payloads"]["keep"], json!({"kept": 42}));
+    assert_eq!(
+        (&ctx["delta_out"], &ctx["flag"]),
+        (&json!("out"), &json!(true))
+    );
+    assert_eq!(
+        ctx["passed"], "out",
+        "a function returning None passes its input on"
+    );
+}
+
+#[test]
+fn one_worker_serves_every_call_of_a_run() {
+    let flow = "flow:
+  nodes:
+    first: {type: FunctionNode, setting: {callable: funcs.counted}, outputs: $ctx.first}
+    second: {type: FunctionNode, setting: {callable: funcs.counted}, outputs: $ctx.second}
+  edges:
+    - first >> second
+";
+    let ctx = run(flow, &[]).success().ctx();
+    assert_eq!(ctx["first"]["calls"], 1);
+    assert_eq!(
+        ctx["second"]["calls"], 2,
+        "module state lives on between calls"
+    );
+    assert_eq!(ctx["first"]["pid"], ctx["second"]["pid"]);
+}
+
+#[test]
+fn a_routing_rule_picks_targets_and_gives_each_its_payload() {
+    let flow = "flow:
+  nodes:
+    decide: {type: CustomRoutingNode, setting: {routing_rule: funcs.route}, inputs: {score: $ctx.score}}
+    high: {type: FunctionNode, setting: {callable: funcs.nothing}, outputs: $ctx.high}
+    audit: {type: Set, setting: {value: audited}, outputs: $ctx.audit}
+    low: {type: Set, setting: {value: low}, outputs: $ctx.low}
+  edges:
+    - decide >> (high | audit | low)
+";
+    let ctx = run(flow, &["-c", r#"{"score": 0.8}"#]).success().ctx();
+    assert_eq!(ctx["high"], json!({"score": 0.8}));
+    assert_eq!(ctx["audit"], "audited");
+    assert_eq!(ctx["low"], json!(null));
+    assert_eq!(
+        ctx["routing"]["decide"],
+        json!({"target": ["high", "audit"], "confidence": 0.9, "reason": "score above half"})
+    );
+    assert_eq!(
+        ctx["payloads"]["decide"],
+        json!({"high": {"score": 0.8}, "audit": {"score": 0.8}})
+    );
+    let ctx = run(flow, &["-c", r#"{"score": 0.2}"#]).success().ctx();
+    assert_eq!((&ctx["low"], &ctx["high"]), (&json!("low"), &json!(null)));
+}
+
+#[test]
+fn an_exception_is_retried_and_its_traceback_traced() {
+    let illumo = Illumo::new();
+    std::fs::write(illumo.dir().join("funcs.py"), MODULE).unwrap();
+    let db = illumo.dir().join("trace.db");
+    let path = illumo.flow_file(
+        "flow:\n  nodes:\n    f:\n      type: FunctionNode\n      setting: {callable: funcs.flaky}\n      policy: {retry: {max_attempts: 2}}\n      outputs: $ctx.f\n",
+    );
+    let out = illumo
+        .args(["run", &path, "--quiet", "--tracer", "sqlite"])
+        .args(["--tracer-arg", &format!("db_path={}", db.display())])
+        .run()
+        .success();
+    assert_eq!(out.ctx()["f"], "steady");
+    let traceback = sqlite3(
+        &db,
+        "SELECT json_extract(e.attributes, '$.traceback') FROM events e WHERE e.name = 'function.exception'",
+    );
+    assert!(
+        traceback.starts_with("Traceback (most recent call last):\n  File \""),
+        "{traceback}"
+    );
+    assert!(
+        traceback.ends_with("funcs.py\", line 25, in flaky\n    raise ValueError(f\"not yet ({calls})\")\nValueError: not yet (1)\n\n"),
+        "{traceback}"
+    );
+    assert_eq!(
+        sqlite3(
+            &db,
+            "SELECT json_extract(attributes, '$.error') FROM events WHERE name = 'node.retry'"
+        ),
+        "`funcs.flaky` raised ValueError: not yet (1)\n"
+    );
+}
+
+#[test]
+fn printed_output_goes_to_the_trace_not_to_stdout() {
+    let illumo = Illumo::new();
+    std::fs::write(illumo.dir().join("funcs.py"), MODULE).unwrap();
+    let db = illumo.dir().join("trace.db");
+    let path = illumo.flow_file(
+        "flow:\n  nodes:\n    keep: {type: FunctionNode, setting: {callable: funcs.remember}, inputs: 7}\n",
+    );
+    let out = illumo
+        .args(["run", &path, "--quiet", "--tracer", "sqlite"])
+        .args(["--tracer-arg", &format!("db_path={}", db.display())])
+        .args(["-c", r#"{"user": {"name": "a"}, "scratch": 0}"#])
+        .run()
+        .success();
+    assert!(!out.stdout.contains("remembered"), "{}", out.stdout);
+    assert_eq!(
+        sqlite3(
+            &db,
+            "SELECT attributes FROM events WHERE name = 'function.output'"
+        ),
+        "{\"stdout\":\"remembered 7\\n\",\"stderr\":\"\"}\n"
+    );
+}
+
+#[test]
+fn what_cannot_run_fails_with_its_reason() {
+    let cases = [
+        ("funcs.not_a_route", "CustomRoutingNode", "routing_rule", "`funcs.not_a_route` must return Routing decisions (Routing, (Routing, payload) or a list of them), not `high`"),
+        ("funcs.unjsonable", "FunctionNode", "callable", "`funcs.unjsonable`: the function returned a value that is not JSON: Object of type set is not JSON serializable"),
+        ("funcs.missing", "FunctionNode", "callable", "cannot import `funcs.missing`: ImportError: module `funcs` has no `missing` (sys.path: "),
+        ("nowhere.fn", "FunctionNode", "callable", "cannot import `nowhere.fn`: ModuleNotFoundError: No module named 'nowhere' (sys.path: "),
+    ];
+    for (callable, node_type, key, why) in cases {
+        let flow = format!(
+            "flow:\n  nodes:\n    f:\n      type: {node_type}\n      setting: {{{key}: {callable}}}\n      policy: {{retry: {{max_attempts: 3}}}}\n"
+        );
+        let out = run(&flow, &[]).code(1);
+        let first = out.stderr.lines().next().unwrap_or("");
+        assert!(
+            first.starts_with(&format!("error: node `f` failed on attempt 1 of 3: {why}")),
+            "{first}"
+        );
+        assert_eq!(
+            out.ctx()["errors"].as_array().unwrap().len(),
+            1,
+            "not retried"
+        );
+    }
+}
+
+#[test]
+fn a_timeout_kills_the_worker_and_the_next_call_gets_a_new_one() {
+    let flow = "flow:
+  nodes:
+    before: {type: FunctionNode, setting: {callable: funcs.counted}, outputs: $ctx.before}
+    stuck:
+      type: FunctionNode
+      setting: {callable: funcs.slow}
+      policy: {timeout: 1s, on_error: continue}
+    after: {type: FunctionNode, setting: {callable: funcs.counted}, outputs: $ctx.after}
+  edges:
+    - before >> stuck >> after
+";
+    let ctx = run(flow, &[]).success().ctx();
+    assert_eq!(ctx["errors"][0]["timed_out"], true);
+    assert_eq!(
+        ctx["after"]["calls"], 1,
+        "a fresh worker: module state started over"
+    );
+    assert_ne!(ctx["after"]["pid"], ctx["before"]["pid"]);
+}
+
+#[test]
+fn an_import_path_of_the_wrong_shape_is_a_load_error() {
+    let illumo = Illumo::new();
+    let path = illumo.flow_file(
+        "flow:\n  nodes:\n    f: {type: FunctionNode, setting: {callable: 'funcs:double'}}\n",
+    );
+    let out = illumo
+        .args(["validate", &path])
+        .env("NO_COLOR", "1")
+        .run()
+        .code(2);
+    assert_eq!(
+        out.stderr.replace(&path, "flow.yaml"),
+        "error: node `f`: `funcs:double` is not an import path; write `package.module.function`
+ --> flow.yaml:3:50
+  |
+3 |     f: {type: FunctionNode, setting: {callable: 'funcs:double'}}
+  |                                                  ^^^^^^^^^^^^
+
+error: flow.yaml has 1 error
+"
+    );
+}
