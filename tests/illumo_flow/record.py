@@ -25,6 +25,10 @@ Nothing outside tests/illumo_flow/ and $SCRATCH is written.
 
 from __future__ import annotations
 
+import sys as _sys
+
+_sys.dont_write_bytecode = True  # keep tests/illumo_flow free of __pycache__
+
 import argparse
 import ast
 import json
@@ -142,20 +146,20 @@ FLOWS: List[Dict[str, Any]] = [
          doc_cmd="illumo run examples/multi_agent/coding_assistant/coding_assistant.yaml --context '{\"request\": {...}, \"diff\": {\"proposed\": \"<example_diff.patch>\"}}'  (examples/multi_agent/coding_assistant/README.md:22)",
          modules=["workspace examples/multi_agent/coding_assistant/ (copied: sample_app, tests, patch, README, yaml)", "pytest on PATH (TestExecutorNode runs `pytest -q`)"]),
     dict(name="sample_linear_etl", kind="dict", src="examples/sample_flows.py", example_id="linear_etl",
-         context={}, context_src="examples/__main__.py:458-459 and tests/test_flow_examples.py:173-174 run with context {}",
+         context={}, context_src="examples/__main__.py:33-34 and tests/test_flow_examples.py:173-174 run with context {}",
          doc_cmd="python -m examples linear_etl  (examples/__main__.py); CLI equivalent used", modules=["examples.ops (copied)"]),
     dict(name="sample_confidence_router", kind="dict", src="examples/sample_flows.py", example_id="confidence_router",
-         context={}, context_src="examples/__main__.py:458-459 (context {})", seed=0,
+         context={}, context_src="examples/__main__.py:33-34 (context {})", seed=0,
          doc_cmd="python -m examples confidence_router; CLI equivalent used",
          modules=["examples.ops (copied) -- classify() uses random(); recorded with random.seed(0) via sitecustomize"]),
     dict(name="sample_parallel_enrichment", kind="dict", src="examples/sample_flows.py", example_id="parallel_enrichment",
-         context={}, context_src="examples/__main__.py:458-459 (context {})",
+         context={}, context_src="examples/__main__.py:33-34 (context {})",
          doc_cmd="python -m examples parallel_enrichment; CLI equivalent used", modules=["examples.ops (copied)"]),
     dict(name="sample_node_managed_timeout", kind="dict", src="examples/sample_flows.py", example_id="node_managed_timeout",
-         context={}, context_src="examples/__main__.py:458-459 (context {})",
+         context={}, context_src="examples/__main__.py:33-34 (context {})",
          doc_cmd="python -m examples node_managed_timeout; CLI equivalent used", modules=["examples.ops (copied)"]),
     dict(name="sample_early_stop_watchdog", kind="dict", src="examples/sample_flows.py", example_id="early_stop_watchdog",
-         context={}, context_src="examples/__main__.py:458-459 (context {})",
+         context={}, context_src="examples/__main__.py:33-34 (context {})",
          doc_cmd="python -m examples early_stop_watchdog; CLI equivalent used", modules=["examples.ops (copied)"]),
     dict(name="test_yaml_config_etl", kind="dedent", src="tests/test_flow_examples.py", call_line=278,
          context={}, context_src="tests/test_flow_examples.py:316-317 (ctx = {})",
@@ -250,7 +254,7 @@ def extract(root: Path, spec: Dict[str, Any]) -> tuple[str, str]:
         text, line = sample_flow(root, spec["example_id"])
         where = f"{src}:{line}"
         header = (f"# from {where} (Python dict EXAMPLE_FLOWS[id={spec['example_id']!r}]['dsl'], wrapped as\n"
-                  f"# {{'flow': dsl}} exactly like examples/__main__.py:450; serialized to YAML by record.py,\n"
+                  f"# {{'flow': dsl}} exactly like examples/__main__.py:25; serialized to YAML by record.py,\n"
                   f"# round-trip checked: yaml.safe_load(this) == the dict)\n")
     else:
         raise ValueError(kind)
@@ -276,7 +280,38 @@ def normalize(text: str) -> str:
     return TS_RE.sub("<TIMESTAMP>", TRACE_RE.sub("<TRACE_ID>", text))
 
 
-def run_cli(venv: Path, name: str, ctx_name: str, spec: Dict[str, Any], out: Path) -> Dict[str, Any]:
+STUB_DRIVER = '''"""illumo-flow's own CLI main(), with FlowRuntime.llm_factory set to a deterministic echo stub.
+
+NOT an illumo-flow feature/mode: illumo-flow has no offline LLM mode.  This only uses the
+public extension point FlowRuntime.configure(llm_factory=...) (runtime.py:44-78), which
+`illumo run` preserves (cli/__init__.py:446-466), to show the ctx shapes Agent nodes write.
+The stub answers responses.create(model=..., input=..., instructions=...) with
+output_text = "[stub <model>] <input>" (or "" when no input was sent).
+"""
+import sys
+from types import SimpleNamespace
+
+from illumo_flow import FlowRuntime
+from illumo_flow.cli import main
+
+
+class _Responses:
+    def create(self, **kw):
+        text = kw.get("input")
+        return SimpleNamespace(output_text=f"[stub {kw['model']}] {text}" if text else "")
+
+
+def factory(*, provider=None, model, base_url=None, **kw):
+    return SimpleNamespace(responses=_Responses())
+
+
+FlowRuntime.configure(llm_factory=factory)
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+def run_cli(venv: Path, name: str, ctx_name: str, spec: Dict[str, Any], out: Path,
+            stub: bool = False) -> Dict[str, Any]:
     work = SCRATCH / "work"
     if work.exists():
         shutil.rmtree(work)
@@ -309,7 +344,11 @@ def run_cli(venv: Path, name: str, ctx_name: str, spec: Dict[str, Any], out: Pat
             *spec.get("extra_args", [])]
     record_args = ["--output", str(out / "ctx.json"), "--pretty",
                    "--report-path", str(out / "report.json"), "--log-dir", str(out / "logs")]
-    proc = subprocess.run([str(venv / "bin" / "illumo"), *args, *record_args], cwd=work / "modules",
+    exe = [str(venv / "bin" / "illumo")]
+    if stub:
+        (work / "stub_llm_cli.py").write_text(STUB_DRIVER, encoding="utf-8")
+        exe = [str(venv / "bin" / "python"), str(work / "stub_llm_cli.py")]
+    proc = subprocess.run([*exe, *args, *record_args], cwd=work / "modules",
                           env=env, capture_output=True, text=True, timeout=600)
     result: Dict[str, Any] = {
         "exit_code": proc.returncode,
@@ -345,6 +384,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--openai-probe", action="store_true",
                         help="also run agent flows in a venv that has the openai SDK (no API key) and record the error")
+    parser.add_argument("--stub-llm", action="store_true",
+                        help="also run agent flows with an injected echo llm_factory -> expected/stub_llm/ (shape reference only)")
     args = parser.parse_args()
 
     import yaml  # noqa: F401  (fail early when not run from the venv)
@@ -418,6 +459,20 @@ def main() -> int:
                     "stderr": normalize(probe["stderr"]),
                 }
             (exp_dir / f"{run_name}.error.json").write_text(json.dumps(err, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            if args.stub_llm and "OpenAI SDK is required" in res["stderr"]:
+                stub_dir = exp_dir / "stub_llm"
+                stub_dir.mkdir(exist_ok=True)
+                sres = run_cli(VENV, spec["name"], ctx_name, spec, SCRATCH / "out-stub" / run_name, stub=True)
+                if sres["stdout"]:
+                    (stub_dir / f"{run_name}.stdout.txt").write_text(sres["stdout"], encoding="utf-8")
+                if sres["exit_code"] == 0:
+                    (stub_dir / f"{run_name}.json").write_bytes(sres["ctx_bytes"])
+                    entry["stub_llm"] = f"expected/stub_llm/{run_name}.json (exit 0)"
+                else:
+                    serr = {"exit_code": sres["exit_code"], "error": first_error_line(sres["stderr"]),
+                            "stderr": normalize(sres["stderr"]), "report": sres.get("report")}
+                    (stub_dir / f"{run_name}.error.json").write_text(json.dumps(serr, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+                    entry["stub_llm"] = f"expected/stub_llm/{run_name}.error.json (exit {sres['exit_code']}: {serr['error']})"
             entry["expected"] = f"expected/{run_name}.error.json"
             entry["stage"] = err["stage"]
             entry["error"] = err["error"]
