@@ -100,8 +100,10 @@ fn nodes_lists_types_and_settings_as_json() {
         [
             "Agent",
             "Command",
+            "CustomRoutingNode",
             "DraftAgent",
             "EvaluationAgent",
+            "FunctionNode",
             "Loop",
             "Patch",
             "ReviewAgent",
@@ -114,7 +116,7 @@ fn nodes_lists_types_and_settings_as_json() {
         ]
     );
     assert_eq!(
-        list[9]["settings"][0],
+        list[11]["settings"][0],
         serde_json::json!({"name": "value", "kind": "any", "required": true, "about": "the output; strings may be paths or templates"})
     );
 }

@@ -578,14 +578,12 @@ fn output_that_cannot_be_written_after_success_exits_4_with_the_trace_id() {
         out.stderr
     );
     assert_eq!(lines.len(), 2);
-    let out = Illumo::new()
-        .run_flow(flow)
-        .args(["-o", "/nonexistent/x.json"])
-        .run()
-        .code(4);
+    // A folder where the file should be: only the write itself can fail.
+    let illumo = Illumo::new();
+    let folder = illumo.dir().display().to_string();
+    let out = illumo.run_flow(flow).args(["-o", &folder]).run().code(4);
     assert!(
-        out.stderr
-            .starts_with("error: cannot write `/nonexistent/x.json`: No such file or directory (os error 2)\n  the flow succeeded; trace_id: "),
+        out.stderr.starts_with(&format!("error: cannot write `{folder}`: Is a directory (os error 21)\n  the flow succeeded; trace_id: ")),
         "{}",
         out.stderr
     );
@@ -695,5 +693,23 @@ fn an_unknown_payloads_mode_is_a_load_error() {
 
 error: flow.yaml has 1 error
 "
+    );
+}
+
+#[test]
+fn templates_render_maps_and_lists_as_json() {
+    let flow = "flow:\n  nodes:\n    a: {type: Set, setting: {value: \"S={{ $ctx.s }} L={{ $ctx.l }} N={{ $ctx.n }} B={{ $ctx.b }} Z={{ $ctx.z }}{{#each $ctx.l}} item={{ this }}{{/each}}\"}, outputs: $ctx.text}\n";
+    let ctx = Illumo::new()
+        .run_flow(flow)
+        .args([
+            "-c",
+            r#"{"s": {"a": [1, "x"]}, "l": [1, {"b": 2}], "n": 1.5, "b": true, "z": null}"#,
+        ])
+        .run()
+        .success()
+        .ctx();
+    assert_eq!(
+        ctx["text"],
+        r#"S={"a":[1,"x"]} L=[1,{"b":2}] N=1.5 B=true Z= item=1 item={"b":2}"#
     );
 }

@@ -159,8 +159,66 @@ fn registry() -> &'static Handlebars<'static> {
         hb.set_strict_mode(true);
         hb.register_escape_fn(handlebars::no_escape);
         hb.register_helper("json", Box::new(json_helper));
+        hb.register_helper(TEXT, Box::new(text_helper));
         hb
     })
+}
+
+/// The helper every plain `{{ value }}` is turned into (a name no template can write).
+const TEXT: &str = "$text";
+
+/// Makes every plain `{{ value }}`, in blocks too, render through [`TEXT`], so a map or
+/// a list comes out as JSON instead of handlebars' `[object]`.
+fn values_as_text(elements: &mut [handlebars::template::TemplateElement]) {
+    use handlebars::template::{Parameter, TemplateElement};
+    for element in elements {
+        match element {
+            TemplateElement::Expression(ht) | TemplateElement::HtmlExpression(ht) => {
+                // A value, not a helper call: `{{ $ctx.x }}`, or `{{ name }}` in a block.
+                let value = match &ht.name {
+                    Parameter::Path(_) => true,
+                    Parameter::Name(n) => !HELPERS.contains(&n.as_str()),
+                    _ => false,
+                };
+                if value && ht.params.is_empty() && ht.hash.is_empty() {
+                    let value = std::mem::replace(&mut ht.name, Parameter::Name(TEXT.into()));
+                    ht.params = vec![value];
+                }
+            }
+            TemplateElement::HelperBlock(ht) => {
+                for inner in ht.template.iter_mut().chain(ht.inverse.iter_mut()) {
+                    values_as_text(&mut inner.elements);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A value as text: strings as they are, maps and lists as JSON, null as nothing.
+fn text_helper(
+    h: &handlebars::Helper,
+    _: &Handlebars,
+    _: &Context,
+    _: &mut handlebars::RenderContext,
+    out: &mut dyn handlebars::Output,
+) -> handlebars::HelperResult {
+    let Some(param) = h.param(0) else {
+        return Err(handlebars::RenderErrorReason::ParamNotFoundForIndex(TEXT, 0).into());
+    };
+    if param.is_value_missing() {
+        let path = param.relative_path().cloned();
+        return Err(handlebars::RenderErrorReason::MissingVariable(path).into());
+    }
+    match param.value() {
+        Value::String(s) => out.write(s)?,
+        Value::Null => {}
+        other @ (Value::Array(_) | Value::Object(_)) => {
+            out.write(&serde_json::to_string(other).unwrap_or_default())?
+        }
+        other => out.write(&other.to_string())?,
+    }
+    Ok(())
 }
 
 fn json_helper(
@@ -243,6 +301,8 @@ impl Template {
         if let Some(problem) = check_elements(&compiled.elements, &compiled.mapping, false) {
             return Err(problem);
         }
+        let mut compiled = compiled;
+        values_as_text(&mut compiled.elements);
         Ok(Template {
             source: source.to_string(),
             compiled,
