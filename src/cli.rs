@@ -118,6 +118,30 @@ pub struct RunArgs {
     /// No console trace, warnings or trailer on stderr (errors are still printed)
     #[arg(short, long)]
     pub quiet: bool,
+    /// The sqlite tracer's database (`--tracer-arg db_path=PATH`); adds `--tracer sqlite`
+    /// when no tracer names it (illumo-flow's flag)
+    #[arg(long, value_name = "PATH")]
+    pub trace_db: Option<String>,
+    /// The `service.name` the otel tracer reports (default: OTEL_SERVICE_NAME, else illumo)
+    #[arg(long, value_name = "NAME")]
+    pub service_name: Option<String>,
+    /// When the run fails, write a failure report here: trace id, failed node, reason,
+    /// policy and a digest of ctx (illumo-flow's report)
+    #[arg(long, value_name = "FILE")]
+    pub report_path: Option<String>,
+    /// The failure report's format
+    #[arg(long, value_enum, default_value = "json", requires = "report_path")]
+    pub report_format: ReportFormat,
+    /// When the run fails, append the same report as one JSON line to
+    /// DIR/runtime_execution.log (illumo-flow's execution log)
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum ReportFormat {
+    Json,
+    Markdown,
 }
 
 #[derive(Subcommand)]

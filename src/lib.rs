@@ -7,6 +7,7 @@ mod cli;
 mod graph;
 mod inputs;
 mod nodes_cmd;
+mod report;
 mod run_cmd;
 mod signals;
 mod trace_cmd;

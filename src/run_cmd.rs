@@ -76,11 +76,15 @@ const TRACERS: [(&str, &[&str]); 4] = [
 ];
 
 fn tracers(args: &RunArgs) -> Result<Arc<dyn Tracer>, Option<String>> {
-    let names: Vec<&str> = if args.tracers.is_empty() {
+    let mut names: Vec<&str> = if args.tracers.is_empty() {
         vec!["console"]
     } else {
         args.tracers.iter().map(String::as_str).collect()
     };
+    // illumo-flow's `--trace-db PATH`: the sqlite tracer's file, and that tracer.
+    if args.trace_db.is_some() && !names.contains(&"sqlite") {
+        names.push("sqlite");
+    }
     let known: Vec<&str> = TRACERS.iter().map(|(n, _)| *n).collect();
     if let Some(other) = names.iter().find(|n| !known.contains(n)) {
         let hint = illumo_engine::diagnostic::did_you_mean(other, known.iter().copied())
@@ -115,6 +119,12 @@ fn tracers(args: &RunArgs) -> Result<Arc<dyn Tracer>, Option<String>> {
         }
         settings.push((key.to_string(), value.to_string()));
     }
+    if let Some(path) = &args.trace_db {
+        settings.insert(0, ("db_path".into(), path.clone()));
+    }
+    if let Some(name) = &args.service_name {
+        settings.insert(0, ("service_name".into(), name.clone()));
+    }
     let setting = |key: &str| {
         settings
             .iter()
@@ -145,8 +155,9 @@ fn tracers(args: &RunArgs) -> Result<Arc<dyn Tracer>, Option<String>> {
 #[cfg(feature = "otlp")]
 fn otel(setting: &dyn Fn(&str) -> Option<String>) -> Result<Arc<dyn Tracer>, Option<String>> {
     use illumo_tracers::{OtlpConfig, OtlpTracer};
-    let config =
+    let mut config =
         OtlpConfig::from_args(setting("exporter_endpoint"), setting("protocol")).map_err(Some)?;
+    config.service_name = setting("service_name");
     let db = DbTracer::new(OtlpTracer::new(config)).map_err(|e| Some(e.to_string()))?;
     Ok(Arc::new(db))
 }
@@ -171,6 +182,8 @@ fn execute(args: &RunArgs, flow: Arc<illumo_engine::Flow>, ctx: Value, options: 
     };
     let interrupt = options.interrupt.clone();
     let redactor = options.redactor.clone();
+    let overrides = options.overrides.clone();
+    let flow_for_report = flow.clone();
     crate::leak_at_exit(flow.clone());
     let mut signals = match runtime.block_on(async { crate::signals::Listener::install() }) {
         Ok(signals) => signals,
@@ -202,6 +215,23 @@ fn execute(args: &RunArgs, flow: Arc<illumo_engine::Flow>, ctx: Value, options: 
         Ok(out) => (out.ctx, out.trace_id, 0),
         Err(failure) => {
             report(&failure.error, &failure.trace_id.to_string(), &redactor);
+            if args.report_path.is_some() || args.log_dir.is_some() {
+                let digest = crate::report::of(&failure, &flow_for_report, &overrides, &redactor);
+                let written = args
+                    .report_path
+                    .iter()
+                    .map(|path| crate::report::write(&digest, path, args.report_format))
+                    .chain(
+                        args.log_dir
+                            .iter()
+                            .map(|dir| crate::report::append_log(&digest, dir)),
+                    );
+                for result in written {
+                    if let Err(e) = result {
+                        eprintln!("warning: the failure report: {}", redactor.text(&e));
+                    }
+                }
+            }
             let code = match (&failure.error, signal) {
                 (RunError::Interrupted { .. }, Some(signal)) => signal.exit_code,
                 (RunError::Interrupted { .. }, None) => crate::signals::SIGINT.exit_code,

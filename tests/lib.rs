@@ -7,6 +7,7 @@ mod support;
 mod agents;
 mod cli;
 mod coding;
+mod compat;
 mod console;
 mod examples;
 mod fuzz;

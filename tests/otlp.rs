@@ -310,6 +310,31 @@ fn service_name_and_resource_attributes_come_from_the_environment() {
 }
 
 #[test]
+fn service_name_flag_names_the_service_over_the_environment() {
+    let collector = Collector::start();
+    let out = Illumo::new()
+        .args(["run", "examples/basics/loop.yaml", "-c", r#"{"files": []}"#])
+        .args(["--tracer", "otel", "--service-name", "support-desk"])
+        .args([
+            "--tracer-arg",
+            &format!("exporter_endpoint=http://127.0.0.1:{}", collector.grpc),
+        ])
+        .env("OTEL_SERVICE_NAME", "billing-flows")
+        .run()
+        .success();
+    let trace_id = out
+        .stderr
+        .trim()
+        .strip_prefix("trace_id: ")
+        .unwrap()
+        .to_string();
+    assert_eq!(collector.spans(&trace_id, 3).len(), 3);
+    let log = std::fs::read_to_string(&collector.log).unwrap();
+    assert!(log.contains("-> service.name: Str(support-desk)"), "{log}");
+    assert!(!log.contains("billing-flows"), "{log}");
+}
+
+#[test]
 fn a_collector_that_is_down_costs_one_warning_not_the_flow() {
     let port = free_port();
     for protocol in ["grpc", "http"] {

@@ -94,6 +94,19 @@ impl std::fmt::Display for LoadError {
 impl std::error::Error for LoadError {}
 
 impl Flow {
+    /// The policy node `index` runs under: the flow's, then `overrides` (a profile,
+    /// `--policy`), then the node's own.
+    pub fn policy_of(
+        &self,
+        index: usize,
+        overrides: &crate::policy::PolicySpec,
+    ) -> crate::policy::Policy {
+        self.policy
+            .overlay(overrides)
+            .overlay(&self.nodes[index].policy)
+            .resolve()
+    }
+
     /// The values of the credentials nodes send ([`Flow::secret_env`]), as set now.
     pub fn secrets(&self) -> Vec<String> {
         self.secret_env

@@ -47,6 +47,8 @@ pub struct OtlpConfig {
     /// `None`: the exporter's own default, or `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub endpoint: Option<String>,
     pub protocol: OtlpProtocol,
+    /// `service.name`; `None`: OTEL_SERVICE_NAME, else `illumo`.
+    pub service_name: Option<String>,
 }
 
 impl OtlpConfig {
@@ -67,7 +69,11 @@ impl OtlpConfig {
                 ))
             }
         };
-        Ok(OtlpConfig { endpoint, protocol })
+        Ok(OtlpConfig {
+            endpoint,
+            protocol,
+            service_name: None,
+        })
     }
 
     /// The endpoint exported to: the argument, `OTEL_EXPORTER_OTLP_ENDPOINT`, or the
@@ -171,12 +177,12 @@ impl OtlpTracer {
 
 /// `service.name` is `illumo` unless `OTEL_SERVICE_NAME` says otherwise;
 /// `OTEL_RESOURCE_ATTRIBUTES` adds more.
-fn resource() -> Resource {
+fn resource(service_name: Option<&str>) -> Resource {
     let builder = Resource::builder();
-    if std::env::var_os("OTEL_SERVICE_NAME").is_some() {
-        builder.build()
-    } else {
-        builder.with_service_name("illumo").build()
+    match service_name {
+        Some(name) => builder.with_service_name(name.to_string()).build(),
+        None if std::env::var_os("OTEL_SERVICE_NAME").is_some() => builder.build(),
+        None => builder.with_service_name("illumo").build(),
     }
 }
 
@@ -217,7 +223,7 @@ fn build_exporter(config: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporte
         }
     };
     let mut exporter = exporter.map_err(|e| e.to_string())?;
-    exporter.set_resource(&resource());
+    exporter.set_resource(&resource(config.service_name.as_deref()));
     Ok(exporter)
 }
 

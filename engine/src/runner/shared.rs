@@ -32,11 +32,8 @@ pub(super) struct Shared {
 
 impl Shared {
     pub fn new(flow: Arc<Flow>, options: &RunOptions) -> Shared {
-        let base = flow.policy.overlay(&options.overrides);
-        let policies: Vec<Policy> = flow
-            .nodes
-            .iter()
-            .map(|n| base.overlay(&n.policy).resolve())
+        let policies: Vec<Policy> = (0..flow.nodes.len())
+            .map(|i| flow.policy_of(i, &options.overrides))
             .collect();
         let tracing = options.tracer.enabled();
         let span_attributes = if tracing {

@@ -1,0 +1,144 @@
+//! illumo-flow's failure report (`--report-path`, `--report-format`) and execution log
+//! (`--log-dir`): what failed, where, under which policy, and a digest of ctx.
+
+use crate::cli::ReportFormat;
+use illumo_engine::policy::{Backoff, OnError, Policy};
+use illumo_engine::redact::Redactor;
+use illumo_engine::runner::{RunError, RunFailure};
+use illumo_engine::Flow;
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// The report of a failed run, in illumo-flow's layout, secrets replaced.
+pub fn of(
+    failure: &RunFailure,
+    flow: &Flow,
+    overrides: &illumo_engine::policy::PolicySpec,
+    redactor: &Redactor,
+) -> Value {
+    let node = match &failure.error {
+        RunError::NodeFailed { node, .. } => Some(node.as_str()),
+        _ => None,
+    };
+    let policy = node
+        .and_then(|id| flow.index.get(id))
+        .map(|&i| snapshot(&flow.policy_of(i, overrides)))
+        .unwrap_or_else(|| json!({}));
+    let ctx = &failure.ctx;
+    let payload = node.and_then(|id| ctx.get("payloads")?.get(id));
+    let mut digest = json!({
+        "payload_preview": preview(payload.unwrap_or(&Value::Null)),
+        "steps": ctx.get("steps").and_then(Value::as_array).map_or(0, Vec::len),
+    });
+    if let Some(last) = ctx
+        .get("errors")
+        .and_then(Value::as_array)
+        .and_then(|e| e.last())
+    {
+        digest["last_error"] = json!({"node_id": last.get("node"), "message": last.get("message")});
+    }
+    let mut report = json!({
+        "trace_id": failure.trace_id.to_string(),
+        "failed_node_id": node,
+        "summary": failure.error.to_string(),
+        "policy_snapshot": policy,
+        "context_digest": digest,
+    });
+    redactor.value(&mut report);
+    report
+}
+
+/// illumo-flow's policy snapshot; the numbers are illumo's (`max_attempts` counts every
+/// attempt, the first included).
+fn snapshot(policy: &Policy) -> Value {
+    let (action, target) = match &policy.on_error {
+        OnError::Stop => ("stop", None),
+        OnError::Continue => ("continue", None),
+        OnError::Goto(t) => ("goto", Some(t.as_str())),
+    };
+    json!({
+        "fail_fast": policy.fail_fast,
+        "timeout": policy.timeout.map_or("0s".to_string(), illumo_engine::duration::duration_text),
+        "retry": {
+            "max_attempts": policy.max_attempts,
+            "delay": policy.delay.as_secs_f64(),
+            "mode": match policy.mode { Backoff::Fixed => "fixed", Backoff::Exponential => "exponential" },
+        },
+        "on_error": {"action": action, "target": target},
+    })
+}
+
+/// JSON of `value`, cut to 200 characters as illumo-flow cuts it.
+fn preview(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 200 {
+        format!("{}...", text.chars().take(197).collect::<String>())
+    } else {
+        text
+    }
+}
+
+/// Writes the report to `path` (folders created) as JSON or markdown.
+pub fn write(report: &Value, path: &str, format: ReportFormat) -> Result<(), String> {
+    let path = Path::new(path);
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create `{}`: {e}", parent.display()))?;
+    }
+    let text = match format {
+        ReportFormat::Json => serde_json::to_string_pretty(report).unwrap_or_default(),
+        ReportFormat::Markdown => markdown(report),
+    };
+    std::fs::write(path, text).map_err(|e| format!("cannot write `{}`: {e}", path.display()))
+}
+
+fn markdown(report: &Value) -> String {
+    let field = |key: &str| match report.get(key) {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => "-".to_string(),
+    };
+    let pretty = |key: &str| serde_json::to_string_pretty(&report[key]).unwrap_or_default();
+    [
+        "# illumo-flow Failure Report".to_string(),
+        String::new(),
+        format!("- trace_id: {}", field("trace_id")),
+        format!("- failed_node_id: {}", field("failed_node_id")),
+        format!("- summary: {}", field("summary")),
+        String::new(),
+        "## Policy Snapshot".into(),
+        "```json".into(),
+        pretty("policy_snapshot"),
+        "```".into(),
+        String::new(),
+        "## Context Digest".into(),
+        "```json".into(),
+        pretty("context_digest"),
+        "```".into(),
+        String::new(),
+    ]
+    .join("\n")
+}
+
+/// Appends the report, with a timestamp first, as one line to `dir/runtime_execution.log`.
+pub fn append_log(report: &Value, dir: &str) -> Result<(), String> {
+    use std::io::Write;
+    let dir = Path::new(dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+    let path = dir.join("runtime_execution.log");
+    let mut entry = serde_json::Map::new();
+    entry.insert(
+        "timestamp".into(),
+        json!(illumo_engine::ids::iso8601(std::time::SystemTime::now())),
+    );
+    if let Value::Object(fields) = report {
+        entry.extend(fields.clone());
+    }
+    let mut line = serde_json::to_string(&entry).unwrap_or_default();
+    line.push('\n');
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .map_err(|e| format!("cannot append to `{}`: {e}", path.display()))
+}

@@ -1,0 +1,132 @@
+//! illumo-flow's command-line flags, as its users type them.
+
+use crate::support::{sqlite3, Illumo};
+use serde_json::{json, Value};
+
+const FAILING: &str = "flow:
+  name: failing
+  nodes:
+    prep: {type: Set, setting: {value: {x: 1}}}
+    boom:
+      type: Command
+      setting: {argv: [sh, -c, 'echo broken-hunter2 >&2; exit 3']}
+      policy: {retry: {max_attempts: 2, delay: 10ms}, timeout: 5s}
+  edges:
+    - prep >> boom
+";
+
+#[test]
+fn a_failed_run_writes_the_failure_report_and_the_execution_log() {
+    let illumo = Illumo::new();
+    let dir = illumo.dir().to_path_buf();
+    let path = illumo.flow_file(FAILING);
+    let report = dir.join("reports/failure.json");
+    let logs = dir.join("logs");
+    let out = illumo
+        .args([
+            "run", &path, "--quiet", "--tracer", "none", "--redact", "hunter2",
+        ])
+        .args(["--report-path", report.to_str().unwrap()])
+        .args(["--log-dir", logs.to_str().unwrap()])
+        .run()
+        .code(1);
+    let trace_id = out
+        .stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("trace_id: "))
+        .unwrap()
+        .to_string();
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let expected = json!({
+        "trace_id": trace_id,
+        "failed_node_id": "boom",
+        "summary": "node `boom` failed on attempt 2 of 2: `sh` exited with code 3: broken-***",
+        "policy_snapshot": {
+            "fail_fast": true, "timeout": "5s",
+            "retry": {"max_attempts": 2, "delay": 0.01, "mode": "fixed"},
+            "on_error": {"action": "stop", "target": null}
+        },
+        "context_digest": {
+            "payload_preview": "null", "steps": 2,
+            "last_error": {"node_id": "boom", "message": "`sh` exited with code 3: broken-***"}
+        }
+    });
+    assert_eq!(written, expected);
+    let log = std::fs::read_to_string(logs.join("runtime_execution.log")).unwrap();
+    assert_eq!(log.lines().count(), 1);
+    let mut line: Value = serde_json::from_str(log.trim()).unwrap();
+    let stamp = line.as_object_mut().unwrap().remove("timestamp").unwrap();
+    assert_eq!(stamp.as_str().unwrap().len(), 27, "{stamp}");
+    assert_eq!(line, expected);
+}
+
+#[test]
+fn the_failure_report_comes_as_markdown_too() {
+    let illumo = Illumo::new();
+    let report = illumo.dir().join("failure.md");
+    let path = illumo.flow_file(FAILING);
+    // The output keeps the test's folder alive.
+    let _out = illumo
+        .args(["run", &path, "--quiet", "--tracer", "none"])
+        .args([
+            "--report-path",
+            report.to_str().unwrap(),
+            "--report-format",
+            "markdown",
+        ])
+        .run()
+        .code(1);
+    let text = std::fs::read_to_string(&report).unwrap();
+    let head: Vec<&str> = text.lines().take(6).collect();
+    assert_eq!(head[0], "# illumo-flow Failure Report");
+    assert!(
+        head[2].starts_with("- trace_id: ") && head[2].len() == 44,
+        "{}",
+        head[2]
+    );
+    assert_eq!(
+        &head[3..6],
+        [
+            "- failed_node_id: boom",
+            "- summary: node `boom` failed on attempt 2 of 2: `sh` exited with code 3: broken-hunter2",
+            ""
+        ]
+    );
+    assert!(
+        text.contains("## Policy Snapshot\n```json\n{\n  \"fail_fast\": true,"),
+        "{text}"
+    );
+    assert!(
+        text.contains("## Context Digest\n```json\n{\n  \"payload_preview\": \"null\","),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_run_that_succeeds_writes_no_report() {
+    let illumo = Illumo::new();
+    let report = illumo.dir().join("failure.json");
+    let path = illumo.flow_file("flow:\n  nodes:\n    a: {type: Set, setting: {value: 1}}\n");
+    let _out = illumo
+        .args(["run", &path, "--quiet", "--tracer", "none"])
+        .args(["--report-path", report.to_str().unwrap()])
+        .run()
+        .success();
+    assert!(!report.exists());
+}
+
+#[test]
+fn trace_db_records_into_that_file() {
+    let illumo = Illumo::new();
+    let db = illumo.dir().join("traces/illumo_trace.db");
+    let path = illumo
+        .flow_file("flow:\n  name: hello\n  nodes:\n    a: {type: Set, setting: {value: 1}}\n");
+    let _out = illumo
+        .args(["run", &path, "--quiet", "--trace-db", db.to_str().unwrap()])
+        .run()
+        .success();
+    assert_eq!(
+        sqlite3(&db, "SELECT name FROM spans ORDER BY start"),
+        "flow hello\na\n"
+    );
+}
