@@ -36,7 +36,7 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  illumo run flow.yaml --context '{\"request\": {\"summary\": \"fix the bug\"}}'\n  illumo run flow.yaml -c @context.json --set request.user=ada --pretty\n  illumo run flow.yaml --policy '{\"retry\": {\"max_attempts\": 3}}' --profile prod\n  illumo run flow.yaml --tracer none -o result.json\n\nThe final ctx goes to stdout (or -o); the console trace, warnings and errors go to stderr.\nExit codes: 0 ok, 1 the flow failed (the partial ctx is still written), 2 bad usage or invalid flow, 130 interrupted."
     )]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check a flow and report every problem with file:line:column
     #[command(
         after_help = "Example:\n  illumo validate flow.yaml\n\nExit code 2 when there are errors; warnings alone exit 0."

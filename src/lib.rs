@@ -52,7 +52,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     };
     illumo_nodes::register_builtins_with(&mut registry, mode);
     match cli.command {
-        Command::Run(args) => run_cmd::run(args, &registry),
+        Command::Run(args) => run_cmd::run(*args, &registry),
         Command::Validate { flow } => validate(&flow, &registry),
         Command::Graph { flow, format } => match load(&flow, &registry, false) {
             Ok(f) => {
