@@ -158,20 +158,26 @@ pub enum TraceCommand {
         /// Output format
         #[arg(long, value_enum, default_value = "table")]
         format: ListFormat,
+        /// Filters in illumo-flow's TraceQL subset: `trace_id="..."`, `span.name=="FLOW"`, `limit N`
+        #[arg(long, value_name = "QUERY")]
+        traceql: Option<String>,
     },
     /// Show one run as a tree of node attempts with durations, statuses and events
     #[command(
         after_help = "Examples:\n  illumo trace show 4bf92f35 --db trace.db\n  illumo trace show 4bf92f3577b34da6a3ce929d0e0e4736 --format json | jq '.spans[].name'"
     )]
     Show {
-        /// A trace id, or a unique prefix of one
-        trace_id: String,
+        /// A trace id, or a unique prefix of one (default: the latest run)
+        trace_id: Option<String>,
         /// The trace database
         #[arg(long, default_value = "trace.db")]
         db: String,
         /// Output format
         #[arg(long, value_enum, default_value = "tree")]
         format: ShowFormat,
+        /// The trace, as illumo-flow's TraceQL subset gives it: `trace_id="..."`
+        #[arg(long, value_name = "QUERY")]
+        traceql: Option<String>,
     },
     /// Find node attempts by status, node, attribute or timeout
     #[command(
@@ -191,7 +197,7 @@ pub enum TraceCommand {
         #[arg(long = "attr", value_name = "PATH=VALUE")]
         attrs: Vec<String>,
         /// Only attempts that timed out
-        #[arg(long)]
+        #[arg(long, alias = "timeout-only")]
         timeouts: bool,
         /// Only this trace (id or prefix)
         #[arg(long)]
@@ -202,6 +208,10 @@ pub enum TraceCommand {
         /// Output format
         #[arg(long, value_enum, default_value = "table")]
         format: ListFormat,
+        /// Filters in illumo-flow's TraceQL subset: `span.name=="draft"`, `span.kind=="flow"`,
+        /// `span.status=="ERROR"`, `span.attributes["node.type"]=="Agent"`, `trace_id="..."`, `limit N`
+        #[arg(long, value_name = "QUERY")]
+        traceql: Option<String>,
     },
 }
 
@@ -209,6 +219,7 @@ pub enum TraceCommand {
 pub enum ListFormat {
     Table,
     Json,
+    Markdown,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -11,6 +11,7 @@ mod report;
 mod run_cmd;
 mod signals;
 mod trace_cmd;
+mod traceql;
 
 use clap::Parser;
 use cli::{Cli, Command};

@@ -23,13 +23,33 @@ pub fn run(command: TraceCommand) -> i32 {
 
 fn execute(command: TraceCommand) -> Result<String, String> {
     match command {
-        TraceCommand::List { db, limit, format } => {
+        TraceCommand::List {
+            db,
+            limit,
+            format,
+            traceql,
+        } => {
+            let filters = traceql
+                .as_deref()
+                .map(crate::traceql::parse)
+                .transpose()?
+                .unwrap_or_default();
+            if !filters.attributes.is_empty() || filters.kind.is_some() || filters.status.is_some()
+            {
+                return Err("--traceql: `trace list` filters by trace_id, span.name (the flow) and limit; use `trace search` for the rest".into());
+            }
             let conn = store::open(Path::new(&db))?;
-            let runs = store::list_runs(&conn, limit)?;
+            let runs = store::list_runs_where(
+                &conn,
+                filters.limit.unwrap_or(limit),
+                filters.trace_id.as_deref(),
+                filters.name.as_deref(),
+            )?;
             Ok(match format {
                 ListFormat::Json => json_text(&Value::Array(runs.iter().map(run_json).collect())),
                 ListFormat::Table if runs.is_empty() => format!("no runs in {db}\n"),
-                ListFormat::Table => table(
+                ListFormat::Table | ListFormat::Markdown => rows_as(
+                    format,
                     &["TRACE ID", "FLOW", "START", "DURATION", "STATUS", "NODES"],
                     runs.iter()
                         .map(|r| {
@@ -50,9 +70,22 @@ fn execute(command: TraceCommand) -> Result<String, String> {
             trace_id,
             db,
             format,
+            traceql,
         } => {
+            let filters = traceql
+                .as_deref()
+                .map(crate::traceql::parse)
+                .transpose()?
+                .unwrap_or_default();
             let conn = store::open(Path::new(&db))?;
-            let trace_id = store::resolve_trace(&conn, &trace_id)?;
+            let trace_id = match trace_id.or(filters.trace_id) {
+                Some(id) => store::resolve_trace(&conn, &id)?,
+                // The latest run.
+                None => store::list_runs(&conn, 1)?
+                    .pop()
+                    .map(|r| r.trace_id)
+                    .ok_or_else(|| format!("no runs in {db}"))?,
+            };
             let spans = store::trace(&conn, &trace_id)?;
             Ok(match format {
                 ShowFormat::Tree => tree(&spans),
@@ -72,9 +105,15 @@ fn execute(command: TraceCommand) -> Result<String, String> {
             trace,
             limit,
             format,
+            traceql,
         } => {
+            let filters = traceql
+                .as_deref()
+                .map(crate::traceql::parse)
+                .transpose()?
+                .unwrap_or_default();
             let conn = store::open(Path::new(&db))?;
-            let attrs = attrs
+            let mut attrs = attrs
                 .iter()
                 .map(|a| {
                     a.split_once('=')
@@ -89,20 +128,33 @@ fn execute(command: TraceCommand) -> Result<String, String> {
                     return Err(format!("--status `{s}`: expected OK or ERROR"));
                 }
             }
-            let trace_id = trace.map(|t| store::resolve_trace(&conn, &t)).transpose()?;
+            attrs.extend(filters.attributes);
+            if let Some(kind) = &filters.kind {
+                if kind != "node" && kind != "flow" {
+                    return Err(format!(
+                        "--traceql: span.kind `{kind}`: spans are `flow` or `node`"
+                    ));
+                }
+            }
+            let trace_id = trace
+                .or(filters.trace_id)
+                .map(|t| store::resolve_trace(&conn, &t))
+                .transpose()?;
             let search = Search {
-                status,
-                node,
+                status: status.or(filters.status),
+                node: node.or(filters.name),
                 attrs,
                 timeouts,
                 trace_id,
-                limit,
+                kind: filters.kind,
+                limit: filters.limit.unwrap_or(limit),
             };
             let spans = store::search(&conn, &search)?;
             Ok(match format {
                 ListFormat::Json => json_text(&Value::Array(spans.iter().map(span_json).collect())),
                 ListFormat::Table if spans.is_empty() => "no matching node attempts\n".to_string(),
-                ListFormat::Table => table(
+                ListFormat::Table | ListFormat::Markdown => rows_as(
+                    format,
                     &[
                         "TRACE ID", "START", "NODE", "TYPE", "ATTEMPT", "STATUS", "DURATION",
                         "ERROR",
@@ -189,6 +241,28 @@ fn short(text: &str, max: usize) -> String {
     } else {
         line.to_string()
     }
+}
+
+/// Rows as a padded table or a markdown table.
+fn rows_as(format: ListFormat, headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    match format {
+        ListFormat::Markdown => markdown_table(headers, rows),
+        _ => table(headers, rows),
+    }
+}
+
+fn markdown_table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let cell = |c: &str| match c {
+        "" => "-".to_string(),
+        c => c.replace('|', "\\|"),
+    };
+    let mut out = format!("| {} |\n", headers.join(" | "));
+    out.push_str(&format!("| {} |\n", vec!["---"; headers.len()].join(" | ")));
+    for row in rows {
+        let cells: Vec<String> = row.iter().map(|c| cell(c)).collect();
+        out.push_str(&format!("| {} |\n", cells.join(" | ")));
+    }
+    out
 }
 
 fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {

@@ -130,3 +130,110 @@ fn trace_db_records_into_that_file() {
         "flow hello\na\n"
     );
 }
+
+/// Two runs into one database: `failing` (prep ok, boom twice in error), then `hello`.
+fn two_runs() -> (crate::support::TempDir, String) {
+    let dir = crate::support::TempDir::new();
+    let db = dir.path().join("trace.db").display().to_string();
+    for flow in [
+        FAILING,
+        "flow:\n  name: hello\n  nodes:\n    a: {type: Set, setting: {value: 1}}\n",
+    ] {
+        let illumo = Illumo::new();
+        let path = illumo.flow_file(flow);
+        illumo
+            .args(["run", &path, "--quiet", "--trace-db", &db])
+            .run();
+    }
+    (dir, db)
+}
+
+fn trace(args: &[&str]) -> crate::support::Output {
+    Illumo::new().args(["trace"]).args(args).run()
+}
+
+#[test]
+fn traceql_filters_list_search_and_show() {
+    let (_dir, db) = two_runs();
+    let out = trace(&["list", "--db", &db, "--traceql", r#"span.name=="failing""#]).success();
+    let rows: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(rows.len(), 2, "{}", out.stdout);
+    assert!(
+        rows[1].contains("  failing  ") && rows[1].contains("ERROR"),
+        "{}",
+        rows[1]
+    );
+    let out = trace(&[
+        "search",
+        "--db",
+        &db,
+        "--format",
+        "json",
+        "--traceql",
+        r#"{ span.name == "boom" && span.attributes["node.type"] == "Command" } | limit 1"#,
+    ])
+    .success();
+    let found: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(found.as_array().unwrap().len(), 1);
+    assert_eq!(
+        (&found[0]["name"], &found[0]["attributes"]["attempt"]),
+        (&json!("boom"), &json!(2))
+    );
+    let out = trace(&[
+        "search",
+        "--db",
+        &db,
+        "--format",
+        "json",
+        "--traceql",
+        r#"span.kind=="flow" | span.status=="OK""#,
+    ])
+    .success();
+    let found: Value = serde_json::from_str(&out.stdout).unwrap();
+    let names: Vec<&str> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["flow hello"]);
+    let out = trace(&["search", "--db", &db, "--traceql", "span.duration > 3"]).code(2);
+    assert_eq!(out.stderr, "error: --traceql: `span.duration > 3` is not understood; use trace_id=\"...\", span.name==\"...\", span.kind==\"...\", span.status==\"...\", span.attributes[\"key\"]==\"value\" or limit N\n");
+}
+
+#[test]
+fn markdown_tables_and_the_latest_trace_by_default() {
+    let (_dir, db) = two_runs();
+    let out = trace(&[
+        "search", "--db", &db, "--status", "ERROR", "--format", "markdown",
+    ])
+    .success();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "| TRACE ID | START | NODE | TYPE | ATTEMPT | STATUS | DURATION | ERROR |"
+    );
+    assert_eq!(
+        lines[1],
+        "| --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    assert_eq!(
+        lines.len(),
+        4,
+        "two failed attempts of boom:\n{}",
+        out.stdout
+    );
+    assert!(
+        lines[2].contains("| boom | Command | 2 | ERROR |"),
+        "{}",
+        lines[2]
+    );
+    let out = trace(&["show", "--db", &db]).success();
+    assert!(
+        out.stdout.starts_with("✓ flow hello  OK  "),
+        "{}",
+        out.stdout
+    );
+    let out = trace(&["search", "--db", &db, "--timeout-only"]).success();
+    assert_eq!(out.stdout, "no matching node attempts\n");
+}

@@ -49,6 +49,8 @@ pub struct Search {
     pub attrs: Vec<(String, String)>,
     pub timeouts: bool,
     pub trace_id: Option<String>,
+    /// `node` (node attempts, the default) or `flow` (runs).
+    pub kind: Option<String>,
     pub limit: usize,
 }
 
@@ -84,15 +86,28 @@ fn json(text: String) -> Value {
 
 /// The newest runs first.
 pub fn list_runs(conn: &Connection, limit: usize) -> Result<Vec<RunSummary>, String> {
+    list_runs_where(conn, limit, None, None)
+}
+
+/// The newest runs first, of one trace or one flow name when given.
+pub fn list_runs_where(
+    conn: &Connection,
+    limit: usize,
+    trace_id: Option<&str>,
+    flow: Option<&str>,
+) -> Result<Vec<RunSummary>, String> {
     let mut stmt = conn
         .prepare(
             "SELECT s.trace_id, s.name, s.start_time, s.duration_ms, s.status,
                     (SELECT count(*) FROM spans c WHERE c.trace_id = s.trace_id AND c.kind = 'node')
-             FROM spans s WHERE s.kind = 'flow' ORDER BY s.start_time DESC LIMIT ?1",
+             FROM spans s WHERE s.kind = 'flow'
+               AND (?2 IS NULL OR s.trace_id = ?2)
+               AND (?3 IS NULL OR s.name = 'flow ' || ?3 OR s.name = ?3)
+             ORDER BY s.start_time DESC LIMIT ?1",
         )
         .map_err(text)?;
     let rows = stmt
-        .query_map([limit as i64], |r| {
+        .query_map(rusqlite::params![limit as i64, trace_id, flow], |r| {
             let name: String = r.get(1)?;
             Ok(RunSummary {
                 trace_id: r.get(0)?,
@@ -187,8 +202,8 @@ pub fn trace(conn: &Connection, trace_id: &str) -> Result<Vec<SpanRow>, String> 
 
 /// Node spans matching every filter, newest first.
 pub fn search(conn: &Connection, search: &Search) -> Result<Vec<SpanRow>, String> {
-    let mut conditions = vec!["s.kind = 'node'".to_string()];
-    let mut args = Vec::new();
+    let mut args = vec![search.kind.clone().unwrap_or_else(|| "node".into())];
+    let mut conditions = vec!["s.kind = ?1".to_string()];
     if let Some(status) = &search.status {
         args.push(status.to_uppercase());
         conditions.push(format!("s.status = ?{}", args.len()));
