@@ -237,3 +237,56 @@ fn markdown_tables_and_the_latest_trace_by_default() {
     let out = trace(&["search", "--db", &db, "--timeout-only"]).success();
     assert_eq!(out.stdout, "no matching node attempts\n");
 }
+
+#[test]
+fn a_test_command_string_runs_split_with_the_workspace_on_pythonpath() {
+    // As the design writes it: `pytest tests/unit -q`, from ctx.request.tests; the test
+    // imports a module at the workspace's root from a nested folder.
+    let illumo = Illumo::new();
+    let ws = illumo.dir().join("ws");
+    std::fs::create_dir_all(ws.join("tests/unit")).unwrap();
+    std::fs::write(ws.join("calc.py"), "def add(a, b):\n    return a + b\n").unwrap();
+    std::fs::write(
+        ws.join("tests/unit/test_calc.py"),
+        "import calc\n\ndef test_add():\n    assert calc.add(2, 3) == 5\n",
+    )
+    .unwrap();
+    let flow = "flow:\n  nodes:\n    run_tests:\n      type: TestExecutor\n      setting: {default_root: ws, command: 'pytest -q -p no:cacheprovider'}\n";
+    let context =
+        json!({"request": {"tests": "pytest tests/unit -q -p no:cacheprovider"}}).to_string();
+    let out = illumo
+        .run_flow(flow)
+        .args(["--quiet", "-c", &context])
+        .run()
+        .success();
+    let results = &out.ctx()["tests"]["results"];
+    assert_eq!(
+        results["command"],
+        json!(["pytest", "tests/unit", "-q", "-p", "no:cacheprovider"])
+    );
+    assert_eq!(
+        (
+            &results["passed"],
+            &results["failed"],
+            &results["returncode"]
+        ),
+        (&json!(1), &json!(0), &json!(0)),
+        "{}",
+        results["stdout"]
+    );
+}
+
+#[test]
+fn a_command_string_is_checked_like_a_list() {
+    let illumo = Illumo::new();
+    let path = illumo.flow_file("flow:\n  nodes:\n    t:\n      type: TestExecutor\n      setting: {default_root: ., command: 'python3 -c \"import os\"'}\n");
+    let out = illumo
+        .args(["validate", &path])
+        .env("NO_COLOR", "1")
+        .run()
+        .code(2);
+    assert_eq!(
+        out.stderr.lines().next(),
+        Some("error: node `t`: `python3 -c` runs inline code, not tests; set `allow_inline_code: true` if that is meant")
+    );
+}

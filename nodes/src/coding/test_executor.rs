@@ -30,9 +30,10 @@ struct Config {
     /// the workspace, unless ctx.request.target_root names one
     #[schemars(extend("x-kind" = "path"))]
     default_root: Option<String>,
-    /// argv, unless ctx.tests.command gives one
-    #[schemars(extend("x-kind" = "list"))]
-    command: Option<Vec<String>>,
+    /// argv, or a string split as a shell splits it (never run by one), unless
+    /// ctx.tests.command or ctx.request.tests gives one
+    #[schemars(extend("x-kind" = "list|string"))]
+    command: Option<CommandSpec>,
     #[serde(default = "default_allowed")]
     /// programs that may run (default pytest, python, python3)
     #[schemars(extend("x-kind" = "list"))]
@@ -84,6 +85,75 @@ struct Config {
     /// CPU seconds per process (default: the timeout's)
     #[schemars(extend("x-kind" = "number"))]
     max_cpu_seconds: Option<u64>,
+}
+
+/// A command as argv or as one string (`pytest tests/unit -q`, as illumo-flow takes it).
+#[derive(Deserialize, schemars::JsonSchema, Clone)]
+#[serde(untagged)]
+enum CommandSpec {
+    Argv(Vec<String>),
+    Line(String),
+}
+
+impl CommandSpec {
+    fn argv(&self) -> Result<Vec<String>, String> {
+        match self {
+            CommandSpec::Argv(argv) => Ok(argv.clone()),
+            CommandSpec::Line(line) => split_words(line),
+        }
+    }
+}
+
+/// Splits a command line into words as a POSIX shell would (quotes, backslashes), with
+/// no expansion of any kind: `pytest "tests/a b" -q` -> [pytest, tests/a b, -q].
+pub fn split_words(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if let Some(w) = word.take() {
+                    words.push(w);
+                }
+            }
+            '\\' => {
+                let next = chars.next().ok_or("the command ends with a lone `\\`")?;
+                word.get_or_insert_with(String::new).push(next);
+            }
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => w.push(c),
+                        None => return Err(format!("unclosed `'` in `{line}`")),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => w.push(c),
+                            Some(c) => {
+                                w.push('\\');
+                                w.push(c);
+                            }
+                            None => return Err(format!("unclosed `\"` in `{line}`")),
+                        },
+                        Some(c) => w.push(c),
+                        None => return Err(format!("unclosed `\"` in `{line}`")),
+                    }
+                }
+            }
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    Ok(words)
 }
 
 fn default_memory_mb() -> u64 {
@@ -140,12 +210,31 @@ impl NodeFactory for TestExecutorFactory {
             },
         };
         let mut ok = true;
-        if let Some(command) = &config.command {
-            if let Err((index, why)) = check_command(command, &config) {
-                let at = cx.at(&["command", &index.to_string()]);
-                cx.error(at, command.get(index).map_or("", String::as_str), why);
+        match config.command.as_ref().map(CommandSpec::argv) {
+            Some(Err(why)) => {
+                let at = cx.at(&["command"]);
+                let text = match &config.command {
+                    Some(CommandSpec::Line(l)) => l.clone(),
+                    _ => String::new(),
+                };
+                cx.error(at, &text, why);
                 ok = false;
             }
+            Some(Ok(command)) => {
+                if let Err((index, why)) = check_command(&command, &config) {
+                    // A split string is one value; a list points at its item.
+                    let (at, text) = match &config.command {
+                        Some(CommandSpec::Line(l)) => (cx.at(&["command"]), l.clone()),
+                        _ => (
+                            cx.at(&["command", &index.to_string()]),
+                            command.get(index).cloned().unwrap_or_default(),
+                        ),
+                    };
+                    cx.error(at, &text, why);
+                    ok = false;
+                }
+            }
+            None => {}
         }
         for (i, name) in config.pass_env.iter().enumerate() {
             if illumo_engine::redact::is_secret_name(name) {
@@ -273,19 +362,34 @@ fn capped(text: &str, max: usize) -> String {
 #[illumo_engine::async_trait]
 impl Node for TestExecutor {
     async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
-        let argv: Vec<String> = match cx.ctx.pointer("/tests/command") {
+        // As illumo-flow looks for it: ctx.tests.command, ctx.request.tests, the setting.
+        let given = ["/tests/command", "/request/tests"]
+            .iter()
+            .find_map(|p| cx.ctx.pointer(p).filter(|v| !v.is_null()));
+        let argv: Vec<String> = match given {
             Some(Value::Array(items)) => items
                 .iter()
                 .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
                 .collect(),
-            Some(Value::String(_)) => {
-                return Err(NodeError::fatal(
-                    "ctx.tests.command must be a list (argv), not a shell string",
-                ))
+            Some(Value::String(line)) => split_words(line).map_err(NodeError::fatal)?,
+            Some(other) => {
+                return Err(NodeError::fatal(format!(
+                    "the test command must be a list (argv) or a string, not {}",
+                    illumo_engine::path::kind_of(other)
+                )))
             }
-            _ => self.config.command.clone().ok_or_else(|| {
-                NodeError::fatal("no test command: set `command` or ctx.tests.command")
-            })?,
+            None => self
+                .config
+                .command
+                .as_ref()
+                .map(CommandSpec::argv)
+                .transpose()
+                .map_err(NodeError::fatal)?
+                .ok_or_else(|| {
+                    NodeError::fatal(
+                        "no test command: set `command`, ctx.tests.command or ctx.request.tests",
+                    )
+                })?,
         };
         let program =
             check_command(&argv, &self.config).map_err(|(_, why)| NodeError::fatal(why))?;
@@ -335,6 +439,15 @@ impl Node for TestExecutor {
                 env.entry(name.clone()).or_insert(value);
             }
         }
+        // The workspace (its copy) goes on PYTHONPATH, after what the settings put there,
+        // as illumo-flow does, so `import app` works from tests in any folder.
+        let root_entry = copy.0.display().to_string();
+        let pythonpath = match env.get("PYTHONPATH").filter(|p| !p.is_empty()) {
+            Some(p) if p.split(':').any(|e| e == root_entry) => p.clone(),
+            Some(p) => format!("{p}:{root_entry}"),
+            None => root_entry,
+        };
+        env.insert("PYTHONPATH".into(), pythonpath);
         let mut command = tokio::process::Command::new(&program);
         command
             .arg0(&argv[0])
@@ -392,6 +505,7 @@ impl Node for TestExecutor {
     fn reads(&self) -> Reads {
         let mut paths = root_reads();
         paths.push(vec![Step::Key("tests".into()), Step::Key("command".into())]);
+        paths.push(vec![Step::Key("request".into()), Step::Key("tests".into())]);
         paths.push(self.files.steps.clone());
         paths.push(self.history.steps.clone());
         Reads {
@@ -420,6 +534,27 @@ mod tests {
             (Some(1), Some(3))
         );
         assert_eq!(pytest_counts("no tests here"), (None, None));
+    }
+
+    #[test]
+    fn command_lines_split_as_a_shell_splits_them() {
+        assert_eq!(
+            split_words(r#"pytest "tests/a b" -q 'x y' a\ b "q\"uote""#),
+            Ok(["pytest", "tests/a b", "-q", "x y", "a b", "q\"uote"]
+                .map(String::from)
+                .to_vec())
+        );
+        assert_eq!(split_words("  pytest   tests/unit -q  ").unwrap().len(), 3);
+        assert_eq!(split_words("a ''").unwrap(), ["a", ""]);
+        assert_eq!(
+            split_words("pytest 'x"),
+            Err("unclosed `'` in `pytest 'x`".into())
+        );
+        assert_eq!(
+            split_words("$HOME *.py").unwrap(),
+            ["$HOME", "*.py"],
+            "no expansion"
+        );
     }
 
     #[test]
