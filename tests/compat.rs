@@ -290,3 +290,60 @@ fn a_command_string_is_checked_like_a_list() {
         Some("error: node `t`: `python3 -c` runs inline code, not tests; set `allow_inline_code: true` if that is meant")
     );
 }
+
+#[test]
+fn patch_changes_only_the_requests_target_files() {
+    let illumo = Illumo::new();
+    let ws = illumo.dir().join("ws");
+    std::fs::create_dir_all(ws.join("app")).unwrap();
+    std::fs::write(ws.join("app/a.py"), "a\n").unwrap();
+    std::fs::write(ws.join("app/b.py"), "b\n").unwrap();
+    let flow = "flow:\n  nodes:\n    patch: {type: Patch, setting: {default_root: ws}}\n";
+    let diff = "--- a/app/a.py\n+++ b/app/a.py\n@@ -1 +1 @@\n-a\n+A\n--- a/app/b.py\n+++ b/app/b.py\n@@ -1 +1 @@\n-b\n+B\n";
+    let path = illumo.flow_file(flow);
+    let run = |targets: Value| {
+        let context =
+            json!({"diff": {"proposed": diff}, "request": {"target_files": targets}}).to_string();
+        Illumo::new()
+            .args(["run", &path, "--quiet", "--tracer", "none", "-c", &context])
+            .run()
+    };
+    let out = run(json!(["./app/a.py"])).code(1);
+    assert_eq!(
+        out.ctx()["diff"]["applied"],
+        json!({"ok": false, "error": "the diff was not applied: 1 file rejected (`app/b.py`: not one of ctx.request.target_files (app/a.py))",
+               "rejected": [{"path": "app/b.py", "reason": "not one of ctx.request.target_files (app/a.py)"}], "files": [], "written": false})
+    );
+    let out = run(json!(["app/a.py", "app/b.py"])).success();
+    assert_eq!(out.ctx()["diff"]["applied"]["ok"], true);
+    let out = run(json!(null)).success();
+    assert_eq!(
+        out.ctx()["diff"]["applied"]["files"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn each_file_too_large_to_inspect_is_a_warning_event() {
+    let illumo = Illumo::new();
+    let ws = illumo.dir().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(ws.join("big.py"), "x".repeat(500)).unwrap();
+    std::fs::write(ws.join("ok.py"), "x = 1\n").unwrap();
+    let db = illumo.dir().join("t.db");
+    let path = illumo.flow_file("flow:\n  nodes:\n    inspect: {type: WorkspaceInspector, setting: {default_root: ws, max_bytes: 100}}\n");
+    let _out = illumo
+        .args(["run", &path, "--quiet", "--trace-db", db.to_str().unwrap()])
+        .run()
+        .success();
+    assert_eq!(
+        sqlite3(
+            &db,
+            "SELECT level, attributes FROM events WHERE name = 'workspace.file_too_large'"
+        ),
+        "WARN|{\"path\":\"big.py\",\"size\":500,\"max_bytes\":100}\n"
+    );
+}

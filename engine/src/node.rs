@@ -241,6 +241,11 @@ impl NodeCx<'_> {
         self.invoker.event(name, Level::Info, attributes);
     }
 
+    /// Records a warning event on this attempt's span.
+    pub fn warn(&self, name: &str, attributes: Map<String, Value>) {
+        self.invoker.event(name, Level::Warn, attributes);
+    }
+
     /// Sets an attribute on this attempt's span; a map merges into what is there.
     pub fn set_attribute(&self, key: &str, value: Value) {
         self.invoker.set_attribute(key, value);

@@ -269,6 +269,22 @@ impl Node for WorkspaceInspector {
         })
         .await;
         let (walk, root) = walk.map_err(|e| NodeError::fatal(format!("the walk failed: {e}")))?;
+        // A file left out for its size gets a warning each, as the design asks.
+        for entry in &walk.excluded {
+            let Some(size) = entry.get("size") else {
+                continue;
+            };
+            if entry["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("larger than"))
+            {
+                let mut attributes = serde_json::Map::new();
+                attributes.insert("path".into(), entry["path"].clone());
+                attributes.insert("size".into(), size.clone());
+                attributes.insert("max_bytes".into(), json!(self.config.max_bytes));
+                cx.warn("workspace.file_too_large", attributes);
+            }
+        }
         let output = json!({"root": root.display().to_string(), "files": walk.files.len(), "excluded": walk.excluded.len()});
         Ok(Outcome::value(output)
             .with_write(self.structure.clone(), Value::Array(walk.files))

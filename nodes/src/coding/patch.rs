@@ -441,26 +441,59 @@ impl Patch {
             }
         }
         if !rejected.is_empty() {
-            let n = rejected.len();
-            let first = rejected[0].clone();
-            let why = format!(
-                "the diff was not applied: {} rejected (`{}`: {})",
-                if n == 1 {
-                    "1 file".to_string()
-                } else {
-                    format!("{n} files")
-                },
-                // A path may hold a newline: the message stays on one line.
-                first["path"].as_str().unwrap_or("").escape_debug(),
-                first["reason"].as_str().unwrap_or("")
-            );
-            return Err((why, rejected));
+            return Err(rejection(rejected));
         }
         if changes.is_empty() {
             return Err(("the diff changes no file".into(), vec![]));
         }
         Ok(changes)
     }
+}
+
+/// `ctx.request.target_files` (a list, or one path), `./` taken off.
+fn target_files(ctx: &Value) -> Vec<String> {
+    let clean = |s: &str| s.trim_start_matches("./").to_string();
+    match ctx.pointer("/request/target_files") {
+        Some(Value::String(s)) => vec![clean(s)],
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(clean).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// When the request names its target files, a diff may change only those.
+fn only_targets(
+    changes: Vec<Change>,
+    targets: &[String],
+) -> Result<Vec<Change>, (String, Vec<Value>)> {
+    if targets.is_empty() {
+        return Ok(changes);
+    }
+    let rejected: Vec<Value> = changes
+        .iter()
+        .filter(|c| !targets.contains(&c.path))
+        .map(|c| json!({"path": c.path, "reason": format!("not one of ctx.request.target_files ({})", targets.join(", "))}))
+        .collect();
+    if rejected.is_empty() {
+        return Ok(changes);
+    }
+    Err(rejection(rejected))
+}
+
+/// The error of a diff with rejected sections: how many, and the first one's reason.
+fn rejection(rejected: Vec<Value>) -> (String, Vec<Value>) {
+    let n = rejected.len();
+    let why = format!(
+        "the diff was not applied: {} rejected (`{}`: {})",
+        if n == 1 {
+            "1 file".to_string()
+        } else {
+            format!("{n} files")
+        },
+        // A path may hold a newline: the message stays on one line.
+        rejected[0]["path"].as_str().unwrap_or("").escape_debug(),
+        rejected[0]["reason"].as_str().unwrap_or("")
+    );
+    (why, rejected)
 }
 
 #[illumo_engine::async_trait]
@@ -475,7 +508,11 @@ impl Node for Patch {
             )));
         };
         let originals = originals(self.files.get(cx.ctx));
-        let changes = match self.plan(&root, diff, &originals) {
+        let targets = target_files(cx.ctx);
+        let changes = match self
+            .plan(&root, diff, &originals)
+            .and_then(|changes| only_targets(changes, &targets))
+        {
             Ok(c) => c,
             Err((why, rejected)) => {
                 let applied = json!({"ok": false, "error": why, "rejected": rejected, "files": [], "written": false});
@@ -541,6 +578,10 @@ impl Node for Patch {
 
     fn reads(&self) -> Reads {
         let mut paths = root_reads();
+        paths.push(vec![
+            illumo_engine::path::Step::Key("request".into()),
+            illumo_engine::path::Step::Key("target_files".into()),
+        ]);
         paths.push(self.diff.steps.clone());
         paths.push(self.structure.steps.clone());
         paths.push(self.files.steps.clone());
