@@ -76,6 +76,8 @@ pub struct Flow {
     pub secret_env: Vec<String>,
     /// For each node: is its output kept in `ctx.payloads`?
     pub keep_payload: Vec<bool>,
+    /// Whose vocabulary the file is written in; illumo-flow's keeps its ctx shapes.
+    pub dialect: crate::dialect::Dialect,
 }
 
 /// A flow that did not load: every problem found, warnings included.

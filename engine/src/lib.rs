@@ -18,6 +18,7 @@
 pub mod condition;
 pub mod decode;
 pub mod diagnostic;
+pub mod dialect;
 pub mod duration;
 pub mod flow;
 pub mod graph;

@@ -3,6 +3,7 @@
 
 use crate::decode::{Decoder, Entry};
 use crate::diagnostic::Diagnostic;
+use crate::dialect::Dialect;
 use crate::policy::PolicySpec;
 use crate::yaml::{YPath, Yaml};
 use serde_json::Value;
@@ -18,6 +19,8 @@ pub struct FlowSpec<'y> {
     pub max_steps: u64,
     pub max_parallel: usize,
     pub payloads: Payloads,
+    /// Whose vocabulary the file is written in.
+    pub dialect: crate::dialect::Dialect,
     pub policy: PolicySpec,
     pub profiles: Vec<(String, PolicySpec)>,
     pub nodes: Vec<NodeSpec<'y>>,
@@ -37,7 +40,7 @@ pub struct NodeSpec<'y> {
     pub setting: std::borrow::Cow<'y, Yaml>,
     pub setting_at: YPath,
     pub inputs: Option<(Value, YPath)>,
-    pub outputs: Option<(&'y Yaml, YPath)>,
+    pub outputs: Option<(std::borrow::Cow<'y, Yaml>, YPath)>,
     pub policy: PolicySpec,
     pub describe: Option<String>,
 }
@@ -99,16 +102,48 @@ const NODE_KEYS: [&str; 7] = [
 pub fn decode_flow<'y>(dec: &mut Decoder, root: &'y Yaml) -> Option<FlowSpec<'y>> {
     let top = YPath::root();
     let entries = dec.map(root, &top, "a flow file")?;
-    dec.known_keys(&entries, &["flow"], "the flow file");
-    let Some(flow) = entries.iter().find(|e| e.key == "flow") else {
-        dec.push(
-            Diagnostic::error("the flow file has no `flow:` section")
-                .help("start the file with `flow:` and put `name`, `nodes` and `edges` under it"),
-        );
-        return None;
+    // illumo-flow reads a file without the `flow:` wrapper as the flow itself.
+    let bare = Entry {
+        key: "flow",
+        value: root,
+        path: YPath::root(),
     };
+    let wrapped = entries.iter().find(|e| e.key == "flow");
+    let flow = match wrapped {
+        Some(f) => f,
+        None if crate::dialect::detect(root) == Dialect::IllumoFlow => &bare,
+        None => {
+            dec.push(
+                Diagnostic::error("the flow file has no `flow:` section").help(
+                    "start the file with `flow:` and put `name`, `nodes` and `edges` under it",
+                ),
+            );
+            return None;
+        }
+    };
+    if wrapped.is_some() {
+        dec.known_keys(&entries, &["flow"], "the flow file");
+    }
+    let dialect = crate::dialect::detect(flow.value);
     let fields = dec.map(flow.value, &flow.path, "`flow`")?;
-    dec.known_keys(&fields, &FLOW_KEYS, "`flow`");
+    match dialect {
+        Dialect::Native => dec.known_keys(&fields, &FLOW_KEYS, "`flow`"),
+        Dialect::IllumoFlow => {
+            dec.unique_keys(&fields, "`flow`");
+            for f in fields.iter().filter(|f| !FLOW_KEYS.contains(&f.key)) {
+                dec.push(
+                    Diagnostic::warning(format!(
+                        "`{}` in `flow` is ignored, as illumo-flow ignores it",
+                        f.key
+                    ))
+                    .at(f.path.clone().as_key(), f.key),
+                );
+            }
+            if let Some(nodes) = fields.iter().find(|f| f.key == "nodes") {
+                dec.push(crate::dialect::note(nodes.path.clone().as_key()));
+            }
+        }
+    }
     let mut spec = FlowSpec {
         name: "flow".into(),
         describe: None,
@@ -116,6 +151,7 @@ pub fn decode_flow<'y>(dec: &mut Decoder, root: &'y Yaml) -> Option<FlowSpec<'y>
         max_steps: DEFAULT_MAX_STEPS,
         max_parallel: DEFAULT_MAX_PARALLEL,
         payloads: Payloads::All,
+        dialect,
         policy: PolicySpec::default(),
         profiles: vec![],
         nodes: vec![],
@@ -158,10 +194,24 @@ pub fn decode_flow<'y>(dec: &mut Decoder, root: &'y Yaml) -> Option<FlowSpec<'y>
             }
             "nodes" => {
                 if let Some(nodes) = dec.map(e.value, &e.path, "`nodes`") {
-                    spec.nodes = nodes.iter().filter_map(|n| decode_node(dec, n)).collect();
+                    spec.nodes = match dialect {
+                        Dialect::Native => nodes.iter().filter_map(|n| decode_node(dec, n)).collect(),
+                        Dialect::IllumoFlow => nodes
+                            .iter()
+                            .filter_map(|n| crate::dialect::decode_node(dec, n))
+                            .collect(),
+                    };
                 }
             }
-            "edges" => spec.edges = decode_edges(dec, e),
+            "edges" => {
+                spec.edges = decode_edges(dec, e);
+                if dialect == Dialect::IllumoFlow {
+                    // illumo-flow reads `|` like `&`: `(a | b) >> c` waits for both.
+                    for edge in &mut spec.edges {
+                        edge.mode = JoinMode::All;
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -250,7 +300,7 @@ fn decode_node<'y>(dec: &mut Decoder, n: &Entry<'y>) -> Option<NodeSpec<'y>> {
                 node.setting = take_setting_policy(dec, f, &mut node.policy);
             }
             "inputs" => node.inputs = Some((f.value.to_json(), f.path.clone())),
-            "outputs" => node.outputs = Some((f.value, f.path.clone())),
+            "outputs" => node.outputs = Some((std::borrow::Cow::Borrowed(f.value), f.path.clone())),
             "policy" => {
                 node.policy = node
                     .policy
@@ -265,7 +315,10 @@ fn decode_node<'y>(dec: &mut Decoder, n: &Entry<'y>) -> Option<NodeSpec<'y>> {
                 for c in &ctx {
                     match c.key {
                         "inputs" => node.inputs = Some((c.value.to_json(), c.path.clone())),
-                        "outputs" => node.outputs = Some((c.value, c.path.clone())),
+                        "outputs" => {
+                            node.outputs =
+                                Some((std::borrow::Cow::Borrowed(c.value), c.path.clone()))
+                        }
                         _ => {}
                     }
                 }

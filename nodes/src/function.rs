@@ -195,7 +195,7 @@ impl Node for Function {
         let (callable, payload) = self.target(cx.input)?;
         let answer = self
             .worker
-            .call(&callable, &payload, cx.ctx)
+            .call_as(&callable, &payload, cx.ctx, self.routing)
             .await
             .map_err(|e| NodeError::retryable(format!("`{callable}`: {e}")))?;
         match answer {

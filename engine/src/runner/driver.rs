@@ -3,9 +3,11 @@
 
 use super::attempt::{attempts, Failed};
 use super::joins::Joins;
+use super::shapes::{self, Step};
 use super::shared::Shared;
 use super::writes::WriteLog;
 use super::{Interrupt, RunError};
+use crate::dialect::Dialect;
 use crate::flow::Outputs;
 use crate::node::{NodeError, Outcome};
 use crate::path::{set_steps, CtxPath};
@@ -104,11 +106,15 @@ pub(super) struct Driver {
 impl Driver {
     pub fn new(shared: Arc<Shared>, ctx: Value, interrupt: Arc<Interrupt>) -> Driver {
         let count = shared.flow.nodes.len();
-        let ctx = if ctx.is_object() {
+        let mut ctx = if ctx.is_object() {
             ctx
         } else {
             Value::Object(Map::new())
         };
+        let illumo_flow = shared.flow.dialect == Dialect::IllumoFlow;
+        if illumo_flow {
+            shapes::illumo_flow_start(&mut ctx, &shared.flow);
+        }
         let mut sched = Scheduler {
             ready: VecDeque::new(),
             queued: vec![0; count],
@@ -117,7 +123,12 @@ impl Driver {
             task_nodes: HashMap::new(),
         };
         for &node in &shared.flow.entry {
-            sched.push(node, Value::Null, 0);
+            // illumo-flow feeds its entry from `ctx.payloads.<entry>`.
+            let input = match illumo_flow {
+                true => ctx["payloads"][shared.flow.id(node)].clone(),
+                false => Value::Null,
+            };
+            sched.push(node, input, 0);
         }
         Driver {
             shared,
@@ -241,6 +252,9 @@ impl Driver {
             input,
             queued_at: started,
         } = activation;
+        if self.shared.flow.dialect == Dialect::IllumoFlow {
+            self.push_step(index, Step::Start);
+        }
         let state = &mut self.state;
         state.steps += 1;
         state.history.push_back(index);
@@ -319,13 +333,17 @@ impl Driver {
 
     fn finish(&mut self, done: Done) -> Result<(), RunError> {
         self.state.clock += 1;
-        let outcome = match done.result {
+        let mut outcome = match done.result {
             Ok(outcome) => outcome,
             Err(failed) => return self.fail(done.node, done.input, failed, done.span),
         };
+        // illumo-flow: a node that outputs nothing passes its input on.
+        if self.shared.flow.dialect == Dialect::IllumoFlow && outcome.output.is_null() {
+            outcome.output = done.input.clone();
+        }
         match self.apply(done.node, done.started, &outcome, &done.span) {
             Ok(next) => {
-                self.push_step(done.node, "ok");
+                self.push_step(done.node, Step::Ok);
                 let mut span = done.span;
                 if let (Some(span), Some(route)) = (span.as_mut(), &outcome.route) {
                     span.attributes.insert(
@@ -414,16 +432,7 @@ impl Driver {
             }
             return Ok(next);
         };
-        let target = match route.targets.as_slice() {
-            [] => Value::Null,
-            [one] => json!(one),
-            many => json!(many),
-        };
-        self.record(
-            "routing",
-            &node.id,
-            json!({"target": target, "confidence": route.confidence, "reason": route.reason}),
-        );
+        self.record("routing", &node.id, shapes::routing(flow.dialect, route));
         let (name, level) = if route.targets.is_empty() {
             ("routing.empty", Level::Warn)
         } else {
@@ -490,11 +499,13 @@ impl Driver {
         ctx[area][key] = value;
     }
 
-    fn push_step(&mut self, node: usize, status: &str) {
-        let entry = json!({"node": self.shared.flow.id(node), "status": status});
-        match self.state.ctx.get_mut("steps") {
-            Some(Value::Array(list)) => list.push(entry),
-            _ => self.state.ctx["steps"] = json!([entry]),
+    fn push_step(&mut self, node: usize, step: Step<'_>) {
+        let flow = &self.shared.flow;
+        if let Some(entry) = shapes::step(flow.dialect, flow.id(node), step) {
+            match self.state.ctx.get_mut("steps") {
+                Some(Value::Array(list)) => list.push(entry),
+                _ => self.state.ctx["steps"] = json!([entry]),
+            }
         }
     }
 
@@ -518,15 +529,16 @@ impl Driver {
             OnError::Continue => "continue".to_string(),
             OnError::Goto(t) => format!("goto {t}"),
         };
-        let record = json!({
-            "node": node.id, "attempt": failed.attempt, "message": failed.error.to_string(),
-            "timed_out": failed.timed_out, "action": action,
-        });
-        match self.state.ctx.get_mut("errors") {
-            Some(Value::Array(list)) => list.push(record),
-            _ => self.state.ctx["errors"] = json!([record]),
-        }
-        self.push_step(index, "error");
+        let message = failed.error.to_string();
+        shapes::record_error(
+            shared.flow.dialect,
+            &mut self.state.ctx,
+            &node.id,
+            &failed,
+            &message,
+            &action,
+        );
+        self.push_step(index, Step::Error(&message));
         for (path, value) in failed.error.writes() {
             // What the node left to explain its failure; a write that cannot be made is
             // only a warning on the span, the failure itself is what matters.
@@ -553,6 +565,7 @@ impl Driver {
         );
         match on_error {
             OnError::Continue => {
+                self.push_step(index, Step::Continue);
                 let outcome = Outcome::value(input);
                 shared.end_span(span, Err((&failed.error, failed.timed_out)));
                 let next = self
@@ -562,6 +575,7 @@ impl Driver {
                 Ok(())
             }
             OnError::Goto(target) => {
+                self.push_step(index, Step::Goto(&target));
                 shared.event(&span, "node.goto", Level::Warn, json!({"target": target}));
                 shared.end_span(span, Err((&failed.error, failed.timed_out)));
                 let to = shared.flow.index[&target];

@@ -16,6 +16,7 @@ mod attempt;
 mod driver;
 mod invoker;
 mod joins;
+mod shapes;
 mod shared;
 mod writes;
 

@@ -76,6 +76,7 @@ pub(crate) fn build(
         warnings: Vec::new(),
         secret_env: dec.secret_env.iter().cloned().collect(),
         keep_payload,
+        dialect: spec.dialect,
     };
     warnings::check(&flow, &spec, dec);
     Some(flow)

@@ -251,6 +251,19 @@ impl Yaml {
     }
 
     /// The value as JSON; for a duplicated key the last occurrence wins.
+    /// The tree of a JSON value (maps keep their order).
+    pub fn from_json(value: &Value) -> Yaml {
+        match value {
+            Value::Array(items) => Yaml::Seq(items.iter().map(Yaml::from_json).collect()),
+            Value::Object(map) => Yaml::Map(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), Yaml::from_json(v)))
+                    .collect(),
+            ),
+            scalar => Yaml::Scalar(scalar.clone()),
+        }
+    }
+
     pub fn to_json(&self) -> Value {
         match self {
             Yaml::Scalar(v) => v.clone(),

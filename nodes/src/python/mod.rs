@@ -126,6 +126,18 @@ impl Worker {
         payload: &Value,
         ctx: &Value,
     ) -> Result<Answer, String> {
+        self.call_as(callable, payload, ctx, false).await
+    }
+
+    /// Like [`Worker::call`]; `routing`: the caller routes by the result, so `None` and
+    /// `[]` are an empty decision.
+    pub async fn call_as(
+        &self,
+        callable: &str,
+        payload: &Value,
+        ctx: &Value,
+        routing: bool,
+    ) -> Result<Answer, String> {
         let mut state = self.state.lock().await;
         // Taken out for the call: if the call is cancelled half-way, the process is
         // dropped (killed) instead of being left with an answer nobody reads.
@@ -135,11 +147,18 @@ impl Worker {
         };
         let mut send_ctx = state.takes_ctx.get(callable).copied().unwrap_or(false);
         loop {
-            let reply =
-                match exchange(&mut process, callable, payload, send_ctx.then_some(ctx)).await {
-                    Ok(reply) => reply,
-                    Err(e) => return Err(died(&mut process, &e).await),
-                };
+            let reply = match exchange(
+                &mut process,
+                callable,
+                payload,
+                send_ctx.then_some(ctx),
+                routing,
+            )
+            .await
+            {
+                Ok(reply) => reply,
+                Err(e) => return Err(died(&mut process, &e).await),
+            };
             if reply.get("need_ctx").and_then(Value::as_bool) == Some(true) && !send_ctx {
                 send_ctx = true;
                 continue;
@@ -206,11 +225,13 @@ async fn exchange(
     callable: &str,
     payload: &Value,
     ctx: Option<&Value>,
+    routing: bool,
 ) -> Result<Value, String> {
     let mut request = serde_json::to_vec(&json!({
         "callable": callable,
         "payload": payload,
         "has_ctx": ctx.is_some(),
+        "routing": routing,
     }))
     .map_err(|e| e.to_string())?;
     request.push(b'\n');

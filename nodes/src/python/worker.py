@@ -1,7 +1,8 @@
 # The illumo Python worker: one process per run, started on first use, answering calls
 # to Python functions on its stdin/stdout, one JSON object per line.
 #
-# Request:  {"callable": "pkg.mod.fn", "payload": ..., "has_ctx": bool}, and when
+# Request:  {"callable": "pkg.mod.fn", "payload": ..., "has_ctx": bool, "routing": bool},
+#           and when
 #           has_ctx, the ctx as JSON on the next line
 # Answers:  {"ok": true, "output": ..., "writes": [[[key, ...], value], ...],
 #            "routes": [[target, confidence, reason, payload, has_payload], ...] | null,
@@ -15,6 +16,7 @@
 # `item`, `items` for the payload), with its fallbacks.
 import contextlib
 import importlib
+import importlib.machinery
 import inspect
 import io
 import json
@@ -66,13 +68,68 @@ def compat_module():
                 record["reason"] = self.reason
             return record
 
+    def unavailable(name):
+        # illumo-flow's Python API (building and running flows in Python) is not here:
+        # modules that import it still load; using it says why it fails.
+        def refuse(*args, **kwargs):
+            raise FlowError(
+                f"illumo_flow.{name} is illumo-flow's Python API, which illumo's worker does not provide"
+            )
+
+        return type(name, (), {"__init__": refuse, "__module__": "illumo_flow.core"})
+
     core.Routing = Routing
     core.FlowError = FlowError
+    names = [
+        "Flow", "FlowRuntime", "RuntimeExecutionReport", "Node", "FunctionNode", "NodeConfig",
+        "RoutingNode", "CustomRoutingNode", "LoopNode", "Policy", "Retry", "OnError",
+        "ConsoleTracer", "SQLiteTracer", "OtelTracer", "Agent", "RouterAgent", "EvaluationAgent",
+    ]
+    for name in names:
+        setattr(core, name, unavailable(name))
+    nodes = types.ModuleType("illumo_flow.nodes")
+    for name in ["Agent", "RouterAgent", "EvaluationAgent"]:
+        setattr(nodes, name, getattr(core, name))
+    for module in (package, core):
+        module.Routing = Routing
+        module.FlowError = FlowError
+    for name in names:
+        setattr(package, name, getattr(core, name))
     package.core = core
-    package.Routing = Routing
-    package.FlowError = FlowError
+    package.nodes = nodes
+
+    def stand_in(name):
+        # Any other name of illumo-flow's API imports too, and refuses to be used.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return unavailable(name)
+
+    for module in (package, core, nodes):
+        module.__getattr__ = stand_in
     sys.modules["illumo_flow"] = package
     sys.modules["illumo_flow.core"] = core
+    sys.modules["illumo_flow.nodes"] = nodes
+
+    class Submodules:
+        # `illumo_flow.cli`, `illumo_flow.tracing_db`, ...: empty stand-ins.
+        @staticmethod
+        def find_spec(fullname, path=None, target=None):
+            if not fullname.startswith("illumo_flow.") or fullname in sys.modules:
+                return None
+            return importlib.machinery.ModuleSpec(fullname, Submodules, is_package=True)
+
+        @staticmethod
+        def create_module(spec):
+            module = types.ModuleType(spec.name)
+            module.__path__ = []
+            module.__getattr__ = stand_in
+            return module
+
+        @staticmethod
+        def exec_module(module):
+            pass
+
+    sys.meta_path.append(Submodules)
 
 
 def convention(func):
@@ -151,9 +208,12 @@ def is_routing(value):
     return hasattr(value, "target") and type(value).__name__ == "Routing"
 
 
-def routes_of(value):
+def routes_of(value, routing):
     """illumo-flow's routing results: a Routing, (Routing, payload), or a list of them;
-    None or [] ends the branch. None when `value` is not a routing result."""
+    for a routing node, None or [] is an empty decision (the branch ends). None when
+    `value` is not a routing result."""
+    if routing and (value is None or (isinstance(value, (list, tuple)) and not value)):
+        return []
 
     def one(item):
         if is_routing(item):
@@ -248,16 +308,13 @@ def serve(request, ctx_text):
     writes = []
     if ctx is not None:
         diff(json.loads(ctx_text), ctx, [], writes)
-    # `(output, delta)`: the delta's keys are written at the top of ctx.
-    if (
-        isinstance(result, tuple)
-        and len(result) == 2
-        and isinstance(result[1], dict)
-        and not is_routing(result[0])
-    ):
+    # `(output, delta)`, as illumo-flow reads any 2-tuple: the output is the first item,
+    # and a mapping second item is written at the top of ctx (anything else is dropped).
+    if isinstance(result, tuple) and len(result) == 2:
         result, delta = result
-        writes.extend([[key], value] for key, value in delta.items())
-    routes = routes_of(result)
+        if isinstance(delta, dict):
+            writes.extend([[key], value] for key, value in delta.items())
+    routes = routes_of(result, request.get("routing", False))
     return {
         "ok": True,
         "output": None if routes is not None else result,

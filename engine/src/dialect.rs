@@ -1,0 +1,470 @@
+//! illumo-flow's vocabulary. A flow written for the Python illumo-flow (node types such as
+//! `illumo_flow.core.FunctionNode`, nodes with `context: {inputs, outputs}`) loads as it
+//! is and runs with illumo-flow's meanings where they differ from illumo's: the loader says
+//! so in one note. What it translates:
+//!
+//! - node `type` paths (`illumo_flow.nodes.agent.Agent`, ...; none means FunctionNode);
+//! - `context.inputs` / `context.input`: the function (`callable`, `routing_rule`) and agent
+//!   settings taken out into the settings, `{type, value}` wrappers unwrapped, and one
+//!   remaining input passed as the value itself (several as a map);
+//! - `context.outputs` / `context.output`, and other agent paths under `context`;
+//! - the path spellings `ctx.x` and `$.x` for `$ctx.x` (also inside `{{ }}`);
+//! - `setting.policy`: `retry.max_attempts` counts retries after the first attempt (so
+//!   `n` becomes `n + 1` attempts), `retry: N`, `GOTO` in any case, and `fail_fast: false`
+//!   with `on_error: stop` continues downstream;
+//! - edges: `(a | b) >> c` waits for both, as `&` does;
+//! - node keys illumo-flow ignores are ignored with a warning, not refused.
+//!
+//! At run time the flow keeps illumo-flow's ctx shapes (`steps`, `errors`, `routing`) and a
+//! node that outputs `null` passes its input on; see `docs/illumo-flow.md`.
+
+use crate::decode::{Decoder, Entry};
+use crate::diagnostic::Diagnostic;
+use crate::policy::PolicySpec;
+use crate::spec::NodeSpec;
+use crate::yaml::{YPath, Yaml};
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+/// Whose vocabulary a flow file is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    #[default]
+    Native,
+    IllumoFlow,
+}
+
+/// Is this `flow` map written for illumo-flow? A node type under `illumo_flow.`, or a node
+/// with `context:`, says so.
+pub fn detect(flow: &Yaml) -> Dialect {
+    let Some(Yaml::Map(nodes)) = get(flow, "nodes") else {
+        return Dialect::Native;
+    };
+    let illumo_flow = nodes.iter().any(|(_, node)| {
+        get(node, "context").is_some()
+            || matches!(get(node, "type"), Some(Yaml::Scalar(Value::String(t))) if t.starts_with("illumo_flow."))
+    });
+    if illumo_flow {
+        Dialect::IllumoFlow
+    } else {
+        Dialect::Native
+    }
+}
+
+fn get<'y>(y: &'y Yaml, key: &str) -> Option<&'y Yaml> {
+    match y {
+        Yaml::Map(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+/// The one note a flow in illumo-flow's vocabulary gets.
+pub fn note(at: YPath) -> Diagnostic {
+    Diagnostic::warning("this flow is written for illumo-flow: illumo-flow's meanings apply")
+        .at(at, "nodes")
+        .label("retry.max_attempts counts retries, `(a | b) >> c` waits for both, ctx.steps/errors/routing keep illumo-flow's shapes")
+        .help("docs/illumo-flow.md lists every difference; `illumo migrate FLOW` rewrites the file in illumo's spelling")
+}
+
+/// `ctx.a.b` and `$.a.b` -> `$ctx.a.b`; `payload.x` -> `$payload.x` (and `joins`, `env`);
+/// `None` when `text` is not such a path.
+pub fn path_spelling(text: &str) -> Option<String> {
+    let t = text.trim();
+    if let Some(rest) = t.strip_prefix("$.") {
+        return Some(format!("$ctx.{rest}"));
+    }
+    for scope in ["ctx", "payload", "joins", "env"] {
+        if t == scope {
+            return Some(format!("${scope}"));
+        }
+        if let Some(rest) = t.strip_prefix(scope).and_then(|r| r.strip_prefix('.')) {
+            if !rest.is_empty() && !rest.contains(char::is_whitespace) {
+                return Some(format!("${scope}.{rest}"));
+            }
+        }
+    }
+    None
+}
+
+/// illumo-flow's spellings inside a value: whole-string paths and paths inside `{{ }}`.
+pub fn normalize_value(value: &mut Value) {
+    match value {
+        Value::String(s) => {
+            if let Some(p) = path_spelling(s) {
+                *s = p;
+            } else if s.contains("{{") {
+                *s = normalize_template(s);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalize_value),
+        Value::Object(map) => map.values_mut().for_each(normalize_value),
+        _ => {}
+    }
+}
+
+/// `{{ ctx.user.name }}` and `{{ $.user.name }}` -> `{{ $ctx.user.name }}`.
+fn normalize_template(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open + 2]);
+        rest = &rest[open + 2..];
+        let Some(close) = rest.find("}}") else { break };
+        let inner = &rest[..close];
+        match path_spelling(inner) {
+            Some(p) => {
+                let lead = &inner[..inner.len() - inner.trim_start().len()];
+                let trail = &inner[inner.trim_end().len()..];
+                out.push_str(lead);
+                out.push_str(&p);
+                out.push_str(trail);
+            }
+            None => out.push_str(inner),
+        }
+        rest = &rest[close..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// illumo-flow's `{type: string, value: X}` wrapper -> `X`.
+fn unwrap(y: &Yaml) -> &Yaml {
+    match y {
+        Yaml::Map(entries) if entries.iter().any(|(k, _)| k == "value") && entries.len() <= 2 => {
+            get(y, "value").unwrap_or(y)
+        }
+        other => other,
+    }
+}
+
+/// illumo-flow's node type paths, as illumo's names.
+fn type_name(path: &str) -> &str {
+    match path.rsplit('.').next().unwrap_or(path) {
+        "FunctionNode" => "FunctionNode",
+        "CustomRoutingNode" => "CustomRoutingNode",
+        "LoopNode" => "Loop",
+        "WorkspaceInspectorNode" => "WorkspaceInspector",
+        "PatchNode" => "Patch",
+        "TestExecutorNode" => "TestExecutor",
+        "SummaryAgent" => "Summary",
+        _ => path,
+    }
+}
+
+/// Node keys illumo-flow reads besides `type`, `setting` and `context`.
+const FUNCTION_KEYS: [&str; 2] = ["callable", "routing_rule"];
+const LOOP_KEYS: [&str; 4] = ["body_route", "loop_route", "items_key", "enumerate_items"];
+/// Agent settings the tutorials write under `context.inputs` or `context`.
+const AGENT_KEYS: [&str; 12] = [
+    "prompt",
+    "system",
+    "model",
+    "provider",
+    "base_url",
+    "choices",
+    "target",
+    "tools",
+    "output_path",
+    "history_path",
+    "metadata_path",
+    "structured_path",
+];
+
+fn is_agent(type_name: &str) -> bool {
+    type_name.ends_with("Agent")
+}
+
+/// A node written in illumo-flow's vocabulary.
+pub(crate) fn decode_node<'y>(dec: &mut Decoder, n: &Entry<'y>) -> Option<NodeSpec<'y>> {
+    let fields = dec.map(n.value, &n.path, format_args!("node `{}`", n.key))?;
+    dec.unique_keys(&fields, format_args!("node `{}`", n.key));
+    let nth = match n.path.last() {
+        Some(crate::yaml::Seg::Key(_, nth)) => *nth,
+        _ => 0,
+    };
+    let written_type = fields
+        .iter()
+        .find(|f| f.key == "type")
+        .and_then(|f| dec.string(f, "`type`").map(|t| (t, f.path.clone())));
+    let (type_name, type_at) = match &written_type {
+        Some((t, at)) => (type_name(t).to_string(), at.clone()),
+        // illumo-flow's default type.
+        None => ("FunctionNode".to_string(), n.path.clone().as_key()),
+    };
+    let mut setting: Vec<(String, Yaml)> = Vec::new();
+    let mut setting_at = n.path.clone().as_key();
+    let mut policy = PolicySpec::default();
+    let mut inputs = None;
+    let mut outputs: Option<(Cow<'y, Yaml>, YPath)> = None;
+    let mut describe = None;
+    let add = |setting: &mut Vec<(String, Yaml)>, key: &str, value: Yaml| {
+        setting.retain(|(k, _)| k != key);
+        setting.push((key.to_string(), value));
+    };
+    for f in &fields {
+        match f.key {
+            "type" | "name" => {}
+            "setting" => {
+                setting_at = f.path.clone();
+                let Some(entries) = dec.map(f.value, &f.path, "`setting`") else {
+                    continue;
+                };
+                for e in &entries {
+                    if e.key == "policy" {
+                        policy = policy.overlay(&decode_policy(dec, e.value, &e.path));
+                    } else {
+                        add(&mut setting, e.key, unwrap(e.value).clone());
+                    }
+                }
+            }
+            "describe" => {
+                describe = Some(match f.value {
+                    Yaml::Scalar(Value::String(s)) => s.clone(),
+                    Yaml::Map(_) => match get(f.value, "summary") {
+                        Some(Yaml::Scalar(Value::String(s))) => s.clone(),
+                        _ => f.value.to_json().to_string(),
+                    },
+                    other => other.to_json().to_string(),
+                })
+            }
+            "context" => {
+                let Some(entries) = dec.map(f.value, &f.path, "`context`") else {
+                    continue;
+                };
+                for c in &entries {
+                    match c.key {
+                        "inputs" | "input" => {
+                            if c.key == "input" && entries.iter().any(|e| e.key == "inputs") {
+                                continue;
+                            }
+                            inputs = context_inputs(c, &type_name, &mut setting);
+                        }
+                        "outputs" | "output" => {
+                            if c.key == "output" && entries.iter().any(|e| e.key == "outputs") {
+                                continue;
+                            }
+                            let mut value = c.value.to_json();
+                            normalize_outputs(&mut value);
+                            outputs = Some((Cow::Owned(Yaml::from_json(&value)), c.path.clone()));
+                        }
+                        key if AGENT_KEYS.contains(&key) && is_agent(&type_name) => {
+                            add(&mut setting, key, c.value.clone());
+                        }
+                        other => dec.push(ignored(other, &c.path, "`context`")),
+                    }
+                }
+            }
+            key if FUNCTION_KEYS.contains(&key) || LOOP_KEYS.contains(&key) => {
+                // Node-level spellings; the one in `context.inputs` wins, as in illumo-flow.
+                if !setting.iter().any(|(k, _)| k == key) {
+                    add(&mut setting, key, f.value.clone());
+                }
+            }
+            // illumo's own keys mean what they mean natively.
+            "inputs" => {
+                let mut value = f.value.to_json();
+                normalize_value(&mut value);
+                inputs = Some((value, f.path.clone()));
+            }
+            "outputs" => outputs = Some((Cow::Borrowed(f.value), f.path.clone())),
+            "policy" => policy = policy.overlay(&decode_policy(dec, f.value, &f.path)),
+            other => dec.push(ignored(other, &f.path, format_args!("node `{}`", n.key))),
+        }
+    }
+    // A FunctionNode given `routing_rule` (or the reverse) uses it, as illumo-flow does.
+    let (wanted, other) = match type_name.as_str() {
+        "FunctionNode" => ("callable", "routing_rule"),
+        "CustomRoutingNode" => ("routing_rule", "callable"),
+        _ => ("", ""),
+    };
+    if !wanted.is_empty() && !setting.iter().any(|(k, _)| k == wanted) {
+        if let Some(i) = setting.iter().position(|(k, _)| k == other) {
+            setting[i].0 = wanted.to_string();
+        }
+    }
+    for (_, value) in setting.iter_mut() {
+        let mut json = value.to_json();
+        normalize_value(&mut json);
+        *value = Yaml::from_json(&json);
+    }
+    Some(NodeSpec {
+        id: n.key.to_string(),
+        at: n.path.clone().as_key(),
+        nth,
+        type_name,
+        type_at,
+        setting: Cow::Owned(if setting.is_empty() {
+            Yaml::Scalar(Value::Null)
+        } else {
+            Yaml::Map(setting)
+        }),
+        setting_at,
+        inputs,
+        outputs,
+        policy,
+        describe,
+    })
+}
+
+fn ignored(key: &str, at: &YPath, what: impl std::fmt::Display) -> Diagnostic {
+    Diagnostic::warning(format!(
+        "`{key}` in {what} is ignored, as illumo-flow ignores it"
+    ))
+    .at(at.clone().as_key(), key)
+}
+
+/// `context.inputs`: the function and agent settings go to the settings; the rest is the
+/// node's input: one value as itself, several as a map.
+fn context_inputs(
+    c: &Entry,
+    type_name: &str,
+    setting: &mut Vec<(String, Yaml)>,
+) -> Option<(Value, YPath)> {
+    let Yaml::Map(entries) = c.value else {
+        let mut value = c.value.to_json();
+        normalize_value(&mut value);
+        return Some((value, c.path.clone()));
+    };
+    let mut rest = Map::new();
+    let mut function_taken = false;
+    for (key, value) in entries {
+        let value = unwrap(value);
+        // illumo-flow pops the first of `routing_rule`, `callable` it finds.
+        let function_key = FUNCTION_KEYS.contains(&key.as_str()) && !function_taken;
+        if function_key || (is_agent(type_name) && AGENT_KEYS.contains(&key.as_str())) {
+            function_taken |= function_key;
+            setting.retain(|(k, _)| k != key);
+            setting.push((key.clone(), value.clone()));
+            continue;
+        }
+        rest.insert(key.clone(), value.to_json());
+    }
+    let mut value = match rest.len() {
+        0 => return None,
+        1 => rest.into_iter().next().map(|(_, v)| v).unwrap_or_default(),
+        _ => Value::Object(rest),
+    };
+    normalize_value(&mut value);
+    Some((value, c.path.clone()))
+}
+
+/// Output targets: `ctx.x`/`$.x`/`$ctx.x` all as `$ctx.x`, in a string, a map or a list.
+fn normalize_outputs(value: &mut Value) {
+    match value {
+        Value::String(s) => {
+            if let Some(p) = path_spelling(s) {
+                *s = p;
+            }
+        }
+        Value::Object(map) => map.values_mut().for_each(normalize_outputs),
+        Value::Array(items) => {
+            // A list of targets: the first names the output (illumo-flow writes each).
+            items.iter_mut().for_each(normalize_outputs);
+            if let Some(first) = items.first().cloned() {
+                *value = first;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A policy in illumo-flow's meaning, as illumo's: `max_attempts` retries become
+/// `max_attempts + 1` attempts, `retry: N` is `N` retries, actions in any case, and
+/// `fail_fast: false` with `on_error: stop` continues.
+pub(crate) fn decode_policy(dec: &mut Decoder, y: &Yaml, path: &YPath) -> PolicySpec {
+    let Yaml::Map(entries) = y else {
+        return PolicySpec::decode(dec, y, path);
+    };
+    let mut out: Vec<(String, Yaml)> = Vec::new();
+    let fail_fast_off = matches!(get(y, "fail_fast"), Some(Yaml::Scalar(Value::Bool(false))));
+    for (key, value) in entries {
+        let value = match (key.as_str(), value) {
+            ("retry", Yaml::Scalar(Value::Number(n))) => {
+                Yaml::Map(vec![("max_attempts".into(), retries_as_attempts(n))])
+            }
+            ("retry", Yaml::Map(retry)) => Yaml::Map(
+                retry
+                    .iter()
+                    .map(|(k, v)| match (k.as_str(), v) {
+                        ("max_attempts", Yaml::Scalar(Value::Number(n))) => {
+                            (k.clone(), retries_as_attempts(n))
+                        }
+                        ("mode", Yaml::Scalar(Value::String(m))) => {
+                            (k.clone(), Yaml::Scalar(Value::String(m.to_lowercase())))
+                        }
+                        _ => (k.clone(), v.clone()),
+                    })
+                    .collect(),
+            ),
+            ("on_error", Yaml::Scalar(Value::String(a))) => {
+                let a = a.to_lowercase();
+                Yaml::Scalar(Value::String(if a == "stop" && fail_fast_off {
+                    "continue".into()
+                } else {
+                    a
+                }))
+            }
+            ("on_error", Yaml::Map(m)) => Yaml::Map(
+                m.iter()
+                    .map(|(k, v)| match (k.as_str(), v) {
+                        ("action", Yaml::Scalar(Value::String(a))) => {
+                            let a = a.to_lowercase();
+                            let a = if a == "stop" && fail_fast_off {
+                                "continue".into()
+                            } else {
+                                a
+                            };
+                            (k.clone(), Yaml::Scalar(Value::String(a)))
+                        }
+                        _ => (k.clone(), v.clone()),
+                    })
+                    .collect(),
+            ),
+            _ => value.clone(),
+        };
+        out.push((key.clone(), value));
+    }
+    if fail_fast_off && get(y, "on_error").is_none() {
+        out.push((
+            "on_error".into(),
+            Yaml::Scalar(Value::String("continue".into())),
+        ));
+    }
+    PolicySpec::decode(dec, &Yaml::Map(out), path)
+}
+
+fn retries_as_attempts(n: &serde_json::Number) -> Yaml {
+    Yaml::Scalar(match n.as_u64() {
+        Some(retries) => Value::from(retries + 1),
+        None => Value::Number(n.clone()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn illumo_flow_path_spellings_become_illumos() {
+        assert_eq!(
+            path_spelling("ctx.data.raw").as_deref(),
+            Some("$ctx.data.raw")
+        );
+        assert_eq!(
+            path_spelling("$.data.raw").as_deref(),
+            Some("$ctx.data.raw")
+        );
+        assert_eq!(
+            path_spelling("payload.draft").as_deref(),
+            Some("$payload.draft")
+        );
+        assert_eq!(path_spelling("ctx").as_deref(), Some("$ctx"));
+        assert_eq!(path_spelling("$ctx.x"), None);
+        assert_eq!(path_spelling("context matters"), None);
+        assert_eq!(path_spelling("ctx. x"), None);
+        assert_eq!(
+            normalize_template("Hi {{ ctx.user.name }} / {{$.a}} / {{ $ctx.b }}"),
+            "Hi {{ $ctx.user.name }} / {{$ctx.a}} / {{ $ctx.b }}"
+        );
+    }
+}
