@@ -1,27 +1,11 @@
 //! The coding assistant: the whole draft → patch → test → review loop through the real
 //! binary and real pytest, and the workspace nodes on their own.
 
-use crate::support::{root, sqlite3, Illumo, TempDir};
+use crate::support::{copy_dir, root, sqlite3, Illumo, TempDir};
 use serde_json::{json, Value};
 use std::path::Path;
 
 const EXAMPLE: &str = "examples/multi_agent/coding_assistant";
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if name == "__pycache__" || name == ".pytest_cache" {
-            continue;
-        }
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &to.join(&name));
-        } else {
-            std::fs::copy(entry.path(), to.join(&name)).unwrap();
-        }
-    }
-}
 
 #[test]
 fn the_loop_drafts_twice_tests_for_real_and_reports() {

@@ -12,6 +12,7 @@ mod console;
 mod examples;
 mod fuzz;
 mod hostile;
+mod illumo_flow_corpus;
 mod otlp;
 mod policies;
 mod python;

@@ -48,6 +48,25 @@ pub struct Illumo {
     dir: TempDir,
     stdin: Option<String>,
     env: Vec<(String, String)>,
+    /// Where illumo runs (default: the repository root).
+    cwd: Option<PathBuf>,
+}
+
+/// Copies a folder tree, leaving Python caches out.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "__pycache__" || name == ".pytest_cache" {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(&name));
+        } else {
+            std::fs::copy(entry.path(), to.join(&name)).unwrap();
+        }
+    }
 }
 
 pub struct Output {
@@ -65,7 +84,14 @@ impl Illumo {
             dir: TempDir::new(),
             stdin: None,
             env: vec![],
+            cwd: None,
         }
+    }
+
+    /// Runs illumo in `dir` instead of the repository root.
+    pub fn in_dir(mut self, dir: &Path) -> Illumo {
+        self.cwd = Some(dir.to_path_buf());
+        self
     }
 
     /// `illumo ARGS...`
@@ -103,7 +129,7 @@ impl Illumo {
     pub fn run(self) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_illumo"));
         cmd.args(&self.args)
-            .current_dir(root())
+            .current_dir(self.cwd.clone().unwrap_or_else(root))
             .env_remove("NO_COLOR")
             .stdin(if self.stdin.is_some() {
                 Stdio::piped()

@@ -151,6 +151,19 @@ fn type_name(path: &str) -> &str {
     }
 }
 
+/// illumo-flow's name of a setting, as illumo's node of that type calls it.
+fn setting_name(type_name: &str, key: &str) -> Option<&'static str> {
+    Some(match (type_name, key) {
+        ("WorkspaceInspector", "output_path") => "structure_path",
+        ("Patch", "output_path") => "files_path",
+        ("Patch", "summary_path") => "applied_path",
+        ("TestExecutor", "output_path") => "results_path",
+        ("Summary", "output_path") => "report_path",
+        ("Summary", "structured_path") => "json_path",
+        _ => return None,
+    })
+}
+
 /// Node keys illumo-flow reads besides `type`, `setting` and `context`.
 const FUNCTION_KEYS: [&str; 2] = ["callable", "routing_rule"];
 const LOOP_KEYS: [&str; 4] = ["body_route", "loop_route", "items_key", "enumerate_items"];
@@ -280,6 +293,11 @@ pub(crate) fn decode_node<'y>(dec: &mut Decoder, n: &Entry<'y>) -> Option<NodeSp
     if !wanted.is_empty() && !setting.iter().any(|(k, _)| k == wanted) {
         if let Some(i) = setting.iter().position(|(k, _)| k == other) {
             setting[i].0 = wanted.to_string();
+        }
+    }
+    for (key, _) in setting.iter_mut() {
+        if let Some(native) = setting_name(&type_name, key) {
+            *key = native.to_string();
         }
     }
     for (_, value) in setting.iter_mut() {

@@ -33,7 +33,14 @@ pub(crate) fn build(
     source: &Source,
 ) -> Option<Flow> {
     let names = names::Names::of(&spec, dec);
-    let built = nodes::build_all(&spec, registry, dec, &source.base_dir());
+    // illumo-flow resolves relative paths in settings against the working folder.
+    let base_dir = match spec.dialect {
+        crate::dialect::Dialect::IllumoFlow => {
+            std::env::current_dir().unwrap_or_else(|_| source.base_dir())
+        }
+        crate::dialect::Dialect::Native => source.base_dir(),
+    };
+    let built = nodes::build_all(&spec, registry, dec, &base_dir);
     let references = names.check_references(&built, dec);
     bodies::check(&built, &references, &spec, dec);
     names.check_gotos(&spec, dec);

@@ -1,0 +1,166 @@
+//! illumo-flow's own flows (its README, docs, tutorials, tests and examples; see
+//! `tests/illumo_flow/MANIFEST.md`), run unchanged by illumo and compared with the final
+//! ctx illumo-flow 0.1.5's CLI produced for them (`tests/illumo_flow/expected/`,
+//! recorded by `tests/illumo_flow/record.sh`).
+
+use crate::support::{copy_dir, root, Illumo, TempDir};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+fn corpus() -> PathBuf {
+    root().join("tests/illumo_flow")
+}
+
+/// Runs `flow` with its recorded context from a fresh copy of the corpus' modules (the
+/// working folder illumo-flow was run from), as `illumo run` would be typed there.
+fn run(flow: &str, extra: &[&str]) -> (crate::support::Output, TempDir) {
+    let work = TempDir::new();
+    copy_dir(&corpus().join("modules"), &work.path().join("modules"));
+    copy_dir(&corpus().join("flows"), &work.path().join("flows"));
+    // The recording seeded `random` this way for the flow that draws a number.
+    std::fs::write(
+        work.path().join("modules/sitecustomize.py"),
+        "import random\nrandom.seed(0)\n",
+    )
+    .unwrap();
+    let context = corpus().join(format!("contexts/{flow}.json"));
+    let flow_path = format!("../flows/{flow}.yaml");
+    let out = Illumo::new()
+        .in_dir(&work.path().join("modules"))
+        .args(["run", &flow_path, "--tracer", "none", "--quiet"])
+        .args(["-c", &format!("@{}", context.display())])
+        .args(extra)
+        .env("PYTHONHASHSEED", "0")
+        .run();
+    (out, work)
+}
+
+fn expected(flow: &str) -> Value {
+    let text = std::fs::read_to_string(corpus().join(format!("expected/{flow}.json"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The flows illumo-flow itself runs to the end: the same final ctx, key for key.
+#[test]
+fn flows_illumo_flow_runs_give_the_same_final_ctx() {
+    for flow in [
+        "readme_etl",
+        "flow_guide_etl",
+        "test_yaml_config_etl",
+        "test_cli_happy_path",
+        "sample_linear_etl",
+        "sample_confidence_router",
+        "sample_node_managed_timeout",
+        "sample_early_stop_watchdog",
+    ] {
+        let (out, _work) = run(flow, &[]);
+        assert_eq!(out.code, 0, "{flow}: {}", out.stderr);
+        assert_eq!(out.ctx(), expected(flow), "{flow}");
+    }
+}
+
+/// Branches run concurrently here and one after the other there: the same ctx, with the
+/// steps of the two parallel branches possibly interleaved.
+#[test]
+fn a_fan_out_gives_the_same_ctx_with_its_branches_in_any_order() {
+    let (out, _work) = run("sample_parallel_enrichment", &[]);
+    let (mut got, mut want) = (out.success().ctx(), expected("sample_parallel_enrichment"));
+    let steps = |ctx: &mut Value| ctx.as_object_mut().unwrap().remove("steps").unwrap();
+    let (got_steps, want_steps) = (steps(&mut got), steps(&mut want));
+    assert_eq!(got, want);
+    let order = |steps: &Value| -> Vec<String> {
+        steps
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {}",
+                    s["node_id"].as_str().unwrap(),
+                    s["status"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let (mut g, mut w) = (order(&got_steps), order(&want_steps));
+    // Each node starts before it succeeds, seed first and merge last, in both.
+    for steps in [&g, &w] {
+        assert_eq!(steps.first().map(String::as_str), Some("seed start"));
+        assert_eq!(steps.last().map(String::as_str), Some("merge success"));
+        for node in ["geo", "risk"] {
+            let at = |s: &str| {
+                steps
+                    .iter()
+                    .position(|x| x == &format!("{node} {s}"))
+                    .unwrap()
+            };
+            assert!(at("start") < at("success"), "{steps:?}");
+        }
+    }
+    g.sort();
+    w.sort();
+    assert_eq!(g, w);
+}
+
+#[test]
+fn the_coding_assistant_refuses_a_diff_that_does_not_match_and_runs_with_one_that_does() {
+    // illumo-flow's own example diff has two blank lines where the file has one: its
+    // Patch applies hunks by position without comparing them; illumo's refuses.
+    let (out, _work) = run("coding_assistant", &[]);
+    let out = out.code(1);
+    assert_eq!(
+        out.stderr.lines().next(),
+        Some("error: node `apply_patch` failed on attempt 1 of 1: the diff was not applied: 1 file rejected (`sample_app/__init__.py`: the hunks do not apply: error applying hunk #1)")
+    );
+    // The same flow with a diff that matches the file: inspect, patch, test, summarize.
+    let fix = "--- a/sample_app/__init__.py\n+++ b/sample_app/__init__.py\n@@ -5 +5 @@\n-    return a - b  # intentional bug for the assistant to fix\n+    return a + b\n";
+    let (out, _work) = run(
+        "coding_assistant",
+        &["--set", &format!("diff.proposed={fix}")],
+    );
+    let ctx = out.success().ctx();
+    let steps: Vec<String> = ctx["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {}",
+                s["node_id"].as_str().unwrap(),
+                s["status"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let want: Vec<String> = expected("coding_assistant")["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {}",
+                s["node_id"].as_str().unwrap(),
+                s["status"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(steps, want);
+    // The tests run on the patched copy here (there, on the unpatched files), so they pass.
+    assert_eq!(
+        ctx["tests"]["results"]["returncode"], 0,
+        "{}",
+        ctx["tests"]["results"]["stdout"]
+    );
+    assert_eq!(
+        expected("coding_assistant")["tests"]["results"]["returncode"],
+        1
+    );
+    assert_eq!(ctx["tests"]["results"]["command"], json!(["pytest", "-q"]));
+    assert_eq!(
+        ctx["workspace"]["files"][0]["path"],
+        "sample_app/__init__.py"
+    );
+    assert_eq!(
+        ctx["diff"]["summary"]["ok"], true,
+        "summary_path is Patch's applied_path"
+    );
+}
