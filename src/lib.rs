@@ -3,7 +3,26 @@
 //! invalid flow, 4 the flow succeeded but its output could not be written, 129/130/143
 //! interrupted by SIGHUP/SIGINT/SIGTERM.
 
+// Printing that never panics: a closed stderr is ignored, and a reader that closes stdout
+// (`illumo trace list | head`) ends the process quietly, as SIGPIPE would, without SIGPIPE
+// itself (which would also kill illumo when a child or a collector closes its end).
+macro_rules! println {
+    () => { $crate::emit::out(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::emit::out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::emit::out(format_args!($($arg)*)) };
+}
+macro_rules! eprintln {
+    () => { $crate::emit::err(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::emit::err(format_args!("{}\n", format_args!($($arg)*))) };
+}
+macro_rules! eprint {
+    ($($arg:tt)*) => { $crate::emit::err(format_args!($($arg)*)) };
+}
+
 mod cli;
+mod emit;
 mod graph;
 mod inputs;
 mod nodes_cmd;

@@ -4,11 +4,8 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    // Like other command-line tools: when a reader such as `head` closes the pipe, stop
-    // quietly instead of failing to print.
-    // SAFETY: setting a signal disposition at start-up, before any thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // SIGPIPE stays ignored (Rust's default): a child that closes its stdin or a collector
+    // that closes its socket is an error to report, not a reason to die. A reader that
+    // closes stdout ends the process quietly (`illumo::emit`).
     std::process::exit(illumo::main(std::env::args_os()));
 }

@@ -405,3 +405,67 @@ fn secrets_reach_no_trace_no_collector_and_no_terminal() {
     );
     assert_eq!(out.ctx()["request"]["token"], "***");
 }
+
+#[test]
+fn a_child_that_closes_its_stdin_early_does_not_kill_illumo() {
+    // 1 MB on the stdin of a program that never reads it: a broken pipe for illumo, which
+    // must not die of SIGPIPE (exit 141, no ctx) but finish the run.
+    let flow = "flow:
+  nodes:
+    big: {type: Set, setting: {value: '{{ $ctx.s }}'}, outputs: $ctx.t}
+    c: {type: Command, setting: {argv: ['true'], stdin: $ctx.t}}
+  edges: [big >> c]
+";
+    let context = json!({"s": "x".repeat(1 << 20)}).to_string();
+    let illumo = Illumo::new();
+    let file = illumo.dir().join("big.json");
+    std::fs::write(&file, context).unwrap();
+    let out = illumo
+        .run_flow(flow)
+        .args(["-c", &format!("@{}", file.display())])
+        .run()
+        .success();
+    assert_eq!(
+        out.ctx()["steps"],
+        json!([{"node": "big", "status": "ok"}, {"node": "c", "status": "ok"}])
+    );
+}
+
+#[test]
+fn a_collector_that_accepts_and_hangs_up_costs_a_warning_not_the_process() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(200) {
+            drop(stream);
+        }
+    });
+    let mut flow = String::from("flow:\n  nodes:\n");
+    for i in 0..200 {
+        flow.push_str(&format!(
+            "    n{i}: {{type: Set, setting: {{value: {i}}}}}\n"
+        ));
+    }
+    flow.push_str("  edges:\n");
+    for i in 0..199 {
+        flow.push_str(&format!("    - n{i} >> n{}\n", i + 1));
+    }
+    let illumo = Illumo::new();
+    let path = illumo.flow_file(&flow);
+    let out = illumo
+        .args(["run", &path, "--quiet", "--tracer", "otel"])
+        .args([
+            "--tracer-arg",
+            &format!("exporter_endpoint=http://127.0.0.1:{port}"),
+        ])
+        .run()
+        .success();
+    assert_eq!(out.ctx()["payloads"]["n199"], 199);
+    assert!(
+        out.stderr.starts_with(&format!(
+            "warning: tracer: the otel tracer (grpc http://127.0.0.1:{port}) failed to write: 201 spans were dropped ("
+        )),
+        "{}",
+        out.stderr
+    );
+}
