@@ -200,10 +200,20 @@ fn execute(args: &RunArgs, flow: Arc<illumo_engine::Flow>, ctx: Value, options: 
             signal = signals.first() => {
                 eprintln!("\ninterrupted by {}: stopping the running nodes", signal.name);
                 interrupt.interrupt(signal.name);
-                (run.await, Some(signal))
+                // A second signal while the nodes stop: stop now.
+                tokio::select! {
+                    result = &mut run => (result, Some(signal)),
+                    again = signals.first() => {
+                        eprintln!("interrupted again by {}: exiting without waiting", again.name);
+                        std::process::exit(again.exit_code);
+                    }
+                }
             }
         }
     });
+    // A node's file read that never returns (a blocking device) must not hold the exit:
+    // its thread is left behind, not waited for.
+    runtime.shutdown_background();
     let result = match result {
         Ok(r) => r,
         Err(e) => {

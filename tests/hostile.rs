@@ -469,3 +469,36 @@ fn a_collector_that_accepts_and_hangs_up_costs_a_warning_not_the_process() {
         out.stderr
     );
 }
+
+#[test]
+fn patch_refuses_fifos_and_devices_instead_of_reading_them() {
+    let illumo = Illumo::new();
+    let ws = illumo.dir().join("pw");
+    std::fs::create_dir_all(ws.join("app")).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(ws.join("app/f.py"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // A character device (/dev/zero's numbers): an endless read.
+    let made = std::process::Command::new("mknod")
+        .arg(ws.join("app/z.py"))
+        .args(["c", "1", "5"])
+        .status()
+        .unwrap();
+    assert!(made.success(), "mknod (the tests run as root)");
+    let flow = "flow:\n  nodes:\n    p: {type: Patch, setting: {default_root: pw}, policy: {timeout: 1s}}\n";
+    let path = illumo.flow_file(flow);
+    for (file, what) in [("f.py", "a FIFO"), ("z.py", "a device")] {
+        let diff = format!("--- a/app/{file}\n+++ b/app/{file}\n@@ -1 +1 @@\n-a\n+b\n");
+        let context = json!({"diff": {"proposed": diff}}).to_string();
+        let out = Illumo::new()
+            .args(["run", &path, "--quiet", "--tracer", "none", "-c", &context])
+            .run()
+            .code(1);
+        assert_eq!(
+            out.ctx()["diff"]["applied"]["rejected"],
+            json!([{"path": format!("app/{file}"), "reason": format!("cannot read it: not a regular file ({what})")}])
+        );
+    }
+}

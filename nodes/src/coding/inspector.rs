@@ -7,7 +7,6 @@ use illumo_engine::path::{CtxPath, Step};
 use illumo_engine::template::Reads;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -188,24 +187,15 @@ impl Walker {
     /// `(size, preview)`, or `(size, why it is left out)`.
     #[allow(clippy::type_complexity)]
     fn inspect(&self, path: &Path) -> std::io::Result<Result<(u64, String), (u64, String)>> {
-        let size = std::fs::metadata(path)?.len();
-        if size > self.config.max_bytes {
-            return Ok(Err((
-                size,
-                format!("larger than max_bytes ({})", self.config.max_bytes),
-            )));
-        }
-        let mut bytes = Vec::new();
-        // At most max_bytes + 1, even if the file grew since its size was read.
-        std::fs::File::open(path)?
-            .take(self.config.max_bytes.saturating_add(1))
-            .read_to_end(&mut bytes)?;
-        if bytes.len() as u64 > self.config.max_bytes {
-            return Ok(Err((
-                bytes.len() as u64,
-                format!("larger than max_bytes ({})", self.config.max_bytes),
-            )));
-        }
+        let max = self.config.max_bytes;
+        let bytes = match super::read_regular(path, max)? {
+            Ok(bytes) => bytes,
+            Err(super::Unread::TooLarge(size)) => {
+                return Ok(Err((size, format!("larger than max_bytes ({max})"))))
+            }
+            Err(super::Unread::Special(what)) => return Ok(Err((0, what.to_string()))),
+        };
+        let size = bytes.len() as u64;
         if bytes.contains(&0) {
             return Ok(Err((size, "binary".into())));
         }

@@ -397,11 +397,12 @@ impl Patch {
                 }
                 String::new()
             } else {
-                match std::fs::read_to_string(&target) {
+                match super::read_text(&target) {
                     Ok(text) => text,
-                    Err(e) => {
-                        rejected
-                            .push(json!({"path": path, "reason": format!("cannot read it: {e}")}));
+                    Err(why) => {
+                        rejected.push(
+                            json!({"path": path, "reason": format!("cannot read it: {why}")}),
+                        );
                         continue;
                     }
                 }
@@ -538,7 +539,7 @@ impl Node for Patch {
                 let Ok(target) = check_path(&root, path, &self.allowed) else {
                     continue;
                 };
-                if std::fs::read_to_string(&target).ok().as_ref() != original.as_ref() {
+                if super::read_text(&target).ok().as_ref() != original.as_ref() {
                     writes.push(FileChange {
                         path: path.clone(),
                         target,
@@ -561,7 +562,7 @@ impl Node for Patch {
                 if changes.iter().any(|c| c.path == path) {
                     continue;
                 }
-                if let Ok(text) = std::fs::read_to_string(root.join(path)) {
+                if let Ok(text) = super::read_text(&root.join(path)) {
                     files.push(json!({"path": path, "original_content": text, "patched_content": text, "status": "original"}));
                 }
             }
