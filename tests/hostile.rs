@@ -502,3 +502,65 @@ fn patch_refuses_fifos_and_devices_instead_of_reading_them() {
         );
     }
 }
+
+#[test]
+fn a_symlink_into_git_is_refused_like_git_itself() {
+    let (code, applied, illumo) = {
+        let illumo = Illumo::new();
+        let ws = illumo.dir().join("ws");
+        std::fs::create_dir_all(ws.join(".git")).unwrap();
+        std::fs::write(ws.join(".git/config"), "[core]\n").unwrap();
+        std::os::unix::fs::symlink(".git", ws.join("g")).unwrap();
+        let path = illumo
+            .flow_file("flow:\n  nodes:\n    p: {type: Patch, setting: {default_root: ws}}\n");
+        let diff = "--- a/g/config\n+++ b/g/config\n@@ -1 +1,2 @@\n [core]\n+\tfsmonitor = \"echo pwned\"\n";
+        let context = json!({"diff": {"proposed": diff}}).to_string();
+        let out = Illumo::new()
+            .args([
+                "run", &path, "--quiet", "--tracer", "none", "--write", "-c", &context,
+            ])
+            .run();
+        (out.code, out.ctx()["diff"]["applied"].clone(), illumo)
+    };
+    assert_eq!(code, 1);
+    assert_eq!(
+        applied["rejected"],
+        json!([{"path": "g/config", "reason": "leads through a symlink to `.git/config`, inside `.git/`; refused unless allowed_paths names `.git`"}])
+    );
+    assert_eq!(read(&illumo, ".git/config"), "[core]\n");
+}
+
+#[test]
+fn one_file_under_two_spellings_is_one_file() {
+    let diff = "--- a/app/a.py\n+++ b/app/a.py\n@@ -1 +1 @@\n-a\n+A\n--- a/./app//a.py\n+++ b/./app//a.py\n@@ -1 +1,2 @@\n A\n+more\n";
+    let (code, applied, illumo) = patch(diff, "");
+    assert_eq!(code, 0, "{applied}");
+    assert_eq!(
+        applied["files"],
+        json!([{"path": "app/a.py", "status": "patched"}])
+    );
+    assert_eq!(read(&illumo, "app/a.py"), "A\nmore\n");
+}
+
+#[test]
+fn a_git_diff_of_a_crlf_file_applies() {
+    let illumo = Illumo::new();
+    let ws = illumo.dir().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(ws.join("c.py"), "a\r\nb\r\n").unwrap();
+    let path =
+        illumo.flow_file("flow:\n  nodes:\n    p: {type: Patch, setting: {default_root: ws}}\n");
+    let diff = "diff --git a/c.py b/c.py\nindex 1..2 100644\n--- a/c.py\n+++ b/c.py\n@@ -1,2 +1,2 @@\n-a\r\n+A\r\n b\r\n";
+    let context = json!({"diff": {"proposed": diff}}).to_string();
+    let out = Illumo::new()
+        .args([
+            "run", &path, "--quiet", "--tracer", "none", "--write", "-c", &context,
+        ])
+        .run()
+        .success();
+    assert_eq!(out.ctx()["diff"]["applied"]["ok"], true);
+    assert_eq!(
+        std::fs::read_to_string(ws.join("c.py")).unwrap(),
+        "A\r\nb\r\n"
+    );
+}

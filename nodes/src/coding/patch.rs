@@ -146,7 +146,12 @@ pub fn fix_hunk_counts(diff: &str) -> String {
 
 /// Puts a `diff --git a/X b/Y` line before each `--- X` / `+++ Y` pair that has none.
 pub fn git_headers_for_plain_sections(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
+    // Split on `\n` only: a `\r` before it belongs to the line (CRLF files keep theirs).
+    let lines: Vec<&str> = text
+        .strip_suffix('\n')
+        .unwrap_or(text)
+        .split('\n')
+        .collect();
     let mut out: Vec<String> = Vec::with_capacity(lines.len() + 4);
     // Inside a git section's header (after `diff --git`, before its first hunk).
     let mut in_git_header = false;
@@ -202,8 +207,18 @@ fn strip_side(path: &str) -> &str {
         .unwrap_or(path)
 }
 
-/// Why a path may not be patched, if it may not.
+/// Why a path may not be patched, if it may not; else where it is.
 pub fn check_path(root: &Path, path: &str, allowed: &[String]) -> Result<PathBuf, String> {
+    check_path_real(root, path, allowed).map(|(target, _)| target)
+}
+
+/// Like [`check_path`], with the path as it really lands in the workspace (`./a//b` and
+/// a symlinked folder resolved), which names the file whatever spelling the diff used.
+pub fn check_path_real(
+    root: &Path,
+    path: &str,
+    allowed: &[String],
+) -> Result<(PathBuf, String), String> {
     if path.is_empty() {
         return Err("empty path".into());
     }
@@ -235,14 +250,11 @@ pub fn check_path(root: &Path, path: &str, allowed: &[String]) -> Result<PathBuf
         }
     }
     // Git's own files (hooks run code) only when allowed_paths names `.git` itself.
-    let in_git = relative
-        .components()
-        .any(|c| c.as_os_str().eq_ignore_ascii_case(".git"));
-    if in_git
-        && !allowed
-            .iter()
-            .any(|g| g.split('/').any(|s| s.eq_ignore_ascii_case(".git")))
-    {
+    let git_allowed = allowed
+        .iter()
+        .any(|g| g.split('/').any(|s| s.eq_ignore_ascii_case(".git")));
+    let in_git = |p: &str| p.split('/').any(|c| c.eq_ignore_ascii_case(".git"));
+    if in_git(path) && !git_allowed {
         return Err("paths inside `.git/` are refused unless allowed_paths names `.git`".into());
     }
     let outside = |p: &str| !allowed.iter().any(|g| glob_match(g, p));
@@ -286,13 +298,18 @@ pub fn check_path(root: &Path, path: &str, allowed: &[String]) -> Result<PathBuf
         .unwrap_or(relative)
         .to_string_lossy()
         .replace('\\', "/");
+    if in_git(&real_relative) && !git_allowed {
+        return Err(format!(
+            "leads through a symlink to `{real_relative}`, inside `.git/`; refused unless allowed_paths names `.git`"
+        ));
+    }
     if real_relative != path && outside(&real_relative) {
         return Err(format!(
             "leads through a symlink to `{real_relative}`, outside allowed_paths ({})",
             allowed.join(", ")
         ));
     }
-    Ok(target)
+    Ok((target, real_relative))
 }
 
 /// The contents files had before this run patched them: path -> text (`None`: the file
@@ -376,8 +393,10 @@ impl Patch {
                     continue;
                 }
             };
-            let target = match check_path(root, &path, &self.allowed) {
-                Ok(t) => t,
+            // From here the file goes by where it really is: `./app//x.py` and `app/x.py`
+            // are one file.
+            let (target, path) = match check_path_real(root, &path, &self.allowed) {
+                Ok(found) => found,
                 Err(reason) => {
                     rejected.push(json!({"path": path, "reason": reason}));
                     continue;
