@@ -564,3 +564,31 @@ fn a_git_diff_of_a_crlf_file_applies() {
         "A\r\nb\r\n"
     );
 }
+
+#[test]
+fn a_secret_with_quotes_and_backslashes_is_masked_in_its_escaped_forms_too() {
+    use crate::support::sqlite3;
+    let secret = r#"pa"ss\word1"#;
+    let flow = "flow:
+  nodes:
+    s: {type: Set, setting: {value: {pw: $env.DB_PASSWORD}}, outputs: $ctx.cfg}
+    r: {type: Router, setting: {routes: [{when: 'env.DB_PASSWORD + 1 > 0', to: s2}]}}
+    s2: {type: Set, setting: {value: 1}}
+  edges: [s >> r]
+";
+    let illumo = Illumo::new();
+    let db = illumo.dir().join("t.db");
+    let path = illumo.flow_file(flow);
+    let out = illumo
+        .args(["run", &path, "--tracer", "sqlite"])
+        .args(["--tracer-arg", &format!("db_path={}", db.display())])
+        .env("DB_PASSWORD", secret)
+        .run()
+        .code(1);
+    let dump = sqlite3(&db, ".dump");
+    for text in [&out.stdout, &out.stderr, &dump] {
+        assert!(!text.contains("ss\\"), "{text}");
+        assert!(!text.contains("word1"), "{text}");
+    }
+    assert!(out.stderr.contains("String(\"***\")"), "{}", out.stderr);
+}

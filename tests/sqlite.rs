@@ -532,3 +532,23 @@ fn a_database_of_the_first_schema_gains_the_span_index() {
         "1\n"
     );
 }
+
+#[test]
+fn a_schema_version_without_its_tables_stops_the_run_before_it_starts() {
+    let dir = TempDir::new();
+    let db = dir.path().join("v3.db");
+    sqlite3(
+        &db,
+        "CREATE TABLE users (name TEXT); PRAGMA user_version = 3",
+    );
+    let (run, _) = run_and_list(&db);
+    assert_eq!(
+        run.code(2).stderr,
+        format!("error: cannot connect to the sqlite tracer at `{}`: it says schema version 3 (`PRAGMA user_version`) but has no `spans` table: the file belongs to another program; give the tracer a file of its own with `--tracer-arg db_path=PATH`\n", db.display())
+    );
+    assert_eq!(
+        sqlite3(&db, "SELECT name FROM sqlite_master"),
+        "users\n",
+        "nothing created"
+    );
+}

@@ -31,6 +31,23 @@ pub fn is_secret_name(name: &str) -> bool {
         || n.contains("API_KEY")
 }
 
+/// A secret as it is, and as it appears inside text that escapes it: a JSON string
+/// (`"` and `\` escaped, as in a serialized preview) and Rust's debug form (as in an error
+/// that quotes a value), once and twice (a preview of a preview).
+fn spellings(secret: String) -> Vec<String> {
+    let json = |s: &str| {
+        let quoted = serde_json::to_string(s).unwrap_or_default();
+        quoted[1..quoted.len().saturating_sub(1).max(1)].to_string()
+    };
+    let debug = |s: &str| s.escape_debug().to_string();
+    let once = json(&secret);
+    let mut all = vec![json(&once), debug(&secret), once, secret];
+    all.dedup();
+    all.sort();
+    all.dedup();
+    all
+}
+
 /// Replaces known secret values by [`MASK`].
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
@@ -41,7 +58,11 @@ pub struct Redactor {
 impl Redactor {
     /// Redacts these values (empty ones are ignored).
     pub fn new(secrets: impl IntoIterator<Item = String>) -> Redactor {
-        let mut secrets: Vec<String> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
+        let mut secrets: Vec<String> = secrets
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .flat_map(spellings)
+            .collect();
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
         Redactor { secrets }
@@ -58,10 +79,15 @@ impl Redactor {
 
     /// Also redacts `secret` from now on.
     pub fn add(&mut self, secret: String) {
-        if !secret.is_empty() && !self.secrets.contains(&secret) {
-            self.secrets.push(secret);
-            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        if secret.is_empty() {
+            return;
         }
+        for spelling in spellings(secret) {
+            if !self.secrets.contains(&spelling) {
+                self.secrets.push(spelling);
+            }
+        }
+        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     }
 
     pub fn contains(&self, secret: &str) -> bool {

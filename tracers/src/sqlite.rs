@@ -157,6 +157,12 @@ pub fn check_schema(conn: &Connection) -> Result<bool, SchemaError> {
             .and_then(|rows| rows.collect())
             .map_err(sqlite)?;
         if columns.is_empty() {
+            // A file that says it has illumo's schema must have its tables.
+            if version >= 1 {
+                return Err(SchemaError::Foreign(format!(
+                    "it says schema version {version} (`PRAGMA user_version`) but has no `{table}` table"
+                )));
+            }
             continue;
         }
         present += 1;
