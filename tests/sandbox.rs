@@ -84,6 +84,8 @@ fn a_command_from_ctx_is_held_to_the_same_rules() {
         (json!(["python3", "-Ic", "print(1)"]), "`python3 -Ic` runs inline code, not tests; set `allow_inline_code: true` if that is meant"),
         (json!(["/bin/sh", "-c", "id"]), "`/bin/sh` is a path; name an allowed program (pytest, python, python3), which is looked up on PATH"),
         (json!(["sh", "-c", "id"]), "`sh` is not an allowed test command (allowed: pytest, python, python3)"),
+        (json!(["python3", "-m", "timeit", "-n1", "__import__('os').system('id')"]), "`python3 -m timeit` runs a module that is not a test runner (allowed_modules: pytest, unittest); add it there if that is meant"),
+        (json!(["python3", "-I", "-mpdb", "-c", "import os", "t.py"]), "`python3 -m pdb` runs a module that is not a test runner (allowed_modules: pytest, unittest); add it there if that is meant"),
     ] {
         let context = json!({"tests": {"command": argv}}).to_string();
         let out = Illumo::new()
@@ -204,4 +206,23 @@ fn a_child_in_a_new_session_dies_with_the_tests() {
         Some("error: node `run_tests` failed on attempt 1 of 1: the tests did not finish within 2s; they were killed")
     );
     assert_eq!(crate::support::gone(&marker), Vec::<u32>::new());
+}
+
+#[test]
+fn the_tests_cannot_read_illumos_environment_through_proc() {
+    // The tests' own environment is scrubbed; illumo's, in /proc/PID/environ, must not be
+    // reachable either: the tests get a /proc of their own.
+    let body = "import glob\n\ndef test_proc():\n    found = []\n    for p in glob.glob('/proc/[0-9]*/environ'):\n        try:\n            found.append(open(p, 'rb').read())\n        except OSError:\n            pass\n    print('PIDS', len(glob.glob('/proc/[0-9]*')))\n    print('LEAK' if any(b'sk-live-proc-123456' in e for e in found) else 'CLEAN')\n";
+    let (code, results, _) = run_tests(body, "", &[("OPENAI_API_KEY", "sk-live-proc-123456")]);
+    assert_eq!(code, 0);
+    let stdout = results["stdout"].as_str().unwrap();
+    assert!(stdout.contains("CLEAN"), "{stdout}");
+    assert!(!stdout.contains("sk-live"), "{stdout}");
+    // Only the tests' own processes: the stand-in's child, pytest, and no host process.
+    let pids: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("PIDS "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap();
+    assert!(pids <= 3, "{pids} processes visible:\n{stdout}");
 }

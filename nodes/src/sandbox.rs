@@ -112,6 +112,33 @@ pub fn inline_code_flag(argv: &[String]) -> Option<String> {
     None
 }
 
+/// The module `python -m MODULE` runs, with its argument's index, if argv runs one.
+pub fn python_module(argv: &[String]) -> Option<(usize, &str)> {
+    let program = argv.first()?;
+    let name = program.rsplit('/').next().unwrap_or(program);
+    if !(name.starts_with("python") || name.starts_with("pypy")) {
+        return None;
+    }
+    let mut i = 1;
+    while i < argv.len() {
+        let arg = argv[i].as_str();
+        if arg == "-m" {
+            return argv.get(i + 1).map(|m| (i + 1, m.as_str()));
+        }
+        if let Some(module) = arg.strip_prefix("-m").filter(|m| !m.is_empty()) {
+            return Some((i, module));
+        }
+        if arg == "--" || !arg.starts_with('-') {
+            return None;
+        }
+        if ["-W", "-X", "-Q"].contains(&arg) {
+            i += 1;
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Operating-system limits for one child process.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
@@ -123,6 +150,9 @@ pub struct Limits {
     pub file_size: Option<u64>,
     /// A network namespace of its own (no network) when the kernel allows it.
     pub isolate_network: bool,
+    /// A mount namespace with its own `/proc`, so the code sees only its own processes
+    /// (not illumo's environment in `/proc/PID/environ`), when the kernel allows it.
+    pub private_proc: bool,
 }
 
 impl Limits {
@@ -132,6 +162,7 @@ impl Limits {
         cpu_seconds: None,
         file_size: None,
         isolate_network: false,
+        private_proc: false,
     };
 }
 
@@ -147,24 +178,36 @@ pub fn confine(command: &mut tokio::process::Command, limits: Limits) {
         command.pre_exec(move || {
             set_limits(&limits)?;
             let pid = libc::CLONE_NEWPID;
-            let both = pid
-                | if limits.isolate_network {
-                    libc::CLONE_NEWNET
-                } else {
-                    0
-                };
-            let joined = enter_namespaces(both) || (both != pid && enter_namespaces(pid));
-            if !joined {
+            let net = if limits.isolate_network {
+                libc::CLONE_NEWNET
+            } else {
+                0
+            };
+            let mount = if limits.private_proc {
+                libc::CLONE_NEWNS
+            } else {
+                0
+            };
+            // The most isolation the kernel gives, then less.
+            let Some(joined) = [pid | net | mount, pid | net, pid]
+                .into_iter()
+                .find(|&flags| enter_namespaces(flags))
+            else {
                 // Not allowed here: the process group alone holds the children.
                 return Ok(());
-            }
-            if limits.isolate_network {
+            };
+            if joined & libc::CLONE_NEWNET != 0 {
                 loopback_up();
             }
             match libc::fork() {
                 -1 => Err(io::Error::last_os_error()),
-                // PID 1 of the new namespace: go on to exec the program.
-                0 => Ok(()),
+                // PID 1 of the new namespace: its own /proc, then exec the program.
+                0 => {
+                    if joined & libc::CLONE_NEWNS != 0 {
+                        private_proc();
+                    }
+                    Ok(())
+                }
                 program => stand_in(program),
             }
         });
@@ -293,6 +336,30 @@ unsafe fn write_file(path: &std::ffi::CStr, bytes: &[u8]) -> bool {
         let written = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
         libc::close(fd);
         written == bytes.len() as isize
+    }
+}
+
+/// In a new mount namespace: nothing mounted here reaches the host's, and `/proc` is a
+/// new one that shows this PID namespace only.
+unsafe fn private_proc() {
+    // SAFETY: see `confine`; mount(2) with constant C strings.
+    unsafe {
+        if libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) == 0
+        {
+            libc::mount(
+                c"proc".as_ptr(),
+                c"/proc".as_ptr(),
+                c"proc".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                std::ptr::null(),
+            );
+        }
     }
 }
 

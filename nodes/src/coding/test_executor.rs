@@ -62,6 +62,10 @@ struct Config {
     /// the patched files to lay over the copy (default $ctx.workspace.files)
     #[schemars(extend("x-kind" = "$ctx path"))]
     files_path: Option<String>,
+    #[serde(default = "default_modules")]
+    /// modules `python -m` may run (default pytest, unittest)
+    #[schemars(extend("x-kind" = "list"))]
+    allowed_modules: Vec<String>,
     #[serde(default)]
     /// let the command run inline code (`python -c`, `sh -c`; default false)
     #[schemars(extend("x-kind" = "bool"))]
@@ -154,6 +158,10 @@ pub fn split_words(line: &str) -> Result<Vec<String>, String> {
     }
     words.extend(word);
     Ok(words)
+}
+
+fn default_modules() -> Vec<String> {
+    ["pytest", "unittest"].map(String::from).to_vec()
 }
 
 fn default_memory_mb() -> u64 {
@@ -276,6 +284,7 @@ impl NodeFactory for TestExecutorFactory {
             ),
             file_size: Some(config.max_file_mb << 20),
             isolate_network: !config.network,
+            private_proc: true,
         };
         Some(Box::new(TestExecutor {
             config,
@@ -315,6 +324,21 @@ fn check_command(argv: &[String], config: &Config) -> Result<PathBuf, (usize, St
         ));
     }
     if !config.allow_inline_code {
+        // A module may take code of its own (`-m timeit STMT`, `-m pdb -c CMD`): only
+        // test runners run.
+        if let Some((index, module)) = sandbox::python_module(argv) {
+            let top = module.split('.').next().unwrap_or(module);
+            if !config
+                .allowed_modules
+                .iter()
+                .any(|m| m == module || m == top)
+            {
+                return Err((index, format!(
+                    "`{program} -m {module}` runs a module that is not a test runner (allowed_modules: {}); add it there if that is meant",
+                    config.allowed_modules.join(", ")
+                )));
+            }
+        }
         if let Some(flag) = sandbox::inline_code_flag(argv) {
             let index = argv.iter().position(|a| *a == flag).unwrap_or(0);
             return Err((index, format!(
