@@ -592,3 +592,88 @@ fn a_secret_with_quotes_and_backslashes_is_masked_in_its_escaped_forms_too() {
     }
     assert!(out.stderr.contains("String(\"***\")"), "{}", out.stderr);
 }
+
+/// `validate` and `run` both refuse `flow` at load; the first line of what they say.
+fn first_load_error(flow: &str) -> String {
+    let illumo = Illumo::new();
+    let path = illumo.flow_file(flow);
+    let validate = illumo
+        .args(["validate", &path])
+        .env("NO_COLOR", "1")
+        .run()
+        .code(2);
+    let run = Illumo::new()
+        .run_flow(flow)
+        .env("NO_COLOR", "1")
+        .run()
+        .code(2);
+    let first = |s: &str| s.lines().next().unwrap_or("").to_string();
+    assert_eq!(first(&validate.stderr), first(&run.stderr));
+    first(&run.stderr)
+}
+
+#[test]
+fn every_way_of_nesting_a_template_meets_the_same_limit() {
+    let cases = [
+        ("{{~#if $ctx.a}}".repeat(3000) + "x" + &"{{~/if}}".repeat(3000)),
+        ("{{#if $ctx.b}}a".to_string() + &"{{else if $ctx.b}}b".repeat(3000) + "{{else}}z{{/if}}"),
+        ("{{#if $ctx.a}}{{!-- }}{{/if}} --}}".repeat(3000) + "x" + &"{{/if}}".repeat(3000)),
+        ("{{#if $ctx.a}}{{{{raw}}}}{{/if}}{{{{/raw}}}}".repeat(3000)
+            + "x"
+            + &"{{/if}}".repeat(3000)),
+        ("{{#if $ctx.a}}\\{{/if}}".repeat(3000) + "x" + &"{{/if}}".repeat(3000)),
+        (format!(
+            "{{{{ eq $ctx.[a'] {}true{} $ctx.[b'] }}}}",
+            "(not ".repeat(3000),
+            ")".repeat(3000)
+        )),
+    ];
+    for template in cases {
+        let flow = format!(
+            "flow:\n  nodes:\n    s:\n      type: Set\n      setting:\n        value: {}\n",
+            serde_json::to_string(&template).unwrap()
+        );
+        assert_eq!(
+            first_load_error(&flow),
+            "error: node `s`: invalid template: it nests deeper than 32 levels",
+            "{}",
+            &template[..40]
+        );
+    }
+    // Sibling blocks do not add up.
+    let siblings = "{{#if $ctx.b}}a{{else if $ctx.c}}b{{else}}c{{/if}}".repeat(200);
+    let flow = format!(
+        "flow:\n  nodes:\n    s: {{type: Set, setting: {{value: {}}}}}\n",
+        serde_json::to_string(&siblings).unwrap()
+    );
+    Illumo::new()
+        .run_flow(&flow)
+        .args(["-c", r#"{"b": false, "c": true}"#])
+        .run()
+        .success();
+}
+
+#[test]
+fn a_condition_with_thousands_of_operators_is_a_load_error() {
+    for condition in [
+        format!("ctx.n{} > 0", " + 1".repeat(2000)),
+        format!("ctx.n{} > 0", " - -1".repeat(2000)),
+        format!("ctx.l{} == 1", "[0]".repeat(2000)),
+        format!("ctx.n{} > 0", " + 1".repeat(30000)),
+    ] {
+        let flow = format!(
+            "flow:\n  nodes:\n    r:\n      type: Router\n      setting:\n        routes:\n          - {{when: {}, to: a}}\n    a: {{type: Set, setting: {{value: 1}}}}\n",
+            serde_json::to_string(&condition).unwrap()
+        );
+        let error = first_load_error(&flow);
+        assert!(
+            error.ends_with(": it holds more than 256 operators")
+                || error.ends_with(": it nests deeper than 32 levels"),
+            "{error}"
+        );
+        assert!(
+            error.starts_with("error: invalid condition `ctx."),
+            "{error}"
+        );
+    }
+}

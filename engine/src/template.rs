@@ -167,6 +167,67 @@ fn registry() -> &'static Handlebars<'static> {
 /// The helper every plain `{{ value }}` is turned into (a name no template can write).
 const TEXT: &str = "$text";
 
+/// How deeply a compiled template nests: blocks (an `{{else if}}` is a block inside the
+/// one before it), their `else` parts and subexpressions, found without recursion.
+fn compiled_depth(elements: &[handlebars::template::TemplateElement]) -> usize {
+    use handlebars::template::{Parameter, TemplateElement};
+    enum Item<'a> {
+        Elements(&'a [TemplateElement]),
+        Param(&'a Parameter),
+    }
+    let mut stack: Vec<(Item<'_>, usize)> = vec![(Item::Elements(elements), 0)];
+    fn helper_params(
+        ht: &handlebars::template::HelperTemplate,
+    ) -> impl Iterator<Item = &Parameter> {
+        ht.params
+            .iter()
+            .chain(ht.hash.values())
+            .chain(std::iter::once(&ht.name))
+    }
+    let mut deepest = 0;
+    while let Some((item, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        if depth > crate::limits::MAX_EXPRESSION_NESTING {
+            return depth;
+        }
+        match item {
+            Item::Param(Parameter::Subexpression(sub)) => {
+                stack.push((
+                    Item::Elements(std::slice::from_ref(&*sub.element)),
+                    depth + 1,
+                ));
+            }
+            Item::Param(_) => {}
+            Item::Elements(elements) => {
+                for element in elements {
+                    match element {
+                        TemplateElement::HelperBlock(ht) => {
+                            for p in helper_params(ht) {
+                                stack.push((Item::Param(p), depth + 1));
+                            }
+                            for t in ht.template.iter().chain(ht.inverse.iter()) {
+                                stack.push((Item::Elements(&t.elements), depth + 1));
+                            }
+                        }
+                        TemplateElement::Expression(ht) | TemplateElement::HtmlExpression(ht) => {
+                            for p in helper_params(ht) {
+                                stack.push((Item::Param(p), depth));
+                            }
+                        }
+                        TemplateElement::DecoratorBlock(dt) | TemplateElement::PartialBlock(dt) => {
+                            if let Some(t) = &dt.template {
+                                stack.push((Item::Elements(&t.elements), depth + 1));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    deepest
+}
+
 /// Makes every plain `{{ value }}`, in blocks too, render through [`TEXT`], so a map or
 /// a list comes out as JSON instead of handlebars' `[object]`.
 fn values_as_text(elements: &mut [handlebars::template::TemplateElement]) {
@@ -298,6 +359,18 @@ impl Template {
                 hint: None,
             }
         })?;
+        // The compiled tree is what rendering recurses through: its depth is the limit
+        // (the text check above only keeps absurd input from the compiler).
+        if compiled_depth(&compiled.elements) > crate::limits::MAX_EXPRESSION_NESTING {
+            return Err(TemplateSyntaxError {
+                reason: crate::limits::TooDeep::at(0).reason(),
+                line: 1,
+                column: 1,
+                hint: Some(
+                    "compute part of it in an earlier node, or split it into several values",
+                ),
+            });
+        }
         if let Some(problem) = check_elements(&compiled.elements, &compiled.mapping, false) {
             return Err(problem);
         }
