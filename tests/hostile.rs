@@ -677,3 +677,34 @@ fn a_condition_with_thousands_of_operators_is_a_load_error() {
         );
     }
 }
+
+#[test]
+fn aliases_of_a_large_value_are_refused_by_the_bytes_they_copy() {
+    // 1 MiB of text copied 1,000 times would take gigabytes.
+    let flow = format!(
+        "flow:\n  nodes:\n    s:\n      type: Set\n      setting:\n        value:\n          a: &big {}\n          b: [{}]\n",
+        "x".repeat(1 << 20),
+        vec!["*big"; 1000].join(", ")
+    );
+    let error = first_load_error(&flow);
+    assert_eq!(
+        error,
+        "error: invalid YAML: aliases copy more than 64 MiB of text"
+    );
+}
+
+#[test]
+fn loops_nested_800_deep_are_a_load_error_not_a_stack_overflow() {
+    let mut flow = String::from("flow:\n  entry: l0\n  nodes:\n");
+    for i in 0..800 {
+        flow.push_str(&format!(
+            "    l{i}: {{type: Loop, setting: {{items: [1], body: l{}}}}}\n",
+            i + 1
+        ));
+    }
+    flow.push_str("    l800: {type: Set, setting: {value: 1}}\n");
+    assert_eq!(
+        first_load_error(&flow),
+        "error: node `l0` runs bodies nested 800 deep; at most 32"
+    );
+}

@@ -9,6 +9,9 @@ use crate::node::RefRole;
 use crate::template::Reads;
 use crate::value::ValueSpec;
 
+/// How deep nodes that run other nodes (loops in loops) may nest.
+pub const MAX_BODY_NESTING: usize = crate::limits::MAX_EXPRESSION_NESTING;
+
 /// Sets each node's `snapshot_reads`; nodes that run each other in a circle are an error.
 pub(crate) fn snapshot_reads(
     nodes: &mut [FlowNode],
@@ -40,6 +43,31 @@ pub(crate) fn snapshot_reads(
             return None;
         }
     };
+    // A node that runs a node that runs a node...: each level is a frame of recursion
+    // at run time, so the chain has a limit, like every other nesting.
+    let mut depth = vec![0usize; nodes.len()];
+    for &node in &order {
+        depth[node] = invokes[node]
+            .iter()
+            .map(|&b| depth[b] + 1)
+            .max()
+            .unwrap_or(0);
+    }
+    if let Some(top) = (0..nodes.len()).find(|&n| depth[n] > MAX_BODY_NESTING) {
+        let r = references
+            .iter()
+            .find(|r| r.r.role == RefRole::Invoke && r.owner == top)
+            .expect("a node with bodies names one");
+        dec.push(
+            Diagnostic::error(format!(
+                "node `{}` runs bodies nested {} deep; at most {MAX_BODY_NESTING}",
+                nodes[top].id, depth[top]
+            ))
+            .at(r.r.at.clone(), &r.r.id)
+            .help("flatten the loops: run inner work as a chain of nodes"),
+        );
+        return None;
+    }
     let own: Vec<Reads> = nodes
         .iter()
         .map(|n| {

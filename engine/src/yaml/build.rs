@@ -12,6 +12,9 @@ use std::collections::HashMap;
 pub const MAX_NESTING: usize = 64;
 /// How many values aliases (`*name`) may copy in one file, all together.
 pub const MAX_ALIAS_VALUES: usize = 100_000;
+/// How many bytes of text aliases may copy in one file, all together: as much as the
+/// largest flow file illumo reads.
+pub const MAX_ALIAS_BYTES: usize = 64 << 20;
 
 /// Why a file is not a YAML tree illumo can read.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +117,7 @@ struct Builder {
     stack: Vec<Frame>,
     anchors: HashMap<String, Parsed>,
     copied: usize,
+    copied_bytes: usize,
     done: Option<Parsed>,
 }
 
@@ -145,10 +149,22 @@ impl Builder {
                     return Err(error(format!("unknown anchor `*{name}`"), at)
                         .with_help("define it first with `&name` on the value to reuse"));
                 };
-                self.copied += size(&target.yaml);
+                let (values, bytes) = size(&target.yaml);
+                self.copied += values;
+                self.copied_bytes += bytes;
                 if self.copied > MAX_ALIAS_VALUES {
                     return Err(error(
                         format!("aliases copy more than {MAX_ALIAS_VALUES} values"),
+                        at,
+                    )
+                    .with_help("a file that expands this much is refused as hostile"));
+                }
+                if self.copied_bytes > MAX_ALIAS_BYTES {
+                    return Err(error(
+                        format!(
+                            "aliases copy more than {} MiB of text",
+                            MAX_ALIAS_BYTES >> 20
+                        ),
                         at,
                     )
                     .with_help("a file that expands this much is refused as hostile"));
@@ -330,18 +346,23 @@ fn close(body: Body, at: Mark) -> Result<Parsed, ParseError> {
 }
 
 /// How many values a tree holds.
-fn size(yaml: &Yaml) -> usize {
-    let mut count = 0;
+/// How many values a tree holds, and how many bytes of text (strings and keys).
+fn size(yaml: &Yaml) -> (usize, usize) {
+    let (mut count, mut bytes) = (0, 0);
     let mut stack = vec![yaml];
     while let Some(y) = stack.pop() {
         count += 1;
         match y {
-            Yaml::Scalar(_) => {}
+            Yaml::Scalar(Value::String(s)) => bytes += s.len(),
+            Yaml::Scalar(_) => bytes += 8,
             Yaml::Seq(items) => stack.extend(items),
-            Yaml::Map(entries) => stack.extend(entries.iter().map(|(_, v)| v)),
+            Yaml::Map(entries) => {
+                bytes += entries.iter().map(|(k, _)| k.len()).sum::<usize>();
+                stack.extend(entries.iter().map(|(_, v)| v));
+            }
         }
     }
-    count
+    (count, bytes)
 }
 
 #[cfg(test)]
