@@ -226,3 +226,29 @@ fn the_tests_cannot_read_illumos_environment_through_proc() {
         .unwrap();
     assert!(pids <= 3, "{pids} processes visible:\n{stdout}");
 }
+
+#[test]
+fn a_credential_an_agent_sends_is_not_passed_to_the_tests_under_another_name() {
+    let illumo = Illumo::new();
+    let ws = illumo.dir().join("ws");
+    std::fs::create_dir_all(ws.join("tests")).unwrap();
+    std::fs::write(ws.join("tests/test_it.py"), "def test_ok():\n    pass\n").unwrap();
+    let flow = "flow:
+  nodes:
+    ask: {type: Agent, setting: {provider: openai, model: m, base_url: 'http://127.0.0.1:9', api_key_env: LLMCRED, prompt: hi}}
+    run_tests:
+      type: TestExecutor
+      setting: {default_root: ws, command: [python3, -m, pytest, -q], pass_env: [LLMCRED]}
+  entry: run_tests
+";
+    let out = illumo
+        .run_flow(flow)
+        .args(["--quiet"])
+        .env("LLMCRED", "cred-abc-123")
+        .run()
+        .code(1);
+    assert_eq!(
+        out.stderr.lines().next(),
+        Some("error: node `run_tests` failed on attempt 1 of 1: pass_env `LLMCRED` holds one of the run's secrets; the tests run code an LLM may have written, and secrets are not passed to it")
+    );
+}

@@ -211,6 +211,10 @@ pub trait Invoker: Send + Sync {
     fn stream(&self, text: &str);
     /// A value as text for a trace, with secrets replaced, cut to `max` characters.
     fn preview(&self, value: &Value, max: usize) -> String;
+    /// Is `text` one of the run's secrets (a `--redact` value, a credential a node sends)?
+    fn is_secret(&self, _text: &str) -> bool {
+        false
+    }
 }
 
 /// What a node gets for one attempt.
@@ -239,6 +243,12 @@ impl NodeCx<'_> {
     /// Records a trace event on this attempt's span.
     pub fn event(&self, name: &str, attributes: Map<String, Value>) {
         self.invoker.event(name, Level::Info, attributes);
+    }
+
+    /// Is `text` one of the run's secrets (a `--redact` value, a secret-looking variable's
+    /// value, a credential a node sends)?
+    pub fn is_secret(&self, text: &str) -> bool {
+        self.invoker.is_secret(text)
     }
 
     /// Records a warning event on this attempt's span.

@@ -104,6 +104,10 @@ impl Invoker for AttemptInvoker<'_> {
         self.span.is_some() && self.shared.streams()
     }
 
+    fn is_secret(&self, text: &str) -> bool {
+        self.shared.redactor.contains(text)
+    }
+
     fn stream(&self, text: &str) {
         if let Some(span) = self.span {
             self.shared.stream(span, text);

@@ -460,6 +460,13 @@ impl Node for TestExecutor {
         let mut env = self.config.env.clone();
         for name in &self.config.pass_env {
             if let Ok(value) = std::env::var(name) {
+                // A name that does not look secret may still hold a credential (an
+                // agent's `api_key_env`): the run knows its secrets.
+                if cx.is_secret(&value) {
+                    return Err(NodeError::fatal(format!(
+                        "pass_env `{name}` holds one of the run's secrets; the tests run code an LLM may have written, and secrets are not passed to it"
+                    )));
+                }
                 env.entry(name.clone()).or_insert(value);
             }
         }
