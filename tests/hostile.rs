@@ -708,3 +708,31 @@ fn loops_nested_800_deep_are_a_load_error_not_a_stack_overflow() {
         "error: node `l0` runs bodies nested 800 deep; at most 32"
     );
 }
+
+#[test]
+fn numbers_yaml_has_but_json_has_not_are_refused_where_a_number_is_wanted() {
+    for (setting, why) in [
+        (
+            "max_cpu_seconds: .inf",
+            "`max_cpu_seconds` must be a whole number, 0 or more, not `.inf`",
+        ),
+        (
+            "max_output: 1.5",
+            "`max_output` must be a whole number, 0 or more, not `1.5`",
+        ),
+        (
+            "max_file_mb: -1",
+            "`max_file_mb` must be a whole number, 0 or more, not `-1`",
+        ),
+    ] {
+        let flow = format!("flow:\n  nodes:\n    t:\n      type: TestExecutor\n      setting: {{default_root: ., {setting}}}\n");
+        assert_eq!(first_load_error(&flow), format!("error: node `t`: {why}"));
+    }
+    // As a value, `.inf` is text: JSON has no infinity.
+    let ctx = Illumo::new()
+        .run_flow("flow:\n  nodes:\n    s: {type: Set, setting: {value: [.inf, .nan, 1e400]}, outputs: $ctx.v}\n")
+        .run()
+        .success()
+        .ctx();
+    assert_eq!(ctx["v"], json!([".inf", ".nan", "1e400"]));
+}

@@ -650,20 +650,24 @@ impl<'a> BuildCx<'a> {
 /// serde's `invalid type: string "hot", expected f64` in the words of a flow file:
 /// `` `temperature` must be a number, not `hot` ``.
 fn wrong_type(message: &str, field: Option<&str>) -> Option<String> {
-    let rest = message.strip_prefix("invalid type: ")?;
+    let rest = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))?;
     let (found, expected) = rest.split_once(", expected ")?;
     let expected = match expected {
         "f64" | "f32" => "a number",
-        "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" | "isize" => {
-            "a whole number"
-        }
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number, 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number",
         "a boolean" => "true or false",
         "a string" => "text",
         "a sequence" => "a list",
         "a map" => "a map",
         other => other,
     };
+    // `floating point `1.5``, `integer `-1``, `string "x"`.
+    let found = found.strip_prefix("floating point ").map_or(found, |f| f);
     let found = match found.split_once(' ') {
+        _ if found.starts_with('`') => found.to_string(),
         Some(("string", text)) => format!("`{}`", text.trim_matches('"')),
         Some((_, value)) => format!("`{}`", value.trim_matches('`')),
         None if found == "map" => "a map".to_string(),

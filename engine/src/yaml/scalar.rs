@@ -117,8 +117,9 @@ fn float(text: &str) -> Option<Value> {
         ".inf" | ".Inf" | ".INF" | "-.inf" | "-.Inf" | "-.INF"
     ) || matches!(text, ".nan" | ".NaN" | ".NAN")
     {
-        // JSON has no infinity or NaN: such a value is null, as before.
-        return Some(Value::Null);
+        // JSON has no infinity or NaN: the text stays text, so a setting that wants a
+        // number says so instead of quietly taking its default.
+        return Some(Value::String(text.to_string()));
     }
     let f: f64 = unsigned.parse().ok()?;
     // Rust reads `inf` and `nan`; YAML does not.
@@ -147,6 +148,9 @@ mod tests {
             ("1.5", json!(1.5)),
             ("1e3", json!(1000.0)),
             ("inf", json!("inf")),
+            (".inf", json!(".inf")),
+            ("-.inf", json!("-.inf")),
+            (".nan", json!(".nan")),
             ("yes", json!("yes")),
             ("12abc", json!("12abc")),
         ];
