@@ -69,6 +69,15 @@ impl OtlpConfig {
                 ))
             }
         };
+        if let Some(e) = &endpoint {
+            let scheme = e.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+            if !matches!(scheme.as_deref(), Some("http" | "https")) {
+                return Err(format!(
+                    "exporter_endpoint `{}` must be an http:// or https:// URL, like http://localhost:4317",
+                    without_userinfo(e)
+                ));
+            }
+        }
         Ok(OtlpConfig {
             endpoint,
             protocol,
@@ -94,7 +103,19 @@ impl OtlpConfig {
             OtlpProtocol::Grpc => "grpc",
             OtlpProtocol::Http => "http",
         };
-        format!("{protocol} {}", self.endpoint())
+        format!("{protocol} {}", without_userinfo(&self.endpoint()))
+    }
+}
+
+/// A URL with any `user:password@` replaced by `***@`, for messages.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
     }
 }
 
@@ -533,6 +554,22 @@ fn flatten(prefix: &str, map: &Map<String, Value>, out: &mut Vec<KeyValue>) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn credentials_in_an_endpoint_never_reach_a_message() {
+        assert_eq!(
+            without_userinfo("http://user:hunter2pw@host:4317/v1"),
+            "http://***@host:4317/v1"
+        );
+        assert_eq!(
+            without_userinfo("http://host:4317/a@b"),
+            "http://host:4317/a@b"
+        );
+        assert_eq!(
+            OtlpConfig::from_args(Some("ftp://u:pw@h:21".into()), None).err(),
+            Some("exporter_endpoint `ftp://***@h:21` must be an http:// or https:// URL, like http://localhost:4317".into())
+        );
+    }
 
     #[test]
     fn endpoints_give_the_address_to_check() {

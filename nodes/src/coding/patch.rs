@@ -238,15 +238,43 @@ pub fn check_path_real(
             c.escape_default()
         ));
     }
+    // Characters that are invisible, turn the text around, or look like `/`.
+    if let Some(c) = path.chars().find(|&c| {
+        matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{00AD}')
+    }) {
+        return Err(format!(
+            "the path holds an invisible or direction-changing character (U+{:04X})",
+            c as u32
+        ));
+    }
+    if let Some(c) = path
+        .chars()
+        .find(|c| matches!(c, '∕' | '⁄' | '／' | '⧸' | '\\'))
+    {
+        return Err(format!(
+            "the path holds `{c}`, which reads like a folder separator"
+        ));
+    }
     for part in path.split('/') {
-        // `‥`, `…`, `．．`: names that read as `..` but are not.
+        // `‥`, `…`, `．．`, `··`, `。。`: names that read as `..` but are not.
         let dotlike = !part.is_empty()
-            && part
-                .chars()
-                .all(|c| matches!(c, '.' | '‥' | '…' | '．' | '․'))
+            && part.chars().all(|c| {
+                matches!(
+                    c,
+                    '.' | '‥' | '…' | '．' | '․' | '﹒' | '·' | '。' | '｡' | '٠' | '۰'
+                )
+            })
             && part != ".";
         if dotlike && part != ".." {
             return Err(format!("`{part}` looks like `..`; such names are refused"));
+        }
+        // `x.py ` and `.git.`: some systems and tools drop the end, and then the name is
+        // another one.
+        if part.len() > 1 && (part.ends_with(' ') || part.ends_with('.')) && part != ".." {
+            return Err(format!(
+                "`{part}` ends with a space or a dot; such names are refused"
+            ));
         }
     }
     // Git's own files (hooks run code) only when allowed_paths names `.git` itself.
@@ -685,6 +713,46 @@ mod tests {
             changes[0].patched.as_deref(),
             Some("def add(a, b):\n    return a + b\n")
         );
+    }
+
+    #[test]
+    fn names_that_read_as_something_else_are_refused() {
+        let (_tree, root) = workspace();
+        let all = ["**".to_string()];
+        let why = |p: &str| check_path(&root, p, &all).unwrap_err();
+        assert_eq!(
+            why("﹒﹒/x.py"),
+            "`﹒﹒` looks like `..`; such names are refused"
+        );
+        assert_eq!(
+            why("··/x.py"),
+            "`··` looks like `..`; such names are refused"
+        );
+        assert_eq!(
+            why("。。/x.py"),
+            "`。。` looks like `..`; such names are refused"
+        );
+        assert_eq!(
+            why("..∕x.py"),
+            "the path holds `∕`, which reads like a folder separator"
+        );
+        assert_eq!(
+            why("app/\u{202e}yp.x"),
+            "the path holds an invisible or direction-changing character (U+202E)"
+        );
+        assert_eq!(
+            why(".g\u{200c}it/config"),
+            "the path holds an invisible or direction-changing character (U+200C)"
+        );
+        assert_eq!(
+            why("app/x.py "),
+            "`x.py ` ends with a space or a dot; such names are refused"
+        );
+        assert_eq!(
+            why(".git./config"),
+            "`.git.` ends with a space or a dot; such names are refused"
+        );
+        assert!(check_path(&root, "app/new_file.py", &all).is_ok());
     }
 
     #[test]
