@@ -736,3 +736,28 @@ fn numbers_yaml_has_but_json_has_not_are_refused_where_a_number_is_wanted() {
         .ctx();
     assert_eq!(ctx["v"], json!([".inf", ".nan", "1e400"]));
 }
+
+#[test]
+fn reply_files_that_are_devices_are_refused_not_read_until_memory_runs_out() {
+    let flow = "flow:\n  nodes:\n    a: {type: Agent, setting: {provider: scripted, prompt: hi}}\n";
+    for mode in ["scripted", "replay"] {
+        let out = Illumo::new()
+            .run_flow(flow)
+            .args(["--llm", &format!("{mode}=/dev/zero")])
+            .env("NO_COLOR", "1")
+            .run()
+            .code(2);
+        let what = if mode == "scripted" {
+            "scripted replies"
+        } else {
+            "cassette"
+        };
+        assert!(
+            out.stderr.contains(&format!(
+                "cannot read {what} `/dev/zero`: not a regular file (a device)"
+            )),
+            "{}",
+            out.stderr
+        );
+    }
+}

@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod coding;
 mod command;
+pub mod files;
 mod function;
 pub mod llm;
 mod loop_node;

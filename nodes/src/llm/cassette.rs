@@ -26,7 +26,7 @@ pub struct Cassette {
 
 impl Cassette {
     pub fn load(path: &Path) -> Result<Cassette, String> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::files::read_text(path)
             .map_err(|e| format!("cannot read cassette `{}`: {e}", path.display()))?;
         let mut replies: HashMap<String, VecDeque<Recorded>> = HashMap::new();
         for (n, line) in text

@@ -106,7 +106,7 @@ pub struct Scripted {
 
 impl Scripted {
     pub fn load(path: &Path) -> Result<Scripted, String> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::files::read_text(path)
             .map_err(|e| format!("cannot read scripted replies `{}`: {e}", path.display()))?;
         let value: Value = serde_yaml::from_str(&text).map_err(|e| {
             format!(
