@@ -25,7 +25,11 @@ impl NodeFactory for AgentFactory {
         "Agent"
     }
     fn aliases(&self) -> &'static [&'static str] {
-        &["illumo_flow.nodes.Agent", "illumo_flow.nodes.AgentNode"]
+        &[
+            "illumo_flow.nodes.Agent",
+            "illumo_flow.nodes.agent.Agent",
+            "illumo_flow.Agent",
+        ]
     }
     fn summary(&self) -> &'static str {
         "one LLM call: system + prompt template -> reply (text or checked JSON)"

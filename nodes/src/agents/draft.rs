@@ -21,9 +21,6 @@ impl NodeFactory for DraftAgentFactory {
     fn type_name(&self) -> &'static str {
         "DraftAgent"
     }
-    fn aliases(&self) -> &'static [&'static str] {
-        &["illumo_flow.nodes.DraftAgent"]
-    }
     fn summary(&self) -> &'static str {
         "the model drafts a change as a unified diff, checked to parse, into ctx.diff.proposed"
     }

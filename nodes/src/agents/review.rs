@@ -70,9 +70,6 @@ impl NodeFactory for ReviewAgentFactory {
     fn type_name(&self) -> &'static str {
         "ReviewAgent"
     }
-    fn aliases(&self) -> &'static [&'static str] {
-        &["illumo_flow.nodes.ReviewAgent"]
-    }
     fn summary(&self) -> &'static str {
         "the model reviews: {status: OK|NG, score, reasons, summary} into ctx.review"
     }
@@ -89,7 +86,11 @@ impl NodeFactory for EvaluationAgentFactory {
         "EvaluationAgent"
     }
     fn aliases(&self) -> &'static [&'static str] {
-        &["illumo_flow.nodes.EvaluationAgent"]
+        &[
+            "illumo_flow.nodes.EvaluationAgent",
+            "illumo_flow.nodes.agent.EvaluationAgent",
+            "illumo_flow.EvaluationAgent",
+        ]
     }
     fn summary(&self) -> &'static str {
         "the model scores from 0 to 1 with reasons; status OK when score >= pass_score"

@@ -23,7 +23,11 @@ impl NodeFactory for RouterAgentFactory {
         "RouterAgent"
     }
     fn aliases(&self) -> &'static [&'static str] {
-        &["illumo_flow.nodes.RouterAgent"]
+        &[
+            "illumo_flow.nodes.RouterAgent",
+            "illumo_flow.nodes.agent.RouterAgent",
+            "illumo_flow.RouterAgent",
+        ]
     }
     fn summary(&self) -> &'static str {
         "the model picks the next node from `choices` and says how sure it is and why"

@@ -64,7 +64,10 @@ impl NodeFactory for WorkspaceInspectorFactory {
         "WorkspaceInspector"
     }
     fn aliases(&self) -> &'static [&'static str] {
-        &["illumo_flow.nodes.WorkspaceInspectorNode"]
+        &[
+            "illumo_flow.nodes.WorkspaceInspectorNode",
+            "illumo_flow.nodes.workspace.WorkspaceInspectorNode",
+        ]
     }
     fn summary(&self) -> &'static str {
         "lists the files under a root with previews (first and last lines), in a stable order"

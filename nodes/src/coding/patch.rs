@@ -54,7 +54,10 @@ impl NodeFactory for PatchFactory {
         "Patch"
     }
     fn aliases(&self) -> &'static [&'static str] {
-        &["illumo_flow.nodes.PatchNode"]
+        &[
+            "illumo_flow.nodes.PatchNode",
+            "illumo_flow.nodes.workspace.PatchNode",
+        ]
     }
     fn summary(&self) -> &'static str {
         "applies a unified diff in memory, all or nothing, with path guards; writes files only with --write"

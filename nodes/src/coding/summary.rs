@@ -51,7 +51,10 @@ impl NodeFactory for SummaryFactory {
         "Summary"
     }
     fn aliases(&self) -> &'static [&'static str] {
-        &["illumo_flow.nodes.SummaryNode"]
+        &[
+            "illumo_flow.nodes.SummaryAgent",
+            "illumo_flow.nodes.summary.SummaryAgent",
+        ]
     }
     fn summary(&self) -> &'static str {
         "a report of the run: changes, tests, review, next actions, as markdown and JSON"

@@ -193,7 +193,10 @@ impl NodeFactory for TestExecutorFactory {
         "TestExecutor"
     }
     fn aliases(&self) -> &'static [&'static str] {
-        &["illumo_flow.nodes.TestExecutorNode"]
+        &[
+            "illumo_flow.nodes.TestExecutorNode",
+            "illumo_flow.nodes.testing.TestExecutorNode",
+        ]
     }
     fn summary(&self) -> &'static str {
         "runs the tests (argv, allow-listed programs) on a copy of the workspace with the patch applied"
