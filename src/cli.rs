@@ -56,6 +56,17 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "mermaid")]
         format: GraphFormat,
     },
+    /// Rewrite a flow written for illumo-flow in illumo's own spelling
+    #[command(
+        after_help = "Examples:\n  illumo migrate flow.yaml > flow.native.yaml\n  illumo migrate flow.yaml --write\n\nThe result goes to stdout (or, with --write, replaces the file); every change is listed on stderr.\nThe migrated flow behaves the same, with illumo-flow's meanings written out (retries counted as attempts, `|` joins as one edge per parent);\nctx.steps, ctx.errors and ctx.routing take illumo's shapes. Comments are not kept."
+    )]
+    Migrate {
+        /// The flow file
+        flow: String,
+        /// Replace the file instead of printing the result
+        #[arg(long)]
+        write: bool,
+    },
     /// Read traces recorded by the sqlite tracer
     #[command(subcommand)]
     Trace(TraceCommand),

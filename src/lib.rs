@@ -25,6 +25,7 @@ mod cli;
 mod emit;
 mod graph;
 mod inputs;
+mod migrate_cmd;
 mod nodes_cmd;
 mod report;
 mod run_cmd;
@@ -82,6 +83,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             Err(code) => code,
         },
         Command::Trace(command) => trace_cmd::run(command),
+        Command::Migrate { flow, write } => migrate_cmd::run(&flow, write, &registry),
         Command::Nodes { json } => {
             nodes_cmd::print(&registry, json);
             0

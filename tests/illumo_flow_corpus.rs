@@ -164,3 +164,104 @@ fn the_coding_assistant_refuses_a_diff_that_does_not_match_and_runs_with_one_tha
         "summary_path is Patch's applied_path"
     );
 }
+
+#[test]
+fn migrate_rewrites_a_flow_that_then_gives_the_same_data() {
+    for (flow, keys) in [
+        ("readme_etl", &["data"][..]),
+        ("sample_parallel_enrichment", &["data"][..]),
+        ("sample_confidence_router", &["decisions", "metrics"][..]),
+    ] {
+        let work = TempDir::new();
+        copy_dir(&corpus().join("modules"), &work.path().join("modules"));
+        copy_dir(&corpus().join("flows"), &work.path().join("flows"));
+        std::fs::write(
+            work.path().join("modules/sitecustomize.py"),
+            "import random\nrandom.seed(0)\n",
+        )
+        .unwrap();
+        let modules = work.path().join("modules");
+        let migrated = Illumo::new()
+            .in_dir(&modules)
+            .args(["migrate", &format!("../flows/{flow}.yaml")])
+            .run()
+            .success();
+        assert!(
+            migrated
+                .stdout
+                .starts_with("# migrated from illumo-flow's spelling by `illumo migrate`\nflow:\n"),
+            "{}",
+            migrated.stdout
+        );
+        assert!(
+            !migrated.stdout.contains("illumo_flow."),
+            "{}",
+            migrated.stdout
+        );
+        std::fs::write(modules.join("native.yaml"), &migrated.stdout).unwrap();
+        let out = Illumo::new()
+            .in_dir(&modules)
+            .args(["run", "native.yaml", "--tracer", "none", "--quiet"])
+            .run()
+            .success();
+        let (ctx, want) = (out.ctx(), expected(flow));
+        for key in keys {
+            assert_eq!(ctx[*key], want[*key], "{flow}: {key}");
+        }
+        // Native now: illumo's own ctx shapes.
+        assert_eq!(ctx["steps"][0]["status"], "ok", "{flow}");
+    }
+}
+
+#[test]
+fn migrate_lists_every_change_and_writes_in_place_when_asked() {
+    let illumo = Illumo::new();
+    let path = illumo.dir().join("flow.yaml");
+    std::fs::write(
+        &path,
+        "flow:\n  entry: a\n  nodes:\n    a:\n      type: illumo_flow.core.FunctionNode\n      name: first\n      setting:\n        policy: {retry: {max_attempts: 2}, fail_fast: false}\n      context:\n        inputs: {callable: m.f, value: ctx.x}\n        outputs: ctx.y\n",
+    )
+    .unwrap();
+    let path = path.display().to_string();
+    let out = illumo.args(["migrate", &path, "--write"]).run().success();
+    assert_eq!(
+        out.stderr,
+        format!("changed: node `a`: type `illumo_flow.core.FunctionNode` -> `FunctionNode`
+changed: node `a`: `name` dropped: illumo names nodes by their id
+changed: node `a`: `context.inputs.callable` -> `setting.callable`
+changed: node `a`: `context.inputs` -> `inputs` (one input is passed as the value itself)
+changed: node `a`: `context.outputs` -> `outputs`
+changed: node `a`: `retry.max_attempts` counted retries: 2 -> 3 attempts
+changed: node `a`: `fail_fast: false` went on downstream: -> `on_error: continue`
+changed: node `a`: `setting.policy` -> `policy`
+changed: ctx.steps, ctx.errors and ctx.routing take illumo's shapes, and a node's null output is no longer replaced by its input (FunctionNode still passes its input on)
+changed: relative paths in settings (default_root, python_path) now resolve against the flow file's folder, not the working folder
+wrote `{path}` (10 changes)
+")
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "# migrated from illumo-flow's spelling by `illumo migrate`
+flow:
+  entry: a
+  nodes:
+    a:
+      type: FunctionNode
+      setting:
+        callable: m.f
+      inputs: $ctx.x
+      outputs: $ctx.y
+      policy:
+        fail_fast: false
+        retry:
+          max_attempts: 3
+        on_error: continue
+"
+    );
+    let again = Illumo::new().args(["migrate", &path]).run().success();
+    assert_eq!(
+        again.stderr,
+        format!("`{path}` is already in illumo's spelling; nothing to migrate\n")
+    );
+    assert_eq!(again.stdout, "");
+}

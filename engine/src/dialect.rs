@@ -486,3 +486,205 @@ mod tests {
         );
     }
 }
+
+/// A flow in illumo-flow's vocabulary rewritten in illumo's: the same nodes, settings,
+/// inputs, outputs, policies and edges, with illumo-flow's meanings made explicit; and
+/// what changed, one line each. `None` when the file is not in illumo-flow's vocabulary.
+pub fn migrate(text: &str) -> Result<Option<(Value, Vec<String>)>, String> {
+    let parsed = crate::yaml::parse(text).map_err(|e| e.message)?;
+    let root = &parsed.yaml;
+    let flow_yaml = get(root, "flow").unwrap_or(root);
+    if detect(flow_yaml) == Dialect::Native {
+        return Ok(None);
+    }
+    let mut dec = Decoder::default();
+    let spec = crate::spec::decode_flow(&mut dec, root).ok_or("the flow does not decode")?;
+    let mut changes = Vec::new();
+    if get(root, "flow").is_none() {
+        changes.push("the file gets its `flow:` wrapper".to_string());
+    }
+    let mut nodes = Map::new();
+    let Some(Yaml::Map(written)) = get(flow_yaml, "nodes") else {
+        return Err("the flow has no nodes".into());
+    };
+    for node in &spec.nodes {
+        let original = written
+            .iter()
+            .find(|(k, _)| *k == node.id)
+            .map(|(_, v)| v)
+            .ok_or("a node went missing")?;
+        changes.extend(node_changes(&node.id, original, node));
+        let mut out = Map::new();
+        out.insert("type".into(), Value::String(node.type_name.clone()));
+        if let Some(d) = &node.describe {
+            out.insert("describe".into(), Value::String(d.clone()));
+        }
+        let setting = node.setting.to_json();
+        if !setting.is_null() {
+            out.insert("setting".into(), setting);
+        }
+        if let Some((inputs, _)) = &node.inputs {
+            out.insert("inputs".into(), inputs.clone());
+        }
+        if let Some((outputs, _)) = &node.outputs {
+            out.insert("outputs".into(), outputs.to_json());
+        }
+        let policy = policy_json(&node.policy);
+        if !policy.as_object().is_some_and(Map::is_empty) {
+            out.insert("policy".into(), policy);
+        }
+        nodes.insert(node.id.clone(), Value::Object(out));
+    }
+    let mut flow = Map::new();
+    if spec.name != "flow" {
+        flow.insert("name".into(), Value::String(spec.name.clone()));
+    }
+    if let Some(d) = &spec.describe {
+        flow.insert("describe".into(), Value::String(d.clone()));
+    }
+    if let Some((entry, _)) = spec.entry.first() {
+        flow.insert("entry".into(), Value::String(entry.clone()));
+    }
+    flow.insert("nodes".into(), Value::Object(nodes));
+    let mut edges = Vec::new();
+    for e in &spec.edges {
+        edges.push(match &e.when {
+            None => Value::String(format!("{} >> {}", e.from, e.to)),
+            Some(when) => serde_json::json!({"from": e.from, "to": e.to, "when": when}),
+        });
+    }
+    if let Some(Yaml::Seq(items)) = get(flow_yaml, "edges") {
+        for item in items {
+            if let Yaml::Scalar(Value::String(s)) = item {
+                if s.contains('|')
+                    && s.contains(">>")
+                    && s.split(">>").next().is_some_and(|l| l.contains('|'))
+                {
+                    changes.push(format!(
+                        "edge `{s}`: illumo-flow's `|` waits for every parent, so it is written as one edge per parent (illumo's `|` fires once per parent)"
+                    ));
+                }
+            }
+        }
+    }
+    if !edges.is_empty() {
+        flow.insert("edges".into(), Value::Array(edges));
+    }
+    changes.push("ctx.steps, ctx.errors and ctx.routing take illumo's shapes, and a node's null output is no longer replaced by its input (FunctionNode still passes its input on)".into());
+    changes.push("relative paths in settings (default_root, python_path) now resolve against the flow file's folder, not the working folder".into());
+    let mut file = Map::new();
+    file.insert("flow".into(), Value::Object(flow));
+    Ok(Some((Value::Object(file), changes)))
+}
+
+/// What migrating one node changes, as the user wrote it.
+fn node_changes(id: &str, original: &Yaml, spec: &NodeSpec<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    let node = |what: String| format!("node `{id}`: {what}");
+    match get(original, "type") {
+        Some(Yaml::Scalar(Value::String(t))) if *t != spec.type_name => {
+            out.push(node(format!("type `{t}` -> `{}`", spec.type_name)))
+        }
+        None => out.push(node(format!(
+            "no type (illumo-flow's default) -> `{}`",
+            spec.type_name
+        ))),
+        _ => {}
+    }
+    if get(original, "name").is_some() {
+        out.push(node(
+            "`name` dropped: illumo names nodes by their id".into(),
+        ));
+    }
+    if matches!(get(original, "describe"), Some(Yaml::Map(_))) {
+        out.push(node("`describe` map -> its summary as text".into()));
+    }
+    if let Some(ctx) = get(original, "context") {
+        let inputs = get(ctx, "inputs").or_else(|| get(ctx, "input"));
+        if let Some(Yaml::Map(entries)) = inputs {
+            for (k, _) in entries {
+                if FUNCTION_KEYS.contains(&k.as_str()) || AGENT_KEYS.contains(&k.as_str()) {
+                    let key = setting_name(&spec.type_name, k).unwrap_or(k);
+                    out.push(node(format!("`context.inputs.{k}` -> `setting.{key}`")));
+                }
+            }
+        }
+        if inputs.is_some() && spec.inputs.is_some() {
+            out.push(node(
+                "`context.inputs` -> `inputs` (one input is passed as the value itself)".into(),
+            ));
+        }
+        if get(ctx, "outputs").or_else(|| get(ctx, "output")).is_some() {
+            out.push(node("`context.outputs` -> `outputs`".into()));
+        }
+    }
+    if let Some(Yaml::Map(setting)) = get(original, "setting") {
+        for (k, v) in setting {
+            if let Some(native) = setting_name(&spec.type_name, k) {
+                out.push(node(format!("setting `{k}` -> `{native}`")));
+            }
+            if k == "policy" {
+                if let Some(attempts) = spec.policy.max_attempts {
+                    out.push(node(format!(
+                        "`retry.max_attempts` counted retries: {} -> {attempts} attempts",
+                        attempts - 1
+                    )));
+                }
+                if matches!(get(v, "fail_fast"), Some(Yaml::Scalar(Value::Bool(false)))) {
+                    out.push(node(
+                        "`fail_fast: false` went on downstream: -> `on_error: continue`".into(),
+                    ));
+                }
+                out.push(node("`setting.policy` -> `policy`".into()));
+            }
+        }
+    }
+    out
+}
+
+/// A policy as the flow file writes it.
+fn policy_json(p: &PolicySpec) -> Value {
+    use crate::duration::duration_text;
+    use crate::policy::{Backoff, OnError};
+    let mut out = Map::new();
+    if let Some(f) = p.fail_fast {
+        out.insert("fail_fast".into(), Value::Bool(f));
+    }
+    if let Some(t) = p.timeout {
+        out.insert("timeout".into(), Value::String(duration_text(t)));
+    }
+    let mut retry = Map::new();
+    if let Some(n) = p.max_attempts {
+        retry.insert("max_attempts".into(), Value::from(n));
+    }
+    if let Some(d) = p.delay {
+        retry.insert("delay".into(), Value::String(duration_text(d)));
+    }
+    if let Some(m) = p.mode {
+        let mode = match m {
+            Backoff::Fixed => "fixed",
+            Backoff::Exponential => "exponential",
+        };
+        retry.insert("mode".into(), Value::String(mode.into()));
+    }
+    if let Some(d) = p.max_delay {
+        retry.insert("max_delay".into(), Value::String(duration_text(d)));
+    }
+    if let Some(j) = p.jitter {
+        retry.insert("jitter".into(), Value::Bool(j));
+    }
+    if !retry.is_empty() {
+        out.insert("retry".into(), Value::Object(retry));
+    }
+    if let Some(on_error) = &p.on_error {
+        out.insert(
+            "on_error".into(),
+            match on_error {
+                OnError::Stop => Value::String("stop".into()),
+                OnError::Continue => Value::String("continue".into()),
+                OnError::Goto(t) => serde_json::json!({"action": "goto", "target": t}),
+            },
+        );
+    }
+    Value::Object(out)
+}
