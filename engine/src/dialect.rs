@@ -458,35 +458,6 @@ fn retries_as_attempts(n: &serde_json::Number) -> Yaml {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn illumo_flow_path_spellings_become_illumos() {
-        assert_eq!(
-            path_spelling("ctx.data.raw").as_deref(),
-            Some("$ctx.data.raw")
-        );
-        assert_eq!(
-            path_spelling("$.data.raw").as_deref(),
-            Some("$ctx.data.raw")
-        );
-        assert_eq!(
-            path_spelling("payload.draft").as_deref(),
-            Some("$payload.draft")
-        );
-        assert_eq!(path_spelling("ctx").as_deref(), Some("$ctx"));
-        assert_eq!(path_spelling("$ctx.x"), None);
-        assert_eq!(path_spelling("context matters"), None);
-        assert_eq!(path_spelling("ctx. x"), None);
-        assert_eq!(
-            normalize_template("Hi {{ ctx.user.name }} / {{$.a}} / {{ $ctx.b }}"),
-            "Hi {{ $ctx.user.name }} / {{$ctx.a}} / {{ $ctx.b }}"
-        );
-    }
-}
-
 /// A flow in illumo-flow's vocabulary rewritten in illumo's: the same nodes, settings,
 /// inputs, outputs, policies and edges, with illumo-flow's meanings made explicit; and
 /// what changed, one line each. `None` when the file is not in illumo-flow's vocabulary.
@@ -687,4 +658,33 @@ fn policy_json(p: &PolicySpec) -> Value {
         );
     }
     Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn illumo_flow_path_spellings_become_illumos() {
+        assert_eq!(
+            path_spelling("ctx.data.raw").as_deref(),
+            Some("$ctx.data.raw")
+        );
+        assert_eq!(
+            path_spelling("$.data.raw").as_deref(),
+            Some("$ctx.data.raw")
+        );
+        assert_eq!(
+            path_spelling("payload.draft").as_deref(),
+            Some("$payload.draft")
+        );
+        assert_eq!(path_spelling("ctx").as_deref(), Some("$ctx"));
+        assert_eq!(path_spelling("$ctx.x"), None);
+        assert_eq!(path_spelling("context matters"), None);
+        assert_eq!(path_spelling("ctx. x"), None);
+        assert_eq!(
+            normalize_template("Hi {{ ctx.user.name }} / {{$.a}} / {{ $ctx.b }}"),
+            "Hi {{ $ctx.user.name }} / {{$ctx.a}} / {{ $ctx.b }}"
+        );
+    }
 }
