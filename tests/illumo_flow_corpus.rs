@@ -265,3 +265,65 @@ flow:
     );
     assert_eq!(again.stdout, "");
 }
+
+/// Every flow of the corpus either loads, or is refused with a reason that names what
+/// illumo does not do (each of these also fails in illumo-flow itself, see MANIFEST.md).
+#[test]
+fn every_corpus_flow_loads_or_is_refused_with_its_reason() {
+    let refused = [
+        ("chatbot_flow", "node `faq`: invalid template: a `{{` is not closed by `}}`, or what is inside is not an expression"),
+        ("concept_fanout_join", "node `start`: `start_func` is not an import path; write `package.module.function`"),
+        ("tut04_router_decision", "node `decision`: illumo-flow's RouterAgent `output_path` (the raw reply, then the choice) is not supported"),
+        ("tut04_router_decision_ja", "node `decision`: illumo-flow's RouterAgent `output_path` (the raw reply, then the choice) is not supported"),
+        ("tut05_evaluate_greeting", "node `review`: illumo-flow's EvaluationAgent (a `target`, scores 0-100 into ctx.metrics) is not supported"),
+        ("tut05_evaluate_greeting_ja", "node `review`: illumo-flow's EvaluationAgent (a `target`, scores 0-100 into ctx.metrics) is not supported"),
+        ("tut06_flow_launch", "node `review`: illumo-flow's EvaluationAgent (a `target`, scores 0-100 into ctx.metrics) is not supported"),
+        ("tut06_flow_launch_ja", "node `review`: illumo-flow's EvaluationAgent (a `target`, scores 0-100 into ctx.metrics) is not supported"),
+        ("update_req_node_policy", "node `Review`: an agent needs a `prompt`"),
+        ("update_req_router_scenario", "node `RouteSelector`: `RouterAgent` needs `choices`"),
+        ("update_req_schema", "`flow` has no `nodes`"),
+    ];
+    let work = TempDir::new();
+    copy_dir(&corpus().join("modules"), &work.path().join("modules"));
+    copy_dir(&corpus().join("flows"), &work.path().join("flows"));
+    let mut names: Vec<String> = std::fs::read_dir(corpus().join("flows"))
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .trim_end_matches(".yaml")
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 29);
+    for name in names {
+        let out = Illumo::new()
+            .in_dir(&work.path().join("modules"))
+            .args(["validate", &format!("../flows/{name}.yaml")])
+            .env("NO_COLOR", "1")
+            .run();
+        match refused.iter().find(|(n, _)| *n == name) {
+            Some((_, why)) => {
+                assert_eq!(out.code, 2, "{name}");
+                assert!(
+                    out.stderr
+                        .lines()
+                        .any(|l| l.starts_with(&format!("error: {why}"))),
+                    "{name}:\n{}",
+                    out.stderr
+                );
+            }
+            None => {
+                assert_eq!(out.code, 0, "{name}:\n{}", out.stderr);
+                assert!(out.stdout.starts_with("ok: "), "{name}");
+                assert!(
+                    out.stderr.starts_with("warning: this flow is written for illumo-flow: illumo-flow's meanings apply"),
+                    "{name}:\n{}",
+                    out.stderr
+                );
+            }
+        }
+    }
+}

@@ -147,6 +147,9 @@ fn type_name(path: &str) -> &str {
         "PatchNode" => "Patch",
         "TestExecutorNode" => "TestExecutor",
         "SummaryAgent" => "Summary",
+        "Agent" => "Agent",
+        "RouterAgent" => "RouterAgent",
+        "EvaluationAgent" => "EvaluationAgent",
         _ => path,
     }
 }
@@ -283,6 +286,23 @@ pub(crate) fn decode_node<'y>(dec: &mut Decoder, n: &Entry<'y>) -> Option<NodeSp
             "policy" => policy = policy.overlay(&decode_policy(dec, f.value, &f.path)),
             other => dec.push(ignored(other, &f.path, format_args!("node `{}`", n.key))),
         }
+    }
+    // What illumo's agents do not do as illumo-flow's do: said plainly, not as an
+    // unknown setting.
+    let unsupported = match (type_name.as_str(), ()) {
+        ("EvaluationAgent", _) if setting.iter().any(|(k, _)| k == "target" || k == "structured_path") => Some(
+            "illumo-flow's EvaluationAgent (a `target`, scores 0-100 into ctx.metrics) is not supported: illumo's EvaluationAgent scores 0 to 1 with reasons into `review_path`; see docs/illumo-flow.md",
+        ),
+        ("RouterAgent", _) if setting.iter().any(|(k, _)| k == "output_path") => Some(
+            "illumo-flow's RouterAgent `output_path` (the raw reply, then the choice) is not supported: the decision is in ctx.routing.<id>; see docs/illumo-flow.md",
+        ),
+        _ => None,
+    };
+    if let Some(why) = unsupported {
+        dec.push(
+            Diagnostic::error(format!("node `{}`: {why}", n.key)).at(type_at.clone(), &type_name),
+        );
+        return None;
     }
     // A FunctionNode given `routing_rule` (or the reverse) uses it, as illumo-flow does.
     let (wanted, other) = match type_name.as_str() {
