@@ -16,6 +16,7 @@ mod illumo_flow_corpus;
 mod otlp;
 mod policies;
 mod python;
+mod python_exec;
 mod runtime;
 mod sandbox;
 mod sqlite;

@@ -36,6 +36,7 @@ pub fn register_builtins_with(registry: &mut NodeRegistry, mode: llm::LlmMode) {
     registry.register(CommandFactory);
     registry.register(FunctionFactory);
     registry.register(CustomRoutingFactory);
+    registry.register(python::exec::PythonExecFactory);
     registry.register(coding::WorkspaceInspectorFactory);
     registry.register(coding::PatchFactory);
     registry.register(coding::TestExecutorFactory);

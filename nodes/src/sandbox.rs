@@ -150,6 +150,8 @@ pub struct Limits {
     pub file_size: Option<u64>,
     /// A network namespace of its own (no network) when the kernel allows it.
     pub isolate_network: bool,
+    /// Files open at once.
+    pub open_files: Option<u64>,
     /// A mount namespace with its own `/proc`, so the code sees only its own processes
     /// (not illumo's environment in `/proc/PID/environ`), when the kernel allows it.
     pub private_proc: bool,
@@ -162,6 +164,7 @@ impl Limits {
         cpu_seconds: None,
         file_size: None,
         isolate_network: false,
+        open_files: None,
         private_proc: false,
     };
 }
@@ -219,6 +222,7 @@ pub fn confine(command: &mut tokio::process::Command, limits: Limits) {
 pub struct Support {
     pub pid_namespace: bool,
     pub network_namespace: bool,
+    pub mount_namespace: bool,
 }
 
 pub fn support() -> Support {
@@ -243,6 +247,7 @@ pub fn support() -> Support {
         Support {
             pid_namespace: works(libc::CLONE_NEWPID),
             network_namespace: works(libc::CLONE_NEWNET),
+            mount_namespace: works(libc::CLONE_NEWNS | libc::CLONE_NEWPID),
         }
     })
 }
@@ -268,6 +273,9 @@ unsafe fn set_limits(limits: &Limits) -> io::Result<()> {
     }
     if let Some(bytes) = limits.file_size {
         set(libc::RLIMIT_FSIZE, bytes)?;
+    }
+    if let Some(n) = limits.open_files {
+        set(libc::RLIMIT_NOFILE, n)?;
     }
     if *limits != Limits::NONE {
         set(libc::RLIMIT_CORE, 0)?;

@@ -287,6 +287,7 @@ impl NodeFactory for TestExecutorFactory {
             ),
             file_size: Some(config.max_file_mb << 20),
             isolate_network: !config.network,
+            open_files: None,
             private_proc: true,
         };
         Some(Box::new(TestExecutor {

@@ -5,6 +5,8 @@
 //! Ctrl-C) or a worker that dies takes the process with it, and the next call starts a
 //! fresh one.
 
+pub mod exec;
+
 use crate::process::GroupGuard;
 use serde_json::{json, Value};
 use std::collections::HashMap;
