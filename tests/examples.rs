@@ -279,3 +279,85 @@ fn the_review_loop_drafts_again_until_the_review_says_ok() {
         json!({"status": "OK", "score": 0.9, "reasons": ["concrete", "short"], "summary": "Clear and specific."})
     );
 }
+
+/// The amounts of `examples/code_agent/sales.csv`, read here to check what the code computed.
+fn sales_amounts() -> Vec<f64> {
+    std::fs::read_to_string(crate::support::root().join("examples/code_agent/sales.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn code_agent_sales_analysis_computes_the_files_numbers() {
+    let amounts = sales_amounts();
+    let mean = (amounts.iter().sum::<f64>() / amounts.len() as f64 * 100.0).round() / 100.0;
+    let max = amounts.iter().cloned().fold(f64::MIN, f64::max);
+    let min = amounts.iter().cloned().fold(f64::MAX, f64::min);
+    let out = Illumo::new()
+        .args([
+            "run",
+            "examples/code_agent/sales_analysis.yaml",
+            "--tracer",
+            "none",
+            "--quiet",
+        ])
+        .run()
+        .success();
+    assert_eq!(
+        out.ctx()["python"]["run"]["result"],
+        json!({"average": mean, "maximum": max, "minimum": min})
+    );
+}
+
+#[test]
+fn code_agent_workflow_shares_one_session() {
+    let out = Illumo::new()
+        .args([
+            "run",
+            "examples/code_agent/workflow.yaml",
+            "--tracer",
+            "none",
+            "--quiet",
+        ])
+        .args(["--print", "$ctx.python.report.result"])
+        .run()
+        .success();
+    assert_eq!(out.stdout, "6 sales, mean 142.26, max 310.1, min 15.25\n");
+}
+
+#[test]
+fn code_agent_self_repair_shows_the_traceback_and_fixes_the_code() {
+    let dir = TempDir::new();
+    let db = dir.path().join("t.db");
+    let out = Illumo::new()
+        .args([
+            "run",
+            "examples/code_agent/self_repair.yaml",
+            "--quiet",
+            "--tracer",
+            "sqlite",
+        ])
+        .args(["--tracer-arg", &format!("db_path={}", db.display())])
+        .run()
+        .success();
+    let ctx = out.ctx();
+    assert_eq!(ctx["python"]["run"]["result"], 9);
+    let steps: Vec<&str> = ctx["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["write_code", "run", "write_code", "run"]);
+    let prompts = crate::support::sqlite3(
+        &db,
+        "SELECT json_extract(attributes, '$.prompt') FROM events WHERE name = 'agent.request' ORDER BY timestamp",
+    );
+    assert!(
+        prompts.contains("Your last code failed:\nTraceback (most recent call last):\n  File \"<code>\", line 2, in <module>\nIndexError: list index out of range\nFix it."),
+        "{prompts}"
+    );
+}

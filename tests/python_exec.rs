@@ -214,3 +214,17 @@ fn code_in_an_agents_reply_runs_from_its_fenced_block() {
     assert_eq!(out.ctx()["python"]["c"]["result"], 42);
     assert_eq!(out.ctx()["python"]["c"]["code"], "result = 6 * 7\n");
 }
+
+#[test]
+fn network_true_lets_the_code_connect() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (status, result, first) = exec(
+        &format!("import socket\ns = socket.socket()\ns.connect(('127.0.0.1', {port}))\nresult = 'connected'"),
+        ", allowed_imports: [socket], network: true",
+    );
+    assert_eq!(status, 0, "{first}");
+    assert_eq!(result["result"], "connected");
+    assert_eq!(result["sandbox"]["network_namespace"], "off");
+    assert!(listener.accept().is_ok());
+}

@@ -42,5 +42,39 @@ fn calls(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, calls);
+/// PythonExec through the engine: a fresh sandbox per run (start, checks, limits), and a
+/// step in a live session (one request to an interpreter that is already up).
+fn exec(c: &mut Criterion) {
+    use illumo_engine::runner::{run, RunOptions};
+    use illumo_engine::{Flow, Source};
+    let registry = illumo_nodes::builtin_registry();
+    let load = |text: &str| {
+        std::sync::Arc::new(
+            Flow::load(Source::new("bench.yaml", text.to_string()), &registry).unwrap(),
+        )
+    };
+    let fresh =
+        load("flow:\n  nodes:\n    c: {type: PythonExec, setting: {code: 'result = 6 * 7'}}\n");
+    let session = load("flow:\n  nodes:\n    c: {type: PythonExec, setting: {session: bench, code: 'result = 6 * 7'}}\n");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let once = |flow: &std::sync::Arc<Flow>| {
+        let tracer = std::sync::Arc::new(illumo_engine::tracer::Fanout::default());
+        let out = runtime
+            .block_on(run(flow.clone(), json!({}), RunOptions::new(tracer)))
+            .unwrap();
+        assert_eq!(out.ctx["python"]["c"]["result"], 42);
+    };
+    // The session's interpreter starts here, outside the measurement.
+    once(&session);
+    let mut group = c.benchmark_group("python_exec");
+    group.sample_size(20);
+    group.bench_function("fresh_sandbox", |b| b.iter(|| once(&fresh)));
+    group.bench_function("session_step", |b| b.iter(|| once(&session)));
+    group.finish();
+}
+
+criterion_group!(benches, calls, exec);
 criterion_main!(benches);

@@ -347,7 +347,7 @@ fn sandbox_report(limits: &Limits) -> Value {
 
 impl PythonExec {
     fn request(&self, code: &str, work: &Path) -> Value {
-        json!({"code": code, "allowed_imports": self.allowed, "work": work})
+        json!({"code": code, "allowed_imports": self.allowed, "work": work, "network": !self.limits.isolate_network})
     }
 
     /// Every file in the work folder: path, name relative to it, size and change time.

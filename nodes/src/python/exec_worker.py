@@ -91,7 +91,7 @@ def tree_or_syntax_error(code):
 PYTHON_HOMES = tuple(
     os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
 )
-STATE = {"work": None, "allowed": set(), "armed": False, "preloaded": set()}
+STATE = {"work": None, "allowed": set(), "armed": False, "preloaded": set(), "network": False}
 
 
 def inside(path, root):
@@ -115,7 +115,7 @@ def audit(event, args):
         if not writing and any(inside(real, home) for home in PYTHON_HOMES):
             return
         raise PermissionError(f"sandbox: opening `{os.fsdecode(path)}` is not allowed (only the work folder)")
-    if event.startswith("socket.") or event in ("socket.__new__",):
+    if event.startswith("socket.") and not STATE["network"]:
         raise PermissionError("sandbox: network access is not allowed")
     if event in ("subprocess.Popen", "os.system", "os.posix_spawn", "os.spawn", "os.fork",
                  "os.forkpty", "os.kill", "os.killpg", "pty.spawn") or event.startswith("os.exec"):
@@ -194,7 +194,13 @@ def run(request, scope):
                 value = builtins.eval(tail, scope) if tail is not None else None
             finally:
                 STATE["armed"] = False
-        result = scope["result"] if "result" in scope else value
+        # `result` when this code sets it (a session keeps an older one around), else
+        # the last expression's value.
+        sets_result = any(
+            isinstance(n, ast.Name) and n.id == "result" and isinstance(n.ctx, ast.Store)
+            for n in ast.walk(tree)
+        )
+        result = scope.get("result") if sets_result else value
         error = None
     except Refused as refused:
         error = {"type": "SandboxRefusal", "message": refused.rule, "line": refused.line,
@@ -229,6 +235,7 @@ def main():
             return
         request = json.loads(line)
         STATE["work"] = os.path.realpath(request["work"])
+        STATE["network"] = bool(request.get("network", False))
         if not STATE["preloaded"]:
             # The allow-listed modules, and what they import, load before the hook arms.
             for name in request.get("allowed_imports", []):
