@@ -361,3 +361,46 @@ fn code_agent_self_repair_shows_the_traceback_and_fixes_the_code() {
         "{prompts}"
     );
 }
+
+#[test]
+fn code_agent_fibonacci_answers_from_the_code_it_ran() {
+    let out = Illumo::new()
+        .args([
+            "run",
+            "examples/code_agent/fibonacci.yaml",
+            "--tracer",
+            "none",
+            "--quiet",
+        ])
+        .run()
+        .success();
+    let ctx = out.ctx();
+    assert_eq!(ctx["answer"], "354224848179261915075");
+    // The number the answer gives is the one the sandbox computed.
+    assert_eq!(
+        ctx["meta"]["tool_calls"][0]["result"]["result"],
+        "354224848179261915075"
+    );
+}
+
+#[test]
+fn code_agent_extract_emails_finds_every_address_in_the_file() {
+    let out = Illumo::new()
+        .args([
+            "run",
+            "examples/code_agent/extract_emails.yaml",
+            "--tracer",
+            "none",
+            "--quiet",
+        ])
+        .run()
+        .success();
+    assert_eq!(
+        out.ctx()["python"]["run"]["result"],
+        json!([
+            "ada@example.com",
+            "ada.l@lab.example.org",
+            "cy+news@example.net"
+        ])
+    );
+}

@@ -20,5 +20,6 @@ mod python_exec;
 mod runtime;
 mod sandbox;
 mod sqlite;
+mod tools;
 mod trace_cli;
 mod validate;

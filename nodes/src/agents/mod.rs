@@ -7,6 +7,7 @@ mod draft;
 mod review;
 mod router;
 mod schema;
+mod tools;
 
 pub use agent::AgentFactory;
 pub use draft::DraftAgentFactory;
@@ -90,9 +91,18 @@ pub(crate) struct AgentConfig {
     /// where the diff goes (default $ctx.diff.proposed)
     #[schemars(extend("x-kind" = "$ctx path"))]
     pub(crate) diff_path: Option<String>,
+    /// tools the model may call: `python`, `{node: ID, description, parameters}`, `{name: read_file, root: DIR}`
+    #[schemars(extend("x-kind" = "list"))]
+    tools: Option<Value>,
+    /// `auto` (default), `required`, `none` or `{name: TOOL}`
+    #[schemars(extend("x-kind" = "auto|required|none|{name}"))]
+    tool_choice: Option<Value>,
+    /// rounds of tool calls before the agent gives up (default 8)
+    #[schemars(extend("x-kind" = "number"))]
+    max_tool_rounds: Option<u64>,
 }
 
-pub(crate) const COMMON: [&str; 12] = [
+pub(crate) const COMMON: [&str; 15] = [
     "provider",
     "model",
     "base_url",
@@ -105,6 +115,9 @@ pub(crate) const COMMON: [&str; 12] = [
     "stream",
     "responses",
     "metadata_path",
+    "tools",
+    "tool_choice",
+    "max_tool_rounds",
 ];
 
 /// The settings schema of an agent type: the common settings (without `response_format`
@@ -178,6 +191,7 @@ pub(crate) struct AgentCore {
     history: Option<CtxPath>,
     pub(crate) metadata: Option<CtxPath>,
     reads: Reads,
+    pub(crate) tools: tools::Tools,
 }
 
 /// One answered request.
@@ -278,7 +292,14 @@ impl AgentCore {
         } else {
             None
         };
-        let (provider, model, prompt, system) = (provider?, model?, prompt?, system?);
+        let tools = tools::Tools::build(
+            cx,
+            config.tools.as_ref(),
+            config.tool_choice.as_ref(),
+            config.max_tool_rounds,
+        );
+        let (provider, model, prompt, system, tools) =
+            (provider?, model?, prompt?, system?, tools?);
         if !(temperature_ok && tokens_ok) {
             return None;
         }
@@ -301,6 +322,7 @@ impl AgentCore {
             history,
             metadata,
             reads,
+            tools,
         })
     }
 
@@ -385,6 +407,8 @@ impl AgentCore {
             temperature: self.temperature,
             max_tokens: self.max_tokens,
             response_format,
+            tools: self.tools.definitions(),
+            tool_choice: self.tools.choice.clone(),
         };
         let (response, latency_ms) = loop {
             match self.call(cx, &request).await {
@@ -406,8 +430,48 @@ impl AgentCore {
                 other => break other.map_err(ProviderError::into_node_error)?,
             }
         };
-        let mut text = response.text.clone();
         let mut tokens = (response.input_tokens, response.output_tokens);
+        // Tool calls: run them, send the results, ask again, until an answer.
+        let mut response = response;
+        let mut rounds = 0;
+        let mut exchanges = Vec::new();
+        while !response.tool_calls.is_empty() {
+            rounds += 1;
+            let last = response
+                .tool_calls
+                .last()
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
+            if rounds > self.tools.max_rounds {
+                return Err(NodeError::fatal(format!(
+                    "the model asked for tools more than max_tool_rounds ({}) times; the last was `{last}`",
+                    self.tools.max_rounds
+                )));
+            }
+            let calls = std::mem::take(&mut response.tool_calls);
+            let results = self.tools.run_all(cx, &calls).await;
+            request
+                .messages
+                .push(Message::calls(&response.text, calls.clone()));
+            for (call, result) in calls.iter().zip(&results) {
+                request
+                    .messages
+                    .push(Message::tool(&call.id, tools::result_text(result)));
+                exchanges.push(
+                    json!({"name": call.name, "arguments": call.arguments, "result": result}),
+                );
+            }
+            let (next, _) = self
+                .call(cx, &request)
+                .await
+                .map_err(ProviderError::into_node_error)?;
+            tokens = (
+                add(tokens.0, next.input_tokens),
+                add(tokens.1, next.output_tokens),
+            );
+            response = next;
+        }
+        let mut text = response.text.clone();
         let mut json_reply = None;
         if matches!(format, ReplyFormat::Json | ReplyFormat::Schema(_)) {
             match parse_json_reply(&text, format) {
@@ -439,11 +503,14 @@ impl AgentCore {
                 }
             }
         }
-        let metadata = json!({
+        let mut metadata = json!({
             "provider": self.provider.system(), "model": if response.model.is_empty() { &self.model } else { &response.model },
             "input_tokens": tokens.0, "output_tokens": tokens.1, "latency_ms": latency_ms,
             "finish_reason": response.finish_reason,
         });
+        if !exchanges.is_empty() {
+            metadata["tool_calls"] = Value::Array(exchanges);
+        }
         cx.set_attribute(
             "gen_ai",
             json!({

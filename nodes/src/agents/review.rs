@@ -193,6 +193,11 @@ impl Node for ReviewAgent {
         Ok(outcome)
     }
 
+    /// Nodes offered as tools run under this one.
+    fn references(&self) -> Vec<illumo_engine::node::NodeRef> {
+        self.core.tools.refs.clone()
+    }
+
     fn reads(&self) -> Reads {
         self.core.reads()
     }

@@ -207,6 +207,8 @@ impl Node for RouterAgent {
     }
 
     fn references(&self) -> Vec<NodeRef> {
-        self.refs.clone()
+        let mut refs = self.refs.clone();
+        refs.extend(self.core.tools.refs.iter().cloned());
+        refs
     }
 }

@@ -3,7 +3,7 @@
 
 mod commit;
 mod inspector;
-mod patch;
+pub(crate) mod patch;
 mod summary;
 mod test_executor;
 

@@ -23,6 +23,10 @@ use std::time::Duration;
 pub struct Message {
     pub role: String,
     pub content: String,
+    /// An assistant message that calls tools.
+    pub tool_calls: Vec<ToolCall>,
+    /// A `tool` message: which call it answers.
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
@@ -30,7 +34,70 @@ impl Message {
         Message {
             role: role.to_string(),
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
+    }
+
+    /// The model's turn that asked for these tool calls.
+    pub fn calls(content: &str, calls: Vec<ToolCall>) -> Message {
+        Message {
+            tool_calls: calls,
+            ..Message::new("assistant", content)
+        }
+    }
+
+    /// A tool's answer to call `id`.
+    pub fn tool(id: &str, content: impl Into<String>) -> Message {
+        Message {
+            tool_call_id: Some(id.to_string()),
+            ..Message::new("tool", content)
+        }
+    }
+
+    /// As the OpenAI API writes it (and cassettes hash it).
+    pub fn to_json(&self) -> Value {
+        let mut m = json!({"role": self.role, "content": self.content});
+        if !self.tool_calls.is_empty() {
+            m["tool_calls"] = Value::Array(self.tool_calls.iter().map(ToolCall::to_api).collect());
+        }
+        if let Some(id) = &self.tool_call_id {
+            m["tool_call_id"] = json!(id);
+        }
+        m
+    }
+}
+
+/// A call the model asks for: a tool by name, with JSON arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: Value,
+}
+
+impl ToolCall {
+    /// The OpenAI API's form: `arguments` is a JSON text.
+    pub fn to_api(&self) -> Value {
+        json!({"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments.to_string()}})
+    }
+
+    /// From the API's form; arguments that are not JSON stay as their text.
+    pub fn from_api(value: &Value) -> Option<ToolCall> {
+        let text = value
+            .pointer("/function/arguments")
+            .and_then(Value::as_str)
+            .unwrap_or("{}");
+        Some(ToolCall {
+            id: value
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            name: value.pointer("/function/name")?.as_str()?.to_string(),
+            arguments: serde_json::from_str(text)
+                .unwrap_or_else(|_| Value::String(text.to_string())),
+        })
     }
 }
 
@@ -43,18 +110,27 @@ pub struct ChatRequest {
     pub max_tokens: Option<u64>,
     /// OpenAI's `response_format` (`{"type": "json_object"}`, a JSON schema), if any.
     pub response_format: Option<Value>,
+    /// Function definitions the model may call (`{"type": "function", "function": ...}`).
+    pub tools: Vec<Value>,
+    pub tool_choice: Option<Value>,
 }
 
 impl ChatRequest {
     /// The request as canonical JSON (fixed key order): what a cassette is keyed by.
     pub fn canonical(&self) -> Value {
-        json!({
+        // Tool keys only when there are tools: older cassettes keep their hashes.
+        let mut canonical = json!({
             "model": self.model,
-            "messages": self.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
+            "messages": self.messages.iter().map(Message::to_json).collect::<Vec<_>>(),
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
             "response_format": self.response_format,
-        })
+        });
+        if !self.tools.is_empty() {
+            canonical["tools"] = Value::Array(self.tools.clone());
+            canonical["tool_choice"] = self.tool_choice.clone().unwrap_or(Value::Null);
+        }
+        canonical
     }
 
     /// A stable 64-bit FNV-1a hash of [`ChatRequest::canonical`], as 16 hex digits.
@@ -98,14 +174,20 @@ pub struct ChatResponse {
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
     pub finish_reason: Option<String>,
+    /// Tools the model asks to call before it answers.
+    pub tool_calls: Vec<ToolCall>,
 }
 
 impl ChatResponse {
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "text": self.text, "model": self.model, "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens, "finish_reason": self.finish_reason,
-        })
+        });
+        if !self.tool_calls.is_empty() {
+            v["tool_calls"] = Value::Array(self.tool_calls.iter().map(ToolCall::to_api).collect());
+        }
+        v
     }
 
     pub fn from_json(value: &Value) -> Option<ChatResponse> {
@@ -122,6 +204,11 @@ impl ChatResponse {
                 .get("finish_reason")
                 .and_then(Value::as_str)
                 .map(str::to_string),
+            tool_calls: value
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .map(|calls| calls.iter().filter_map(ToolCall::from_api).collect())
+                .unwrap_or_default(),
         })
     }
 }
@@ -337,8 +424,16 @@ mod tests {
             temperature: Some(0.0),
             max_tokens: None,
             response_format: None,
+            tools: Vec::new(),
+            tool_choice: None,
         };
         assert_eq!(request.hash(), request.clone().hash());
+        // Hashes of requests without tools are what they were before tools existed, so
+        // cassettes recorded then still replay.
+        assert_eq!(request.hash(), "113190325d399c64");
+        let mut with_tools = request.clone();
+        with_tools.tools = vec![serde_json::json!({"type": "function"})];
+        assert_ne!(request.hash(), with_tools.hash());
         let mut other = request.clone();
         other.messages[0].content = "hi!".into();
         assert_ne!(request.hash(), other.hash());

@@ -52,8 +52,14 @@ impl OpenAi {
     fn body(request: &ChatRequest, stream: bool) -> Value {
         let mut body = json!({
             "model": request.model,
-            "messages": request.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
+            "messages": request.messages.iter().map(super::Message::to_json).collect::<Vec<_>>(),
         });
+        if !request.tools.is_empty() {
+            body["tools"] = Value::Array(request.tools.clone());
+            if let Some(choice) = &request.tool_choice {
+                body["tool_choice"] = choice.clone();
+            }
+        }
         if let Some(t) = request.temperature {
             body["temperature"] = json!(t);
         }
@@ -242,6 +248,45 @@ impl OpenAi {
             reply.input_tokens = usage.get("prompt_tokens").and_then(Value::as_u64);
             reply.output_tokens = usage.get("completion_tokens").and_then(Value::as_u64);
         }
+        // Tool calls arrive in pieces: by index, an id and a name first, then the
+        // arguments' text in chunks.
+        if let Some(calls) = event
+            .pointer("/choices/0/delta/tool_calls")
+            .and_then(Value::as_array)
+        {
+            for piece in calls {
+                let index = piece.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+                while reply.tool_calls.len() <= index {
+                    reply.tool_calls.push(super::ToolCall {
+                        id: String::new(),
+                        name: String::new(),
+                        arguments: Value::String(String::new()),
+                    });
+                }
+                let call = &mut reply.tool_calls[index];
+                if let Some(id) = piece.get("id").and_then(Value::as_str) {
+                    call.id = id.to_string();
+                }
+                if let Some(name) = piece.pointer("/function/name").and_then(Value::as_str) {
+                    call.name.push_str(name);
+                }
+                if let Some(args) = piece.pointer("/function/arguments").and_then(Value::as_str) {
+                    if let Value::String(text) = &mut call.arguments {
+                        text.push_str(args);
+                    }
+                }
+            }
+        }
+        if reply.finish_reason.is_some() {
+            // The arguments are whole now: read them as JSON where they are.
+            for call in &mut reply.tool_calls {
+                if let Value::String(text) = &call.arguments {
+                    if let Ok(parsed) = serde_json::from_str::<Value>(text) {
+                        call.arguments = parsed;
+                    }
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -249,11 +294,19 @@ impl OpenAi {
 /// Reads a non-streamed chat completion.
 pub fn parse_completion(text: &str) -> Result<ChatResponse, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON ({e})"))?;
-    let content = value
-        .pointer("/choices/0/message/content")
-        .and_then(Value::as_str)
-        .ok_or("no `choices[0].message.content`")?;
+    let tool_calls: Vec<super::ToolCall> = value
+        .pointer("/choices/0/message/tool_calls")
+        .and_then(Value::as_array)
+        .map(|calls| calls.iter().filter_map(super::ToolCall::from_api).collect())
+        .unwrap_or_default();
+    // A reply that calls tools may have no content.
+    let content = match value.pointer("/choices/0/message/content") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(Value::Null) | None if !tool_calls.is_empty() => "",
+        _ => return Err("no `choices[0].message.content`".into()),
+    };
     Ok(ChatResponse {
+        tool_calls,
         text: content.to_string(),
         model: value
             .get("model")

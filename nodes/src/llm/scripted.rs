@@ -5,6 +5,8 @@
 //!   draft:
 //!     - "first reply"
 //!     - {reply: "second reply", usage: {input_tokens: 120, output_tokens: 40}}
+//!     - {tool_calls: [{name: python, arguments: {code: "2 ** 10"}}]}   # asks for tools;
+//!                          # the next reply comes after their results
 //! match:                   # otherwise: the first pattern found in the prompt
 //!   - {pattern: "(?i)summari[sz]e", reply: "A short summary."}
 //! ```
@@ -20,6 +22,8 @@ use std::sync::Mutex;
 struct Reply {
     text: String,
     usage: Option<(Option<u64>, Option<u64>)>,
+    /// `(name, arguments)` of the tools this reply calls.
+    tool_calls: Vec<(String, Value)>,
 }
 
 /// Reads the file by hand, so a mistake names its place: `replies.draft[1] ...`.
@@ -48,12 +52,26 @@ fn parse(value: &Value) -> Result<Parsed, String> {
             for (i, item) in items.iter().enumerate() {
                 let at = format!("replies.{node}[{i}]");
                 parsed.push(match item {
-                    Value::String(text) => Reply { text: text.clone(), usage: None },
+                    Value::String(text) => Reply { text: text.clone(), usage: None, tool_calls: Vec::new() },
                     Value::Object(map) => {
-                        if let Some(key) = map.keys().find(|k| *k != "reply" && *k != "usage") {
-                            return Err(format!("`{at}` has an unknown key `{key}`; a reply is a string or {{reply, usage}}"));
+                        if let Some(key) = map.keys().find(|k| !["reply", "usage", "tool_calls"].contains(&k.as_str())) {
+                            return Err(format!("`{at}` has an unknown key `{key}`; a reply is a string or {{reply, usage, tool_calls}}"));
                         }
-                        let text = map.get("reply").and_then(Value::as_str).ok_or_else(|| format!("`{at}` needs `reply: TEXT`"))?;
+                        let mut tool_calls = Vec::new();
+                        if let Some(calls) = map.get("tool_calls") {
+                            let Value::Array(calls) = calls else {
+                                return Err(format!("`{at}.tool_calls` must be a list of {{name, arguments}}"));
+                            };
+                            for (j, c) in calls.iter().enumerate() {
+                                let name = c.get("name").and_then(Value::as_str).ok_or_else(|| format!("`{at}.tool_calls[{j}]` needs `name`"))?;
+                                tool_calls.push((name.to_string(), c.get("arguments").cloned().unwrap_or_else(|| serde_json::json!({}))));
+                            }
+                        }
+                        let text = match map.get("reply") {
+                            Some(Value::String(t)) => t.as_str(),
+                            None if !tool_calls.is_empty() => "",
+                            _ => return Err(format!("`{at}` needs `reply: TEXT`")),
+                        };
                         let usage = match map.get("usage") {
                             None => None,
                             Some(Value::Object(u)) => {
@@ -64,7 +82,7 @@ fn parse(value: &Value) -> Result<Parsed, String> {
                             }
                             Some(_) => return Err(format!("`{at}.usage` must be {{input_tokens, output_tokens}}")),
                         };
-                        Reply { text: text.to_string(), usage }
+                        Reply { text: text.to_string(), usage, tool_calls }
                     }
                     other => return Err(format!("`{at}` must be a string or {{reply, usage}}, not {other}")),
                 });
@@ -159,10 +177,10 @@ impl Provider for Scripted {
             .map(|m| m.content.as_str())
             .collect::<Vec<_>>()
             .join("\n");
-        let (text, usage) = match self.replies.get(node).and_then(|list| list.get(call - 1)) {
-            Some(reply) => (reply.text.clone(), reply.usage),
+        let (text, usage, calls) = match self.replies.get(node).and_then(|list| list.get(call - 1)) {
+            Some(reply) => (reply.text.clone(), reply.usage, reply.tool_calls.clone()),
             None => match self.rules.iter().find(|(regex, _)| regex.is_match(&prompt)) {
-                Some((_, reply)) => (reply.clone(), None),
+                Some((_, reply)) => (reply.clone(), None, Vec::new()),
                 None => {
                     return Err(ProviderError::NoAnswer {
                         message: format!(
@@ -192,7 +210,23 @@ impl Provider for Scripted {
             ),
             text,
             model: request.model.clone(),
-            finish_reason: Some("stop".into()),
+            finish_reason: Some(
+                if calls.is_empty() {
+                    "stop"
+                } else {
+                    "tool_calls"
+                }
+                .into(),
+            ),
+            tool_calls: calls
+                .into_iter()
+                .enumerate()
+                .map(|(i, (name, arguments))| super::ToolCall {
+                    id: format!("call_{call}_{}", i + 1),
+                    name,
+                    arguments,
+                })
+                .collect(),
         })
     }
 }

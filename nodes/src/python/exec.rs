@@ -346,59 +346,9 @@ fn sandbox_report(limits: &Limits) -> Value {
 }
 
 impl PythonExec {
-    fn request(&self, code: &str, work: &Path) -> Value {
-        json!({"code": code, "allowed_imports": self.allowed, "work": work, "network": !self.limits.isolate_network})
-    }
-
-    /// Every file in the work folder: path, name relative to it, size and change time.
-    fn listing(work: &Path) -> Vec<(PathBuf, String, u64, Option<std::time::SystemTime>)> {
-        let mut found = Vec::new();
-        let mut stack = vec![work.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let Ok(meta) = entry.metadata() else { continue };
-                let rel = path
-                    .strip_prefix(work)
-                    .unwrap_or(&path)
-                    .to_string_lossy()
-                    .to_string();
-                if meta.is_dir() {
-                    stack.push(path);
-                } else if meta.is_file() {
-                    found.push((path, rel, meta.len(), meta.modified().ok()));
-                }
-            }
-        }
-        found.sort_by(|a, b| a.1.cmp(&b.1));
-        found
-    }
-}
-
-#[illumo_engine::async_trait]
-impl Node for PythonExec {
-    async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
-        let code = match &self.code {
-            Some(spec) => spec
-                .render(cx.ctx)
-                .map_err(|e| NodeError::fatal(e.to_string()))?,
-            None => cx.input.clone(),
-        };
-        let code = match &code {
-            Value::String(s) => code_of(s),
-            Value::Object(m) if m.get("code").is_some_and(Value::is_string) => {
-                code_of(m["code"].as_str().unwrap_or_default())
-            }
-            other => {
-                return Err(NodeError::fatal(format!(
-                    "no code to run: set `code`, or give the node text as its input (it got {})",
-                    cx.preview(other, 60)
-                )))
-            }
-        };
+    /// Runs `code`: the worker's answer and the output object, or why it could not run
+    /// to an answer (a timeout, a dead interpreter).
+    async fn execute(&self, code: String) -> Result<(Value, Value), NodeError> {
         let started = Instant::now();
         // A session keeps its interpreter (and its variables); otherwise each run gets one.
         let mut own = None;
@@ -509,8 +459,97 @@ impl Node for PythonExec {
             ),
         );
         output.insert("sandbox".into(), sandbox_report(&self.limits));
-        let output = Value::Object(output);
-        if ok {
+        Ok((answer, Value::Object(output)))
+    }
+
+    /// A sandbox with the default settings, as the `python` tool of an agent runs it.
+    pub fn for_tool() -> PythonExec {
+        let timeout = Duration::from_secs(30);
+        PythonExec {
+            code: None,
+            allowed: DEFAULT_IMPORTS.iter().map(|s| s.to_string()).collect(),
+            timeout,
+            limits: Limits {
+                memory: Some(512 << 20),
+                cpu_seconds: Some(30),
+                file_size: Some(64 << 20),
+                isolate_network: true,
+                open_files: Some(256),
+                private_proc: true,
+            },
+            files: Vec::new(),
+            output_dir: None,
+            session: None,
+            result: CtxPath::ctx(vec![]),
+            python: super::default_python(),
+        }
+    }
+
+    /// Runs `code` for a tool call: the output object, failures included.
+    pub async fn run_code(&self, code: &str) -> Value {
+        match self.execute(code_of(code)).await {
+            Ok((_, output)) => output,
+            Err(e) => {
+                json!({"success": false, "code": code, "error": {"type": "SandboxFailure", "message": e.to_string()}})
+            }
+        }
+    }
+
+    fn request(&self, code: &str, work: &Path) -> Value {
+        json!({"code": code, "allowed_imports": self.allowed, "work": work, "network": !self.limits.isolate_network})
+    }
+
+    /// Every file in the work folder: path, name relative to it, size and change time.
+    fn listing(work: &Path) -> Vec<(PathBuf, String, u64, Option<std::time::SystemTime>)> {
+        let mut found = Vec::new();
+        let mut stack = vec![work.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(meta) = entry.metadata() else { continue };
+                let rel = path
+                    .strip_prefix(work)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .to_string();
+                if meta.is_dir() {
+                    stack.push(path);
+                } else if meta.is_file() {
+                    found.push((path, rel, meta.len(), meta.modified().ok()));
+                }
+            }
+        }
+        found.sort_by(|a, b| a.1.cmp(&b.1));
+        found
+    }
+}
+
+#[illumo_engine::async_trait]
+impl Node for PythonExec {
+    async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
+        let code = match &self.code {
+            Some(spec) => spec
+                .render(cx.ctx)
+                .map_err(|e| NodeError::fatal(e.to_string()))?,
+            None => cx.input.clone(),
+        };
+        let code = match &code {
+            Value::String(s) => code_of(s),
+            Value::Object(m) if m.get("code").is_some_and(Value::is_string) => {
+                code_of(m["code"].as_str().unwrap_or_default())
+            }
+            other => {
+                return Err(NodeError::fatal(format!(
+                    "no code to run: set `code`, or give the node text as its input (it got {})",
+                    cx.preview(other, 60)
+                )))
+            }
+        };
+        let (answer, output) = self.execute(code).await?;
+        if output["success"] == true {
             return Ok(Outcome::value(output.clone()).with_write(self.result.clone(), output));
         }
         let error = &answer["error"];
