@@ -616,7 +616,7 @@ fn a_scripted_file_mistake_names_its_place() {
         first.starts_with("error: node `pick`: scripted replies `"),
         "{first}"
     );
-    assert!(first.ends_with("replies.yaml`: `replies.pick[0]` has an unknown key `text`; a reply is a string or {reply, usage}"), "{first}");
+    assert!(first.ends_with("replies.yaml`: `replies.pick[0]` has an unknown key `text`; a reply is a string or {reply, usage, tool_calls}"), "{first}");
 }
 
 #[test]
