@@ -229,3 +229,29 @@ fn bad_tool_settings_are_load_errors() {
         ]
     );
 }
+
+#[test]
+fn a_recorded_tool_conversation_replays_offline() {
+    let server = LlmServer::start(vec![tool_call_reply("2 ** 10"), Reply::Text("1024")]);
+    let illumo = Illumo::new();
+    let cassette = illumo.dir().join("tools.cassette.jsonl");
+    let path = illumo.flow_file(&agent(&server.base_url, ""));
+    let recorded = Illumo::new()
+        .args(["run", &path, "--quiet", "--tracer", "none"])
+        .args(["--llm", &format!("record={}", cassette.display())])
+        .run()
+        .success();
+    assert_eq!(recorded.ctx()["answer"], "1024");
+    assert_eq!(server.requests().len(), 2);
+    let replayed = Illumo::new()
+        .args(["run", &path, "--quiet", "--tracer", "none"])
+        .args(["--llm", &format!("replay={}", cassette.display())])
+        .run()
+        .success();
+    assert_eq!(server.requests().len(), 2, "no request went out on replay");
+    assert_eq!(replayed.ctx()["answer"], "1024");
+    assert_eq!(
+        replayed.ctx()["meta"]["tool_calls"],
+        recorded.ctx()["meta"]["tool_calls"]
+    );
+}

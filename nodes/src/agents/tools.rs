@@ -217,7 +217,18 @@ impl Tools {
                 json!({"error": format!("there is no tool `{}`; the tools are {}", call.name, self.list.iter().map(Tool::name).collect::<Vec<_>>().join(", "))})
             }
             Some(Tool::Python(exec)) => match call.arguments.get("code").and_then(Value::as_str) {
-                Some(code) => exec.run_code(code).await,
+                // What the model needs, without what changes from run to run (the
+                // duration), so a recorded conversation replays.
+                Some(code) => {
+                    let mut out = exec.run_code(code).await;
+                    if let Value::Object(m) = &mut out {
+                        m.retain(|k, _| {
+                            ["success", "stdout", "stderr", "result", "error", "files"]
+                                .contains(&k.as_str())
+                        });
+                    }
+                    out
+                }
                 None => json!({"error": "the python tool needs `code`"}),
             },
             Some(Tool::Node { id, .. }) => match cx.invoke(id, cx.ctx, &call.arguments).await {
