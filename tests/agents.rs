@@ -633,3 +633,90 @@ fn a_streamed_event_may_spread_its_data_over_several_lines() {
     assert_eq!(out.ctx()["answer"], "Paris");
     assert_eq!(out.ctx()["meta"]["finish_reason"], "stop");
 }
+
+#[test]
+fn an_llm_block_gives_every_agent_its_defaults() {
+    let server = LlmServer::start(vec![Reply::Text("one"), Reply::Text("two")]);
+    let flow = "flow:
+  llm: {provider: openai, base_url: '{{ $env.TEST_LLM_URL }}', model: '{{ $env.TEST_LLM_MODEL }}', temperature: 0.1, top_p: 0.9, seed: 7, stop: [END]}
+  nodes:
+    first: {type: Agent, setting: {prompt: first}, outputs: $ctx.a}
+    second: {type: Agent, setting: {prompt: second, model: own-model}, outputs: $ctx.b}
+  edges:
+    - first >> second
+".to_string();
+    let out = Illumo::new()
+        .run_flow(&flow)
+        .args(["--quiet"])
+        .env("TEST_LLM_URL", &server.base_url)
+        .env("TEST_LLM_MODEL", "env-model")
+        .run()
+        .success();
+    assert_eq!(
+        (&out.ctx()["a"], &out.ctx()["b"]),
+        (&json!("one"), &json!("two"))
+    );
+    let requests = server.requests();
+    let pick = |i: usize, key: &str| requests[i].body[key].clone();
+    assert_eq!(
+        (pick(0, "model"), pick(1, "model")),
+        (json!("env-model"), json!("own-model"))
+    );
+    for i in 0..2 {
+        assert_eq!(
+            (
+                pick(i, "temperature"),
+                pick(i, "top_p"),
+                pick(i, "seed"),
+                pick(i, "stop")
+            ),
+            (json!(0.1), json!(0.9), json!(7), json!(["END"]))
+        );
+    }
+}
+
+#[test]
+fn openai_without_a_key_is_an_error_before_any_request() {
+    let flow = "flow:\n  nodes:\n    ask: {type: Agent, setting: {provider: openai, prompt: hi}}\n";
+    let out = Illumo::new()
+        .run_flow(flow)
+        .args(["--quiet"])
+        .env("OPENAI_API_KEY", "")
+        .env("OPENAI_BASE_URL", "")
+        .run()
+        .code(1);
+    assert_eq!(
+        out.stderr.lines().next(),
+        Some("error: node `ask` failed on attempt 1 of 1: openai (gpt-4.1-mini) at https://api.openai.com/v1 needs an API key: set OPENAI_API_KEY (or `api_key_env` to the variable that holds it)")
+    );
+}
+
+#[test]
+fn openai_base_url_from_the_environment_is_honoured() {
+    let server = LlmServer::start(vec![Reply::Text("proxied")]);
+    let flow = "flow:\n  nodes:\n    ask: {type: Agent, setting: {provider: openai, prompt: hi}, outputs: $ctx.a}\n";
+    let out = Illumo::new()
+        .run_flow(flow)
+        .args(["--quiet"])
+        .env("OPENAI_BASE_URL", &format!("{}/v1", server.base_url))
+        .env("OPENAI_API_KEY", "sk-test-1234")
+        .run()
+        .success();
+    assert_eq!(out.ctx()["a"], "proxied");
+    assert_eq!(server.requests()[0].path, "/v1/chat/completions");
+}
+
+#[test]
+fn model_and_base_url_may_not_read_ctx() {
+    let illumo = Illumo::new();
+    let path = illumo.flow_file("flow:\n  nodes:\n    ask: {type: Agent, setting: {provider: ollama, model: '{{ $ctx.model }}', prompt: hi}}\n");
+    let out = illumo
+        .args(["validate", &path])
+        .env("NO_COLOR", "1")
+        .run()
+        .code(2);
+    assert_eq!(
+        out.stderr.lines().next(),
+        Some("error: node `ask`: `model` may name environment variables (`{{ $env.NAME }}`) but not ctx: it is set when the flow loads")
+    );
+}

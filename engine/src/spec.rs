@@ -82,13 +82,14 @@ pub struct Place {
     pub offset: usize,
 }
 
-const FLOW_KEYS: [&str; 10] = [
+const FLOW_KEYS: [&str; 11] = [
     "name",
     "describe",
     "entry",
     "max_steps",
     "max_parallel",
     "payloads",
+    "llm",
     "policy",
     "profiles",
     "nodes",
@@ -144,6 +145,8 @@ pub fn decode_flow<'y>(dec: &mut Decoder, root: &'y Yaml) -> Option<FlowSpec<'y>
             }
         }
     }
+    let mut llm: Vec<(String, Yaml)> = Vec::new();
+    let mut llm_policy = PolicySpec::default();
     let mut spec = FlowSpec {
         name: "flow".into(),
         describe: None,
@@ -203,6 +206,7 @@ pub fn decode_flow<'y>(dec: &mut Decoder, root: &'y Yaml) -> Option<FlowSpec<'y>
                     };
                 }
             }
+            "llm" => llm = decode_llm(dec, e),
             "edges" => {
                 spec.edges = decode_edges(dec, e);
                 if dialect == Dialect::IllumoFlow {
@@ -215,10 +219,78 @@ pub fn decode_flow<'y>(dec: &mut Decoder, root: &'y Yaml) -> Option<FlowSpec<'y>
             _ => {}
         }
     }
+    // `llm:` defaults for every agent, under what each agent sets itself.
+    let (llm_settings, policy_part): (Vec<_>, Vec<_>) = llm
+        .into_iter()
+        .partition(|(k, _)| k != "timeout" && k != "retries");
+    for (key, value) in policy_part {
+        let one = Yaml::Map(vec![(
+            if key == "retries" {
+                "retry".to_string()
+            } else {
+                key.clone()
+            },
+            match (key.as_str(), value) {
+                ("retries", Yaml::Scalar(Value::Number(n))) => Yaml::Map(vec![(
+                    "max_attempts".into(),
+                    Yaml::Scalar(Value::from(n.as_u64().unwrap_or(0) + 1)),
+                )]),
+                (_, v) => v,
+            },
+        )]);
+        llm_policy = llm_policy.overlay(&PolicySpec::decode(dec, &one, &flow.path.key("llm")));
+    }
+    for node in spec
+        .nodes
+        .iter_mut()
+        .filter(|n| n.type_name.ends_with("Agent"))
+    {
+        node.policy = llm_policy.overlay(&node.policy);
+        if llm_settings.is_empty() {
+            continue;
+        }
+        let mut entries = match node.setting.as_ref() {
+            Yaml::Map(e) => e.clone(),
+            _ => Vec::new(),
+        };
+        for (k, v) in &llm_settings {
+            if !entries.iter().any(|(have, _)| have == k) {
+                entries.push((k.clone(), v.clone()));
+            }
+        }
+        node.setting = std::borrow::Cow::Owned(Yaml::Map(entries));
+    }
     if !fields.iter().any(|e| e.key == "nodes") {
         dec.push(Diagnostic::error("`flow` has no `nodes`").at(flow.path.clone().as_key(), "flow"));
     }
     Some(spec)
+}
+
+/// The keys an `llm:` block may set for every agent.
+const LLM_KEYS: [&str; 11] = [
+    "provider",
+    "model",
+    "base_url",
+    "api_key_env",
+    "temperature",
+    "max_tokens",
+    "top_p",
+    "seed",
+    "stop",
+    "timeout",
+    "retries",
+];
+
+fn decode_llm(dec: &mut Decoder, e: &Entry) -> Vec<(String, Yaml)> {
+    let Some(entries) = dec.map(e.value, &e.path, "`llm`") else {
+        return Vec::new();
+    };
+    dec.known_keys(&entries, &LLM_KEYS, "`llm`");
+    entries
+        .iter()
+        .filter(|x| LLM_KEYS.contains(&x.key))
+        .map(|x| (x.key.to_string(), x.value.clone()))
+        .collect()
 }
 
 fn decode_entry(dec: &mut Decoder, e: &Entry) -> Vec<(String, YPath)> {

@@ -100,9 +100,18 @@ pub(crate) struct AgentConfig {
     /// rounds of tool calls before the agent gives up (default 8)
     #[schemars(extend("x-kind" = "number"))]
     max_tool_rounds: Option<u64>,
+    /// nucleus sampling, 0 to 1
+    #[schemars(extend("x-kind" = "number"))]
+    top_p: Option<f64>,
+    /// a seed, for servers that make sampling repeatable with one
+    #[schemars(extend("x-kind" = "number"))]
+    seed: Option<i64>,
+    /// text (or a list of texts) that ends the reply
+    #[schemars(extend("x-kind" = "text or list"))]
+    stop: Option<Value>,
 }
 
-pub(crate) const COMMON: [&str; 15] = [
+pub(crate) const COMMON: [&str; 18] = [
     "provider",
     "model",
     "base_url",
@@ -118,6 +127,9 @@ pub(crate) const COMMON: [&str; 15] = [
     "tools",
     "tool_choice",
     "max_tool_rounds",
+    "top_p",
+    "seed",
+    "stop",
 ];
 
 /// The settings schema of an agent type: the common settings (without `response_format`
@@ -192,6 +204,7 @@ pub(crate) struct AgentCore {
     pub(crate) metadata: Option<CtxPath>,
     reads: Reads,
     pub(crate) tools: tools::Tools,
+    sampling: Map<String, Value>,
 }
 
 /// One answered request.
@@ -223,7 +236,7 @@ impl AgentCore {
             );
         }
         let model = match (&config.model, provider_name.as_str()) {
-            (Some(m), _) => Some(m.clone()),
+            (Some(m), _) => env_template(cx, "model", m),
             (None, "openai") => Some("gpt-4.1-mini".into()),
             (None, "scripted") => Some("scripted".into()),
             (None, _) if !known_provider => None,
@@ -268,10 +281,10 @@ impl AgentCore {
             }
             let settings = ProviderSettings {
                 provider: provider_name.clone(),
-                base_url: config
-                    .base_url
-                    .clone()
-                    .or_else(|| default_base_url(&provider_name).map(str::to_string)),
+                base_url: match &config.base_url {
+                    Some(url) => Some(env_template(cx, "base_url", url)?),
+                    None => default_base_url(&provider_name),
+                },
                 api_key_env: config
                     .api_key_env
                     .clone()
@@ -292,6 +305,33 @@ impl AgentCore {
         } else {
             None
         };
+        let top_p_ok = config
+            .top_p
+            .is_none_or(|p| cx.check_range("top_p", p, 0.0, 1.0));
+        let stop_ok = match &config.stop {
+            None | Some(Value::String(_)) => true,
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) && items.len() <= 4 => {
+                true
+            }
+            Some(other) => {
+                cx.error(
+                    cx.at(&["stop"]),
+                    &other.to_string(),
+                    "`stop` is a text or a list of up to 4 texts",
+                );
+                false
+            }
+        };
+        let mut sampling = Map::new();
+        if let Some(p) = config.top_p {
+            sampling.insert("top_p".into(), json!(p));
+        }
+        if let Some(s) = config.seed {
+            sampling.insert("seed".into(), json!(s));
+        }
+        if let Some(s) = &config.stop {
+            sampling.insert("stop".into(), s.clone());
+        }
         let tools = tools::Tools::build(
             cx,
             config.tools.as_ref(),
@@ -300,7 +340,7 @@ impl AgentCore {
         );
         let (provider, model, prompt, system, tools) =
             (provider?, model?, prompt?, system?, tools?);
-        if !(temperature_ok && tokens_ok) {
+        if !(temperature_ok && tokens_ok && top_p_ok && stop_ok) {
             return None;
         }
         let (history, metadata) = (history?, metadata?);
@@ -323,6 +363,7 @@ impl AgentCore {
             metadata,
             reads,
             tools,
+            sampling,
         })
     }
 
@@ -409,6 +450,7 @@ impl AgentCore {
             response_format,
             tools: self.tools.definitions(),
             tool_choice: self.tools.choice.clone(),
+            sampling: self.sampling.clone(),
         };
         let (response, latency_ms) = loop {
             match self.call(cx, &request).await {
@@ -568,6 +610,36 @@ impl AgentCore {
         event.insert("latency_ms".into(), json!(latency_ms));
         cx.event("agent.response", event);
         Ok((response, latency_ms))
+    }
+}
+
+/// A setting that may name environment variables (`{{ $env.MODEL }}`), rendered once at
+/// load; ctx is not there yet, so only `$env` may be used.
+fn env_template(cx: &mut BuildCx, key: &str, text: &str) -> Option<String> {
+    if !text.contains("{{") {
+        return Some(text.to_string());
+    }
+    let template = match illumo_engine::template::Template::compile(text) {
+        Ok(t) => t,
+        Err(e) => {
+            cx.error(
+                cx.at(&[key]),
+                text,
+                format!("invalid template in `{key}`: {}", e.reason),
+            );
+            return None;
+        }
+    };
+    if template.reads.all || !template.reads.paths.is_empty() {
+        cx.error(cx.at(&[key]), text, format!("`{key}` may name environment variables (`{{{{ $env.NAME }}}}`) but not ctx: it is set when the flow loads"));
+        return None;
+    }
+    match template.render(&Value::Null) {
+        Ok(rendered) => Some(rendered),
+        Err(e) => {
+            cx.error(cx.at(&[key]), text, e.to_string());
+            None
+        }
     }
 }
 

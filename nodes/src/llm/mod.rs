@@ -13,7 +13,7 @@ pub use error::ProviderError;
 pub use openai::OpenAi;
 pub use scripted::Scripted;
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -113,6 +113,8 @@ pub struct ChatRequest {
     /// Function definitions the model may call (`{"type": "function", "function": ...}`).
     pub tools: Vec<Value>,
     pub tool_choice: Option<Value>,
+    /// `top_p`, `seed`, `stop`, when set.
+    pub sampling: Map<String, Value>,
 }
 
 impl ChatRequest {
@@ -129,6 +131,9 @@ impl ChatRequest {
         if !self.tools.is_empty() {
             canonical["tools"] = Value::Array(self.tools.clone());
             canonical["tool_choice"] = self.tool_choice.clone().unwrap_or(Value::Null);
+        }
+        for (k, v) in &self.sampling {
+            canonical[k] = v.clone();
         }
         canonical
     }
@@ -275,16 +280,29 @@ pub struct ProviderSettings {
 }
 
 /// Default endpoints of the named OpenAI-compatible servers.
-pub fn default_base_url(provider: &str) -> Option<&'static str> {
+pub fn default_base_url(provider: &str) -> Option<String> {
     match provider {
-        "openai" => Some("https://api.openai.com/v1"),
-        "ollama" => Some("http://localhost:11434/v1"),
-        "lmstudio" => Some("http://localhost:1234/v1"),
+        // The OpenAI SDKs' own variable, for a proxy or a compatible service.
+        "openai" => Some(
+            std::env::var("OPENAI_BASE_URL")
+                .ok()
+                .filter(|u| !u.trim().is_empty())
+                .unwrap_or_else(|| OPENAI_URL.to_string()),
+        ),
+        "ollama" => Some("http://localhost:11434/v1".into()),
+        "lmstudio" => Some("http://localhost:1234/v1".into()),
+        "vllm" => Some("http://localhost:8000/v1".into()),
+        "llamacpp" => Some("http://localhost:8080/v1".into()),
         _ => None,
     }
 }
 
-pub const PROVIDERS: [&str; 4] = ["openai", "ollama", "lmstudio", "scripted"];
+/// OpenAI's own API: a request there without a key can only fail.
+pub const OPENAI_URL: &str = "https://api.openai.com/v1";
+
+pub const PROVIDERS: [&str; 6] = [
+    "openai", "ollama", "lmstudio", "vllm", "llamacpp", "scripted",
+];
 
 impl Llm {
     pub fn new(mode: LlmMode) -> Llm {
@@ -352,7 +370,7 @@ fn live(settings: &ProviderSettings) -> Result<Arc<dyn Provider>, String> {
     }
     let base = match (&settings.base_url, default_base_url(&settings.provider)) {
         (Some(url), _) => url.clone(),
-        (None, Some(url)) => url.to_string(),
+        (None, Some(url)) => url,
         (None, None) => {
             return Err(format!(
                 "provider `{}` needs a `base_url`",
@@ -426,6 +444,7 @@ mod tests {
             response_format: None,
             tools: Vec::new(),
             tool_choice: None,
+            sampling: Map::new(),
         };
         assert_eq!(request.hash(), request.clone().hash());
         // Hashes of requests without tools are what they were before tools existed, so

@@ -54,6 +54,9 @@ impl OpenAi {
             "model": request.model,
             "messages": request.messages.iter().map(super::Message::to_json).collect::<Vec<_>>(),
         });
+        for (k, v) in &request.sampling {
+            body[k] = v.clone();
+        }
         if !request.tools.is_empty() {
             body["tools"] = Value::Array(request.tools.clone());
             if let Some(choice) = &request.tool_choice {
@@ -114,10 +117,22 @@ impl Provider for OpenAi {
         let client = self.client()?;
         let url = format!("{}/chat/completions", self.base_url);
         let mut call = client.post(&url).header("content-type", "application/json");
-        if let Ok(key) = std::env::var(&self.api_key_env) {
-            if !key.is_empty() {
-                call = call.bearer_auth(key);
+        match std::env::var(&self.api_key_env) {
+            Ok(key) if !key.is_empty() => call = call.bearer_auth(key),
+            // OpenAI's own API refuses every request without a key: say so before sending.
+            _ if self.base_url == super::OPENAI_URL => {
+                return Err(ProviderError::Rejected {
+                    status: 401,
+                    message: format!(
+                    "{} needs an API key: set {} (or `api_key_env` to the variable that holds it)",
+                    self.who(request),
+                    self.api_key_env
+                ),
+                    server_message: String::new(),
+                    retry_after: None,
+                })
             }
+            _ => {}
         }
         let body = Self::body(request, deltas.is_some());
         let response =
