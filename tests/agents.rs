@@ -720,3 +720,49 @@ fn model_and_base_url_may_not_read_ctx() {
         Some("error: node `ask`: `model` may name environment variables (`{{ $env.NAME }}`) but not ctx: it is set when the flow loads")
     );
 }
+
+#[test]
+fn without_a_retry_policy_an_agent_still_tries_a_passing_failure_twice_more() {
+    let server = LlmServer::start(vec![
+        Reply::status(503, "warming up"),
+        Reply::Raw {
+            status: 429,
+            body: r#"{"error": {"message": "slow down"}}"#.into(),
+            headers: vec![("retry-after", "0".into())],
+        },
+        Reply::Text("Paris"),
+    ]);
+    let dir = TempDir::new();
+    let db = dir.path().join("t.db");
+    let out = run(
+        &agent_flow(&server.base_url, "", "{}"),
+        &[
+            "--tracer",
+            "sqlite",
+            "--tracer-arg",
+            &format!("db_path={}", db.display()),
+            "--quiet",
+        ],
+    )
+    .success();
+    assert_eq!(out.ctx()["answer"], "Paris");
+    assert_eq!(server.requests().len(), 3);
+    assert_eq!(
+        sqlite3(&db, "SELECT json_extract(attributes, '$.try'), json_extract(attributes, '$.wait_ms') FROM events WHERE name = 'agent.retry' ORDER BY id"),
+        "2|500\n3|0\n"
+    );
+}
+
+#[test]
+fn a_server_that_refuses_tools_says_so() {
+    let server = LlmServer::start(vec![Reply::status(
+        400,
+        r#"{"error": {"message": "tools are not supported by this model"}}"#,
+    )]);
+    let flow = agent_flow(&server.base_url, "        tools: [python]\n", "{}");
+    let out = run(&flow, &["--quiet"]).code(1);
+    assert_eq!(
+        out.stderr.lines().next().map(str::to_string),
+        Some(format!("error: node `ask` failed on attempt 1 of 1: openai (test-model) at {}/v1 answered 400: tools are not supported by this model; this server or model does not take `tools`: use one with tool calling (llama.cpp: a chat format with function calling), or drop `tools`", server.base_url))
+    );
+}

@@ -225,6 +225,8 @@ pub struct NodeCx<'a> {
     /// The parts of ctx that [`Node::reads`] named (not the whole tree).
     pub ctx: &'a Value,
     pub attempt: u32,
+    /// How many attempts the node's policy gives it (1: the policy does not retry).
+    pub max_attempts: u32,
     /// What the run allows (from command-line flags only).
     pub permissions: Permissions,
     pub invoker: &'a dyn Invoker,

@@ -47,6 +47,7 @@ pub(super) async fn attempts(
             input,
             ctx: view,
             attempt,
+            max_attempts: policy.max_attempts,
             permissions: shared.permissions,
             invoker: &invoker,
         };

@@ -469,6 +469,18 @@ impl AgentCore {
                     event.insert("error".into(), json!(e.to_string()));
                     cx.event("agent.format_fallback", event);
                 }
+                Err(ProviderError::Rejected {
+                    status: 400 | 404 | 422 | 500,
+                    message,
+                    server_message,
+                    ..
+                }) if !request.tools.is_empty()
+                    && server_message.to_lowercase().contains("tool") =>
+                {
+                    return Err(NodeError::fatal(format!(
+                        "{message}; this server or model does not take `tools`: use one with tool calling (llama.cpp: a chat format with function calling), or drop `tools`"
+                    )));
+                }
                 other => break other.map_err(ProviderError::into_node_error)?,
             }
         };
@@ -597,7 +609,31 @@ impl AgentCore {
         };
         let deltas: crate::llm::Deltas<'_> = if stream { Some(&on_delta) } else { None };
         let started = Instant::now();
-        let response = self.provider.complete(cx.id, request, deltas).await?;
+        // A policy that does not retry still gets two more tries for what passes
+        // (a dropped connection, 429, 5xx): the safe default for real servers.
+        let extra_tries = if cx.max_attempts <= 1 {
+            INTERNAL_RETRIES
+        } else {
+            0
+        };
+        let mut tried = 0;
+        let response = loop {
+            match self.provider.complete(cx.id, request, deltas).await {
+                Err(e)
+                    if tried < extra_tries && e.is_transient() && !e.refuses_response_format() =>
+                {
+                    tried += 1;
+                    let wait = e.wait_hint().unwrap_or(RETRY_BASE * 2u32.pow(tried - 1));
+                    let mut event = Map::new();
+                    event.insert("try".into(), json!(tried + 1));
+                    event.insert("wait_ms".into(), json!(wait.as_millis() as u64));
+                    event.insert("error".into(), json!(e.to_string()));
+                    cx.event("agent.retry", event);
+                    tokio::time::sleep(wait).await;
+                }
+                other => break other?,
+            }
+        };
         let latency_ms = started.elapsed().as_millis() as u64;
         let mut event = Map::new();
         event.insert(
@@ -612,6 +648,11 @@ impl AgentCore {
         Ok((response, latency_ms))
     }
 }
+
+/// Tries an agent makes on its own, after the first, when its policy does not retry.
+const INTERNAL_RETRIES: u32 = 2;
+/// The wait before the first of them; doubled for the next.
+const RETRY_BASE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A setting that may name environment variables (`{{ $env.MODEL }}`), rendered once at
 /// load; ctx is not there yet, so only `$env` may be used.

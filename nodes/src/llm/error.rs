@@ -47,6 +47,28 @@ impl ProviderError {
         }
     }
 
+    /// Might the same request pass a moment later (no connection, 429, 5xx)?
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Unreachable { .. }
+                | ProviderError::Rejected {
+                    status: 429 | 500..=599,
+                    ..
+                }
+        )
+    }
+
+    /// The server's `Retry-After`, when it gave one.
+    pub fn wait_hint(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Rejected { retry_after, .. } => {
+                retry_after.map(|w| w.min(Duration::from_secs(60)))
+            }
+            _ => None,
+        }
+    }
+
     /// What the engine's policy sees: connection problems, 429 (with its wait) and 5xx
     /// may pass on another try; other rejections and malformed answers will not.
     pub fn into_node_error(self) -> NodeError {

@@ -40,6 +40,9 @@ impl OpenAi {
                 install_crypto();
                 reqwest::Client::builder()
                     .connect_timeout(Duration::from_secs(10))
+                    // A server that stops sending for this long is taken as gone (a
+                    // stream that keeps sending may run longer; the node's timeout bounds it).
+                    .read_timeout(Duration::from_secs(120))
                     .build()
                     .map_err(|e| e.to_string())
             })
