@@ -187,6 +187,11 @@ fn the_calls_of_one_reply_run_at_once() {
         ),
         "agent.tool_call\nagent.tool_call\nagent.tool_result\nagent.tool_result\n"
     );
+    // Each call is a span under the agent's, with what went in and came out.
+    assert_eq!(
+        sqlite3(&db, "SELECT c.name, p.name, c.status, json_extract(c.attributes, '$.input.preview') FROM spans c JOIN spans p ON c.parent_id = p.span_id WHERE c.name LIKE 'tool %' ORDER BY c.start_time"),
+        "tool python|ask|OK|{\"code\":\"1 + 1\"}\ntool python|ask|OK|{\"code\":\"2 + 2\"}\n"
+    );
 }
 
 #[test]

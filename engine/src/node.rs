@@ -215,6 +215,16 @@ pub trait Invoker: Send + Sync {
     fn is_secret(&self, _text: &str) -> bool {
         false
     }
+
+    /// Records a finished piece of work of this attempt (a tool call) as a child span.
+    fn child_span(
+        &self,
+        _name: &str,
+        _started: std::time::SystemTime,
+        _attributes: Map<String, Value>,
+        _ok: bool,
+    ) {
+    }
 }
 
 /// What a node gets for one attempt.
@@ -251,6 +261,18 @@ impl NodeCx<'_> {
     /// value, a credential a node sends)?
     pub fn is_secret(&self, text: &str) -> bool {
         self.invoker.is_secret(text)
+    }
+
+    /// Records a finished piece of work (a tool call: `tool python`) as a child of this
+    /// attempt's span, with its attributes (redacted on their way to the tracers).
+    pub fn child_span(
+        &self,
+        name: &str,
+        started: std::time::SystemTime,
+        attributes: Map<String, Value>,
+        ok: bool,
+    ) {
+        self.invoker.child_span(name, started, attributes, ok);
     }
 
     /// Records a warning event on this attempt's span.

@@ -104,6 +104,33 @@ impl Invoker for AttemptInvoker<'_> {
         self.span.is_some() && self.shared.streams()
     }
 
+    fn child_span(
+        &self,
+        name: &str,
+        started: std::time::SystemTime,
+        attributes: Map<String, Value>,
+        ok: bool,
+    ) {
+        let Some(parent) = self.span else { return };
+        let span = SpanData {
+            trace_id: parent.trace_id,
+            span_id: crate::tracer::SpanId::random(),
+            parent_id: Some(parent.span_id),
+            name: name.to_string(),
+            kind: crate::tracer::SpanKind::Node,
+            start_time: started,
+            end_time: Some(std::time::SystemTime::now()),
+            status: if ok {
+                crate::tracer::SpanStatus::Ok
+            } else {
+                crate::tracer::SpanStatus::Error
+            },
+            attributes,
+            common: Arc::default(),
+        };
+        self.shared.tracer.span_end(&span);
+    }
+
     fn is_secret(&self, text: &str) -> bool {
         self.shared.redactor.contains(text)
     }

@@ -20,7 +20,7 @@ pub(super) struct Shared {
     pub flow: Arc<Flow>,
     pub policies: Vec<Policy>,
     /// The tracers, behind the redaction boundary.
-    tracer: Arc<dyn Tracer>,
+    pub(super) tracer: Arc<dyn Tracer>,
     pub redactor: Arc<Redactor>,
     pub tracing: bool,
     pub trace_id: TraceId,

@@ -212,6 +212,7 @@ impl Tools {
         event.insert("name".into(), json!(call.name));
         event.insert("arguments".into(), json!(cx.preview(&call.arguments, 500)));
         cx.event("agent.tool_call", event);
+        let started = std::time::SystemTime::now();
         let result = match self.list.iter().find(|t| t.name() == call.name) {
             None => {
                 json!({"error": format!("there is no tool `{}`; the tools are {}", call.name, self.list.iter().map(Tool::name).collect::<Vec<_>>().join(", "))})
@@ -242,6 +243,25 @@ impl Tools {
         event.insert("name".into(), json!(call.name));
         event.insert("result".into(), json!(cx.preview(&result, 500)));
         cx.event("agent.tool_result", event);
+        // A node tool has its own span already (it ran as a node).
+        if !matches!(
+            self.list.iter().find(|t| t.name() == call.name),
+            Some(Tool::Node { .. })
+        ) {
+            let failed = result.get("error").is_some_and(|e| !e.is_null())
+                || result.get("success") == Some(&json!(false));
+            let mut attributes = Map::new();
+            attributes.insert("tool".into(), json!({"name": call.name, "id": call.id}));
+            attributes.insert(
+                "input".into(),
+                json!({"preview": cx.preview(&call.arguments, 500)}),
+            );
+            attributes.insert(
+                "output".into(),
+                json!({"preview": cx.preview(&result, 500)}),
+            );
+            cx.child_span(&format!("tool {}", call.name), started, attributes, !failed);
+        }
         result
     }
 }
