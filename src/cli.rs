@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "illumo",
     version,
     about = "Run declarative YAML flows of nodes and LLM agents that share one context tree",
-    after_help = "Examples:\n  illumo run examples/basics/hello.yaml --context '{\"user\": {\"name\": \"Ada\"}}'\n  illumo validate flow.yaml\n  illumo graph flow.yaml --format mermaid\n  illumo nodes\n\nExit codes: 0 ok, 1 the flow failed, 2 bad usage or invalid flow, 130 interrupted."
+    after_help = "Examples:\n  illumo run examples/basics/hello.yaml --context '{\"user\": {\"name\": \"Ada\"}}'\n  illumo validate flow.yaml\n  illumo graph flow.yaml --format mermaid\n  illumo nodes\n\nExit codes: 0 ok, 1 the flow failed, 2 bad usage or invalid flow, 3 paused for an answer, 130 interrupted."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -34,9 +34,14 @@ pub enum ColorArg {
 pub enum Command {
     /// Run a flow and print the final ctx as JSON on stdout
     #[command(
-        after_help = "Examples:\n  illumo run flow.yaml --context '{\"request\": {\"summary\": \"fix the bug\"}}'\n  illumo run flow.yaml -c @context.json --set request.user=ada --pretty\n  illumo run flow.yaml --policy '{\"retry\": {\"max_attempts\": 3}}' --profile prod\n  illumo run flow.yaml --tracer none -o result.json\n\nThe final ctx goes to stdout (or -o); the console trace, warnings and errors go to stderr.\nExit codes: 0 ok, 1 the flow failed (the partial ctx is still written), 2 bad usage or invalid flow, 130 interrupted."
+        after_help = "Examples:\n  illumo run flow.yaml --context '{\"request\": {\"summary\": \"fix the bug\"}}'\n  illumo run flow.yaml -c @context.json --set request.user=ada --pretty\n  illumo run flow.yaml --policy '{\"retry\": {\"max_attempts\": 3}}' --profile prod\n  illumo run flow.yaml --tracer none -o result.json\n  illumo run flow.yaml --tracer sqlite --from review --trace 4bf92f35 --set request.tone=formal\n\nThe final ctx goes to stdout (or -o); the console trace, warnings and errors go to stderr.\nWith the sqlite tracer (or --state PATH) every finished step is journaled: `illumo resume` continues a run that failed, was killed or paused.\nExit codes: 0 ok, 1 the flow failed (the partial ctx is still written), 2 bad usage or invalid flow, 3 paused for an answer (see `illumo resume`), 129/130/143 interrupted by SIGHUP/SIGINT/SIGTERM."
     )]
     Run(Box<RunArgs>),
+    /// Continue a journaled run that failed, was interrupted or killed, or paused for an answer
+    #[command(
+        after_help = "Examples:\n  illumo resume 4bf92f35 --db trace.db\n  illumo resume 4bf92f35 --db trace.db --input '{\"choice\": \"approve\"}'\n  illumo resume 4bf92f35 --db trace.db --input @answer.json --write\n\nFinished steps are not run again (no model call repeated, no program run again); the step that failed or was running runs again.\nThe run continues in the working folder it started in, with its flow file, ctx, profile, --policy and --llm; --write and --redact must be given again.\nIf the flow file changed a node that already ran, resume refuses (naming the node) unless --force.\nExit codes as for `illumo run`: 0 ok, 1 failed, 2 bad usage, a changed flow or an answer that does not fit (the run stays paused), 3 paused again."
+    )]
+    Resume(Box<ResumeArgs>),
     /// Check a flow and report every problem with file:line:column
     #[command(
         after_help = "Example:\n  illumo validate flow.yaml\n\nExit code 2 when there are errors; warnings alone exit 0."
@@ -147,6 +152,71 @@ pub struct RunArgs {
     /// DIR/runtime_execution.log (illumo-flow's execution log)
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<String>,
+    /// Journal the run in this SQLite file (without the sqlite tracer), so `illumo resume
+    /// --db PATH` can continue it
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<String>,
+    /// When a finished step is safe on disk: `batch` (committed every few milliseconds;
+    /// a SIGKILL may lose the last few, which then run again) or `sync` (before the next
+    /// node starts)
+    #[arg(long, value_enum, default_value = "batch")]
+    pub durability: DurabilityArg,
+    /// Never ask on the terminal: an `Approval` node pauses the run (exit 3) instead
+    #[arg(long)]
+    pub no_input: bool,
+    /// Fork: start at this node, with ctx as it was just before it first ran in `--trace`
+    #[arg(long, value_name = "NODE", requires = "trace")]
+    pub from: Option<String>,
+    /// The run to fork from (its id or a unique prefix), in the sqlite tracer's database
+    /// or `--state`
+    #[arg(long, value_name = "TRACE_ID", requires = "from")]
+    pub trace: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum DurabilityArg {
+    Batch,
+    Sync,
+}
+
+#[derive(Args)]
+pub struct ResumeArgs {
+    /// The run's trace id, or a unique prefix of one
+    pub trace_id: String,
+    /// The database the run was journaled in
+    #[arg(long, default_value = "trace.db")]
+    pub db: String,
+    /// The answer for the node the run paused at: JSON text or @FILE, e.g. '{"choice": "approve"}'
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub input: Option<String>,
+    /// Resume even though the flow file changed a node that already ran (the journal is
+    /// followed as far as it fits the flow, then dropped)
+    #[arg(long)]
+    pub force: bool,
+    /// Let nodes change files on disk (needed again if the run was started with it)
+    #[arg(long)]
+    pub write: bool,
+    /// A text that must never reach a tracer (replaced by ***); repeatable
+    #[arg(long = "redact", value_name = "TEXT")]
+    pub redact: Vec<String>,
+    /// When a finished step is safe on disk (as for `illumo run`)
+    #[arg(long, value_enum, default_value = "batch")]
+    pub durability: DurabilityArg,
+    /// Never ask on the terminal: an `Approval` node pauses the run (exit 3) instead
+    #[arg(long)]
+    pub no_input: bool,
+    /// Print only this part of the final ctx, e.g. `$ctx.summary.report`
+    #[arg(long, value_name = "PATH")]
+    pub print: Option<String>,
+    /// Write the final ctx to FILE instead of stdout
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<String>,
+    /// Pretty-print the final ctx
+    #[arg(long)]
+    pub pretty: bool,
+    /// No console trace, warnings or trailer on stderr (errors are still printed)
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -157,7 +227,8 @@ pub enum ReportFormat {
 
 #[derive(Subcommand)]
 pub enum TraceCommand {
-    /// List runs, newest first: flow, start, duration, status, node count
+    /// List runs, newest first: flow, start, duration, status (ok, failed, interrupted,
+    /// paused, running), node count, and whether `illumo resume` can continue it
     #[command(after_help = "Example:\n  illumo trace list --db trace.db --limit 5")]
     List {
         /// The trace database

@@ -1,6 +1,6 @@
 //! The `illumo` command line: parses arguments, wires the node registry and tracers to the
 //! engine, and renders errors. Exit codes: 0 success, 1 the flow failed, 2 bad usage or an
-//! invalid flow, 4 the flow succeeded but its output could not be written, 129/130/143
+//! invalid flow, 3 paused for an answer, 4 the flow succeeded but its output could not be written, 129/130/143
 //! interrupted by SIGHUP/SIGINT/SIGTERM.
 
 // Printing that never panics: a closed stderr is ignored, and a reader that closes stdout
@@ -28,6 +28,7 @@ mod inputs;
 mod migrate_cmd;
 mod nodes_cmd;
 mod report;
+mod resume_cmd;
 mod run_cmd;
 mod signals;
 mod trace_cmd;
@@ -41,6 +42,8 @@ use std::ffi::OsString;
 
 pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
+/// The run paused for a person's answer (`illumo resume --input`).
+pub const EXIT_PAUSED: i32 = 3;
 /// The flow succeeded, but its result could not be printed or written (`--print` of a
 /// path the ctx does not have, `-o` into a missing folder).
 pub const EXIT_OUTPUT: i32 = 4;
@@ -74,6 +77,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     illumo_nodes::register_builtins_with(&mut registry, mode);
     match cli.command {
         Command::Run(args) => run_cmd::run(*args, &registry),
+        Command::Resume(args) => resume_cmd::run(*args),
         Command::Validate { flow } => validate(&flow, &registry),
         Command::Graph { flow, format } => match load(&flow, &registry, false) {
             Ok(f) => {

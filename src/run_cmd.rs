@@ -1,18 +1,19 @@
 //! `illumo run`.
 
-use crate::cli::RunArgs;
-use crate::{inputs, EXIT_FAILED, EXIT_OUTPUT, EXIT_USAGE};
+use crate::cli::{DurabilityArg, ReportFormat, RunArgs};
+use crate::{inputs, EXIT_FAILED, EXIT_OUTPUT, EXIT_PAUSED, EXIT_USAGE};
+use illumo_engine::journal::{Durability, Journal, Replay, RunStart};
 use illumo_engine::redact::Redactor;
 use illumo_engine::runner::{self, RunError, RunOptions};
 use illumo_engine::tracer::{DbTracer, Fanout, Tracer};
-use illumo_engine::NodeRegistry;
+use illumo_engine::{Flow, NodeRegistry};
 use illumo_tracers::{ConsoleTracer, SqliteTracer};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 pub fn run(args: RunArgs, registry: &NodeRegistry) -> i32 {
     match prepare(&args, registry) {
-        Ok((flow, ctx, options)) => execute(&args, flow, ctx, options),
+        Ok(prepared) => execute(&Finish::of_run(&args), prepared),
         Err(Some(message)) => {
             eprintln!("error: {message}");
             EXIT_USAGE
@@ -21,12 +22,135 @@ pub fn run(args: RunArgs, registry: &NodeRegistry) -> i32 {
     }
 }
 
-type Prepared = (Arc<illumo_engine::Flow>, Value, RunOptions);
+/// A run ready to start.
+pub struct Prepared {
+    pub flow: Arc<Flow>,
+    pub ctx: Value,
+    pub options: RunOptions,
+    /// The database the run is journaled in, for the resume hint.
+    pub journal_db: Option<String>,
+    /// Kept open until the run ends: a journal's own database when no tracer writes it.
+    pub keep: Vec<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+/// What happens with a run's result: where ctx goes, reports, and what stderr says.
+pub struct Finish {
+    pub print: Option<String>,
+    pub output: Option<String>,
+    pub pretty: bool,
+    pub quiet: bool,
+    pub report_path: Option<String>,
+    pub report_format: ReportFormat,
+    pub log_dir: Option<String>,
+}
+
+impl Finish {
+    fn of_run(args: &RunArgs) -> Finish {
+        Finish {
+            print: args.print.clone(),
+            output: args.output.clone(),
+            pretty: args.pretty,
+            quiet: args.quiet,
+            report_path: args.report_path.clone(),
+            report_format: args.report_format,
+            log_dir: args.log_dir.clone(),
+        }
+    }
+}
+
+pub fn durability(arg: DurabilityArg) -> Durability {
+    match arg {
+        DurabilityArg::Batch => Durability::Batch,
+        DurabilityArg::Sync => Durability::Sync,
+    }
+}
+
+/// May nodes ask on this terminal? Only if stdin is one, and `--no-input` was not given.
+pub fn can_ask(no_input: bool) -> bool {
+    use std::io::IsTerminal;
+    !no_input && std::io::stdin().is_terminal()
+}
+
+/// The run's start as its journal records it.
+pub fn run_start(flow: &Flow, options: &RunOptions, ctx: &Value, recorded: Value) -> RunStart {
+    let path = std::path::Path::new(&flow.source.name);
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    RunStart {
+        trace_id: options.trace_id,
+        flow_path: absolute.display().to_string(),
+        flow_hash: illumo_engine::journal::digest(flow.source.text.as_bytes()),
+        nodes: flow
+            .nodes
+            .iter()
+            .map(|n| (n.id.clone(), n.digest.clone()))
+            .collect(),
+        ctx: ctx.clone(),
+        options: {
+            let mut recorded = recorded;
+            recorded["flow_name"] = json!(flow.name);
+            recorded
+        },
+        forked_from: None,
+    }
+}
+
+/// The options a resume needs again, as the journal records them.
+fn recorded_options(args: &RunArgs) -> Result<Value, Option<String>> {
+    let cwd = std::env::current_dir()
+        .map_err(|e| Some(format!("cannot read the working folder: {e}")))?;
+    let policy = match &args.policy {
+        Some(arg) => Some(inputs::read_arg("--policy", arg)?.1),
+        None => None,
+    };
+    Ok(json!({
+        "cwd": cwd.display().to_string(),
+        "flow": args.flow,
+        "profile": args.profile,
+        "policy": policy,
+        "llm": args.llm,
+        "write": args.write,
+        "tracers": args.tracers,
+        "tracer_args": args.tracer_args,
+        "trace_db": args.trace_db,
+        "state": args.state,
+    }))
+}
+
+/// The profile and `--policy` layered, as a run applies them.
+pub fn overrides(
+    flow: &Flow,
+    profile: Option<&str>,
+    policy: Option<&str>,
+) -> Result<illumo_engine::policy::PolicySpec, Option<String>> {
+    let mut overrides = illumo_engine::policy::PolicySpec::default();
+    if let Some(name) = profile {
+        let Some(profile) = flow.profiles.get(name) else {
+            let known: Vec<&str> = flow.profiles.keys().map(String::as_str).collect();
+            return Err(Some(match known.len() {
+                0 => format!("unknown profile `{name}`: the flow defines no `profiles`"),
+                _ => format!(
+                    "unknown profile `{name}`; the flow defines `{}`",
+                    known.join("`, `")
+                ),
+            }));
+        };
+        overrides = profile.clone();
+    }
+    if let Some(policy) = policy {
+        overrides = overrides.overlay(&inputs::policy(policy)?);
+    }
+    Ok(overrides)
+}
 
 /// Everything checked before the run starts; `Err(None)` when the message was printed.
 fn prepare(args: &RunArgs, registry: &NodeRegistry) -> Result<Prepared, Option<String>> {
-    let tracer = tracers(args)?;
+    let (tracer, sqlite) = tracers(args)?;
     let flow = crate::load(&args.flow, registry, args.quiet).map_err(|_| None)?;
+    if args.from.is_some() && args.context.is_some() {
+        return Err(Some(
+            "--context cannot be used with --from: a fork starts from the traced run's ctx; change it with --set".into(),
+        ));
+    }
     let ctx = inputs::context(args.context.as_deref(), &args.sets)?;
     if let Some(path) = &args.print {
         inputs::ctx_path(path).map_err(|e| Some(format!("--print: {e}")))?;
@@ -48,23 +172,160 @@ fn prepare(args: &RunArgs, registry: &NodeRegistry) -> Result<Prepared, Option<S
     let secrets = args.redact.iter().cloned().chain(flow.secrets());
     options.redactor = Arc::new(Redactor::from_env(secrets));
     options.permissions.write_files = args.write;
-    if let Some(name) = &args.profile {
-        let Some(profile) = flow.profiles.get(name) else {
-            let known: Vec<&str> = flow.profiles.keys().map(String::as_str).collect();
-            return Err(Some(match known.len() {
-                0 => format!("unknown profile `{name}`: the flow defines no `profiles`"),
-                _ => format!(
-                    "unknown profile `{name}`; the flow defines `{}`",
-                    known.join("`, `")
-                ),
-            }));
+    options.permissions.ask = can_ask(args.no_input);
+    options.overrides = overrides(&flow, args.profile.as_deref(), args.policy.as_deref())?;
+    options.durability = durability(args.durability);
+    let mut keep: Vec<Arc<dyn std::any::Any + Send + Sync>> = Vec::new();
+    // The journal: in the sqlite tracer's file, or `--state`'s.
+    let journal_db = match (&args.state, sqlite) {
+        (Some(state), Some((path, db))) if same_file(state, &path) => Some((path, db)),
+        (Some(state), _) => {
+            let db = DbTracer::new(SqliteTracer::new(state)).map_err(|e| Some(e.to_string()))?;
+            Some((state.clone(), Arc::new(db)))
+        }
+        (None, sqlite) => sqlite,
+    };
+    let flow = Arc::new(flow);
+    let mut ctx = ctx;
+    let mut forked_from = None;
+    if let (Some(node), Some(trace)) = (&args.from, &args.trace) {
+        let Some((path, _)) = &journal_db else {
+            return Err(Some(
+                "--from needs the database that holds `--trace`: add `--tracer sqlite --tracer-arg db_path=PATH` or `--state PATH`".into(),
+            ));
         };
-        options.overrides = profile.clone();
+        let (at_ctx, input, trace_id) = fork_point(&flow, path, trace, node)?;
+        // `--set` edits the forked ctx.
+        ctx = apply_sets(at_ctx, &args.sets)?;
+        let index = flow.index[node.as_str()];
+        options.entry = Some((index, input));
+        options
+            .attributes
+            .insert("forked_from".into(), json!({"trace_id": trace_id, "node": node}));
+        forked_from = Some(json!({"trace_id": trace_id, "node": node}));
     }
-    if let Some(policy) = &args.policy {
-        options.overrides = options.overrides.overlay(&inputs::policy(policy)?);
+    let mut journal_path = None;
+    if let Some((path, db)) = journal_db {
+        if let Some(journal) = db.inner().journal(options.redactor.clone()) {
+            let mut recorded = recorded_options(args)?;
+            if let Some((node, input)) = &options.entry {
+                recorded["entry"] = json!({"node": flow.id(*node), "input": input});
+            }
+            let mut start = run_start(&flow, &options, &ctx, recorded);
+            start.forked_from = forked_from;
+            journal
+                .start(&start)
+                .map_err(|e| Some(format!("cannot write the run journal in `{path}`: {e}")))?;
+            options.journal = Some(Arc::new(journal));
+        }
+        keep.push(db);
+        journal_path = Some(path);
     }
-    Ok((Arc::new(flow), ctx, options))
+    Ok(Prepared {
+        flow,
+        ctx,
+        options,
+        journal_db: journal_path,
+        keep,
+    })
+}
+
+fn same_file(a: &str, b: &str) -> bool {
+    let abs = |p: &str| std::path::absolute(p).unwrap_or_else(|_| p.into());
+    abs(a) == abs(b)
+}
+
+/// `--set` on top of a forked ctx.
+fn apply_sets(ctx: Value, sets: &[String]) -> Result<Value, Option<String>> {
+    let edits = inputs::context(None, sets)?;
+    let mut ctx = ctx;
+    merge_sets(&mut ctx, edits);
+    Ok(ctx)
+}
+
+/// Writes every leaf of `edits` (what `--set` built) into `ctx`.
+fn merge_sets(ctx: &mut Value, edits: Value) {
+    match (ctx, edits) {
+        (Value::Object(into), Value::Object(from)) => {
+            for (key, value) in from {
+                match into.get_mut(&key) {
+                    Some(existing) if value.is_object() && existing.is_object() => {
+                        merge_sets(existing, value)
+                    }
+                    _ => {
+                        into.insert(key, value);
+                    }
+                }
+            }
+        }
+        (ctx, edits) => *ctx = edits,
+    }
+}
+
+/// Where a fork starts: ctx just before `node` first ran in `trace`, and its input.
+fn fork_point(
+    flow: &Arc<Flow>,
+    db: &str,
+    trace: &str,
+    node: &str,
+) -> Result<(Value, Value, String), Option<String>> {
+    let Some(&index) = flow.index.get(node) else {
+        let hint = illumo_engine::diagnostic::did_you_mean(
+            node,
+            flow.nodes.iter().map(|n| n.id.as_str()),
+        )
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_default();
+        return Err(Some(format!("--from: the flow has no node `{node}`{hint}")));
+    };
+    let conn = illumo_tracers::store::open(std::path::Path::new(db)).map_err(Some)?;
+    let trace_id = illumo_tracers::journal::resolve_run(&conn, trace).map_err(Some)?;
+    let stored = illumo_tracers::journal::load(&conn, &trace_id).map_err(Some)?;
+    let entry = stored_entry(flow, &stored.options)?;
+    let replay = Replay {
+        steps: stored.steps,
+        answer: None,
+        force: false,
+    };
+    let replayed = block_on(runner::replay_only(
+        flow.clone(),
+        stored.ctx,
+        replay,
+        entry,
+        Some(index),
+    ))
+    .map_err(|e| Some(format!("--from: {e}")))?
+    .map_err(|e| Some(format!("--from: trace `{trace_id}`: {e}")))?;
+    match replayed.at {
+        Some((ctx, input)) => Ok((ctx, input, trace_id)),
+        None => Err(Some(format!(
+            "--from: node `{node}` did not start in trace `{trace_id}` (it ran {} steps); fork from a node that ran",
+            replayed.steps
+        ))),
+    }
+}
+
+/// A forked run's own start node, as its journal recorded it.
+pub fn stored_entry(flow: &Flow, options: &Value) -> Result<Option<(usize, Value)>, Option<String>> {
+    let Some(entry) = options.get("entry").filter(|e| !e.is_null()) else {
+        return Ok(None);
+    };
+    let node = entry["node"].as_str().unwrap_or_default();
+    match flow.index.get(node) {
+        Some(&index) => Ok(Some((index, entry["input"].clone()))),
+        None => Err(Some(format!(
+            "the run started at node `{node}`, which the flow no longer has"
+        ))),
+    }
+}
+
+/// Runs a future on a small runtime of its own (a replay, which runs no node).
+pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    Ok(runtime.block_on(future))
 }
 
 /// Each tracer and the `--tracer-arg` keys it takes.
@@ -75,7 +336,10 @@ const TRACERS: [(&str, &[&str]); 4] = [
     ("none", &[]),
 ];
 
-fn tracers(args: &RunArgs) -> Result<Arc<dyn Tracer>, Option<String>> {
+/// The sqlite tracer's file and the tracer, whose writer the journal shares.
+type SqliteDb = (String, Arc<DbTracer<SqliteTracer>>);
+
+fn tracers(args: &RunArgs) -> Result<(Arc<dyn Tracer>, Option<SqliteDb>), Option<String>> {
     let mut names: Vec<&str> = if args.tracers.is_empty() {
         vec!["console"]
     } else {
@@ -133,6 +397,7 @@ fn tracers(args: &RunArgs) -> Result<Arc<dyn Tracer>, Option<String>> {
             .map(|(_, v)| v.clone())
     };
     let mut fanout = Fanout::default();
+    let mut sqlite = None;
     for name in names {
         match name {
             "console" if !args.quiet => fanout
@@ -141,15 +406,17 @@ fn tracers(args: &RunArgs) -> Result<Arc<dyn Tracer>, Option<String>> {
             "console" | "none" => {}
             "sqlite" => {
                 let path = setting("db_path").unwrap_or_else(|| "trace.db".to_string());
-                let db =
-                    DbTracer::new(SqliteTracer::new(&path)).map_err(|e| Some(e.to_string()))?;
-                fanout.0.push(Arc::new(db));
+                let db = Arc::new(
+                    DbTracer::new(SqliteTracer::new(&path)).map_err(|e| Some(e.to_string()))?,
+                );
+                fanout.0.push(db.clone());
+                sqlite.get_or_insert((path, db));
             }
             "otel" => fanout.0.push(otel(&setting)?),
             other => unreachable!("tracer `{other}` was checked above"),
         }
     }
-    Ok(Arc::new(fanout))
+    Ok((Arc::new(fanout), sqlite))
 }
 
 #[cfg(feature = "otlp")]
@@ -169,7 +436,14 @@ fn otel(_: &dyn Fn(&str) -> Option<String>) -> Result<Arc<dyn Tracer>, Option<St
     ))
 }
 
-fn execute(args: &RunArgs, flow: Arc<illumo_engine::Flow>, ctx: Value, options: RunOptions) -> i32 {
+pub fn execute(args: &Finish, prepared: Prepared) -> i32 {
+    let Prepared {
+        flow,
+        ctx,
+        options,
+        journal_db,
+        keep,
+    } = prepared;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -221,8 +495,13 @@ fn execute(args: &RunArgs, flow: Arc<illumo_engine::Flow>, ctx: Value, options: 
             return EXIT_FAILED;
         }
     };
+    drop(keep);
     let (ctx, trace_id, code) = match result {
         Ok(out) => (out.ctx, out.trace_id, 0),
+        Err(failure) if matches!(failure.error, RunError::Paused { .. }) => {
+            paused(&failure.error, &failure.trace_id.to_string(), journal_db.as_deref(), &redactor);
+            (failure.ctx, failure.trace_id, EXIT_PAUSED)
+        }
         Err(failure) => {
             report(&failure.error, &failure.trace_id.to_string(), &redactor);
             if args.report_path.is_some() || args.log_dir.is_some() {
@@ -265,6 +544,42 @@ fn execute(args: &RunArgs, flow: Arc<illumo_engine::Flow>, ctx: Value, options: 
     code
 }
 
+/// A paused run: what it waits for, and the command that answers.
+fn paused(error: &RunError, trace_id: &str, db: Option<&str>, redactor: &Redactor) {
+    let RunError::Paused { node, message } = error else {
+        return;
+    };
+    let message = redactor.text(message);
+    let mut lines = message.lines();
+    eprintln!("paused at {node}: {}", lines.next().unwrap_or_default());
+    for line in lines {
+        eprintln!("  {line}");
+    }
+    match db {
+        Some(db) => {
+            let db = shell_word(db);
+            eprintln!("  resume with: illumo resume {trace_id} --db {db} --input '{{\"choice\": \"approve\"}}'");
+        }
+        None => eprintln!(
+            "  this run has no journal, so it cannot be resumed: run it with `--tracer sqlite` or `--state PATH`"
+        ),
+    }
+    eprintln!("  trace_id: {trace_id}");
+}
+
+/// A path as one shell word.
+fn shell_word(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+".contains(c))
+    {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
 fn report(error: &RunError, trace_id: &str, redactor: &Redactor) {
     eprintln!("error: {}", redactor.text(&error.to_string()));
     if let RunError::NodeFailed { policy, .. } = error {
@@ -274,7 +589,7 @@ fn report(error: &RunError, trace_id: &str, redactor: &Redactor) {
 }
 
 /// Prints (or writes) the final ctx, with secrets replaced.
-fn write_ctx(args: &RunArgs, mut ctx: Value, redactor: &Redactor) -> Result<(), String> {
+fn write_ctx(args: &Finish, mut ctx: Value, redactor: &Redactor) -> Result<(), String> {
     redactor.value(&mut ctx);
     let ctx = std::mem::ManuallyDrop::new(ctx);
     if let Some(path) = &args.print {

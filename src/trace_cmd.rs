@@ -50,7 +50,10 @@ fn execute(command: TraceCommand) -> Result<String, String> {
                 ListFormat::Table if runs.is_empty() => format!("no runs in {db}\n"),
                 ListFormat::Table | ListFormat::Markdown => rows_as(
                     format,
-                    &["TRACE ID", "FLOW", "START", "DURATION", "STATUS", "NODES"],
+                    &[
+                        "TRACE ID", "FLOW", "START", "DURATION", "STATUS", "NODES", "STATE",
+                        "RESUME",
+                    ],
                     runs.iter()
                         .map(|r| {
                             vec![
@@ -60,6 +63,8 @@ fn execute(command: TraceCommand) -> Result<String, String> {
                                 duration(r.duration_ms),
                                 status_text(&r.status, r.duration_ms),
                                 r.nodes.to_string(),
+                                r.state.clone(),
+                                if r.resumable { "yes" } else { "no" }.to_string(),
                             ]
                         })
                         .collect(),
@@ -191,6 +196,7 @@ fn run_json(r: &RunSummary) -> Value {
     json!({
         "trace_id": r.trace_id, "flow": r.flow, "start_time": r.start_time,
         "duration_ms": r.duration_ms, "status": r.status, "nodes": r.nodes,
+        "state": r.state, "resumable": r.resumable,
     })
 }
 

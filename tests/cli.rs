@@ -99,6 +99,7 @@ fn nodes_lists_types_and_settings_as_json() {
         types,
         [
             "Agent",
+            "Approval",
             "Command",
             "CustomRoutingNode",
             "DraftAgent",

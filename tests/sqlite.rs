@@ -32,7 +32,7 @@ fn spans_and_events_are_rows_readable_with_the_sqlite3_cli() {
     let trace_id = record_retry_example(&db, &dir.path().join("work"));
     assert_eq!(
         sqlite3(&db, "PRAGMA journal_mode; PRAGMA user_version;"),
-        "wal\n3\n"
+        "wal\n4\n"
     );
     // The documented joins of events to their spans use an index.
     assert_eq!(
@@ -266,7 +266,7 @@ fn a_database_from_a_newer_illumo_is_refused() {
         .code(2);
     assert_eq!(
         out.stderr,
-        format!("error: cannot connect to the sqlite tracer at `{}`: it has schema version 99, newer than this illumo knows (3); upgrade illumo\n", db.display())
+        format!("error: cannot connect to the sqlite tracer at `{}`: it has schema version 99, newer than this illumo knows (4); upgrade illumo\n", db.display())
     );
 }
 
@@ -301,7 +301,7 @@ fn an_illumo_database_that_lost_its_version_is_brought_back() {
     assert_eq!(list.stdout.lines().count(), 3, "two runs:\n{}", list.stdout);
     assert_eq!(
         sqlite3(&copy, "PRAGMA user_version; SELECT count(*) FROM spans; SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name LIKE '%_by_%'"),
-        "3\n4\n4\n"
+        "4\n4\n4\n"
     );
 }
 
@@ -523,7 +523,7 @@ fn a_database_of_the_first_schema_gains_the_span_index() {
     };
     sqlite3(&db, &format!("{first} PRAGMA user_version = 1;"));
     record_retry_example(&db, &dir.path().join("work"));
-    assert_eq!(sqlite3(&db, "PRAGMA user_version"), "3\n");
+    assert_eq!(sqlite3(&db, "PRAGMA user_version"), "4\n");
     assert_eq!(
         sqlite3(
             &db,

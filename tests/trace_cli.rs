@@ -22,8 +22,8 @@ fn list_show_and_search_a_recorded_run() {
     assert_eq!(
         rows,
         [
-            "TRACE ID FLOW START DURATION STATUS NODES",
-            "<trace_id> retry_timeout_goto <time> <dur> OK 6"
+            "TRACE ID FLOW START DURATION STATUS NODES STATE RESUME",
+            "<trace_id> retry_timeout_goto <time> <dur> OK 6 ok no"
         ]
     );
 
@@ -164,7 +164,7 @@ fn durations_no_clock_gives_do_not_crash_the_reader() {
         .collect();
     assert_eq!(
         row,
-        ["<trace_id>", "retry_timeout_goto", "<time>", "?", "OK", "6"]
+        ["<trace_id>", "retry_timeout_goto", "<time>", "?", "OK", "6", "ok", "no"]
     );
 }
 

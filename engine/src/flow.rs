@@ -42,6 +42,8 @@ pub struct FlowNode {
     /// What the node itself (and nodes it invokes) read from ctx, beyond its input.
     pub snapshot_reads: Option<Reads>,
     pub describe: Option<String>,
+    /// A digest of the node as written (type, settings, inputs, outputs, policy).
+    pub digest: String,
 }
 
 pub struct Edge {

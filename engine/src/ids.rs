@@ -35,6 +35,14 @@ impl TraceId {
     pub fn random() -> TraceId {
         TraceId(((random_u64() as u128) << 64 | random_u64() as u128).max(1))
     }
+
+    /// A trace id from its 32 hex digits.
+    pub fn parse(text: &str) -> Option<TraceId> {
+        if text.len() != 32 {
+            return None;
+        }
+        u128::from_str_radix(text, 16).ok().map(TraceId)
+    }
 }
 
 impl SpanId {

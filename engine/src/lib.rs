@@ -23,6 +23,7 @@ pub mod duration;
 pub mod flow;
 pub mod graph;
 pub mod ids;
+pub mod journal;
 pub mod limits;
 pub mod node;
 pub mod path;

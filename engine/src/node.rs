@@ -105,6 +105,10 @@ pub enum NodeError {
         writes: Vec<(crate::path::CtxPath, Value)>,
         timed_out: bool,
     },
+    /// The node waits for a person (`Approval` without a terminal): the run stops with
+    /// its journal committed, and `illumo resume --input` answers. Never retried.
+    #[error("{message}")]
+    Paused { message: String },
 }
 
 impl NodeError {
@@ -128,8 +132,17 @@ impl NodeError {
     pub fn wait_hint(&self) -> Option<std::time::Duration> {
         match self {
             NodeError::Retryable { retry_after, .. } => *retry_after,
-            NodeError::Fatal { .. } => None,
+            NodeError::Fatal { .. } | NodeError::Paused { .. } => None,
         }
+    }
+    /// The run pauses here until a person answers (see [`NodeError::Paused`]).
+    pub fn paused(message: impl Into<String>) -> NodeError {
+        NodeError::Paused {
+            message: message.into(),
+        }
+    }
+    pub fn is_paused(&self) -> bool {
+        matches!(self, NodeError::Paused { .. })
     }
     pub fn fatal(message: impl Into<String>) -> NodeError {
         NodeError::Fatal {
@@ -147,6 +160,7 @@ impl NodeError {
             NodeError::Retryable { timed_out, .. } | NodeError::Fatal { timed_out, .. } => {
                 *timed_out = true
             }
+            NodeError::Paused { .. } => {}
         }
         self
     }
@@ -155,14 +169,15 @@ impl NodeError {
             NodeError::Retryable { timed_out, .. } | NodeError::Fatal { timed_out, .. } => {
                 *timed_out
             }
+            NodeError::Paused { .. } => false,
         }
     }
     /// The same failure with another message (kind, writes and timeout kept).
     pub fn with_message(mut self, text: String) -> NodeError {
         match &mut self {
-            NodeError::Retryable { message, .. } | NodeError::Fatal { message, .. } => {
-                *message = text
-            }
+            NodeError::Retryable { message, .. }
+            | NodeError::Fatal { message, .. }
+            | NodeError::Paused { message } => *message = text,
         }
         self
     }
@@ -173,12 +188,14 @@ impl NodeError {
             NodeError::Retryable { writes, .. } | NodeError::Fatal { writes, .. } => {
                 writes.push((path, value))
             }
+            NodeError::Paused { .. } => {}
         }
         self
     }
     pub fn writes(&self) -> &[(crate::path::CtxPath, Value)] {
         match self {
             NodeError::Retryable { writes, .. } | NodeError::Fatal { writes, .. } => writes,
+            NodeError::Paused { .. } => &[],
         }
     }
 }
@@ -189,6 +206,8 @@ impl NodeError {
 pub struct Permissions {
     /// `--write`: nodes may change files on disk (Patch applies its diff).
     pub write_files: bool,
+    /// Nodes may ask a person on the terminal (stdin is one, and no `--no-input`).
+    pub ask: bool,
 }
 
 /// Runs another node (a loop body) under its own policy, with a ctx the caller built.
@@ -240,6 +259,9 @@ pub struct NodeCx<'a> {
     /// What the run allows (from command-line flags only).
     pub permissions: Permissions,
     pub invoker: &'a dyn Invoker,
+    /// A person's answer, checked by [`Node::check_answer`], when the run resumes at the
+    /// node it paused at (`illumo resume --input`).
+    pub answer: Option<&'a Value>,
 }
 
 impl NodeCx<'_> {
@@ -329,6 +351,12 @@ pub trait Node: Send + Sync {
     /// Groups of routing targets that start together (a route `to: [a, b]`).
     fn fan_outs(&self) -> Vec<Vec<String>> {
         Vec::new()
+    }
+
+    /// For a node that pauses for a person: the answer given to `illumo resume --input`,
+    /// checked (and normalized) before anything runs; `None` when the node takes none.
+    fn check_answer(&self, _answer: &Value) -> Option<Result<Value, String>> {
+        None
     }
 }
 

@@ -206,6 +206,11 @@ impl<T: TracerDB> DbTracer<T> {
         })
     }
 
+    /// The backend (to reach what else it offers, like the SQLite journal).
+    pub fn inner(&self) -> &T {
+        &self.db
+    }
+
     fn report(&self, result: Result<(), TracerError>) {
         if let Err(e) = result {
             if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {

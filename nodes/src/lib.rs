@@ -1,5 +1,6 @@
 //! illumo's built-in node types. [`register_builtins`] adds them all to a registry.
 
+mod approval;
 pub mod agents;
 pub mod coding;
 mod command;
@@ -30,7 +31,13 @@ pub fn register_builtins(registry: &mut NodeRegistry) {
 
 /// Registers every built-in node type; agents talk to LLMs as `mode` says (`--llm`).
 pub fn register_builtins_with(registry: &mut NodeRegistry, mode: llm::LlmMode) {
+    register_builtins_with_llm(registry, llm::Llm::new(mode));
+}
+
+/// The same, with the agents' shared LLM state given (a resumed run's scripted counts).
+pub fn register_builtins_with_llm(registry: &mut NodeRegistry, llm: llm::Llm) {
     registry.register(SetFactory);
+    registry.register(approval::ApprovalFactory);
     registry.register(RouterFactory);
     registry.register(LoopFactory);
     registry.register(CommandFactory);
@@ -41,7 +48,7 @@ pub fn register_builtins_with(registry: &mut NodeRegistry, mode: llm::LlmMode) {
     registry.register(coding::PatchFactory);
     registry.register(coding::TestExecutorFactory);
     registry.register(coding::SummaryFactory);
-    agents::register(registry, std::sync::Arc::new(llm::Llm::new(mode)));
+    agents::register(registry, std::sync::Arc::new(llm));
 }
 
 /// A registry holding the built-in node types.

@@ -4,6 +4,7 @@
 mod console;
 #[cfg(feature = "otlp")]
 pub mod otlp;
+pub mod journal;
 pub mod sqlite;
 pub mod store;
 pub mod writer;
@@ -11,4 +12,4 @@ pub mod writer;
 pub use console::{ColorChoice, ConsoleTracer};
 #[cfg(feature = "otlp")]
 pub use otlp::{OtlpConfig, OtlpTracer};
-pub use sqlite::SqliteTracer;
+pub use sqlite::{SqliteJournal, SqliteTracer};

@@ -4,6 +4,8 @@
 
 use crate::writer::{Flushed, Settings, Sink, Writer};
 use illumo_engine::ids::{iso8601, iso8601_bytes};
+use illumo_engine::journal::{Journal, RunStart, RunStatus, StepRecord};
+use illumo_engine::redact::Redactor;
 use illumo_engine::tracer::{
     AttributesJson, EventData, SpanData, SpanId, TraceId, TracerDB, TracerError,
 };
@@ -75,6 +77,43 @@ pub const MIGRATIONS: &[Migration] = &[
         ("spans", "start", "start_time"),
         ("spans", "end", "end_time"),
     ]),
+    // The journal `illumo resume` continues a run from (docs/durable-runs.md).
+    Migration::Sql(
+        "
+    CREATE TABLE IF NOT EXISTS runs (
+        trace_id    TEXT PRIMARY KEY,
+        flow        TEXT NOT NULL,
+        flow_hash   TEXT NOT NULL,
+        nodes       TEXT NOT NULL,
+        ctx         TEXT NOT NULL,
+        options     TEXT NOT NULL,
+        forked_from TEXT,
+        status      TEXT NOT NULL,
+        paused_at   TEXT,
+        message     TEXT,
+        pid         INTEGER,
+        masked      INTEGER NOT NULL DEFAULT 0,
+        started_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS steps (
+        trace_id    TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        step        INTEGER NOT NULL,
+        node        TEXT NOT NULL,
+        attempt     INTEGER NOT NULL,
+        inline      INTEGER NOT NULL,
+        status      TEXT NOT NULL,
+        output      TEXT,
+        writes      TEXT,
+        route       TEXT,
+        error       TEXT,
+        masked      INTEGER NOT NULL DEFAULT 0,
+        at          TEXT NOT NULL,
+        PRIMARY KEY (trace_id, seq)
+    ) WITHOUT ROWID;
+",
+    ),
 ];
 
 /// The columns illumo reads and writes, per table.
@@ -187,11 +226,33 @@ enum Record {
         span_id: SpanId,
         event: Box<EventData>,
     },
+    Journal(Box<JournalRecord>),
+}
+
+/// A journal change, in the order the run made it.
+enum JournalRecord {
+    Start {
+        run: RunStart,
+        redactor: Arc<Redactor>,
+    },
+    Step {
+        trace_id: TraceId,
+        step: StepRecord,
+        redactor: Arc<Redactor>,
+    },
+    Truncate {
+        trace_id: TraceId,
+        seq: u64,
+    },
+    Status {
+        trace_id: TraceId,
+        status: RunStatus,
+    },
 }
 
 pub struct SqliteTracer {
     path: PathBuf,
-    writer: Option<Writer<Record>>,
+    writer: Option<Arc<Writer<Record>>>,
     trace_id: OnceLock<TraceId>,
 }
 
@@ -209,6 +270,272 @@ impl SqliteTracer {
             return Err(write_error("the tracer is not connected"));
         };
         writer.send(record).map_err(|e| write_error(&e))
+    }
+
+    /// The run journal in the same file, written by the same background writer (call
+    /// after connecting). Values that hold one of `redactor`'s secrets are stored masked.
+    pub fn journal(&self, redactor: Arc<Redactor>) -> Option<SqliteJournal> {
+        Some(SqliteJournal {
+            writer: self.writer.clone()?,
+            redactor,
+        })
+    }
+}
+
+/// The journal half of a [`SqliteTracer`]: runs and their finished steps.
+pub struct SqliteJournal {
+    writer: Arc<Writer<Record>>,
+    redactor: Arc<Redactor>,
+}
+
+impl SqliteJournal {
+    fn send(&self, record: JournalRecord) {
+        // A journal record is never dropped: the engine waits for room in the queue.
+        let _ = self.writer.send_wait(Record::Journal(Box::new(record)));
+    }
+}
+
+impl Journal for SqliteJournal {
+    fn start(&self, run: &RunStart) -> Result<(), String> {
+        self.send(JournalRecord::Start {
+            run: run.clone(),
+            redactor: self.redactor.clone(),
+        });
+        self.commit()
+    }
+
+    fn step(&self, trace_id: TraceId, step: StepRecord) {
+        self.send(JournalRecord::Step {
+            trace_id,
+            step,
+            redactor: self.redactor.clone(),
+        });
+    }
+
+    fn truncate(&self, trace_id: TraceId, seq: u64) {
+        self.send(JournalRecord::Truncate { trace_id, seq });
+    }
+
+    fn status(&self, trace_id: TraceId, status: &RunStatus) {
+        self.send(JournalRecord::Status {
+            trace_id,
+            status: status.clone(),
+        });
+    }
+
+    fn commit(&self) -> Result<(), String> {
+        match self.writer.flush(None) {
+            Flushed::Done { result, .. } => result,
+            Flushed::TimedOut { .. } => Err("the journal's writer did not answer".into()),
+            Flushed::Stopped { failure } => Err(failure),
+        }
+    }
+}
+
+/// A value as JSON text for the journal, with secrets masked; says whether any was.
+fn journal_json(value: &Value, redactor: &Redactor) -> (String, bool) {
+    let text = serde_json::to_string(value).unwrap_or_default();
+    if redactor.is_empty() {
+        return (text, false);
+    }
+    match redactor.text(&text) {
+        std::borrow::Cow::Borrowed(_) => (text, false),
+        std::borrow::Cow::Owned(masked) => (masked, true),
+    }
+}
+
+/// A journal change formatted for its statement.
+enum JournalRow {
+    Start {
+        trace_id: String,
+        flow: String,
+        flow_hash: String,
+        nodes: String,
+        ctx: String,
+        options: String,
+        forked_from: Option<String>,
+        masked: bool,
+        at: String,
+    },
+    Step {
+        trace_id: String,
+        seq: i64,
+        step: i64,
+        node: String,
+        attempt: i64,
+        inline: bool,
+        status: &'static str,
+        output: String,
+        writes: String,
+        route: Option<String>,
+        error: Option<String>,
+        masked: bool,
+        at: String,
+    },
+    Truncate {
+        trace_id: String,
+        seq: i64,
+    },
+    Status {
+        trace_id: String,
+        status: &'static str,
+        paused_at: Option<String>,
+        message: Option<String>,
+        at: String,
+    },
+}
+
+impl JournalRow {
+    fn of(record: JournalRecord) -> JournalRow {
+        let now = iso8601(std::time::SystemTime::now());
+        match record {
+            JournalRecord::Start { run, redactor } => {
+                let (ctx, masked) = journal_json(&run.ctx, &redactor);
+                let (options, masked_options) = journal_json(&run.options, &redactor);
+                let nodes: Map<String, Value> = run
+                    .nodes
+                    .iter()
+                    .map(|(id, digest)| (id.clone(), Value::String(digest.clone())))
+                    .collect();
+                JournalRow::Start {
+                    trace_id: run.trace_id.to_string(),
+                    flow: run.flow_path,
+                    flow_hash: run.flow_hash,
+                    nodes: Value::Object(nodes).to_string(),
+                    ctx,
+                    options,
+                    forked_from: run.forked_from.map(|f| f.to_string()),
+                    masked: masked || masked_options,
+                    at: now,
+                }
+            }
+            JournalRecord::Step {
+                trace_id,
+                step,
+                redactor,
+            } => {
+                let columns = step.result.to_columns();
+                let (output, a) = journal_json(&columns.output, &redactor);
+                let (writes, b) = journal_json(&columns.writes, &redactor);
+                let route = columns.route.map(|r| journal_json(&r, &redactor));
+                let error = columns.error.map(|e| journal_json(&e, &redactor));
+                let masked = a
+                    || b
+                    || route.as_ref().is_some_and(|r| r.1)
+                    || error.as_ref().is_some_and(|e| e.1);
+                JournalRow::Step {
+                    trace_id: trace_id.to_string(),
+                    seq: step.seq as i64,
+                    step: step.step as i64,
+                    node: step.node,
+                    attempt: i64::from(step.attempt),
+                    inline: step.inline,
+                    status: step.result.status(),
+                    output,
+                    writes,
+                    route: route.map(|r| r.0),
+                    error: error.map(|e| e.0),
+                    masked,
+                    at: now,
+                }
+            }
+            JournalRecord::Truncate { trace_id, seq } => JournalRow::Truncate {
+                trace_id: trace_id.to_string(),
+                seq: seq as i64,
+            },
+            JournalRecord::Status { trace_id, status } => {
+                let (paused_at, message) = match &status {
+                    RunStatus::Paused { node, message } => {
+                        (Some(node.clone()), Some(message.clone()))
+                    }
+                    _ => (None, None),
+                };
+                JournalRow::Status {
+                    trace_id: trace_id.to_string(),
+                    status: status.as_str(),
+                    paused_at,
+                    message,
+                    at: now,
+                }
+            }
+        }
+    }
+
+    fn write(&self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+        match self {
+            JournalRow::Start {
+                trace_id,
+                flow,
+                flow_hash,
+                nodes,
+                ctx,
+                options,
+                forked_from,
+                masked,
+                at,
+            } => {
+                // A resumed segment starts again: only its status and process change.
+                tx.prepare_cached(
+                    "INSERT INTO runs (trace_id, flow, flow_hash, nodes, ctx, options, forked_from, status, pid, masked, started_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?9, ?10, ?10)
+                     ON CONFLICT (trace_id) DO UPDATE SET status = 'running', pid = excluded.pid,
+                       paused_at = NULL, message = NULL, updated_at = excluded.updated_at",
+                )?
+                .execute(params![
+                    trace_id,
+                    flow,
+                    flow_hash,
+                    nodes,
+                    ctx,
+                    options,
+                    forked_from,
+                    i64::from(std::process::id()),
+                    masked,
+                    at
+                ])?;
+            }
+            JournalRow::Step {
+                trace_id,
+                seq,
+                step,
+                node,
+                attempt,
+                inline,
+                status,
+                output,
+                writes,
+                route,
+                error,
+                masked,
+                at,
+            } => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO steps (trace_id, seq, step, node, attempt, inline, status, output, writes, route, error, masked, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                )?
+                .execute(params![
+                    trace_id, seq, step, node, attempt, inline, status, output, writes, route,
+                    error, masked, at
+                ])?;
+            }
+            JournalRow::Truncate { trace_id, seq } => {
+                tx.prepare_cached("DELETE FROM steps WHERE trace_id = ?1 AND seq >= ?2")?
+                    .execute(params![trace_id, seq])?;
+            }
+            JournalRow::Status {
+                trace_id,
+                status,
+                paused_at,
+                message,
+                at,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE runs SET status = ?2, paused_at = ?3, message = ?4, updated_at = ?5 WHERE trace_id = ?1",
+                )?
+                .execute(params![trace_id, status, paused_at, message, at])?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -479,22 +806,25 @@ struct Pending {
     spans: Vec<PendingSpan>,
     span_index: HashMap<SpanId, usize>,
     events: Vec<EventRow>,
+    journal: Vec<JournalRow>,
 }
 
 impl Sink for Pending {
     type Record = Record;
 
     fn len(&self) -> usize {
-        self.spans.len() + self.events.len()
+        self.spans.len() + self.events.len() + self.journal.len()
     }
 
     fn write(&mut self) -> Result<(), String> {
         let (conn, cache) = (&mut self.conn, &mut self.cache);
-        let result = retry_busy(|| write_rows(conn, cache, &self.spans, &self.events))
-            .map_err(|e| e.to_string());
+        let result =
+            retry_busy(|| write_rows(conn, cache, &self.spans, &self.events, &self.journal))
+                .map_err(|e| e.to_string());
         self.spans.clear();
         self.span_index.clear();
         self.events.clear();
+        self.journal.clear();
         result
     }
 
@@ -528,6 +858,7 @@ impl Sink for Pending {
                 level: event.level.as_str(),
                 attributes: serde_json::to_string(&event.attributes).unwrap_or_default(),
             }),
+            Record::Journal(record) => self.journal.push(JournalRow::of(*record)),
         }
     }
 }
@@ -537,6 +868,7 @@ fn write_rows(
     cache: &mut AttributeCache,
     spans: &[PendingSpan],
     events: &[EventRow],
+    journal: &[JournalRow],
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
@@ -582,6 +914,9 @@ fn write_rows(
                 e.attributes
             ])?;
         }
+        for row in journal {
+            row.write(&tx)?;
+        }
     }
     tx.commit()
 }
@@ -595,6 +930,7 @@ impl TracerDB for SqliteTracer {
             spans: Vec::new(),
             span_index: HashMap::new(),
             events: Vec::new(),
+            journal: Vec::new(),
         };
         let settings = Settings {
             thread_name: "illumo-sqlite",
@@ -606,7 +942,7 @@ impl TracerDB for SqliteTracer {
             backend: BACKEND.into(),
             reason: e.to_string(),
         })?;
-        self.writer = Some(writer);
+        self.writer = Some(Arc::new(writer));
         Ok(())
     }
 
@@ -650,8 +986,11 @@ impl TracerDB for SqliteTracer {
     }
 
     fn close(&mut self) -> Result<(), TracerError> {
-        if let Some(mut writer) = self.writer.take() {
-            writer.close(None);
+        if let Some(writer) = self.writer.take() {
+            // A journal still held elsewhere keeps the writer; it commits what it gets.
+            if let Ok(mut writer) = Arc::try_unwrap(writer) {
+                writer.close(None);
+            }
         }
         Ok(())
     }

@@ -14,6 +14,11 @@ pub struct RunSummary {
     /// `OK`, `ERROR`, or `UNSET` for a run that has not ended (still running, or killed).
     pub status: String,
     pub nodes: i64,
+    /// `ok`, `failed`, `interrupted` (Ctrl-C, SIGTERM, killed), `paused` or `running`; a
+    /// run without a journal that has not ended is `running?` (running, or killed).
+    pub state: String,
+    /// Can `illumo resume` continue it (journaled, and failed, interrupted or paused)?
+    pub resumable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -96,30 +101,76 @@ pub fn list_runs_where(
     trace_id: Option<&str>,
     flow: Option<&str>,
 ) -> Result<Vec<RunSummary>, String> {
-    let mut stmt = conn
-        .prepare(
-            "SELECT s.trace_id, s.name, s.start_time, s.duration_ms, s.status,
-                    (SELECT count(*) FROM spans c WHERE c.trace_id = s.trace_id AND c.kind = 'node')
-             FROM spans s WHERE s.kind = 'flow'
-               AND (?2 IS NULL OR s.trace_id = ?2)
-               AND (?3 IS NULL OR s.name = 'flow ' || ?3 OR s.name = ?3)
-             ORDER BY s.start_time DESC LIMIT ?1",
-        )
-        .map_err(text)?;
+    let journal = crate::journal::has_journal(conn)?;
+    // A resumed run has a root span per segment: the first one's start, the last one's
+    // status, and the journal's state.
+    let (state, journal_only) = match journal {
+        true => (
+            "(SELECT r.status || ' ' || coalesce(r.pid, '') FROM runs r WHERE r.trace_id = s.trace_id)",
+            "UNION ALL
+             SELECT r.trace_id, 'flow ' || coalesce(json_extract(r.options, '$.flow_name'), r.flow),
+                    r.started_at, NULL, 'UNSET', 0, r.status || ' ' || coalesce(r.pid, '')
+             FROM runs r WHERE NOT EXISTS (SELECT 1 FROM spans f WHERE f.trace_id = r.trace_id)
+               AND (?2 IS NULL OR r.trace_id = ?2)",
+        ),
+        false => ("NULL", ""),
+    };
+    let sql = format!(
+        "SELECT * FROM (
+           SELECT s.trace_id, s.name,
+                  (SELECT min(f.start_time) FROM spans f WHERE f.trace_id = s.trace_id AND f.kind = 'flow') AS started,
+                  s.duration_ms, s.status,
+                  (SELECT count(*) FROM spans c WHERE c.trace_id = s.trace_id AND c.kind = 'node'),
+                  {state}
+           FROM spans s WHERE s.kind = 'flow'
+             AND s.rowid = (SELECT f.rowid FROM spans f WHERE f.trace_id = s.trace_id AND f.kind = 'flow'
+                            ORDER BY f.start_time DESC, f.rowid DESC LIMIT 1)
+             AND (?2 IS NULL OR s.trace_id = ?2)
+           {journal_only}
+         ) WHERE (?3 IS NULL OR name = 'flow ' || ?3 OR name = ?3)
+         ORDER BY started DESC LIMIT ?1"
+    );
+    let mut stmt = conn.prepare(&sql).map_err(text)?;
     let rows = stmt
         .query_map(rusqlite::params![limit as i64, trace_id, flow], |r| {
             let name: String = r.get(1)?;
+            let status: String = r.get(4)?;
+            let duration_ms: Option<f64> = r.get(3)?;
+            let journaled: Option<String> = r.get(6)?;
+            let (state, resumable) = match &journaled {
+                Some(text) => {
+                    let (status, pid) = text.split_once(' ').unwrap_or((text, ""));
+                    let state = crate::journal::effective_status(status, pid.parse().ok());
+                    (
+                        state.to_string(),
+                        matches!(state, "failed" | "interrupted" | "paused"),
+                    )
+                }
+                None => (span_state(&status, duration_ms).to_string(), false),
+            };
             Ok(RunSummary {
                 trace_id: r.get(0)?,
                 flow: name.strip_prefix("flow ").unwrap_or(&name).to_string(),
                 start_time: r.get(2)?,
-                duration_ms: r.get(3)?,
-                status: r.get(4)?,
+                duration_ms,
+                status,
                 nodes: r.get(5)?,
+                state,
+                resumable,
             })
         })
         .map_err(text)?;
     rows.collect::<Result<_, _>>().map_err(text)
+}
+
+/// A run's state from its root span alone (no journal).
+fn span_state(status: &str, duration_ms: Option<f64>) -> &'static str {
+    match (status, duration_ms) {
+        ("OK", _) => "ok",
+        ("ERROR", _) => "failed",
+        (_, None) => "running?",
+        _ => "interrupted",
+    }
 }
 
 /// The full trace id for an id or a unique prefix of one.

@@ -113,6 +113,16 @@ impl<R: Send + 'static> Writer<R> {
     }
 
     /// Waits until everything queued so far is written (at most `within`, if given).
+    /// Queues a record that must not be dropped: waits while the queue is full.
+    pub fn send_wait(&self, record: R) -> Result<(), String> {
+        let Some(queue) = &self.queue else {
+            return Err("the writer is closed".into());
+        };
+        queue
+            .send(Message::Record(record))
+            .map_err(|_| self.failure_text())
+    }
+
     pub fn flush(&self, within: Option<Duration>) -> Flushed {
         let queue_full = self.queue_full.swap(0, Ordering::Relaxed);
         let Some(queue) = &self.queue else {

@@ -26,13 +26,16 @@ impl Failed {
     }
 }
 
+/// The attempts of one node: the result, the last attempt's span (still open) and its
+/// number. `answer` is a person's answer for a node the run paused at.
 pub(super) async fn attempts(
     shared: &Arc<Shared>,
     index: usize,
     input: &Value,
     view: &Value,
     parent: SpanId,
-) -> (Result<Outcome, Failed>, Option<SpanData>) {
+    answer: Option<&Value>,
+) -> (Result<Outcome, Failed>, Option<SpanData>, u32) {
     let node = &shared.flow.nodes[index];
     let policy = &shared.policies[index];
     let mut attempt = 1;
@@ -50,6 +53,7 @@ pub(super) async fn attempts(
             max_attempts: policy.max_attempts,
             permissions: shared.permissions,
             invoker: &invoker,
+            answer,
         };
         let run = node.node.run(cx);
         let result = match policy.timeout {
@@ -73,7 +77,7 @@ pub(super) async fn attempts(
             merge(&mut span.attributes, extra);
         }
         let error = match result {
-            Ok(outcome) => return (Ok(outcome), open.take()),
+            Ok(outcome) => return (Ok(outcome), open.take(), attempt),
             Err(e) => e,
         };
         let timed_out = error.is_timeout();
@@ -102,6 +106,7 @@ pub(super) async fn attempts(
                 timed_out,
             }),
             open.take(),
+            attempt,
         );
     }
 }

@@ -6,15 +6,16 @@ use super::joins::Joins;
 use super::shapes::{self, Step};
 use super::shared::Shared;
 use super::writes::WriteLog;
-use super::{Interrupt, RunError};
+use super::{Interrupt, RunError, RunOptions};
 use crate::dialect::Dialect;
 use crate::flow::Outputs;
+use crate::journal::{Durability, Journal, Replay, StepRecord, StepResult};
 use crate::node::{NodeError, Outcome};
 use crate::path::{set_steps, CtxPath};
 use crate::policy::OnError;
 use crate::tracer::{Level, SpanData};
 use serde_json::{json, Map, Value};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -39,11 +40,59 @@ struct Activation {
 /// A node task's result.
 struct Done {
     node: usize,
+    /// The step's number (the order nodes were started in).
+    step: u64,
     /// The run's clock when the node became ready.
     started: u64,
     input: Value,
     result: Result<Outcome, Failed>,
     span: Option<SpanData>,
+    /// The attempt that ended it.
+    attempt: u32,
+    /// Did it finish when first polled, before the driver started anything else?
+    inline: bool,
+    /// Did it come from the journal (nothing ran)?
+    replayed: bool,
+}
+
+/// A node started while a journal is replayed, whose result the journal gives later (or,
+/// if it never does, that runs when the replay ends).
+struct Started {
+    node: usize,
+    step: u64,
+    input: Value,
+    view: Value,
+    started: u64,
+}
+
+/// A journal being replayed into the driver.
+struct Replaying {
+    /// The steps still to apply, in the order they finished.
+    steps: VecDeque<StepRecord>,
+    /// Started nodes the journal has not finished yet, by step.
+    started: BTreeMap<u64, Started>,
+    force: bool,
+    /// Only rebuild the state: never run a node.
+    dry: bool,
+    /// Stop when this node is first started (a fork), keeping ctx and its input.
+    stop_at: Option<usize>,
+    at: Option<(Value, Value)>,
+    stopped: bool,
+}
+
+/// What a replay did in one turn of the driver's loop.
+enum Turn {
+    NotReplaying,
+    Progress,
+    Stop,
+}
+
+/// Where finished steps go.
+struct Recorder {
+    journal: Arc<dyn Journal>,
+    durability: Durability,
+    /// The next step's place in the journal.
+    seq: u64,
 }
 
 pub(super) type DriverResult = Result<(Value, u64), (RunError, Value)>;
@@ -68,8 +117,8 @@ struct Scheduler {
     /// Per node, tasks running.
     running: Vec<u32>,
     tasks: JoinSet<Done>,
-    /// Per task, its node and input (to report a panic).
-    task_nodes: HashMap<tokio::task::Id, (usize, Value)>,
+    /// Per task, its node, step and input (to report a panic).
+    task_nodes: HashMap<tokio::task::Id, (usize, u64, Value)>,
 }
 
 impl Scheduler {
@@ -101,10 +150,24 @@ pub(super) struct Driver {
     state: RunState,
     sched: Scheduler,
     joins: Joins,
+    replaying: Option<Replaying>,
+    recorder: Option<Recorder>,
+    /// The node a resumed run answers and the answer, until that node runs.
+    answer: Option<(usize, Value)>,
+    /// The node that paused the run and its message: nothing new starts.
+    paused: Option<(usize, String)>,
+    /// The run's root span, for the replay's events.
+    root: Option<SpanData>,
 }
 
 impl Driver {
-    pub fn new(shared: Arc<Shared>, ctx: Value, interrupt: Arc<Interrupt>) -> Driver {
+    pub fn new(
+        shared: Arc<Shared>,
+        ctx: Value,
+        options: &RunOptions,
+        root: Option<SpanData>,
+    ) -> Driver {
+        let interrupt = options.interrupt.clone();
         let count = shared.flow.nodes.len();
         let mut ctx = if ctx.is_object() {
             ctx
@@ -122,15 +185,48 @@ impl Driver {
             tasks: JoinSet::new(),
             task_nodes: HashMap::new(),
         };
-        for &node in &shared.flow.entry {
-            // illumo-flow feeds its entry from `ctx.payloads.<entry>`.
-            let input = match illumo_flow {
-                true => ctx["payloads"][shared.flow.id(node)].clone(),
-                false => Value::Null,
-            };
-            sched.push(node, input, 0);
+        match &options.entry {
+            Some((node, input)) => sched.push(*node, input.clone(), 0),
+            None => {
+                for &node in &shared.flow.entry {
+                    // illumo-flow feeds its entry from `ctx.payloads.<entry>`.
+                    let input = match illumo_flow {
+                        true => ctx["payloads"][shared.flow.id(node)].clone(),
+                        false => Value::Null,
+                    };
+                    sched.push(node, input, 0);
+                }
+            }
         }
+        let replay = options.replay.clone();
+        let seq = replay
+            .as_ref()
+            .and_then(|r| r.steps.last())
+            .map_or(0, |last| last.seq + 1);
+        let answer = replay
+            .as_ref()
+            .and_then(|r| r.answer.as_ref())
+            .and_then(|(node, value)| Some((*shared.flow.index.get(node)?, value.clone())));
+        let replaying = replay.map(|Replay { steps, force, .. }| Replaying {
+            steps: steps.into(),
+            started: BTreeMap::new(),
+            force,
+            dry: false,
+            stop_at: None,
+            at: None,
+            stopped: false,
+        });
+        let recorder = options.journal.clone().map(|journal| Recorder {
+            journal,
+            durability: options.durability,
+            seq,
+        });
         Driver {
+            replaying,
+            recorder,
+            answer,
+            paused: None,
+            root,
             shared,
             inline: 0,
             interrupt,
@@ -147,6 +243,50 @@ impl Driver {
         }
     }
 
+    /// Only rebuilds the state from the journal, running nothing; with `stop_at`, stops
+    /// when that node is first started.
+    pub fn dry(mut self, stop_at: Option<usize>) -> Driver {
+        let replaying = self.replaying.get_or_insert_with(|| Replaying {
+            steps: VecDeque::new(),
+            started: BTreeMap::new(),
+            force: false,
+            dry: true,
+            stop_at: None,
+            at: None,
+            stopped: false,
+        });
+        replaying.dry = true;
+        replaying.stop_at = stop_at;
+        self.recorder = None;
+        self
+    }
+
+    /// Runs a [`Driver::dry`] driver: the state the journal rebuilds.
+    pub async fn replay_only(mut self) -> Result<super::Replayed, String> {
+        self.drive().await.map_err(|e| e.to_string())?;
+        let flow = &self.shared.flow;
+        let replaying = self.replaying.take();
+        let mut frontier: Vec<(u64, String)> = Vec::new();
+        let mut at = None;
+        if let Some(r) = replaying {
+            at = r.at;
+            frontier.extend(
+                r.started
+                    .values()
+                    .map(|s| (s.step, flow.id(s.node).to_string())),
+            );
+        }
+        frontier.sort();
+        let mut frontier: Vec<String> = frontier.into_iter().map(|(_, id)| id).collect();
+        frontier.extend(self.sched.ready.iter().map(|a| flow.id(a.node).to_string()));
+        Ok(super::Replayed {
+            ctx: self.state.ctx,
+            steps: self.state.steps,
+            frontier,
+            at,
+        })
+    }
+
     pub async fn run(mut self) -> DriverResult {
         match self.drive().await {
             Ok(()) => match self.state.failure.take() {
@@ -161,10 +301,18 @@ impl Driver {
         }
     }
 
+    /// Nodes running, or started during a replay and not finished by it yet.
+    fn busy(&self) -> usize {
+        self.sched.tasks.len() + self.replaying.as_ref().map_or(0, |r| r.started.len())
+    }
+
     async fn drive(&mut self) -> Result<(), RunError> {
         let max_parallel = self.shared.flow.max_parallel;
         loop {
-            while self.sched.tasks.len() < max_parallel {
+            while self.paused.is_none() && self.busy() < max_parallel {
+                if self.replaying.as_ref().is_some_and(|r| r.stopped) {
+                    break;
+                }
                 let Some(activation) = self.sched.pop() else {
                     break;
                 };
@@ -181,7 +329,18 @@ impl Driver {
                     }
                 }
             }
+            match self.replay_turn().await? {
+                Turn::NotReplaying => {}
+                Turn::Progress => continue,
+                Turn::Stop => return Ok(()),
+            }
             if self.sched.tasks.is_empty() {
+                if let Some((node, message)) = self.paused.take() {
+                    return Err(RunError::Paused {
+                        node: self.shared.flow.id(node).to_string(),
+                        message,
+                    });
+                }
                 if !self.sched.ready.is_empty() {
                     continue;
                 }
@@ -214,6 +373,83 @@ impl Driver {
         }
     }
 
+    /// The replay's part of one turn: applies the journal's next finished step, or, when
+    /// the journal has no more, starts the nodes it left unfinished and ends the replay.
+    async fn replay_turn(&mut self) -> Result<Turn, RunError> {
+        let Some(r) = self.replaying.as_mut() else {
+            return Ok(Turn::NotReplaying);
+        };
+        if r.stopped {
+            return Ok(Turn::Stop);
+        }
+        let Some(record) = r.steps.pop_front() else {
+            if r.dry {
+                return Ok(Turn::Stop);
+            }
+            self.go_live().await?;
+            return Ok(Turn::Progress);
+        };
+        let flow = &self.shared.flow;
+        match r.started.remove(&record.step) {
+            Some(s) if flow.id(s.node) == record.node => {
+                let done = replayed(record, s.node, s.input, s.started);
+                self.complete(done)?;
+            }
+            other => {
+                if let Some(s) = other {
+                    r.started.insert(s.step, s);
+                }
+                self.diverged(record)?;
+            }
+        }
+        Ok(Turn::Progress)
+    }
+
+    /// The journal's step does not fit the flow: refuse, or with `--force` drop the rest
+    /// of the journal and go on from here.
+    fn diverged(&mut self, record: StepRecord) -> Result<(), RunError> {
+        let Some(r) = self.replaying.as_mut() else {
+            return Ok(());
+        };
+        let message = format!(
+            "the journal's step {} (node `{}`, finished {}th) does not fit the flow as it is now: the flow changed how the run got there",
+            record.step,
+            record.node,
+            record.seq + 1
+        );
+        if !r.force || r.dry {
+            return Err(RunError::Replay { message });
+        }
+        r.steps.clear();
+        if let Some(recorder) = &mut self.recorder {
+            recorder
+                .journal
+                .truncate(self.shared.trace_id, record.seq);
+            recorder.seq = record.seq;
+        }
+        self.shared.event(
+            &self.root,
+            "run.diverged",
+            Level::Warn,
+            json!({"message": message, "seq": record.seq}),
+        );
+        Ok(())
+    }
+
+    /// The replay is over: the nodes it started but did not finish run now.
+    async fn go_live(&mut self) -> Result<(), RunError> {
+        let Some(r) = self.replaying.take() else {
+            return Ok(());
+        };
+        for (_, s) in r.started {
+            self.sched.running[s.node] -= 1;
+            if let Some(done) = self.start(s).await {
+                self.complete(done)?;
+            }
+        }
+        Ok(())
+    }
+
     /// A node's attempts are over: apply the result, then release the joins it freed.
     fn complete(&mut self, done: Done) -> Result<(), RunError> {
         self.sched.running[done.node] -= 1;
@@ -226,11 +462,11 @@ impl Driver {
 
     /// A node task that panicked or was cancelled, as a failure of that node.
     fn crashed(&mut self, e: tokio::task::JoinError) -> Done {
-        let (node, input) = self
+        let (node, step, input) = self
             .sched
             .task_nodes
             .remove(&e.id())
-            .unwrap_or((0, Value::Null));
+            .unwrap_or((0, 0, Value::Null));
         let message = if e.is_panic() {
             panic_text(&*e.into_panic())
         } else {
@@ -238,10 +474,14 @@ impl Driver {
         };
         Done {
             node,
+            step,
             started: self.state.clock,
             input,
             result: Err(Failed::fatal(message)),
             span: None,
+            attempt: 1,
+            inline: false,
+            replayed: false,
         }
     }
 
@@ -284,6 +524,50 @@ impl Driver {
             .snapshot_reads
             .as_ref()
             .map_or(Value::Null, |r| r.prune(&state.ctx));
+        let step = state.steps;
+        let start = Started {
+            node: index,
+            step,
+            input,
+            view,
+            started,
+        };
+        let Some(r) = self.replaying.as_mut() else {
+            return Ok(self.start(start).await);
+        };
+        if r.stop_at == Some(index) {
+            r.at = Some((self.state.ctx.clone(), start.input));
+            r.stopped = true;
+            return Ok(None);
+        }
+        self.sched.running[index] += 1;
+        self.state.clock += 1;
+        let inline = r
+            .steps
+            .front()
+            .is_some_and(|next| next.step == step && next.inline);
+        if inline {
+            let record = r.steps.pop_front().expect("the journal's next step");
+            if record.node != self.shared.flow.id(index) {
+                r.started.insert(step, start);
+                self.diverged(record)?;
+                return Ok(None);
+            }
+            return Ok(Some(replayed(record, index, start.input, started)));
+        }
+        r.started.insert(step, start);
+        Ok(None)
+    }
+
+    /// Starts a node's attempts; their result when they finished at once.
+    async fn start(&mut self, start: Started) -> Option<Done> {
+        let Started {
+            node: index,
+            step,
+            input,
+            view,
+            started,
+        } = start;
         let shared = self.shared.clone();
         self.sched.running[index] += 1;
         // The input is kept to pass on only where a failure passes it on.
@@ -292,15 +576,31 @@ impl Driver {
         } else {
             input.clone()
         };
-        state.clock += 1;
+        self.state.clock += 1;
+        let answer = match &self.answer {
+            Some((node, _)) if *node == index => self.answer.take().map(|(_, a)| a),
+            _ => None,
+        };
         let mut task = Box::pin(async move {
-            let (result, span) = attempts(&shared, index, &input, &view, shared.root_id).await;
+            let (result, span, attempt) = attempts(
+                &shared,
+                index,
+                &input,
+                &view,
+                shared.root_id,
+                answer.as_ref(),
+            )
+            .await;
             Done {
                 node: index,
+                step,
                 started,
                 input,
                 result,
                 span,
+                attempt,
+                inline: false,
+                replayed: false,
             }
         });
         // Most nodes (Set, Router, conditions) finish without waiting: polled once here,
@@ -313,30 +613,100 @@ impl Driver {
         })
         .await;
         match first {
-            Ok(Poll::Ready(done)) => Ok(Some(done)),
+            Ok(Poll::Ready(mut done)) => {
+                done.inline = true;
+                Some(done)
+            }
             Ok(Poll::Pending) => {
                 let handle = self.sched.tasks.spawn(task);
                 self.sched
                     .task_nodes
-                    .insert(handle.id(), (index, kept_input));
-                Ok(None)
+                    .insert(handle.id(), (index, step, kept_input));
+                None
             }
-            Err(panic) => Ok(Some(Done {
+            Err(panic) => Some(Done {
                 node: index,
+                step,
                 started,
                 input: kept_input,
                 result: Err(Failed::fatal(panic_text(&*panic))),
                 span: None,
-            })),
+                attempt: 1,
+                inline: true,
+                replayed: false,
+            }),
         }
     }
 
-    fn finish(&mut self, done: Done) -> Result<(), RunError> {
-        self.state.clock += 1;
-        let mut outcome = match done.result {
-            Ok(outcome) => outcome,
-            Err(failed) => return self.fail(done.node, done.input, failed, done.span),
+    /// Records a finished step in the journal (with `sync`, committed before going on).
+    fn journal(&mut self, done: &Done, result: StepResult) {
+        let Some(recorder) = &mut self.recorder else {
+            return;
         };
+        let record = StepRecord {
+            seq: recorder.seq,
+            step: done.step,
+            node: self.shared.flow.id(done.node).to_string(),
+            attempt: done.attempt,
+            inline: done.inline,
+            result,
+        };
+        recorder.seq += 1;
+        recorder.journal.step(self.shared.trace_id, record);
+        if recorder.durability == Durability::Sync {
+            let journal = recorder.journal.clone();
+            let commit = move || journal.commit();
+            let result = match tokio::runtime::Handle::current().runtime_flavor() {
+                tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(commit)
+                }
+                _ => commit(),
+            };
+            if let Err(e) = result {
+                self.shared.event(
+                    &self.root,
+                    "journal.failed",
+                    Level::Error,
+                    json!({"error": e}),
+                );
+            }
+        }
+    }
+
+    fn finish(&mut self, mut done: Done) -> Result<(), RunError> {
+        self.state.clock += 1;
+        let result = std::mem::replace(&mut done.result, Err(Failed::fatal("")));
+        let mut outcome = match result {
+            Ok(outcome) => outcome,
+            Err(failed) if failed.error.is_paused() => {
+                let message = failed.error.to_string();
+                self.shared.event(
+                    &done.span,
+                    "run.paused",
+                    Level::Warn,
+                    json!({"message": message}),
+                );
+                self.shared.end_span(done.span, Err((&failed.error, false)));
+                self.paused.get_or_insert((done.node, message));
+                return Ok(());
+            }
+            Err(failed) => {
+                let handled = !matches!(self.on_error(done.node), OnError::Stop);
+                if handled && !done.replayed {
+                    self.journal(
+                        &done,
+                        StepResult::Failed {
+                            error: failed.error.clone(),
+                            timed_out: failed.timed_out,
+                        },
+                    );
+                }
+                return self.fail(done.node, done.input, failed, done.span);
+            }
+        };
+        if !done.replayed && self.recorder.is_some() {
+            self.journal(&done, StepResult::Done(outcome.clone()));
+        }
         // illumo-flow: a node that outputs nothing passes its input on.
         if self.shared.flow.dialect == Dialect::IllumoFlow && outcome.output.is_null() {
             outcome.output = done.input.clone();
@@ -519,11 +889,7 @@ impl Driver {
         let shared = self.shared.clone();
         let node = &shared.flow.nodes[index];
         let policy = &shared.policies[index];
-        // A goto to the failing node itself would loop until max_steps: it stops instead.
-        let on_error = match &policy.on_error {
-            OnError::Goto(t) if shared.flow.index.get(t) == Some(&index) => OnError::Stop,
-            other => other.clone(),
-        };
+        let on_error = self.on_error(index);
         let action = match &on_error {
             OnError::Stop => "stop".to_string(),
             OnError::Continue => "continue".to_string(),
@@ -595,6 +961,15 @@ impl Driver {
         }
     }
 
+    /// What a node's failure does. A goto to the failing node itself would loop until
+    /// max_steps: it stops instead.
+    fn on_error(&self, index: usize) -> OnError {
+        match &self.shared.policies[index].on_error {
+            OnError::Goto(t) if self.shared.flow.index.get(t) == Some(&index) => OnError::Stop,
+            other => other.clone(),
+        }
+    }
+
     fn node_failed(
         &self,
         index: usize,
@@ -650,6 +1025,29 @@ impl Driver {
                 .collect(),
             None => vec![flow.id(last).to_string()],
         }
+    }
+}
+
+/// A finished step from the journal, as if its node had just finished.
+fn replayed(record: StepRecord, node: usize, input: Value, started: u64) -> Done {
+    let result = match record.result {
+        StepResult::Done(outcome) => Ok(outcome),
+        StepResult::Failed { error, timed_out } => Err(Failed {
+            error,
+            attempt: record.attempt,
+            timed_out,
+        }),
+    };
+    Done {
+        node,
+        step: record.step,
+        started,
+        input,
+        result,
+        span: None,
+        attempt: record.attempt,
+        inline: record.inline,
+        replayed: true,
     }
 }
 

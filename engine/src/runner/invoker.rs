@@ -58,7 +58,7 @@ impl Invoker for AttemptInvoker<'_> {
             .as_ref()
             .map_or(Value::Null, |r| r.prune(ctx));
         let parent = self.span.as_ref().map_or(shared.root_id, |s| s.span_id);
-        let (result, span) = attempts(shared, index, &input, &view, parent).await;
+        let (result, span, _) = attempts(shared, index, &input, &view, parent, None).await;
         match result {
             Ok(outcome) => {
                 shared.end_span(span, Ok(&outcome.output));

@@ -21,6 +21,7 @@ mod shared;
 mod writes;
 
 use crate::flow::Flow;
+use crate::journal::{Durability, Journal, Replay, RunStatus};
 use crate::node::Permissions;
 use crate::policy::PolicySpec;
 use crate::redact::Redactor;
@@ -42,6 +43,15 @@ pub struct RunOptions {
     pub redactor: Arc<Redactor>,
     /// What nodes may do beyond computing (write files: `--write`).
     pub permissions: Permissions,
+    /// Where finished steps are recorded, so the run can be resumed.
+    pub journal: Option<Arc<dyn Journal>>,
+    pub durability: Durability,
+    /// A resumed run: the steps that finished before, which are applied, not run again.
+    pub replay: Option<Replay>,
+    /// Start at this node with this input instead of at the flow's `entry` (a fork).
+    pub entry: Option<(usize, Value)>,
+    /// More attributes for the run's root span (`forked_from`).
+    pub attributes: serde_json::Map<String, Value>,
 }
 
 impl RunOptions {
@@ -53,6 +63,11 @@ impl RunOptions {
             interrupt: Arc::new(Interrupt::default()),
             redactor: Arc::new(Redactor::from_env([])),
             permissions: Permissions::default(),
+            journal: None,
+            durability: Durability::default(),
+            replay: None,
+            entry: None,
+            attributes: serde_json::Map::new(),
         }
     }
 }
@@ -110,6 +125,12 @@ pub enum RunError {
     MaxSteps { limit: u64, cycle: Vec<String> },
     #[error("the run was interrupted by {signal}")]
     Interrupted { signal: String },
+    /// A node waits for a person's answer.
+    #[error("paused at `{node}`: {message}")]
+    Paused { node: String, message: String },
+    /// A journal that does not fit the flow it is resumed with.
+    #[error("{message}")]
+    Replay { message: String },
 }
 
 impl RunError {
@@ -119,6 +140,8 @@ impl RunError {
             RunError::NodeFailed { .. } => "node_failed",
             RunError::MaxSteps { .. } => "max_steps",
             RunError::Interrupted { .. } => "interrupted",
+            RunError::Paused { .. } => "paused",
+            RunError::Replay { .. } => "replay",
         }
     }
 }
@@ -129,6 +152,36 @@ fn cycle_text(cycle: &[String]) -> String {
         1 => format!(" after node `{}`", cycle[0]),
         _ => format!(" in cycle `{}`", cycle.join(" -> ")),
     }
+}
+
+/// What a journal's steps rebuild, without running anything: ctx, the step count, the
+/// nodes waiting to run, and for a fork the ctx and input the chosen node started with.
+#[derive(Debug)]
+pub struct Replayed {
+    pub ctx: Value,
+    pub steps: u64,
+    /// The nodes that were started but had not finished, or were waiting, in step order.
+    pub frontier: Vec<String>,
+    /// `stop_at`'s first start: ctx just before it ran, and its input.
+    pub at: Option<(Value, Value)>,
+}
+
+/// Applies `replay`'s steps to `ctx` as a resume would, running no node. With `stop_at`,
+/// stops when that node is first started. An error says where the journal and the flow
+/// part ways (the flow changed since the journal was written).
+pub async fn replay_only(
+    flow: Arc<Flow>,
+    ctx: Value,
+    replay: Replay,
+    entry: Option<(usize, Value)>,
+    stop_at: Option<usize>,
+) -> Result<Replayed, String> {
+    let mut options = RunOptions::new(Arc::new(crate::tracer::Fanout::default()));
+    options.replay = Some(replay);
+    options.entry = entry;
+    let shared = Arc::new(shared::Shared::new(flow, &options));
+    let driver = driver::Driver::new(shared, ctx, &options, None).dry(stop_at);
+    driver.replay_only().await
 }
 
 /// A failed run: the error, ctx as it was, and the trace id.
@@ -155,7 +208,17 @@ pub async fn run(
     let trace_id = options.trace_id;
     let shared = Arc::new(shared::Shared::new(flow, &options));
     let root = shared.flow_span();
-    let driver = driver::Driver::new(shared.clone(), ctx, options.interrupt.clone());
+    if let Some(replay) = &options.replay {
+        let answered = replay.answer.as_ref().map(|(node, _)| node.clone());
+        shared.event(
+            &root,
+            "run.resumed",
+            crate::tracer::Level::Info,
+            serde_json::json!({"steps_replayed": replay.steps.len(), "answered": answered}),
+        );
+    }
+    let journal = options.journal.clone();
+    let driver = driver::Driver::new(shared.clone(), ctx, &options, root.clone());
     let result = match tokio::spawn(driver.run()).await {
         Ok(r) => r,
         Err(e) if e.is_cancelled() => Err((
@@ -166,6 +229,26 @@ pub async fn run(
         )),
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     };
+    if let Some(journal) = &journal {
+        let status = match &result {
+            Ok(_) => RunStatus::Ok,
+            Err((RunError::Interrupted { .. }, _)) => RunStatus::Interrupted,
+            Err((RunError::Paused { node, message }, _)) => RunStatus::Paused {
+                node: node.clone(),
+                message: message.clone(),
+            },
+            Err(_) => RunStatus::Failed,
+        };
+        journal.status(trace_id, &status);
+        if let Err(e) = journal.commit() {
+            shared.event(
+                &root,
+                "journal.failed",
+                crate::tracer::Level::Error,
+                serde_json::json!({"error": e}),
+            );
+        }
+    }
     shared.end_flow_span(root, result.as_ref().map(|_| ()).map_err(|(e, _)| e));
     match result {
         Ok((ctx, steps)) => Ok(RunOutput {

@@ -28,6 +28,8 @@ pub(super) struct Shared {
     pub permissions: Permissions,
     /// Per node, the attributes every attempt span shares.
     span_attributes: Vec<Arc<Map<String, Value>>>,
+    /// More attributes of the root span.
+    root_attributes: Map<String, Value>,
 }
 
 impl Shared {
@@ -62,6 +64,7 @@ impl Shared {
             }
         }
         Shared {
+            root_attributes: options.attributes.clone(),
             span_attributes,
             flow,
             policies,
@@ -85,6 +88,9 @@ impl Shared {
                 "flow".into(),
                 json!({"name": self.flow.name, "nodes": self.flow.nodes.len()}),
             );
+            for (key, value) in &self.root_attributes {
+                attributes.insert(key.clone(), value.clone());
+            }
             SpanData {
                 trace_id: self.trace_id,
                 span_id: self.root_id,
@@ -109,6 +115,8 @@ impl Shared {
             span.end_time = Some(SystemTime::now());
             span.status = match result {
                 Ok(()) => SpanStatus::Ok,
+                // A paused run has not failed: it waits for an answer.
+                Err(RunError::Paused { .. }) => SpanStatus::Unset,
                 Err(_) => SpanStatus::Error,
             };
             if let Err(e) = result {
@@ -186,8 +194,14 @@ impl Shared {
                 );
             }
             Err((error, timed_out)) => {
-                span.status = SpanStatus::Error;
-                let kind = if timed_out {
+                // A pause is no failure: the node waits for an answer.
+                span.status = match error.is_paused() {
+                    true => SpanStatus::Unset,
+                    false => SpanStatus::Error,
+                };
+                let kind = if error.is_paused() {
+                    "paused"
+                } else if timed_out {
                     "timeout"
                 } else if error.is_retryable() {
                     "retryable"

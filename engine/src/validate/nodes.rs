@@ -57,6 +57,7 @@ fn build_node(
         dec,
     ));
     Some(FlowNode {
+        digest: digest_of(n),
         id: n.id.clone(),
         at: n.at.clone(),
         type_name: factory.type_name(),
@@ -67,6 +68,23 @@ fn build_node(
         snapshot_reads: None,
         describe: n.describe.clone(),
     })
+}
+
+/// A digest of everything the node is written with, so a resume can tell that a node
+/// that already ran was changed since.
+fn digest_of(n: &NodeSpec<'_>) -> String {
+    let text = format!(
+        "{}\n{}\n{}\n{}\n{:?}",
+        n.type_name,
+        n.setting.to_json(),
+        n.inputs.as_ref().map(|(v, _)| v.to_string()).unwrap_or_default(),
+        n.outputs
+            .as_ref()
+            .map(|(y, _)| y.to_json().to_string())
+            .unwrap_or_default(),
+        n.policy
+    );
+    crate::journal::digest(text.as_bytes())
 }
 
 fn decode_outputs(

@@ -6,7 +6,7 @@ mod agent;
 mod draft;
 mod review;
 mod router;
-mod schema;
+pub(crate) mod schema;
 mod tools;
 
 pub use agent::AgentFactory;

@@ -267,6 +267,8 @@ impl LlmMode {
 pub struct Llm {
     pub mode: LlmMode,
     providers: Mutex<HashMap<String, Arc<dyn Provider>>>,
+    /// Scripted replies already used, per node, by a run this one resumes.
+    scripted_calls: HashMap<String, usize>,
 }
 
 /// The provider settings of one agent node.
@@ -309,7 +311,15 @@ impl Llm {
         Llm {
             mode,
             providers: Mutex::new(HashMap::new()),
+            scripted_calls: HashMap::new(),
         }
+    }
+
+    /// A resumed run goes on with each node's next scripted reply: `calls` are the calls
+    /// its finished steps made.
+    pub fn resuming(mut self, calls: HashMap<String, usize>) -> Llm {
+        self.scripted_calls = calls;
+        self
     }
 
     /// The provider for these settings (shared between nodes with the same settings).
@@ -330,14 +340,14 @@ impl Llm {
         let provider: Arc<dyn Provider> = match &self.mode {
             LlmMode::Scripted(file) => self
                 .shared_file(&format!("scripted|{}", file.display()), || {
-                    Ok(Arc::new(Scripted::load(file)?) as Arc<dyn Provider>)
+                    Ok(Arc::new(Scripted::load(file)?.after(&self.scripted_calls)) as Arc<dyn Provider>)
                 })?,
             LlmMode::Replay(file) => self
                 .shared_file(&format!("replay|{}", file.display()), || {
                     Ok(Arc::new(Cassette::load(file)?) as Arc<dyn Provider>)
                 })?,
-            LlmMode::Record(file) => Arc::new(Recorder::new(live(settings)?, file)?),
-            LlmMode::Live => live(settings)?,
+            LlmMode::Record(file) => Arc::new(Recorder::new(live(settings, &self.scripted_calls)?, file)?),
+            LlmMode::Live => live(settings, &self.scripted_calls)?,
         };
         self.providers
             .lock()
@@ -361,12 +371,15 @@ impl Llm {
     }
 }
 
-fn live(settings: &ProviderSettings) -> Result<Arc<dyn Provider>, String> {
+fn live(
+    settings: &ProviderSettings,
+    scripted_calls: &HashMap<String, usize>,
+) -> Result<Arc<dyn Provider>, String> {
     if settings.provider == "scripted" {
         let file = settings.responses.as_ref().ok_or(
             "provider `scripted` needs `responses: FILE` (or run with --llm scripted=FILE)",
         )?;
-        return Ok(Arc::new(Scripted::load(file)?));
+        return Ok(Arc::new(Scripted::load(file)?.after(scripted_calls)));
     }
     let base = match (&settings.base_url, default_base_url(&settings.provider)) {
         (Some(url), _) => url.clone(),

@@ -153,6 +153,14 @@ impl Scripted {
     }
 }
 
+impl Scripted {
+    /// Starts each node's count after the calls a resumed run already made.
+    pub fn after(self, calls: &HashMap<String, usize>) -> Scripted {
+        *self.calls.lock().unwrap_or_else(|e| e.into_inner()) = calls.clone();
+        self
+    }
+}
+
 #[async_trait::async_trait]
 impl Provider for Scripted {
     fn system(&self) -> &str {
