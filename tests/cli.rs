@@ -118,7 +118,7 @@ fn nodes_lists_types_and_settings_as_json() {
         ]
     );
     assert_eq!(
-        list[12]["settings"][0],
+        list[13]["settings"][0],
         serde_json::json!({"name": "value", "kind": "any", "required": true, "about": "the output; strings may be paths or templates"})
     );
 }
