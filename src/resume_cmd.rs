@@ -281,7 +281,8 @@ fn check_changes(
 }
 
 /// Scripted replies the run's finished attempts used, per node: each `agent.request`
-/// event in an attempt that ended. A resumed run goes on with the next reply.
+/// event in an attempt that ended, or that ended a journaled step (its end may not have
+/// been written before a kill). A resumed run goes on with the next reply.
 fn scripted_calls(
     conn: &rusqlite::Connection,
     trace_id: &str,
@@ -290,7 +291,8 @@ fn scripted_calls(
         .prepare(
             "SELECT s.name, count(*) FROM events e JOIN spans s ON s.span_id = e.span_id
              WHERE e.trace_id = ?1 AND e.name = 'agent.request' AND s.kind = 'node'
-               AND s.end_time IS NOT NULL
+               AND (s.end_time IS NOT NULL
+                    OR s.span_id IN (SELECT span_id FROM steps WHERE trace_id = ?1))
                AND json_extract(s.attributes, '$.error.type') IS NOT 'paused'
                AND coalesce(json_extract(s.attributes, '$.error.message'), '') NOT LIKE 'cancelled:%'
              GROUP BY s.name",

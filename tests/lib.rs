@@ -9,6 +9,7 @@ mod cli;
 mod coding;
 mod compat;
 mod console;
+mod durable;
 mod examples;
 mod fuzz;
 mod hostile;

@@ -11,6 +11,7 @@
 use crate::node::{NodeError, Outcome, Route};
 use crate::path::CtxPath;
 use crate::tracer::TraceId;
+pub use crate::tracer::SpanId;
 use serde_json::{json, Value};
 
 /// The start of a run (or of a resumed segment of one).
@@ -66,6 +67,8 @@ pub struct StepRecord {
     pub attempt: u32,
     /// Did the node finish without waiting, before the driver started anything else?
     pub inline: bool,
+    /// The span of the attempt that ended the step, when traced.
+    pub span_id: Option<crate::tracer::SpanId>,
     pub result: StepResult,
 }
 

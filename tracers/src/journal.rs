@@ -145,6 +145,7 @@ pub fn load(conn: &Connection, trace_id: &str) -> Result<StoredRun, String> {
             node: r.get(2).map_err(text)?,
             attempt: r.get::<_, i64>(3).map_err(text)? as u32,
             inline: r.get(4).map_err(text)?,
+            span_id: None,
             result: StepResult::from_columns(columns)?,
         });
     }

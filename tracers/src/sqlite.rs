@@ -109,6 +109,7 @@ pub const MIGRATIONS: &[Migration] = &[
         route       TEXT,
         error       TEXT,
         masked      INTEGER NOT NULL DEFAULT 0,
+        span_id     TEXT,
         at          TEXT NOT NULL,
         PRIMARY KEY (trace_id, seq)
     ) WITHOUT ROWID;
@@ -370,6 +371,7 @@ enum JournalRow {
         route: Option<String>,
         error: Option<String>,
         masked: bool,
+        span_id: Option<String>,
         at: String,
     },
     Truncate {
@@ -436,6 +438,7 @@ impl JournalRow {
                     route: route.map(|r| r.0),
                     error: error.map(|e| e.0),
                     masked,
+                    span_id: step.span_id.map(|s| s.to_string()),
                     at: now,
                 }
             }
@@ -507,15 +510,16 @@ impl JournalRow {
                 route,
                 error,
                 masked,
+                span_id,
                 at,
             } => {
                 tx.prepare_cached(
-                    "INSERT OR REPLACE INTO steps (trace_id, seq, step, node, attempt, inline, status, output, writes, route, error, masked, at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    "INSERT OR REPLACE INTO steps (trace_id, seq, step, node, attempt, inline, status, output, writes, route, error, masked, span_id, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 )?
                 .execute(params![
                     trace_id, seq, step, node, attempt, inline, status, output, writes, route,
-                    error, masked, at
+                    error, masked, span_id, at
                 ])?;
             }
             JournalRow::Truncate { trace_id, seq } => {

@@ -649,6 +649,7 @@ impl Driver {
             node: self.shared.flow.id(done.node).to_string(),
             attempt: done.attempt,
             inline: done.inline,
+            span_id: done.span.as_ref().map(|s| s.span_id),
             result,
         };
         recorder.seq += 1;

@@ -1,0 +1,571 @@
+//! Durable runs: the journal, `illumo resume` after SIGKILL, a failure, SIGTERM and a
+//! pause, changed flows, forks, and the `Approval` node. Real processes, real SQLite
+//! files read back with the `sqlite3` CLI.
+
+use crate::support::{sqlite3, Illumo, TempDir};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A Command that appends its id to `log.txt`; `n{block}` then waits for the file `go`
+/// (or for illumo to die: `$PPID` is illumo) before it answers.
+fn logging_node(i: usize, block: usize) -> String {
+    let wait = if i == block {
+        "while [ ! -f go ] && kill -0 $PPID 2>/dev/null; do sleep 0.01; done; "
+    } else {
+        ""
+    };
+    format!(
+        "    n{i}:\n      type: Command\n      setting: {{argv: [sh, -c, 'echo n{i} >> log.txt; {wait}echo {i}']}}\n      outputs: $ctx.out.n{i}\n"
+    )
+}
+
+fn chain(count: usize, block: usize) -> String {
+    let mut text = String::from("flow:\n  name: chain\n  entry: n1\n  nodes:\n");
+    for i in 1..=count {
+        text.push_str(&logging_node(i, block));
+    }
+    text.push_str("  edges:\n");
+    for i in 1..count {
+        text.push_str(&format!("    - n{i} >> n{}\n", i + 1));
+    }
+    text
+}
+
+/// Starts `illumo ARGS` in `dir` without waiting.
+fn spawn(dir: &Path, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_illumo"))
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start illumo")
+}
+
+/// Waits until `what` holds (at most 30 s).
+#[track_caller]
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn count(lines: &[String], id: &str) -> usize {
+    lines.iter().filter(|l| *l == id).count()
+}
+
+/// The only run's trace id in `db`.
+fn trace_id(db: &Path) -> String {
+    sqlite3(db, "SELECT trace_id FROM runs ORDER BY started_at LIMIT 1")
+        .trim()
+        .to_string()
+}
+
+/// The final ctx of an uninterrupted run of the same flow, with `go` (and `files`)
+/// already there.
+fn uninterrupted(flow: &str, files: &[(&str, &str)], args: &[&str]) -> Value {
+    let dir = TempDir::new();
+    dir.write("flow.yaml", flow);
+    dir.write("go", "");
+    for (name, text) in files {
+        dir.write(name, text);
+    }
+    Illumo::new()
+        .in_dir(dir.path())
+        .args(["run", "flow.yaml", "-q", "--tracer", "none"])
+        .args(args)
+        .run()
+        .success()
+        .ctx()
+}
+
+/// Kills a run with SIGKILL once `n{block}` has started, and returns the database.
+fn kill_at_block(dir: &Path, durability: &str) -> PathBuf {
+    let db = dir.join("trace.db");
+    let mut child = spawn(
+        dir,
+        &[
+            "run",
+            "flow.yaml",
+            "-q",
+            "--tracer",
+            "sqlite",
+            "--tracer-arg",
+            "db_path=trace.db",
+            "--durability",
+            durability,
+        ],
+    );
+    wait_for("n12 to start", || count(&lines(&dir.join("log.txt")), "n12") == 1);
+    child.kill().expect("SIGKILL");
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    db
+}
+
+#[test]
+fn a_run_killed_mid_flight_resumes_without_running_a_finished_step_again() {
+    let dir = TempDir::new();
+    let flow = chain(20, 12);
+    dir.write("flow.yaml", &flow);
+    let db = kill_at_block(dir.path(), "sync");
+    assert_eq!(sqlite3(&db, "PRAGMA integrity_check"), "ok\n");
+    // With `sync`, every step that finished is in the journal: n1 to n11.
+    assert_eq!(
+        sqlite3(&db, "SELECT group_concat(node, ' ') FROM (SELECT node FROM steps ORDER BY seq)"),
+        "n1 n2 n3 n4 n5 n6 n7 n8 n9 n10 n11\n"
+    );
+    let id = trace_id(&db);
+    let list = Illumo::new()
+        .in_dir(dir.path())
+        .args(["trace", "list", "--db", "trace.db", "--format", "json"])
+        .run()
+        .success();
+    let runs: Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(runs[0]["state"], "interrupted");
+    assert_eq!(runs[0]["resumable"], true);
+
+    dir.write("go", "");
+    let resumed = Illumo::new()
+        .in_dir(dir.path())
+        .args(["resume", &id[..8], "--db", "trace.db", "-q"])
+        .run()
+        .success();
+    let log = lines(&dir.path().join("log.txt"));
+    for i in 1..=20 {
+        let id = format!("n{i}");
+        // n12 was running when the process died: it runs again (at least once).
+        let expected = if i == 12 { 2 } else { 1 };
+        assert_eq!(count(&log, &id), expected, "{id} in {log:?}");
+    }
+    assert_eq!(resumed.ctx(), uninterrupted(&flow, &[], &[]));
+    assert_eq!(sqlite3(&db, "SELECT status FROM runs"), "ok\n");
+    assert_eq!(
+        sqlite3(
+            &db,
+            "SELECT count(*) FROM spans WHERE kind = 'flow'; SELECT count(*) FROM events WHERE name = 'run.resumed'"
+        ),
+        "2\n1\n",
+        "the resumed segment is a second root span of the same trace"
+    );
+}
+
+#[test]
+fn with_batch_durability_every_journaled_step_ran_exactly_once() {
+    let dir = TempDir::new();
+    let flow = chain(20, 12);
+    dir.write("flow.yaml", &flow);
+    let db = kill_at_block(dir.path(), "batch");
+    assert_eq!(sqlite3(&db, "PRAGMA integrity_check"), "ok\n");
+    let journaled: Vec<String> = sqlite3(&db, "SELECT node FROM steps ORDER BY seq")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    dir.write("go", "");
+    let id = trace_id(&db);
+    let resumed = Illumo::new()
+        .in_dir(dir.path())
+        .args(["resume", &id, "--db", "trace.db", "-q"])
+        .run()
+        .success();
+    let log = lines(&dir.path().join("log.txt"));
+    for node in &journaled {
+        assert_eq!(count(&log, node), 1, "{node} was journaled; log {log:?}");
+    }
+    // At most the last batch window was lost: those steps ran twice, nothing more.
+    assert!(
+        (1..=20).all(|i| (1..=2).contains(&count(&log, &format!("n{i}")))),
+        "{log:?}"
+    );
+    assert_eq!(resumed.ctx(), uninterrupted(&flow, &[], &[]));
+}
+
+const FIXABLE: &str = "flow:
+  name: fixable
+  entry: first
+  nodes:
+    first:
+      type: Command
+      setting: {argv: [sh, -c, 'echo first >> log.txt; echo one']}
+      outputs: $ctx.first
+    check:
+      type: Command
+      setting: {argv: [sh, -c, 'test -f fixed && echo fixed']}
+      outputs: $ctx.check
+    last:
+      type: Set
+      setting: {value: 'done {{ $ctx.check }}'}
+      outputs: $ctx.last
+  edges:
+    - first >> check >> last
+";
+
+fn run_in(dir: &Path, args: &[&str]) -> crate::support::Output {
+    Illumo::new().in_dir(dir).args(args).run()
+}
+
+#[test]
+fn a_failed_run_is_fixed_and_resumed_and_a_finished_run_is_not() {
+    let dir = TempDir::new();
+    dir.write("flow.yaml", FIXABLE);
+    let failed = run_in(dir.path(), &["run", "flow.yaml", "-q", "--trace-db", "t.db"]).code(1);
+    assert!(
+        failed
+            .stderr
+            .starts_with("error: node `check` failed on attempt 1 of 1: `sh` exited with code 1\n"),
+        "{}",
+        failed.stderr
+    );
+    let db = dir.path().join("t.db");
+    let id = trace_id(&db);
+    assert_eq!(sqlite3(&db, "SELECT status FROM runs"), "failed\n");
+    dir.write("fixed", "");
+    let resumed = run_in(dir.path(), &["resume", &id, "--db", "t.db", "-q"]).success();
+    assert_eq!(resumed.ctx()["last"], "done fixed");
+    assert_eq!(lines(&dir.path().join("log.txt")), ["first"], "first ran once");
+    assert_eq!(resumed.ctx(), uninterrupted(FIXABLE, &[("fixed", "")], &[]));
+
+    let again = run_in(dir.path(), &["resume", &id, "--db", "t.db", "-q"]).code(2);
+    assert_eq!(
+        again.stderr,
+        format!("error: run `{id}` finished ok: there is nothing to resume (fork it with `illumo run FLOW --from NODE --trace {id}`)\n")
+    );
+}
+
+#[test]
+fn a_changed_node_that_ran_is_refused_and_one_that_did_not_is_accepted() {
+    let dir = TempDir::new();
+    dir.write("flow.yaml", FIXABLE);
+    run_in(dir.path(), &["run", "flow.yaml", "-q", "--trace-db", "t.db"]).code(1);
+    let id = trace_id(&dir.path().join("t.db"));
+    dir.write("fixed", "");
+    dir.write("flow.yaml", &FIXABLE.replace("echo one", "echo uno"));
+    let refused = run_in(dir.path(), &["resume", &id, "--db", "t.db", "-q"]).code(2);
+    assert_eq!(
+        refused.stderr,
+        format!("error: node `first` changed in the flow file since it ran in this run, so its journaled result may not be what the flow would give now; rerun, fork from it (`illumo run FLOW --from first --trace {}`), or resume with --force\n", &id[..8])
+    );
+    assert_eq!(lines(&dir.path().join("log.txt")), ["first"], "nothing ran");
+    // `check` failed, so it never finished: changing it (and `last`) is fine.
+    dir.write(
+        "flow.yaml",
+        &FIXABLE
+            .replace("test -f fixed && echo fixed", "test -f fixed && echo repaired")
+            .replace("'done {{", "'finished {{"),
+    );
+    let resumed = run_in(dir.path(), &["resume", &id, "--db", "t.db", "-q"]).success();
+    assert_eq!(resumed.ctx()["last"], "finished repaired");
+    assert_eq!(resumed.ctx()["first"], "one");
+    assert_eq!(lines(&dir.path().join("log.txt")), ["first"]);
+}
+
+#[test]
+fn force_resumes_a_changed_flow_with_the_journaled_result() {
+    let dir = TempDir::new();
+    dir.write("flow.yaml", FIXABLE);
+    run_in(dir.path(), &["run", "flow.yaml", "-q", "--trace-db", "t.db"]).code(1);
+    let id = trace_id(&dir.path().join("t.db"));
+    dir.write("fixed", "");
+    dir.write("flow.yaml", &FIXABLE.replace("echo one", "echo uno"));
+    let resumed = run_in(dir.path(), &["resume", &id, "--db", "t.db", "--force"]).success();
+    assert_eq!(resumed.ctx()["first"], "one", "the journaled output is kept");
+    assert!(
+        resumed
+            .stderr
+            .contains("warning: node `first` changed in the flow file since it ran; --force: its journaled result is used as it is\n"),
+        "{}",
+        resumed.stderr
+    );
+}
+
+const APPROVAL: &str = "flow:
+  name: approve
+  entry: draft
+  nodes:
+    draft:
+      type: Command
+      setting: {argv: [sh, -c, 'echo draft >> log.txt; echo the-diff']}
+      outputs: $ctx.diff
+    ask:
+      type: Approval
+      setting:
+        message: 'apply {{ $ctx.diff }}?'
+      outputs: $ctx.approval
+    gate:
+      type: Router
+      setting:
+        routes:
+          - {when: 'ctx.approval.choice == \"approve\"', to: apply}
+          - {default: skip}
+    apply:
+      type: Set
+      setting: {value: applied}
+      outputs: $ctx.result
+    skip:
+      type: Set
+      setting: {value: skipped}
+      outputs: $ctx.result
+  edges:
+    - draft >> ask >> gate
+    - gate >> (apply | skip)
+";
+
+fn paused_run(dir: &Path) -> String {
+    std::fs::write(dir.join("flow.yaml"), APPROVAL).unwrap();
+    let paused = run_in(dir, &["run", "flow.yaml", "-q", "--trace-db", "t.db"]).code(3);
+    let id = trace_id(&dir.join("t.db"));
+    assert_eq!(
+        paused.stderr,
+        format!("paused at ask: apply the-diff?\n  resume with: illumo resume {id} --db t.db --input '{{\"choice\": \"approve\"}}'\n  trace_id: {id}\n")
+    );
+    id
+}
+
+#[test]
+fn a_paused_approval_is_resumed_with_approve_and_a_bad_answer_keeps_it_paused() {
+    let dir = TempDir::new();
+    let id = paused_run(dir.path());
+    let db = dir.path().join("t.db");
+    assert_eq!(
+        sqlite3(&db, "SELECT status, paused_at, message FROM runs"),
+        "paused|ask|apply the-diff?\n"
+    );
+    let list = run_in(dir.path(), &["trace", "list", "--db", "t.db", "--format", "json"]).success();
+    let runs: Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!((&runs[0]["state"], &runs[0]["resumable"]), (&"paused".into(), &true.into()));
+
+    let bad = run_in(
+        dir.path(),
+        &["resume", &id, "--db", "t.db", "--input", r#"{"choice": "maybe"}"#],
+    )
+    .code(2);
+    assert_eq!(
+        bad.stderr,
+        "error: --input does not fit `ask`: `choice` is \"maybe\"; it must be one of `approve`, `reject`; the run stays paused\n"
+    );
+    assert_eq!(sqlite3(&db, "SELECT status FROM runs"), "paused\n");
+    let none = run_in(dir.path(), &["resume", &id, "--db", "t.db"]).code(2);
+    assert!(
+        none.stderr.starts_with(&format!(
+            "error: run `{id}` is paused at `ask`: apply the-diff?\n  answer with --input"
+        )),
+        "{}",
+        none.stderr
+    );
+
+    let approved = run_in(
+        dir.path(),
+        &[
+            "resume",
+            &id[..10],
+            "--db",
+            "t.db",
+            "-q",
+            "--input",
+            r#"{"choice": "approve", "comment": "looks right"}"#,
+        ],
+    )
+    .success();
+    let ctx = approved.ctx();
+    assert_eq!(ctx["result"], "applied");
+    assert_eq!(
+        ctx["approval"],
+        serde_json::json!({"choice": "approve", "comment": "looks right", "answer": {"choice": "approve", "comment": "looks right"}, "message": "apply the-diff?", "via": "resume"})
+    );
+    assert_eq!(lines(&dir.path().join("log.txt")), ["draft"]);
+    assert_eq!(sqlite3(&db, "SELECT status, paused_at FROM runs"), "ok|\n");
+}
+
+#[test]
+fn a_paused_approval_is_resumed_with_reject() {
+    let dir = TempDir::new();
+    let id = paused_run(dir.path());
+    let rejected = run_in(
+        dir.path(),
+        &["resume", &id, "--db", "t.db", "-q", "--input", "reject"],
+    )
+    .success();
+    assert_eq!(rejected.ctx()["result"], "skipped");
+    assert_eq!(rejected.ctx()["approval"]["choice"], "reject");
+}
+
+#[test]
+fn an_approval_asks_on_stdin_only_when_it_is_a_terminal() {
+    // stdin is a pipe here: the run pauses rather than reading it.
+    let dir = TempDir::new();
+    dir.write("flow.yaml", APPROVAL);
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args(["run", "flow.yaml", "-q", "--state", "s.db"])
+        .stdin("approve\n")
+        .run()
+        .code(3);
+    assert!(out.stderr.starts_with("paused at ask: apply the-diff?\n  resume with: illumo resume "), "{}", out.stderr);
+    // `--state` journals without the sqlite tracer: no spans, a run to resume.
+    let db = dir.path().join("s.db");
+    assert_eq!(sqlite3(&db, "SELECT count(*) FROM spans; SELECT status FROM runs"), "0\npaused\n");
+    let id = trace_id(&db);
+    let list = run_in(dir.path(), &["trace", "list", "--db", "s.db", "--format", "json"]).success();
+    let runs: Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!((&runs[0]["trace_id"], &runs[0]["flow"], &runs[0]["state"]), (&id.clone().into(), &"approve".into(), &"paused".into()));
+    let done = run_in(dir.path(), &["resume", &id, "--db", "s.db", "-q", "--input", "approve"]).success();
+    assert_eq!(done.ctx()["result"], "applied");
+}
+
+#[test]
+fn a_fork_starts_from_a_node_with_the_ctx_it_had_and_the_edits() {
+    let dir = TempDir::new();
+    let id = paused_run(dir.path());
+    run_in(dir.path(), &["resume", &id, "--db", "t.db", "-q", "--input", "approve"]).success();
+    let fork = run_in(
+        dir.path(),
+        &[
+            "run", "flow.yaml", "-q", "--trace-db", "t.db", "--from", "gate", "--trace", &id[..8],
+            "--set", "approval.choice=reject",
+        ],
+    )
+    .success();
+    assert_eq!(fork.ctx()["result"], "skipped");
+    assert_eq!(fork.ctx()["diff"], "the-diff", "ctx from before `gate`");
+    assert_eq!(lines(&dir.path().join("log.txt")), ["draft"], "nothing before `gate` ran again");
+    let db = dir.path().join("t.db");
+    let forked = sqlite3(
+        &db,
+        &format!("SELECT json_extract(attributes, '$.forked_from') FROM spans WHERE kind = 'flow' AND trace_id != '{id}'"),
+    );
+    assert_eq!(forked, format!("{{\"trace_id\":\"{id}\",\"node\":\"gate\"}}\n"));
+    assert_eq!(
+        sqlite3(&db, &format!("SELECT group_concat(name, ' ') FROM (SELECT name FROM spans WHERE kind = 'node' AND trace_id != '{id}' ORDER BY start_time)")),
+        "gate skip\n"
+    );
+    let missing = run_in(
+        dir.path(),
+        &["run", "flow.yaml", "-q", "--trace-db", "t.db", "--from", "gat", "--trace", &id],
+    )
+    .code(2);
+    assert_eq!(missing.stderr, "error: --from: the flow has no node `gat`; did you mean `gate`?\n");
+}
+
+#[test]
+fn sigterm_stops_a_run_that_resume_then_finishes() {
+    let dir = TempDir::new();
+    let flow = chain(4, 2);
+    dir.write("flow.yaml", &flow);
+    let mut child = spawn(
+        dir.path(),
+        &["run", "flow.yaml", "-q", "--trace-db", "t.db"],
+    );
+    wait_for("n2 to start", || count(&lines(&dir.path().join("log.txt")), "n2") == 1);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    let db = dir.path().join("t.db");
+    assert_eq!(sqlite3(&db, "SELECT status FROM runs; SELECT group_concat(node) FROM steps"), "interrupted\nn1\n");
+    dir.write("go", "");
+    let id = trace_id(&db);
+    let done = run_in(dir.path(), &["resume", &id, "--db", "t.db", "-q"]).success();
+    assert_eq!(done.ctx(), uninterrupted(&flow, &[], &[]));
+    assert_eq!(lines(&dir.path().join("log.txt")), ["n1", "n2", "n2", "n3", "n4"]);
+}
+
+#[test]
+fn a_run_started_with_write_needs_write_again() {
+    let dir = TempDir::new();
+    dir.write("flow.yaml", FIXABLE);
+    run_in(dir.path(), &["run", "flow.yaml", "-q", "--trace-db", "t.db", "--write"]).code(1);
+    let id = trace_id(&dir.path().join("t.db"));
+    let refused = run_in(dir.path(), &["resume", &id, "--db", "t.db"]).code(2);
+    assert_eq!(
+        refused.stderr,
+        format!("error: run `{id}` was started with --write; give --write again to let it write files (a resume never grants it by itself)\n")
+    );
+}
+
+const LOOP: &str = "flow:
+  name: loop
+  max_steps: 20
+  entry: draft
+  nodes:
+    draft:
+      type: Agent
+      setting:
+        prompt: 'Write a version{{#if $ctx.round}} after round {{ $ctx.round }}{{/if}}'
+        output_path: $ctx.text
+    mark:
+      type: Command
+      setting:
+        argv: [sh, -c, 'echo x >> marks; n=$(($1 + 1)); if [ $n -eq 2 ]; then while [ ! -f go ] && kill -0 $PPID 2>/dev/null; do sleep 0.01; done; fi; echo $n', mark, '{{#if $ctx.round}}{{ $ctx.round }}{{else}}0{{/if}}']
+        parse: json
+      outputs: $ctx.round
+    review:
+      type: Agent
+      setting:
+        prompt: 'Review {{ $ctx.text }}'
+        output_path: $ctx.verdict
+    route:
+      type: Router
+      setting:
+        routes:
+          - {when: \"ctx.verdict == 'OK'\", to: done}
+          - {default: draft}
+    done:
+      type: Set
+      setting: {value: 'final {{ $ctx.text }}'}
+      outputs: $ctx.final
+  edges:
+    - draft >> mark >> review >> route
+";
+
+const REPLIES: &str = "replies:
+  draft: [v1, v2, v3]
+  review: [NG, NG, OK]
+";
+
+#[test]
+fn a_scripted_agent_loop_resumed_after_a_kill_makes_no_second_call() {
+    let dir = TempDir::new();
+    dir.write("flow.yaml", LOOP);
+    dir.write("replies.yaml", REPLIES);
+    let mut child = spawn(
+        dir.path(),
+        &[
+            "run", "flow.yaml", "-q", "--trace-db", "t.db", "--durability", "sync", "--llm",
+            "scripted=replies.yaml",
+        ],
+    );
+    wait_for("the second mark", || lines(&dir.path().join("marks")).len() == 2);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let db = dir.path().join("t.db");
+    assert_eq!(
+        sqlite3(&db, "SELECT group_concat(node, ' ') FROM (SELECT node FROM steps ORDER BY seq)"),
+        "draft mark review route draft\n"
+    );
+    dir.write("go", "");
+    let id = trace_id(&db);
+    let resumed = run_in(dir.path(), &["resume", &id, "--db", "t.db", "-q"]).success();
+    assert_eq!(resumed.ctx()["final"], "final v3");
+    // Each reply was asked for once: draft and review three times each, over both segments.
+    assert_eq!(
+        sqlite3(&db, "SELECT s.name, count(*) FROM events e JOIN spans s USING (span_id) WHERE e.name = 'agent.request' GROUP BY s.name ORDER BY s.name"),
+        "draft|3\nreview|3\n"
+    );
+    let whole = uninterrupted(LOOP, &[("replies.yaml", REPLIES)], &["--llm", "scripted=replies.yaml"]);
+    assert_eq!(resumed.ctx(), whole);
+}
