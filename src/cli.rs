@@ -157,8 +157,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub state: Option<String>,
     /// When a finished step is safe on disk: `batch` (committed every few milliseconds;
-    /// a SIGKILL may lose the last few, which then run again) or `sync` (before the next
-    /// node starts)
+    /// a SIGKILL may lose the last few, which then run again), `sync` (before the next
+    /// node starts), or `off` (no journal: the run cannot be resumed)
     #[arg(long, value_enum, default_value = "batch")]
     pub durability: DurabilityArg,
     /// Never ask on the terminal: an `Approval` node pauses the run (exit 3) instead
@@ -177,6 +177,7 @@ pub struct RunArgs {
 pub enum DurabilityArg {
     Batch,
     Sync,
+    Off,
 }
 
 #[derive(Args)]

@@ -42,6 +42,11 @@ fn absolute(path: &str) -> PathBuf {
 }
 
 fn prepare(args: &ResumeArgs) -> Result<Prepared, Option<String>> {
+    if args.durability == crate::cli::DurabilityArg::Off {
+        return Err(Some(
+            "a resumed run is journaled: --durability is batch or sync here".into(),
+        ));
+    }
     let db = absolute(&args.db);
     let conn = illumo_tracers::store::open(&db).map_err(Some)?;
     let trace_id = journal::resolve_run(&conn, &args.trace_id).map_err(Some)?;

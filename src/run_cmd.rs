@@ -60,7 +60,7 @@ impl Finish {
 
 pub fn durability(arg: DurabilityArg) -> Durability {
     match arg {
-        DurabilityArg::Batch => Durability::Batch,
+        DurabilityArg::Batch | DurabilityArg::Off => Durability::Batch,
         DurabilityArg::Sync => Durability::Sync,
     }
 }
@@ -205,6 +205,16 @@ fn prepare(args: &RunArgs, registry: &NodeRegistry) -> Result<Prepared, Option<S
         forked_from = Some(json!({"trace_id": trace_id, "node": node}));
     }
     let mut journal_path = None;
+    let journal_db = match args.durability {
+        DurabilityArg::Off if args.state.is_some() => {
+            return Err(Some("--state journals the run; it cannot go with --durability off".into()))
+        }
+        DurabilityArg::Off => {
+            keep.extend(journal_db.map(|(_, db)| db as Arc<dyn std::any::Any + Send + Sync>));
+            None
+        }
+        _ => journal_db,
+    };
     if let Some((path, db)) = journal_db {
         if let Some(journal) = db.inner().journal(options.redactor.clone()) {
             let mut recorded = recorded_options(args)?;

@@ -569,3 +569,75 @@ fn a_scripted_agent_loop_resumed_after_a_kill_makes_no_second_call() {
     let whole = uninterrupted(LOOP, &[("replies.yaml", REPLIES)], &["--llm", "scripted=replies.yaml"]);
     assert_eq!(resumed.ctx(), whole);
 }
+
+const PARALLEL: &str = "flow:
+  name: parallel
+  entry: seed
+  nodes:
+    seed:
+      type: Set
+      setting: {value: 7}
+      outputs: $ctx.seed
+    a:
+      type: Command
+      setting: {argv: [sh, -c, 'echo a >> log.txt; echo A']}
+      outputs: $ctx.a
+    b:
+      type: Command
+      setting: {argv: [sh, -c, 'echo b >> log.txt; while [ ! -f go ] && kill -0 $PPID 2>/dev/null; do sleep 0.01; done; echo B']}
+      outputs: $ctx.b
+    c:
+      type: Set
+      setting: {value: 'c{{ $ctx.seed }}'}
+      outputs: $ctx.c
+    join:
+      type: Set
+      setting: {value: '{{ $ctx.a }}{{ $ctx.b }}{{ $ctx.c }}'}
+      outputs: $ctx.joined
+  edges:
+    - seed >> (a | b | c)
+    - (a & b & c) >> join
+";
+
+/// ctx without `steps`, whose order follows which parallel branch finished first.
+fn without_steps(mut ctx: Value) -> (Value, Vec<String>) {
+    let mut steps: Vec<String> = ctx["steps"]
+        .as_array()
+        .map(|list| list.iter().map(|s| s.to_string()).collect())
+        .unwrap_or_default();
+    steps.sort();
+    ctx.as_object_mut().unwrap().remove("steps");
+    (ctx, steps)
+}
+
+#[test]
+fn a_join_waiting_on_a_killed_branch_fires_after_the_resume() {
+    let dir = TempDir::new();
+    dir.write("flow.yaml", PARALLEL);
+    let mut child = spawn(
+        dir.path(),
+        &["run", "flow.yaml", "-q", "--trace-db", "t.db", "--durability", "sync"],
+    );
+    let db = dir.path().join("t.db");
+    wait_for("a to finish while b waits", || {
+        lines(&dir.path().join("log.txt")).contains(&"b".to_string())
+            && crate::support::sqlite3_try(&db, "SELECT count(*) FROM steps WHERE node = 'a'")
+                .as_deref()
+                == Some("1\n")
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let journaled = sqlite3(&db, "SELECT group_concat(node, ' ') FROM (SELECT node FROM steps ORDER BY seq)");
+    assert_eq!(journaled, "seed c a\n");
+    dir.write("go", "");
+    let id = trace_id(&db);
+    let resumed = run_in(dir.path(), &["resume", &id, "--db", "t.db", "-q"]).success();
+    assert_eq!(resumed.ctx()["joined"], "ABc7");
+    let mut log = lines(&dir.path().join("log.txt"));
+    log.sort();
+    assert_eq!(log, ["a", "b", "b"], "a ran once, b again");
+    assert_eq!(
+        without_steps(resumed.ctx()),
+        without_steps(uninterrupted(PARALLEL, &[], &[]))
+    );
+}

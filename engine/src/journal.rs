@@ -89,11 +89,11 @@ impl StepResult {
 
     /// The output (or failed input), writes, routing and error as JSON, one value per
     /// journal column.
-    pub fn to_columns(&self) -> StepColumns {
+    pub fn into_columns(self) -> StepColumns {
         match self {
             StepResult::Done(outcome) => StepColumns {
-                output: outcome.output.clone(),
-                writes: writes_json(&outcome.writes),
+                writes: writes_json(outcome.writes),
+                output: outcome.output,
                 route: outcome.route.as_ref().map(|r| {
                     json!({"targets": r.targets, "confidence": r.confidence, "reason": r.reason, "inputs": r.inputs})
                 }),
@@ -107,7 +107,7 @@ impl StepResult {
                     "retryable": error.is_retryable(),
                     "message": error.to_string(),
                     "timed_out": timed_out,
-                    "writes": writes_json(error.writes()),
+                    "writes": writes_json(error.writes().to_vec()),
                 })),
             },
         }
@@ -167,11 +167,11 @@ pub struct StepColumns {
     pub error: Option<Value>,
 }
 
-fn writes_json(writes: &[(CtxPath, Value)]) -> Value {
+fn writes_json(writes: Vec<(CtxPath, Value)>) -> Value {
     Value::Array(
         writes
-            .iter()
-            .map(|(path, value)| json!([path.as_str(), value]))
+            .into_iter()
+            .map(|(path, value)| Value::Array(vec![Value::String(path.as_str().into()), value]))
             .collect(),
     )
 }
@@ -254,7 +254,7 @@ mod tests {
             },
         )
         .with_write(CtxPath::parse("$ctx.out.v").unwrap(), json!([1]));
-        let columns = StepResult::Done(outcome).to_columns();
+        let columns = StepResult::Done(outcome).into_columns();
         let StepResult::Done(back) = StepResult::from_columns(columns.clone()).unwrap() else {
             panic!("a done step came back failed")
         };
@@ -271,7 +271,7 @@ mod tests {
             timed_out: true,
         };
         let StepResult::Failed { error, timed_out } =
-            StepResult::from_columns(failed.to_columns()).unwrap()
+            StepResult::from_columns(failed.into_columns()).unwrap()
         else {
             panic!("a failed step came back done")
         };

@@ -7,6 +7,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use illumo_engine::ids::iso8601;
+use illumo_engine::journal::{Durability, Journal, RunStart};
 use illumo_engine::runner::{run, RunOptions};
 use illumo_engine::tracer::{DbTracer, SpanData, SpanId, SpanKind, SpanStatus, TraceId, TracerDB};
 use illumo_engine::{Flow, Source};
@@ -222,6 +223,87 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // The journal `illumo resume` reads: one row per finished step, through the same
+    // writer as the spans.
+    let mut group = c.benchmark_group("journal_1000_set_nodes");
+    group.sample_size(10);
+    let journaled = |durability: Durability, engine_side: bool| {
+        let rt = &rt;
+        let flow = flow.clone();
+        move |n: u64| -> Duration {
+            (0..n)
+                .map(|_| {
+                    let mut db = SqliteTracer::new(temp_db("journal"));
+                    db.connect().unwrap();
+                    let sqlite = Arc::new(db);
+                    let journal = sqlite
+                        .journal(Arc::new(illumo_engine::redact::Redactor::new([])))
+                        .unwrap();
+                    let mut options = RunOptions::new(Arc::new(
+                        DbTracer::new(LateFlush(sqlite.clone())).unwrap(),
+                    ));
+                    journal
+                        .start(&RunStart {
+                            trace_id: options.trace_id,
+                            flow_path: "chain.yaml".into(),
+                            flow_hash: String::new(),
+                            nodes: Vec::new(),
+                            ctx: json!({}),
+                            options: json!({}),
+                            forked_from: None,
+                        })
+                        .unwrap();
+                    let journal = Arc::new(journal);
+                    options.journal = Some(match engine_side {
+                        true => Arc::new(LateCommit(journal.clone())) as Arc<dyn Journal>,
+                        false => journal.clone(),
+                    });
+                    options.durability = durability;
+                    let start = Instant::now();
+                    let out = rt.block_on(run(flow.clone(), json!({}), options)).unwrap();
+                    if !engine_side {
+                        sqlite.flush().unwrap();
+                    }
+                    let took = start.elapsed();
+                    journal.commit().unwrap();
+                    assert_eq!(out.steps, 1000);
+                    took
+                })
+                .sum()
+        }
+    };
+    // The engine's side: the clock stops when the flow is done.
+    group.bench_function("batch_engine_side", |b| {
+        b.iter_custom(journaled(Durability::Batch, true))
+    });
+    // Until every span and step is committed; compare `with_sqlite_tracer` above.
+    group.bench_function("batch_until_committed", |b| {
+        b.iter_custom(journaled(Durability::Batch, false))
+    });
+    // Each step committed before the next node starts.
+    group.bench_function("sync", |b| {
+        b.iter_custom(journaled(Durability::Sync, false))
+    });
+    group.finish();
+}
+
+/// A journal whose final commit is left to the caller (the engine's side alone).
+struct LateCommit(Arc<illumo_tracers::SqliteJournal>);
+
+impl Journal for LateCommit {
+    fn start(&self, run: &RunStart) -> Result<(), String> {
+        self.0.start(run)
+    }
+    fn step(&self, trace_id: TraceId, step: illumo_engine::journal::StepRecord) {
+        self.0.step(trace_id, step)
+    }
+    fn status(&self, trace_id: TraceId, status: &illumo_engine::journal::RunStatus) {
+        self.0.status(trace_id, status)
+    }
+    fn commit(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A connected SQLite tracer whose end-of-run flush is left to the caller.

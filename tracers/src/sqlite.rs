@@ -345,6 +345,12 @@ fn journal_json(value: &Value, redactor: &Redactor) -> (String, bool) {
     }
 }
 
+/// The journal's step statement, prepared for a batch when it first has a step.
+#[derive(Default)]
+struct JournalStatements<'t> {
+    step: Option<rusqlite::CachedStatement<'t>>,
+}
+
 /// A journal change formatted for its statement.
 enum JournalRow {
     Start {
@@ -359,7 +365,7 @@ enum JournalRow {
         at: String,
     },
     Step {
-        trace_id: String,
+        trace_id: [u8; 32],
         seq: i64,
         step: i64,
         node: String,
@@ -371,8 +377,8 @@ enum JournalRow {
         route: Option<String>,
         error: Option<String>,
         masked: bool,
-        span_id: Option<String>,
-        at: String,
+        span_id: Option<[u8; 16]>,
+        at: [u8; 27],
     },
     Truncate {
         trace_id: String,
@@ -389,7 +395,7 @@ enum JournalRow {
 
 impl JournalRow {
     fn of(record: JournalRecord) -> JournalRow {
-        let now = iso8601(std::time::SystemTime::now());
+        let now = || iso8601(std::time::SystemTime::now());
         match record {
             JournalRecord::Start { run, redactor } => {
                 let (ctx, masked) = journal_json(&run.ctx, &redactor);
@@ -408,7 +414,7 @@ impl JournalRow {
                     options,
                     forked_from: run.forked_from.map(|f| f.to_string()),
                     masked: masked || masked_options,
-                    at: now,
+                    at: now(),
                 }
             }
             JournalRecord::Step {
@@ -416,9 +422,13 @@ impl JournalRow {
                 step,
                 redactor,
             } => {
-                let columns = step.result.to_columns();
+                let status = step.result.status();
+                let columns = step.result.into_columns();
                 let (output, a) = journal_json(&columns.output, &redactor);
-                let (writes, b) = journal_json(&columns.writes, &redactor);
+                let (writes, b) = match &columns.writes {
+                    Value::Array(list) if list.is_empty() => ("[]".to_string(), false),
+                    writes => journal_json(writes, &redactor),
+                };
                 let route = columns.route.map(|r| journal_json(&r, &redactor));
                 let error = columns.error.map(|e| journal_json(&e, &redactor));
                 let masked = a
@@ -426,20 +436,20 @@ impl JournalRow {
                     || route.as_ref().is_some_and(|r| r.1)
                     || error.as_ref().is_some_and(|e| e.1);
                 JournalRow::Step {
-                    trace_id: trace_id.to_string(),
+                    trace_id: trace_id.hex(),
                     seq: step.seq as i64,
                     step: step.step as i64,
                     node: step.node,
                     attempt: i64::from(step.attempt),
                     inline: step.inline,
-                    status: step.result.status(),
+                    status,
                     output,
                     writes,
                     route: route.map(|r| r.0),
                     error: error.map(|e| e.0),
                     masked,
-                    span_id: step.span_id.map(|s| s.to_string()),
-                    at: now,
+                    span_id: step.span_id.map(|s| s.hex()),
+                    at: iso8601_bytes(std::time::SystemTime::now()),
                 }
             }
             JournalRecord::Truncate { trace_id, seq } => JournalRow::Truncate {
@@ -458,13 +468,17 @@ impl JournalRow {
                     status: status.as_str(),
                     paused_at,
                     message,
-                    at: now,
+                    at: now(),
                 }
             }
         }
     }
 
-    fn write(&self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    fn write<'t>(
+        &self,
+        tx: &'t rusqlite::Transaction<'_>,
+        statements: &mut JournalStatements<'t>,
+    ) -> rusqlite::Result<()> {
         match self {
             JournalRow::Start {
                 trace_id,
@@ -513,13 +527,28 @@ impl JournalRow {
                 span_id,
                 at,
             } => {
-                tx.prepare_cached(
-                    "INSERT OR REPLACE INTO steps (trace_id, seq, step, node, attempt, inline, status, output, writes, route, error, masked, span_id, at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                )?
-                .execute(params![
-                    trace_id, seq, step, node, attempt, inline, status, output, writes, route,
-                    error, masked, span_id, at
+                if statements.step.is_none() {
+                    statements.step = Some(tx.prepare_cached(
+                        "INSERT OR REPLACE INTO steps (trace_id, seq, step, node, attempt, inline, status, output, writes, route, error, masked, span_id, at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                    )?);
+                }
+                let statement = statements.step.as_mut().expect("prepared above");
+                statement.execute(params![
+                    ascii(trace_id),
+                    seq,
+                    step,
+                    node,
+                    attempt,
+                    inline,
+                    status,
+                    output,
+                    writes,
+                    route,
+                    error,
+                    masked,
+                    span_id.as_ref().map(|s| ascii(s)),
+                    ascii(at)
                 ])?;
             }
             JournalRow::Truncate { trace_id, seq } => {
@@ -918,8 +947,10 @@ fn write_rows(
                 e.attributes
             ])?;
         }
+        // One statement per kind of change, prepared once per batch.
+        let mut statements = JournalStatements::default();
         for row in journal {
-            row.write(&tx)?;
+            row.write(&tx, &mut statements)?;
         }
     }
     tx.commit()
