@@ -135,12 +135,11 @@ fn prepare(args: &ResumeArgs) -> Result<Prepared, Option<String>> {
             .0
             .push(Arc::new(ConsoleTracer::new(crate::color_choice())));
     }
-    let sqlite =
-        Arc::new(DbTracer::new(SqliteTracer::new(&db)).map_err(|e| Some(e.to_string()))?);
+    let sqlite = Arc::new(DbTracer::new(SqliteTracer::new(&db)).map_err(|e| Some(e.to_string()))?);
     fanout.0.push(sqlite.clone());
     let mut options = RunOptions::new(Arc::new(fanout));
-    options.trace_id = TraceId::parse(&trace_id)
-        .ok_or_else(|| Some(format!("`{trace_id}` is not a trace id")))?;
+    options.trace_id =
+        TraceId::parse(&trace_id).ok_or_else(|| Some(format!("`{trace_id}` is not a trace id")))?;
     let secrets = args.redact.iter().cloned().chain(flow.secrets());
     options.redactor = Arc::new(Redactor::from_env(secrets));
     options.permissions.write_files = args.write;
@@ -264,10 +263,7 @@ fn check_changes(
     ran.dedup();
     for id in ran {
         let before = stored.nodes.get(id).and_then(Value::as_str);
-        let now = flow
-            .index
-            .get(id)
-            .map(|&i| flow.nodes[i].digest.as_str());
+        let now = flow.index.get(id).map(|&i| flow.nodes[i].digest.as_str());
         let change = match (before, now) {
             (_, None) => "was removed from the flow",
             (Some(b), Some(n)) if b != n => "changed in the flow file",

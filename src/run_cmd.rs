@@ -199,15 +199,18 @@ fn prepare(args: &RunArgs, registry: &NodeRegistry) -> Result<Prepared, Option<S
         ctx = apply_sets(at_ctx, &args.sets)?;
         let index = flow.index[node.as_str()];
         options.entry = Some((index, input));
-        options
-            .attributes
-            .insert("forked_from".into(), json!({"trace_id": trace_id, "node": node}));
+        options.attributes.insert(
+            "forked_from".into(),
+            json!({"trace_id": trace_id, "node": node}),
+        );
         forked_from = Some(json!({"trace_id": trace_id, "node": node}));
     }
     let mut journal_path = None;
     let journal_db = match args.durability {
         DurabilityArg::Off if args.state.is_some() => {
-            return Err(Some("--state journals the run; it cannot go with --durability off".into()))
+            return Err(Some(
+                "--state journals the run; it cannot go with --durability off".into(),
+            ))
         }
         DurabilityArg::Off => {
             keep.extend(journal_db.map(|(_, db)| db as Arc<dyn std::any::Any + Send + Sync>));
@@ -280,12 +283,10 @@ fn fork_point(
     node: &str,
 ) -> Result<(Value, Value, String), Option<String>> {
     let Some(&index) = flow.index.get(node) else {
-        let hint = illumo_engine::diagnostic::did_you_mean(
-            node,
-            flow.nodes.iter().map(|n| n.id.as_str()),
-        )
-        .map(|s| format!("; did you mean `{s}`?"))
-        .unwrap_or_default();
+        let hint =
+            illumo_engine::diagnostic::did_you_mean(node, flow.nodes.iter().map(|n| n.id.as_str()))
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
         return Err(Some(format!("--from: the flow has no node `{node}`{hint}")));
     };
     let conn = illumo_tracers::store::open(std::path::Path::new(db)).map_err(Some)?;
@@ -316,7 +317,10 @@ fn fork_point(
 }
 
 /// A forked run's own start node, as its journal recorded it.
-pub fn stored_entry(flow: &Flow, options: &Value) -> Result<Option<(usize, Value)>, Option<String>> {
+pub fn stored_entry(
+    flow: &Flow,
+    options: &Value,
+) -> Result<Option<(usize, Value)>, Option<String>> {
     let Some(entry) = options.get("entry").filter(|e| !e.is_null()) else {
         return Ok(None);
     };
@@ -349,7 +353,10 @@ const TRACERS: [(&str, &[&str]); 4] = [
 /// The sqlite tracer's file and the tracer, whose writer the journal shares.
 type SqliteDb = (String, Arc<DbTracer<SqliteTracer>>);
 
-fn tracers(args: &RunArgs) -> Result<(Arc<dyn Tracer>, Option<SqliteDb>), Option<String>> {
+/// The tracers, and the sqlite one's database when it is among them.
+type Tracers = (Arc<dyn Tracer>, Option<SqliteDb>);
+
+fn tracers(args: &RunArgs) -> Result<Tracers, Option<String>> {
     let mut names: Vec<&str> = if args.tracers.is_empty() {
         vec!["console"]
     } else {
@@ -466,6 +473,7 @@ pub fn execute(args: &Finish, prepared: Prepared) -> i32 {
     };
     let interrupt = options.interrupt.clone();
     let redactor = options.redactor.clone();
+    let write = options.permissions.write_files;
     let overrides = options.overrides.clone();
     let flow_for_report = flow.clone();
     crate::leak_at_exit(flow.clone());
@@ -509,7 +517,12 @@ pub fn execute(args: &Finish, prepared: Prepared) -> i32 {
     let (ctx, trace_id, code) = match result {
         Ok(out) => (out.ctx, out.trace_id, 0),
         Err(failure) if matches!(failure.error, RunError::Paused { .. }) => {
-            paused(&failure.error, &failure.trace_id.to_string(), journal_db.as_deref(), &redactor);
+            let hint = Resume {
+                trace_id: failure.trace_id.to_string(),
+                db: journal_db.clone(),
+                write,
+            };
+            paused(&failure.error, &hint, &redactor);
             (failure.ctx, failure.trace_id, EXIT_PAUSED)
         }
         Err(failure) => {
@@ -554,21 +567,31 @@ pub fn execute(args: &Finish, prepared: Prepared) -> i32 {
     code
 }
 
+/// How a paused run is resumed.
+struct Resume {
+    trace_id: String,
+    db: Option<String>,
+    /// Was it started with `--write` (which the resume must give again)?
+    write: bool,
+}
+
 /// A paused run: what it waits for, and the command that answers.
-fn paused(error: &RunError, trace_id: &str, db: Option<&str>, redactor: &Redactor) {
+fn paused(error: &RunError, resume: &Resume, redactor: &Redactor) {
     let RunError::Paused { node, message } = error else {
         return;
     };
+    let trace_id = &resume.trace_id;
     let message = redactor.text(message);
     let mut lines = message.lines();
     eprintln!("paused at {node}: {}", lines.next().unwrap_or_default());
     for line in lines {
         eprintln!("  {line}");
     }
-    match db {
+    match &resume.db {
         Some(db) => {
             let db = shell_word(db);
-            eprintln!("  resume with: illumo resume {trace_id} --db {db} --input '{{\"choice\": \"approve\"}}'");
+            let write = if resume.write { " --write" } else { "" };
+            eprintln!("  resume with: illumo resume {trace_id} --db {db}{write} --input '{{\"choice\": \"approve\"}}'");
         }
         None => eprintln!(
             "  this run has no journal, so it cannot be resumed: run it with `--tracer sqlite` or `--state PATH`"

@@ -49,6 +49,7 @@ fn the_loop_drafts_twice_tests_for_real_and_reports() {
             "run_tests",
             "review",
             "route",
+            "write_fix",
             "summarize"
         ]
     );
@@ -57,7 +58,7 @@ fn the_loop_drafts_twice_tests_for_real_and_reports() {
         json!([{"passed": 2, "failed": 2, "returncode": 1}, {"passed": 4, "failed": 0, "returncode": 0}])
     );
     assert_eq!(ctx["review"]["status"], "OK");
-    assert_eq!(ctx["routing"]["route"]["target"], "summarize");
+    assert_eq!(ctx["routing"]["route"]["target"], "write_fix");
     assert_eq!(
         ctx["diff"]["applied"],
         json!({"ok": true, "files": [{"path": "app/calc.py", "status": "patched"}, {"path": "app/text.py", "status": "patched"}], "rejected": [], "written": false})
@@ -107,11 +108,11 @@ fn the_loop_drafts_twice_tests_for_real_and_reports() {
     // The trace shows the loop.
     assert_eq!(
         sqlite3(&db, "SELECT group_concat(name, ' > ') FROM (SELECT name FROM spans WHERE kind = 'node' ORDER BY start_time)"),
-        "inspect > draft > apply_patch > run_tests > review > route > draft > apply_patch > run_tests > review > route > summarize\n"
+        "inspect > draft > apply_patch > run_tests > review > route > draft > apply_patch > run_tests > review > route > write_fix > summarize\n"
     );
     assert_eq!(
         sqlite3(&db, "SELECT json_extract(attributes, '$.routing.targets[0]') FROM spans WHERE name = 'route' ORDER BY start_time"),
-        "draft\nsummarize\n"
+        "draft\nwrite_fix\n"
     );
     assert_eq!(
         sqlite3(&db, "SELECT sum(json_extract(attributes, '$.gen_ai.usage.input_tokens')) FROM spans WHERE json_extract(attributes, '$.node.type') = 'ReviewAgent'"),

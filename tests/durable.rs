@@ -109,7 +109,9 @@ fn kill_at_block(dir: &Path, durability: &str) -> PathBuf {
             durability,
         ],
     );
-    wait_for("n12 to start", || count(&lines(&dir.join("log.txt")), "n12") == 1);
+    wait_for("n12 to start", || {
+        count(&lines(&dir.join("log.txt")), "n12") == 1
+    });
     child.kill().expect("SIGKILL");
     let status = child.wait().unwrap();
     assert_eq!(
@@ -128,7 +130,10 @@ fn a_run_killed_mid_flight_resumes_without_running_a_finished_step_again() {
     assert_eq!(sqlite3(&db, "PRAGMA integrity_check"), "ok\n");
     // With `sync`, every step that finished is in the journal: n1 to n11.
     assert_eq!(
-        sqlite3(&db, "SELECT group_concat(node, ' ') FROM (SELECT node FROM steps ORDER BY seq)"),
+        sqlite3(
+            &db,
+            "SELECT group_concat(node, ' ') FROM (SELECT node FROM steps ORDER BY seq)"
+        ),
         "n1 n2 n3 n4 n5 n6 n7 n8 n9 n10 n11\n"
     );
     let id = trace_id(&db);
@@ -224,7 +229,11 @@ fn run_in(dir: &Path, args: &[&str]) -> crate::support::Output {
 fn a_failed_run_is_fixed_and_resumed_and_a_finished_run_is_not() {
     let dir = TempDir::new();
     dir.write("flow.yaml", FIXABLE);
-    let failed = run_in(dir.path(), &["run", "flow.yaml", "-q", "--trace-db", "t.db"]).code(1);
+    let failed = run_in(
+        dir.path(),
+        &["run", "flow.yaml", "-q", "--trace-db", "t.db"],
+    )
+    .code(1);
     assert!(
         failed
             .stderr
@@ -238,7 +247,11 @@ fn a_failed_run_is_fixed_and_resumed_and_a_finished_run_is_not() {
     dir.write("fixed", "");
     let resumed = run_in(dir.path(), &["resume", &id, "--db", "t.db", "-q"]).success();
     assert_eq!(resumed.ctx()["last"], "done fixed");
-    assert_eq!(lines(&dir.path().join("log.txt")), ["first"], "first ran once");
+    assert_eq!(
+        lines(&dir.path().join("log.txt")),
+        ["first"],
+        "first ran once"
+    );
     assert_eq!(resumed.ctx(), uninterrupted(FIXABLE, &[("fixed", "")], &[]));
 
     let again = run_in(dir.path(), &["resume", &id, "--db", "t.db", "-q"]).code(2);
@@ -252,7 +265,11 @@ fn a_failed_run_is_fixed_and_resumed_and_a_finished_run_is_not() {
 fn a_changed_node_that_ran_is_refused_and_one_that_did_not_is_accepted() {
     let dir = TempDir::new();
     dir.write("flow.yaml", FIXABLE);
-    run_in(dir.path(), &["run", "flow.yaml", "-q", "--trace-db", "t.db"]).code(1);
+    run_in(
+        dir.path(),
+        &["run", "flow.yaml", "-q", "--trace-db", "t.db"],
+    )
+    .code(1);
     let id = trace_id(&dir.path().join("t.db"));
     dir.write("fixed", "");
     dir.write("flow.yaml", &FIXABLE.replace("echo one", "echo uno"));
@@ -266,7 +283,10 @@ fn a_changed_node_that_ran_is_refused_and_one_that_did_not_is_accepted() {
     dir.write(
         "flow.yaml",
         &FIXABLE
-            .replace("test -f fixed && echo fixed", "test -f fixed && echo repaired")
+            .replace(
+                "test -f fixed && echo fixed",
+                "test -f fixed && echo repaired",
+            )
             .replace("'done {{", "'finished {{"),
     );
     let resumed = run_in(dir.path(), &["resume", &id, "--db", "t.db", "-q"]).success();
@@ -279,12 +299,20 @@ fn a_changed_node_that_ran_is_refused_and_one_that_did_not_is_accepted() {
 fn force_resumes_a_changed_flow_with_the_journaled_result() {
     let dir = TempDir::new();
     dir.write("flow.yaml", FIXABLE);
-    run_in(dir.path(), &["run", "flow.yaml", "-q", "--trace-db", "t.db"]).code(1);
+    run_in(
+        dir.path(),
+        &["run", "flow.yaml", "-q", "--trace-db", "t.db"],
+    )
+    .code(1);
     let id = trace_id(&dir.path().join("t.db"));
     dir.write("fixed", "");
     dir.write("flow.yaml", &FIXABLE.replace("echo one", "echo uno"));
     let resumed = run_in(dir.path(), &["resume", &id, "--db", "t.db", "--force"]).success();
-    assert_eq!(resumed.ctx()["first"], "one", "the journaled output is kept");
+    assert_eq!(
+        resumed.ctx()["first"],
+        "one",
+        "the journaled output is kept"
+    );
     assert!(
         resumed
             .stderr
@@ -346,13 +374,27 @@ fn a_paused_approval_is_resumed_with_approve_and_a_bad_answer_keeps_it_paused() 
         sqlite3(&db, "SELECT status, paused_at, message FROM runs"),
         "paused|ask|apply the-diff?\n"
     );
-    let list = run_in(dir.path(), &["trace", "list", "--db", "t.db", "--format", "json"]).success();
+    let list = run_in(
+        dir.path(),
+        &["trace", "list", "--db", "t.db", "--format", "json"],
+    )
+    .success();
     let runs: Value = serde_json::from_str(&list.stdout).unwrap();
-    assert_eq!((&runs[0]["state"], &runs[0]["resumable"]), (&"paused".into(), &true.into()));
+    assert_eq!(
+        (&runs[0]["state"], &runs[0]["resumable"]),
+        (&"paused".into(), &true.into())
+    );
 
     let bad = run_in(
         dir.path(),
-        &["resume", &id, "--db", "t.db", "--input", r#"{"choice": "maybe"}"#],
+        &[
+            "resume",
+            &id,
+            "--db",
+            "t.db",
+            "--input",
+            r#"{"choice": "maybe"}"#,
+        ],
     )
     .code(2);
     assert_eq!(
@@ -416,15 +458,34 @@ fn an_approval_asks_on_stdin_only_when_it_is_a_terminal() {
         .stdin("approve\n")
         .run()
         .code(3);
-    assert!(out.stderr.starts_with("paused at ask: apply the-diff?\n  resume with: illumo resume "), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("paused at ask: apply the-diff?\n  resume with: illumo resume "),
+        "{}",
+        out.stderr
+    );
     // `--state` journals without the sqlite tracer: no spans, a run to resume.
     let db = dir.path().join("s.db");
-    assert_eq!(sqlite3(&db, "SELECT count(*) FROM spans; SELECT status FROM runs"), "0\npaused\n");
+    assert_eq!(
+        sqlite3(&db, "SELECT count(*) FROM spans; SELECT status FROM runs"),
+        "0\npaused\n"
+    );
     let id = trace_id(&db);
-    let list = run_in(dir.path(), &["trace", "list", "--db", "s.db", "--format", "json"]).success();
+    let list = run_in(
+        dir.path(),
+        &["trace", "list", "--db", "s.db", "--format", "json"],
+    )
+    .success();
     let runs: Value = serde_json::from_str(&list.stdout).unwrap();
-    assert_eq!((&runs[0]["trace_id"], &runs[0]["flow"], &runs[0]["state"]), (&id.clone().into(), &"approve".into(), &"paused".into()));
-    let done = run_in(dir.path(), &["resume", &id, "--db", "s.db", "-q", "--input", "approve"]).success();
+    assert_eq!(
+        (&runs[0]["trace_id"], &runs[0]["flow"], &runs[0]["state"]),
+        (&id.clone().into(), &"approve".into(), &"paused".into())
+    );
+    let done = run_in(
+        dir.path(),
+        &["resume", &id, "--db", "s.db", "-q", "--input", "approve"],
+    )
+    .success();
     assert_eq!(done.ctx()["result"], "applied");
 }
 
@@ -432,34 +493,67 @@ fn an_approval_asks_on_stdin_only_when_it_is_a_terminal() {
 fn a_fork_starts_from_a_node_with_the_ctx_it_had_and_the_edits() {
     let dir = TempDir::new();
     let id = paused_run(dir.path());
-    run_in(dir.path(), &["resume", &id, "--db", "t.db", "-q", "--input", "approve"]).success();
+    run_in(
+        dir.path(),
+        &["resume", &id, "--db", "t.db", "-q", "--input", "approve"],
+    )
+    .success();
     let fork = run_in(
         dir.path(),
         &[
-            "run", "flow.yaml", "-q", "--trace-db", "t.db", "--from", "gate", "--trace", &id[..8],
-            "--set", "approval.choice=reject",
+            "run",
+            "flow.yaml",
+            "-q",
+            "--trace-db",
+            "t.db",
+            "--from",
+            "gate",
+            "--trace",
+            &id[..8],
+            "--set",
+            "approval.choice=reject",
         ],
     )
     .success();
     assert_eq!(fork.ctx()["result"], "skipped");
     assert_eq!(fork.ctx()["diff"], "the-diff", "ctx from before `gate`");
-    assert_eq!(lines(&dir.path().join("log.txt")), ["draft"], "nothing before `gate` ran again");
+    assert_eq!(
+        lines(&dir.path().join("log.txt")),
+        ["draft"],
+        "nothing before `gate` ran again"
+    );
     let db = dir.path().join("t.db");
     let forked = sqlite3(
         &db,
         &format!("SELECT json_extract(attributes, '$.forked_from') FROM spans WHERE kind = 'flow' AND trace_id != '{id}'"),
     );
-    assert_eq!(forked, format!("{{\"trace_id\":\"{id}\",\"node\":\"gate\"}}\n"));
+    assert_eq!(
+        forked,
+        format!("{{\"trace_id\":\"{id}\",\"node\":\"gate\"}}\n")
+    );
     assert_eq!(
         sqlite3(&db, &format!("SELECT group_concat(name, ' ') FROM (SELECT name FROM spans WHERE kind = 'node' AND trace_id != '{id}' ORDER BY start_time)")),
         "gate skip\n"
     );
     let missing = run_in(
         dir.path(),
-        &["run", "flow.yaml", "-q", "--trace-db", "t.db", "--from", "gat", "--trace", &id],
+        &[
+            "run",
+            "flow.yaml",
+            "-q",
+            "--trace-db",
+            "t.db",
+            "--from",
+            "gat",
+            "--trace",
+            &id,
+        ],
     )
     .code(2);
-    assert_eq!(missing.stderr, "error: --from: the flow has no node `gat`; did you mean `gate`?\n");
+    assert_eq!(
+        missing.stderr,
+        "error: --from: the flow has no node `gat`; did you mean `gate`?\n"
+    );
 }
 
 #[test]
@@ -471,24 +565,39 @@ fn sigterm_stops_a_run_that_resume_then_finishes() {
         dir.path(),
         &["run", "flow.yaml", "-q", "--trace-db", "t.db"],
     );
-    wait_for("n2 to start", || count(&lines(&dir.path().join("log.txt")), "n2") == 1);
+    wait_for("n2 to start", || {
+        count(&lines(&dir.path().join("log.txt")), "n2") == 1
+    });
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(143));
     let db = dir.path().join("t.db");
-    assert_eq!(sqlite3(&db, "SELECT status FROM runs; SELECT group_concat(node) FROM steps"), "interrupted\nn1\n");
+    assert_eq!(
+        sqlite3(
+            &db,
+            "SELECT status FROM runs; SELECT group_concat(node) FROM steps"
+        ),
+        "interrupted\nn1\n"
+    );
     dir.write("go", "");
     let id = trace_id(&db);
     let done = run_in(dir.path(), &["resume", &id, "--db", "t.db", "-q"]).success();
     assert_eq!(done.ctx(), uninterrupted(&flow, &[], &[]));
-    assert_eq!(lines(&dir.path().join("log.txt")), ["n1", "n2", "n2", "n3", "n4"]);
+    assert_eq!(
+        lines(&dir.path().join("log.txt")),
+        ["n1", "n2", "n2", "n3", "n4"]
+    );
 }
 
 #[test]
 fn a_run_started_with_write_needs_write_again() {
     let dir = TempDir::new();
     dir.write("flow.yaml", FIXABLE);
-    run_in(dir.path(), &["run", "flow.yaml", "-q", "--trace-db", "t.db", "--write"]).code(1);
+    run_in(
+        dir.path(),
+        &["run", "flow.yaml", "-q", "--trace-db", "t.db", "--write"],
+    )
+    .code(1);
     let id = trace_id(&dir.path().join("t.db"));
     let refused = run_in(dir.path(), &["resume", &id, "--db", "t.db"]).code(2);
     assert_eq!(
@@ -545,16 +654,28 @@ fn a_scripted_agent_loop_resumed_after_a_kill_makes_no_second_call() {
     let mut child = spawn(
         dir.path(),
         &[
-            "run", "flow.yaml", "-q", "--trace-db", "t.db", "--durability", "sync", "--llm",
+            "run",
+            "flow.yaml",
+            "-q",
+            "--trace-db",
+            "t.db",
+            "--durability",
+            "sync",
+            "--llm",
             "scripted=replies.yaml",
         ],
     );
-    wait_for("the second mark", || lines(&dir.path().join("marks")).len() == 2);
+    wait_for("the second mark", || {
+        lines(&dir.path().join("marks")).len() == 2
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     let db = dir.path().join("t.db");
     assert_eq!(
-        sqlite3(&db, "SELECT group_concat(node, ' ') FROM (SELECT node FROM steps ORDER BY seq)"),
+        sqlite3(
+            &db,
+            "SELECT group_concat(node, ' ') FROM (SELECT node FROM steps ORDER BY seq)"
+        ),
         "draft mark review route draft\n"
     );
     dir.write("go", "");
@@ -566,7 +687,11 @@ fn a_scripted_agent_loop_resumed_after_a_kill_makes_no_second_call() {
         sqlite3(&db, "SELECT s.name, count(*) FROM events e JOIN spans s USING (span_id) WHERE e.name = 'agent.request' GROUP BY s.name ORDER BY s.name"),
         "draft|3\nreview|3\n"
     );
-    let whole = uninterrupted(LOOP, &[("replies.yaml", REPLIES)], &["--llm", "scripted=replies.yaml"]);
+    let whole = uninterrupted(
+        LOOP,
+        &[("replies.yaml", REPLIES)],
+        &["--llm", "scripted=replies.yaml"],
+    );
     assert_eq!(resumed.ctx(), whole);
 }
 
@@ -616,7 +741,15 @@ fn a_join_waiting_on_a_killed_branch_fires_after_the_resume() {
     dir.write("flow.yaml", PARALLEL);
     let mut child = spawn(
         dir.path(),
-        &["run", "flow.yaml", "-q", "--trace-db", "t.db", "--durability", "sync"],
+        &[
+            "run",
+            "flow.yaml",
+            "-q",
+            "--trace-db",
+            "t.db",
+            "--durability",
+            "sync",
+        ],
     );
     let db = dir.path().join("t.db");
     wait_for("a to finish while b waits", || {
@@ -627,7 +760,10 @@ fn a_join_waiting_on_a_killed_branch_fires_after_the_resume() {
     });
     child.kill().unwrap();
     child.wait().unwrap();
-    let journaled = sqlite3(&db, "SELECT group_concat(node, ' ') FROM (SELECT node FROM steps ORDER BY seq)");
+    let journaled = sqlite3(
+        &db,
+        "SELECT group_concat(node, ' ') FROM (SELECT node FROM steps ORDER BY seq)",
+    );
     assert_eq!(journaled, "seed c a\n");
     dir.write("go", "");
     let id = trace_id(&db);
@@ -640,4 +776,139 @@ fn a_join_waiting_on_a_killed_branch_fires_after_the_resume() {
         without_steps(resumed.ctx()),
         without_steps(uninterrupted(PARALLEL, &[], &[]))
     );
+}
+
+/// The coding assistant with `--write` and `request.confirm_write`: it pauses with the
+/// diff before writing, and writes only what the person approves.
+#[test]
+fn the_coding_assistant_asks_before_it_writes() {
+    for (answer, written) in [("approve", true), ("reject", false)] {
+        let dir = TempDir::new();
+        let copy = dir.path().join("assistant");
+        crate::support::copy_dir(
+            &crate::support::root().join("examples/multi_agent/coding_assistant"),
+            &copy,
+        );
+        let before = std::fs::read_to_string(copy.join("sample_app/app/calc.py")).unwrap();
+        let paused = run_in(
+            &copy,
+            &[
+                "run",
+                "coding_assistant.yaml",
+                "-c",
+                "@context.json",
+                "--write",
+                "--set",
+                "request.confirm_write=true",
+                "--trace-db",
+                "t.db",
+                "-q",
+            ],
+        )
+        .code(3);
+        let id = trace_id(&copy.join("t.db"));
+        assert!(
+            paused.stderr.starts_with(
+                "paused at write_fix: write 2 files under ./sample_app: app/calc.py, app/text.py?\n  --- a/app/calc.py\n"
+            ),
+            "{}",
+            paused.stderr
+        );
+        assert!(
+            paused.stderr.contains(&format!(
+                "  resume with: illumo resume {id} --db t.db --write --input '{{\"choice\": \"approve\"}}'\n"
+            )),
+            "{}",
+            paused.stderr
+        );
+        assert_eq!(
+            std::fs::read_to_string(copy.join("sample_app/app/calc.py")).unwrap(),
+            before,
+            "nothing is written before the answer"
+        );
+        let done = run_in(
+            &copy,
+            &[
+                "resume",
+                &id,
+                "--db",
+                "t.db",
+                "--write",
+                "-q",
+                "--input",
+                answer,
+                "--print",
+                "$ctx.diff.applied.written",
+            ],
+        )
+        .success();
+        assert_eq!(done.stdout, format!("{written}\n"));
+        let after = std::fs::read_to_string(copy.join("sample_app/app/calc.py")).unwrap();
+        assert_eq!(after != before, written, "{answer}: {after}");
+        // The drafts were not asked for again: two of each agent over both segments.
+        assert_eq!(
+            sqlite3(
+                &copy.join("t.db"),
+                "SELECT count(*) FROM events WHERE name = 'agent.request'"
+            ),
+            "4\n"
+        );
+    }
+}
+
+/// `illumo ARGS` on a terminal (a pty from `script`), typing `input`; the terminal's text.
+fn on_terminal(dir: &Path, args: &str, input: &str) -> (i32, String) {
+    let mut child = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} {args}", env!("CARGO_BIN_EXE_illumo")),
+            "/dev/null",
+        ])
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the `script` command (util-linux) gives illumo a terminal");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n"),
+    )
+}
+
+#[test]
+fn on_a_terminal_an_approval_asks_until_an_answer_fits() {
+    let dir = TempDir::new();
+    dir.write("flow.yaml", APPROVAL);
+    let (code, text) = on_terminal(
+        dir.path(),
+        "run flow.yaml -q --tracer none --print result",
+        "maybe\nreject\n",
+    );
+    assert_eq!(code, 0, "{text}");
+    let asked = "\napproval needed at `ask`:\n  apply the-diff?\nanswer [approve/reject]: ";
+    assert!(text.contains(asked), "{text}");
+    assert!(
+        text.contains("  `choice` is \"maybe\"; it must be one of `approve`, `reject`\nanswer [approve/reject]: "),
+        "{text}"
+    );
+    assert!(text.ends_with("skipped\n"), "{text}");
+
+    // `--no-input`: the terminal is not asked; the run pauses.
+    let (code, text) = on_terminal(
+        dir.path(),
+        "run flow.yaml -q --no-input --state s.db --print result",
+        "approve\n",
+    );
+    assert_eq!(code, 3, "{text}");
+    assert!(!text.contains("answer ["), "{text}");
+    assert!(text.contains("paused at ask: apply the-diff?\n"), "{text}");
 }

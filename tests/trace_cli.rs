@@ -164,7 +164,16 @@ fn durations_no_clock_gives_do_not_crash_the_reader() {
         .collect();
     assert_eq!(
         row,
-        ["<trace_id>", "retry_timeout_goto", "<time>", "?", "OK", "6", "ok", "no"]
+        [
+            "<trace_id>",
+            "retry_timeout_goto",
+            "<time>",
+            "?",
+            "OK",
+            "6",
+            "ok",
+            "no"
+        ]
     );
 }
 

@@ -10,8 +10,8 @@
 
 use crate::node::{NodeError, Outcome, Route};
 use crate::path::CtxPath;
-use crate::tracer::TraceId;
 pub use crate::tracer::SpanId;
+use crate::tracer::TraceId;
 use serde_json::{json, Value};
 
 /// The start of a run (or of a resumed segment of one).
@@ -76,7 +76,10 @@ pub struct StepRecord {
 pub enum StepResult {
     Done(Outcome),
     /// A failure the node's policy handled (`continue`, `goto`).
-    Failed { error: NodeError, timed_out: bool },
+    Failed {
+        error: NodeError,
+        timed_out: bool,
+    },
 }
 
 impl StepResult {
@@ -183,7 +186,8 @@ fn parse_writes(value: &Value) -> Result<Vec<(CtxPath, Value)>, String> {
     list.iter()
         .map(|pair| {
             let path = pair[0].as_str().unwrap_or_default();
-            let path = CtxPath::parse(path).map_err(|e| format!("a journal write `{path}`: {e}"))?;
+            let path =
+                CtxPath::parse(path).map_err(|e| format!("a journal write `{path}`: {e}"))?;
             Ok((path, pair[1].clone()))
         })
         .collect()

@@ -30,9 +30,14 @@ struct Config {
 
 pub struct Approval {
     message: ValueSpec,
-    choices: Vec<String>,
-    input_schema: Option<Value>,
-    timeout: Option<Duration>,
+    question: Question,
+}
+
+/// What a person is asked and which answers fit; `Patch` asks one before it writes.
+pub(crate) struct Question {
+    pub choices: Vec<String>,
+    pub input_schema: Option<Value>,
+    pub timeout: Option<Duration>,
 }
 
 pub struct ApprovalFactory;
@@ -86,17 +91,28 @@ impl NodeFactory for ApprovalFactory {
         };
         Some(Box::new(Approval {
             message: message?,
-            choices,
-            input_schema: config.input_schema,
-            timeout,
+            question: Question {
+                choices,
+                input_schema: config.input_schema,
+                timeout,
+            },
         }))
     }
 }
 
-impl Approval {
+impl Question {
+    /// approve or reject, asked without a time limit.
+    pub fn approve_or_reject() -> Question {
+        Question {
+            choices: vec!["approve".into(), "reject".into()],
+            input_schema: None,
+            timeout: None,
+        }
+    }
+
     /// Checks an answer: a choice (`"approve"` or `{"choice": "approve"}`, with an optional
     /// `comment`), or with `input_schema` any value that fits it.
-    fn check(&self, answer: &Value) -> Result<Value, String> {
+    pub fn check(&self, answer: &Value) -> Result<Value, String> {
         let answer = match answer {
             Value::String(s) if !self.choices.is_empty() => json!({"choice": s}),
             other => other.clone(),
@@ -114,13 +130,11 @@ impl Approval {
                     self.choice_list()
                 ))
             }
-            None if self.input_schema.is_none() => {
-                return Err(format!(
-                    "the answer has no `choice`; give one of {}, e.g. --input '{{\"choice\": \"{}\"}}'",
-                    self.choice_list(),
-                    self.choices.first().map_or("approve", String::as_str)
-                ))
-            }
+            None if self.input_schema.is_none() => return Err(format!(
+                "the answer has no `choice`; give one of {}, e.g. --input '{{\"choice\": \"{}\"}}'",
+                self.choice_list(),
+                self.choices.first().map_or("approve", String::as_str)
+            )),
             None => {}
         }
         if let Some(comment) = answer.get("comment") {
@@ -139,15 +153,9 @@ impl Approval {
             .join(", ")
     }
 
-    fn output(&self, answer: Value, message: &str, via: &str) -> Value {
-        let choice = answer.get("choice").cloned().unwrap_or(Value::Null);
-        let comment = answer.get("comment").cloned().unwrap_or(Value::Null);
-        json!({"choice": choice, "comment": comment, "answer": answer, "message": message, "via": via})
-    }
-
     /// Asks on the terminal until an answer fits; `None` when there is no answer (end of
     /// input, or the timeout).
-    async fn ask(&self, id: &str, message: &str) -> Option<Value> {
+    pub async fn ask(&self, id: &str, message: &str) -> Option<Value> {
         let prompt = if self.choices.is_empty() {
             "answer (JSON)".to_string()
         } else {
@@ -188,6 +196,14 @@ impl Approval {
     }
 }
 
+impl Approval {
+    fn output(&self, answer: Value, message: &str, via: &str) -> Value {
+        let choice = answer.get("choice").cloned().unwrap_or(Value::Null);
+        let comment = answer.get("comment").cloned().unwrap_or(Value::Null);
+        json!({"choice": choice, "comment": comment, "answer": answer, "message": message, "via": via})
+    }
+}
+
 #[illumo_engine::async_trait]
 impl Node for Approval {
     async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
@@ -207,12 +223,12 @@ impl Node for Approval {
             )));
         }
         if cx.permissions.ask {
-            if let Some(answer) = self.ask(cx.id, &message).await {
+            if let Some(answer) = self.question.ask(cx.id, &message).await {
                 return Ok(Outcome::value(self.output(answer, &message, "terminal")));
             }
         }
         let mut attributes = Map::new();
-        attributes.insert("choices".into(), json!(self.choices));
+        attributes.insert("choices".into(), json!(self.question.choices));
         cx.event("approval.waiting", attributes);
         Err(NodeError::paused(message))
     }
@@ -222,6 +238,6 @@ impl Node for Approval {
     }
 
     fn check_answer(&self, answer: &Value) -> Option<Result<Value, String>> {
-        Some(self.check(answer))
+        Some(self.question.check(answer))
     }
 }

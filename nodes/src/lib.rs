@@ -1,7 +1,7 @@
 //! illumo's built-in node types. [`register_builtins`] adds them all to a registry.
 
-mod approval;
 pub mod agents;
+mod approval;
 pub mod coding;
 mod command;
 pub mod files;

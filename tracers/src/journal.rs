@@ -33,7 +33,9 @@ fn text(e: rusqlite::Error) -> String {
 fn json(text: Option<String>) -> Result<Value, String> {
     match text {
         None => Ok(Value::Null),
-        Some(t) => serde_json::from_str(&t).map_err(|e| format!("a journal value is not JSON: {e}")),
+        Some(t) => {
+            serde_json::from_str(&t).map_err(|e| format!("a journal value is not JSON: {e}"))
+        }
     }
 }
 
@@ -113,8 +115,19 @@ pub fn load(conn: &Connection, trace_id: &str) -> Result<StoredRun, String> {
         )
         .optional()
         .map_err(text)?;
-    let Some((flow, flow_hash, nodes, ctx, options, forked_from, status, paused_at, message, pid, masked)) =
-        row
+    let Some((
+        flow,
+        flow_hash,
+        nodes,
+        ctx,
+        options,
+        forked_from,
+        status,
+        paused_at,
+        message,
+        pid,
+        masked,
+    )) = row
     else {
         return Err(format!("no journaled run `{trace_id}`"));
     };
@@ -135,8 +148,16 @@ pub fn load(conn: &Connection, trace_id: &str) -> Result<StoredRun, String> {
         let columns = StepColumns {
             output: json(r.get(5).map_err(text)?)?,
             writes: json(r.get(6).map_err(text)?)?,
-            route: r.get::<_, Option<String>>(7).map_err(text)?.map(|t| json(Some(t))).transpose()?,
-            error: r.get::<_, Option<String>>(8).map_err(text)?.map(|t| json(Some(t))).transpose()?,
+            route: r
+                .get::<_, Option<String>>(7)
+                .map_err(text)?
+                .map(|t| json(Some(t)))
+                .transpose()?,
+            error: r
+                .get::<_, Option<String>>(8)
+                .map_err(text)?
+                .map(|t| json(Some(t)))
+                .transpose()?,
         };
         masked |= r.get::<_, bool>(9).map_err(text)?;
         steps.push(StepRecord {

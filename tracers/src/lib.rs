@@ -2,9 +2,9 @@
 //! and readers for `illumo trace`. Storage backends implement [`illumo_engine::tracer::TracerDB`].
 
 mod console;
+pub mod journal;
 #[cfg(feature = "otlp")]
 pub mod otlp;
-pub mod journal;
 pub mod sqlite;
 pub mod store;
 pub mod writer;

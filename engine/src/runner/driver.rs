@@ -422,9 +422,7 @@ impl Driver {
         }
         r.steps.clear();
         if let Some(recorder) = &mut self.recorder {
-            recorder
-                .journal
-                .truncate(self.shared.trace_id, record.seq);
+            recorder.journal.truncate(self.shared.trace_id, record.seq);
             recorder.seq = record.seq;
         }
         self.shared.event(
@@ -462,11 +460,11 @@ impl Driver {
 
     /// A node task that panicked or was cancelled, as a failure of that node.
     fn crashed(&mut self, e: tokio::task::JoinError) -> Done {
-        let (node, step, input) = self
-            .sched
-            .task_nodes
-            .remove(&e.id())
-            .unwrap_or((0, 0, Value::Null));
+        let (node, step, input) =
+            self.sched
+                .task_nodes
+                .remove(&e.id())
+                .unwrap_or((0, 0, Value::Null));
         let message = if e.is_panic() {
             panic_text(&*e.into_panic())
         } else {
@@ -658,9 +656,7 @@ impl Driver {
             let journal = recorder.journal.clone();
             let commit = move || journal.commit();
             let result = match tokio::runtime::Handle::current().runtime_flavor() {
-                tokio::runtime::RuntimeFlavor::MultiThread => {
-                    tokio::task::block_in_place(commit)
-                }
+                tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(commit),
                 _ => commit(),
             };
             if let Err(e) = result {

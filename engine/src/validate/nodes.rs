@@ -77,7 +77,10 @@ fn digest_of(n: &NodeSpec<'_>) -> String {
         "{}\n{}\n{}\n{}\n{:?}",
         n.type_name,
         n.setting.to_json(),
-        n.inputs.as_ref().map(|(v, _)| v.to_string()).unwrap_or_default(),
+        n.inputs
+            .as_ref()
+            .map(|(v, _)| v.to_string())
+            .unwrap_or_default(),
         n.outputs
             .as_ref()
             .map(|(y, _)| y.to_json().to_string())

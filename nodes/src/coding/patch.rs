@@ -34,6 +34,25 @@ struct Config {
     /// the inspector's file list, to report the files the diff leaves alone (default $ctx.workspace.structure)
     #[schemars(extend("x-kind" = "$ctx path"))]
     structure_path: Option<String>,
+    /// false: never write, even with --write (a loop's trial patch); default true
+    #[serde(default = "yes")]
+    #[schemars(extend("x-kind" = "bool"))]
+    write: bool,
+    /// with --write, ask a person before writing (true, or a $ctx path that holds a bool): on a terminal inline, else the run pauses until `illumo resume --input approve|reject`
+    #[schemars(extend("x-kind" = "bool|$ctx path"))]
+    confirm_write: Option<Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// When `Patch` asks before writing.
+enum Confirm {
+    Never,
+    Always,
+    /// When this ctx value is true.
+    When(CtxPath),
 }
 
 pub struct Patch {
@@ -45,6 +64,8 @@ pub struct Patch {
     files: CtxPath,
     /// The inspector's file list, to report the files the diff left alone.
     structure: CtxPath,
+    write: bool,
+    confirm: Confirm,
 }
 
 pub struct PatchFactory;
@@ -79,7 +100,24 @@ impl NodeFactory for PatchFactory {
             config.structure_path.as_deref(),
             paths::STRUCTURE,
         );
+        let confirm = match &config.confirm_write {
+            None | Some(Value::Bool(false)) => Confirm::Never,
+            Some(Value::Bool(true)) => Confirm::Always,
+            Some(Value::String(path)) => {
+                Confirm::When(cx.ctx_path("confirm_write", Some(path), "")?)
+            }
+            Some(other) => {
+                cx.error(
+                    cx.at(&["confirm_write"]),
+                    &other.to_string(),
+                    "`confirm_write` is true, false or a $ctx path, like $ctx.request.confirm_write",
+                );
+                return None;
+            }
+        };
         Some(Box::new(Patch {
+            write: config.write,
+            confirm,
             default_root: config.default_root,
             allowed: config.allowed_paths.unwrap_or_else(|| vec!["**".into()]),
             base_dir: cx.base_dir.to_path_buf(),
@@ -547,6 +585,31 @@ fn rejection(rejected: Vec<Value>) -> (String, Vec<Value>) {
     (why, rejected)
 }
 
+impl Patch {
+    fn confirms(&self, ctx: &Value) -> bool {
+        match &self.confirm {
+            Confirm::Never => false,
+            Confirm::Always => true,
+            Confirm::When(path) => path.get(ctx).and_then(Value::as_bool) == Some(true),
+        }
+    }
+}
+
+/// What a person is asked before the files are written: which files, and the diff.
+fn confirm_message(root: &Path, diff: &str, changes: &[Change]) -> String {
+    let files: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+    format!(
+        "write {} under {}: {}?\n{}",
+        match files.len() {
+            1 => "1 file".to_string(),
+            n => format!("{n} files"),
+        },
+        root.display(),
+        files.join(", "),
+        diff.trim_end()
+    )
+}
+
 #[illumo_engine::async_trait]
 impl Node for Patch {
     async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
@@ -570,8 +633,25 @@ impl Node for Patch {
                 return Err(NodeError::retryable(why).with_write(self.applied.clone(), applied));
             }
         };
-        // Only `--write` allows it; nothing in ctx can.
-        let write = cx.permissions.write_files;
+        // Only `--write` allows it; nothing in ctx can (ctx may only ask for a question).
+        let mut write = cx.permissions.write_files && self.write;
+        let mut declined = false;
+        if write && self.confirms(cx.ctx) {
+            let question = crate::approval::Question::approve_or_reject();
+            let message = confirm_message(&root, diff, &changes);
+            let answer = match cx.answer {
+                Some(answer) => Some(answer.clone()),
+                None if cx.permissions.ask => question.ask(cx.id, &message).await,
+                None => None,
+            };
+            match answer {
+                Some(answer) => {
+                    declined = answer["choice"] != "approve";
+                    write = !declined;
+                }
+                None => return Err(NodeError::paused(message)),
+            }
+        }
         if write {
             let mut writes: Vec<FileChange> = changes
                 .iter()
@@ -621,14 +701,27 @@ impl Node for Patch {
             .iter()
             .map(|c| json!({"path": c.path, "status": c.status}))
             .collect();
-        let applied = json!({"ok": true, "files": summary, "rejected": [], "written": write});
+        let mut applied = json!({"ok": true, "files": summary, "rejected": [], "written": write});
+        if declined {
+            applied["declined"] = json!(true);
+        }
         Ok(Outcome::value(applied.clone())
             .with_write(self.applied.clone(), applied)
             .with_write(self.files.clone(), Value::Array(files)))
     }
 
+    fn check_answer(&self, answer: &Value) -> Option<Result<Value, String>> {
+        match self.confirm {
+            Confirm::Never => None,
+            _ => Some(crate::approval::Question::approve_or_reject().check(answer)),
+        }
+    }
+
     fn reads(&self) -> Reads {
         let mut paths = root_reads();
+        if let Confirm::When(path) = &self.confirm {
+            paths.push(path.steps.clone());
+        }
         paths.push(vec![
             illumo_engine::path::Step::Key("request".into()),
             illumo_engine::path::Step::Key("target_files".into()),
@@ -673,6 +766,8 @@ mod tests {
             applied: CtxPath::parse(paths::APPLIED).unwrap(),
             files: CtxPath::parse(paths::FILES).unwrap(),
             structure: CtxPath::parse(paths::STRUCTURE).unwrap(),
+            write: true,
+            confirm: Confirm::Never,
         }
     }
 

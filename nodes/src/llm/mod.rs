@@ -338,15 +338,19 @@ impl Llm {
             return Ok(p.clone());
         }
         let provider: Arc<dyn Provider> = match &self.mode {
-            LlmMode::Scripted(file) => self
-                .shared_file(&format!("scripted|{}", file.display()), || {
-                    Ok(Arc::new(Scripted::load(file)?.after(&self.scripted_calls)) as Arc<dyn Provider>)
-                })?,
+            LlmMode::Scripted(file) => {
+                self.shared_file(&format!("scripted|{}", file.display()), || {
+                    Ok(Arc::new(Scripted::load(file)?.after(&self.scripted_calls))
+                        as Arc<dyn Provider>)
+                })?
+            }
             LlmMode::Replay(file) => self
                 .shared_file(&format!("replay|{}", file.display()), || {
                     Ok(Arc::new(Cassette::load(file)?) as Arc<dyn Provider>)
                 })?,
-            LlmMode::Record(file) => Arc::new(Recorder::new(live(settings, &self.scripted_calls)?, file)?),
+            LlmMode::Record(file) => {
+                Arc::new(Recorder::new(live(settings, &self.scripted_calls)?, file)?)
+            }
             LlmMode::Live => live(settings, &self.scripted_calls)?,
         };
         self.providers
