@@ -912,3 +912,76 @@ fn on_a_terminal_an_approval_asks_until_an_answer_fits() {
     assert!(!text.contains("answer ["), "{text}");
     assert!(text.contains("paused at ask: apply the-diff?\n"), "{text}");
 }
+
+#[test]
+fn a_free_answer_must_fit_the_input_schema() {
+    let dir = TempDir::new();
+    dir.write(
+        "flow.yaml",
+        "flow:
+  name: budget
+  nodes:
+    ask:
+      type: HumanInput
+      setting:
+        message: How much may the agent spend?
+        choices: []
+        input_schema:
+          type: object
+          required: [budget]
+          properties: {budget: {type: number, minimum: 0}}
+      outputs: $ctx.answer
+",
+    );
+    run_in(
+        dir.path(),
+        &["run", "flow.yaml", "-q", "--trace-db", "t.db"],
+    )
+    .code(3);
+    let id = trace_id(&dir.path().join("t.db"));
+    let bad = run_in(
+        dir.path(),
+        &[
+            "resume",
+            &id,
+            "--db",
+            "t.db",
+            "--input",
+            r#"{"budget": "lots"}"#,
+        ],
+    )
+    .code(2);
+    assert_eq!(
+        bad.stderr,
+        "error: --input does not fit `ask`: the answer does not fit `input_schema`: $.budget should be number, not \"lots\"; the run stays paused\n"
+    );
+    let good = run_in(
+        dir.path(),
+        &[
+            "resume",
+            &id,
+            "--db",
+            "t.db",
+            "-q",
+            "--input",
+            r#"{"budget": 12.5}"#,
+        ],
+    )
+    .success();
+    assert_eq!(
+        good.ctx()["answer"],
+        serde_json::json!({"choice": null, "comment": null, "answer": {"budget": 12.5}, "message": "How much may the agent spend?", "via": "resume"})
+    );
+    let invalid = run_in(dir.path(), &["validate", "flow.yaml"]);
+    invalid.success();
+    dir.write(
+        "bad.yaml",
+        "flow:\n  nodes:\n    ask: {type: Approval, setting: {message: hi, choices: []}}\n",
+    );
+    let refused = run_in(dir.path(), &["validate", "bad.yaml"]).code(2);
+    assert!(
+        refused.stderr.starts_with("error: node `ask`: no choices and no `input_schema`: nothing could answer; give `choices` or an `input_schema`\n --> bad.yaml:3:59\n"),
+        "{}",
+        refused.stderr
+    );
+}

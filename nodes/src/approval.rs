@@ -130,11 +130,13 @@ impl Question {
                     self.choice_list()
                 ))
             }
-            None if self.input_schema.is_none() => return Err(format!(
+            None if self.input_schema.is_none() => {
+                return Err(format!(
                 "the answer has no `choice`; give one of {}, e.g. --input '{{\"choice\": \"{}\"}}'",
                 self.choice_list(),
                 self.choices.first().map_or("approve", String::as_str)
-            )),
+            ))
+            }
             None => {}
         }
         if let Some(comment) = answer.get("comment") {
