@@ -42,6 +42,11 @@ pub enum Command {
         after_help = "Examples:\n  illumo resume 4bf92f35 --db trace.db\n  illumo resume 4bf92f35 --db trace.db --input '{\"choice\": \"approve\"}'\n  illumo resume 4bf92f35 --db trace.db --input @answer.json --write\n\nFinished steps are not run again (no model call repeated, no program run again); the step that failed or was running runs again.\nThe run continues in the working folder it started in, with its flow file, ctx, profile, --policy and --llm; --write and --redact must be given again.\nIf the flow file changed a node that already ran, resume refuses (naming the node) unless --force.\nExit codes as for `illumo run`: 0 ok, 1 failed, 2 bad usage, a changed flow or an answer that does not fit (the run stays paused), 3 paused again."
     )]
     Resume(Box<ResumeArgs>),
+    /// Talk with a flow: each line you type runs it once and prints its reply
+    #[command(
+        after_help = "Examples:\n  illumo chat examples/multi_agent/chat_bot/faq_flow.yaml --session s-1001\n  printf 'hello\\nHow do I reset my password?\\n' | illumo chat faq_flow.yaml --session s-1 -q\n\nEach line runs the flow with ctx.chat.message set to it and ctx.chat.history to the conversation so far ([{role, content}]), and prints ctx.chat.answer (or --reply-path).\nSessions (the history, and the ctx the flow keeps from turn to turn) are stored in --db (default chat.db): --session ID continues one after a restart.\nCommands: /history, /reset, /exit. Ctrl-D ends the chat; Ctrl-C stops it (exit 130) and keeps the turns before.\nPiped stdin is read one turn per line. Exit 1 if a turn failed (it is not kept), 0 otherwise."
+    )]
+    Chat(Box<ChatArgs>),
     /// Check a flow and report every problem with file:line:column
     #[command(
         after_help = "Example:\n  illumo validate flow.yaml\n\nExit code 2 when there are errors; warnings alone exit 0."
@@ -178,6 +183,48 @@ pub enum DurabilityArg {
     Batch,
     Sync,
     Off,
+}
+
+#[derive(Args)]
+pub struct ChatArgs {
+    /// The flow file
+    pub flow: String,
+    /// The conversation to continue or start (default: a new one, named on stderr)
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+    /// Where sessions are kept
+    #[arg(long, default_value = "chat.db", value_name = "PATH")]
+    pub db: String,
+    /// A new session's initial ctx: JSON text, @FILE (not stdin: that carries the turns)
+    #[arg(short = 'c', long, value_name = "JSON|@FILE")]
+    pub context: Option<String>,
+    /// Set one value of a new session's ctx: `path=value`; repeatable
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub sets: Vec<String>,
+    /// Where the reply is in the final ctx
+    #[arg(long, value_name = "PATH")]
+    pub reply_path: Option<String>,
+    /// How agents reach LLMs: `scripted=FILE`, `record=FILE`, `replay=FILE` (as for run)
+    #[arg(long, value_name = "MODE=FILE")]
+    pub llm: Option<String>,
+    /// Apply one of the flow's `profiles`
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Policy override for every node
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub policy: Option<String>,
+    /// Tracer to report to: console, sqlite, otel or none (default none); one trace per turn
+    #[arg(long = "tracer", value_name = "NAME")]
+    pub tracers: Vec<String>,
+    /// Tracer setting `key=value` (as for run)
+    #[arg(long = "tracer-arg", value_name = "KEY=VALUE")]
+    pub tracer_args: Vec<String>,
+    /// A text that must never reach a tracer or the session file; repeatable
+    #[arg(long = "redact", value_name = "TEXT")]
+    pub redact: Vec<String>,
+    /// Only replies on stdout and errors on stderr
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Args)]

@@ -21,6 +21,7 @@ macro_rules! eprint {
     ($($arg:tt)*) => { $crate::emit::err(format_args!($($arg)*)) };
 }
 
+mod chat_cmd;
 mod cli;
 mod emit;
 mod graph;
@@ -63,21 +64,24 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         cli::ColorArg::Never => ColorChoice::Never,
     });
     let mut registry = illumo_engine::NodeRegistry::new();
-    let mode = match &cli.command {
-        Command::Run(args) => match args.llm.as_deref().map(illumo_nodes::llm::LlmMode::parse) {
-            Some(Err(message)) => {
-                eprintln!("error: {message}");
-                return EXIT_USAGE;
-            }
-            Some(Ok(mode)) => mode,
-            None => illumo_nodes::llm::LlmMode::Live,
-        },
-        _ => illumo_nodes::llm::LlmMode::Live,
+    let llm = match &cli.command {
+        Command::Run(args) => args.llm.as_deref(),
+        Command::Chat(args) => args.llm.as_deref(),
+        _ => None,
+    };
+    let mode = match llm.map(illumo_nodes::llm::LlmMode::parse) {
+        Some(Err(message)) => {
+            eprintln!("error: {message}");
+            return EXIT_USAGE;
+        }
+        Some(Ok(mode)) => mode,
+        None => illumo_nodes::llm::LlmMode::Live,
     };
     illumo_nodes::register_builtins_with(&mut registry, mode);
     match cli.command {
         Command::Run(args) => run_cmd::run(*args, &registry),
         Command::Resume(args) => resume_cmd::run(*args),
+        Command::Chat(args) => chat_cmd::run(*args, &registry),
         Command::Validate { flow } => validate(&flow, &registry),
         Command::Graph { flow, format } => match load(&flow, &registry, false) {
             Ok(f) => {

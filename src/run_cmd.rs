@@ -351,14 +351,37 @@ const TRACERS: [(&str, &[&str]); 4] = [
 ];
 
 /// The sqlite tracer's file and the tracer, whose writer the journal shares.
-type SqliteDb = (String, Arc<DbTracer<SqliteTracer>>);
+pub type SqliteDb = (String, Arc<DbTracer<SqliteTracer>>);
 
 /// The tracers, and the sqlite one's database when it is among them.
-type Tracers = (Arc<dyn Tracer>, Option<SqliteDb>);
+pub type Tracers = (Arc<dyn Tracer>, Option<SqliteDb>);
 
 fn tracers(args: &RunArgs) -> Result<Tracers, Option<String>> {
+    tracers_of(&TracerChoice {
+        tracers: &args.tracers,
+        tracer_args: &args.tracer_args,
+        trace_db: args.trace_db.as_deref(),
+        service_name: args.service_name.as_deref(),
+        quiet: args.quiet,
+        default: "console",
+    })
+}
+
+/// Which tracers a command reports to, as `--tracer`, `--tracer-arg`, `--trace-db` and
+/// `--service-name` chose them.
+pub struct TracerChoice<'a> {
+    pub tracers: &'a [String],
+    pub tracer_args: &'a [String],
+    pub trace_db: Option<&'a str>,
+    pub service_name: Option<&'a str>,
+    pub quiet: bool,
+    /// The tracer when none is named.
+    pub default: &'static str,
+}
+
+pub fn tracers_of(args: &TracerChoice) -> Result<Tracers, Option<String>> {
     let mut names: Vec<&str> = if args.tracers.is_empty() {
-        vec!["console"]
+        vec![args.default]
     } else {
         args.tracers.iter().map(String::as_str).collect()
     };
@@ -377,7 +400,7 @@ fn tracers(args: &RunArgs) -> Result<Tracers, Option<String>> {
         )));
     }
     let mut settings: Vec<(String, String)> = Vec::new();
-    for arg in &args.tracer_args {
+    for arg in args.tracer_args {
         let Some((key, value)) = arg.split_once('=') else {
             return Err(Some(format!(
                 "--tracer-arg `{arg}`: expected KEY=VALUE, like `db_path=./trace.db`"
@@ -400,11 +423,11 @@ fn tracers(args: &RunArgs) -> Result<Tracers, Option<String>> {
         }
         settings.push((key.to_string(), value.to_string()));
     }
-    if let Some(path) = &args.trace_db {
-        settings.insert(0, ("db_path".into(), path.clone()));
+    if let Some(path) = args.trace_db {
+        settings.insert(0, ("db_path".into(), path.to_string()));
     }
-    if let Some(name) = &args.service_name {
-        settings.insert(0, ("service_name".into(), name.clone()));
+    if let Some(name) = args.service_name {
+        settings.insert(0, ("service_name".into(), name.to_string()));
     }
     let setting = |key: &str| {
         settings

@@ -5,6 +5,7 @@ mod llm_server;
 mod support;
 
 mod agents;
+mod chatbot;
 mod cli;
 mod coding;
 mod compat;

@@ -41,9 +41,21 @@ impl Reply {
 /// A request as the server saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    pub method: String,
     pub path: String,
     pub authorization: Option<String>,
+    /// Every header, names in lower case.
+    pub headers: Vec<(String, String)>,
     pub body: Value,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 pub struct LlmServer {
@@ -95,8 +107,10 @@ fn read_request(stream: &mut std::net::TcpStream) -> Option<Seen> {
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
+    let method = line.split_whitespace().next()?.to_string();
     let path = line.split_whitespace().nth(1)?.to_string();
     let (mut length, mut authorization) = (0usize, None);
+    let mut headers = Vec::new();
     loop {
         let mut header = String::new();
         reader.read_line(&mut header).ok()?;
@@ -105,6 +119,7 @@ fn read_request(stream: &mut std::net::TcpStream) -> Option<Seen> {
             break;
         }
         let (name, value) = header.split_once(':')?;
+        headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
         match name.to_ascii_lowercase().as_str() {
             "content-length" => length = value.trim().parse().ok()?,
             "authorization" => authorization = Some(value.trim().to_string()),
@@ -114,8 +129,10 @@ fn read_request(stream: &mut std::net::TcpStream) -> Option<Seen> {
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
     Some(Seen {
+        method,
         path,
         authorization,
+        headers,
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
     })
 }

@@ -262,6 +262,10 @@ pub struct NodeCx<'a> {
     /// A person's answer, checked by [`Node::check_answer`], when the run resumes at the
     /// node it paused at (`illumo resume --input`).
     pub answer: Option<&'a Value>,
+    /// The run's trace, and the step this attempt belongs to (the same for every retry
+    /// of the step and for a resumed run's rerun of it): what idempotency keys derive from.
+    pub trace_id: crate::tracer::TraceId,
+    pub step: u64,
 }
 
 impl NodeCx<'_> {

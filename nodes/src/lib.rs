@@ -15,6 +15,7 @@ mod router;
 pub mod sandbox;
 mod set;
 pub mod settings;
+pub mod support;
 
 pub use command::CommandFactory;
 pub use function::{CustomRoutingFactory, FunctionFactory};
@@ -38,6 +39,10 @@ pub fn register_builtins_with(registry: &mut NodeRegistry, mode: llm::LlmMode) {
 pub fn register_builtins_with_llm(registry: &mut NodeRegistry, llm: llm::Llm) {
     registry.register(SetFactory);
     registry.register(approval::ApprovalFactory);
+    registry.register(support::retrieve::RetrieveFactory);
+    registry.register(support::http::HttpFactory);
+    registry.register(support::handoff::HandoffFactory);
+    registry.register(support::audit::AuditFactory);
     registry.register(RouterFactory);
     registry.register(LoopFactory);
     registry.register(CommandFactory);

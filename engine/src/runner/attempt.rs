@@ -35,6 +35,7 @@ pub(super) async fn attempts(
     view: &Value,
     parent: SpanId,
     answer: Option<&Value>,
+    step: u64,
 ) -> (Result<Outcome, Failed>, Option<SpanData>, u32) {
     let node = &shared.flow.nodes[index];
     let policy = &shared.policies[index];
@@ -44,7 +45,7 @@ pub(super) async fn attempts(
             shared: shared.clone(),
             span: shared.node_span(index, attempt, input, parent),
         };
-        let invoker = AttemptInvoker::new(shared, &open.span);
+        let invoker = AttemptInvoker::new(shared, &open.span, step);
         let cx = NodeCx {
             id: &node.id,
             input,
@@ -54,6 +55,8 @@ pub(super) async fn attempts(
             permissions: shared.permissions,
             invoker: &invoker,
             answer,
+            trace_id: shared.trace_id,
+            step,
         };
         let run = node.node.run(cx);
         let result = match policy.timeout {

@@ -587,6 +587,7 @@ impl Driver {
                 &view,
                 shared.root_id,
                 answer.as_ref(),
+                step,
             )
             .await;
             Done {

@@ -15,14 +15,17 @@ pub(super) struct AttemptInvoker<'a> {
     span: &'a Option<SpanData>,
     /// Attributes the node set; merged into its span when the attempt ends.
     extra: Mutex<Map<String, Value>>,
+    /// The step of the node that invokes (its body nodes share it).
+    step: u64,
 }
 
 impl<'a> AttemptInvoker<'a> {
-    pub fn new(shared: &'a Arc<Shared>, span: &'a Option<SpanData>) -> Self {
+    pub fn new(shared: &'a Arc<Shared>, span: &'a Option<SpanData>, step: u64) -> Self {
         AttemptInvoker {
             shared,
             span,
             extra: Mutex::new(Map::new()),
+            step,
         }
     }
 
@@ -58,7 +61,8 @@ impl Invoker for AttemptInvoker<'_> {
             .as_ref()
             .map_or(Value::Null, |r| r.prune(ctx));
         let parent = self.span.as_ref().map_or(shared.root_id, |s| s.span_id);
-        let (result, span, _) = attempts(shared, index, &input, &view, parent, None).await;
+        let (result, span, _) =
+            attempts(shared, index, &input, &view, parent, None, self.step).await;
         match result {
             Ok(outcome) => {
                 shared.end_span(span, Ok(&outcome.output));

@@ -18,7 +18,12 @@ pub struct Agent {
     structured: Option<CtxPath>,
 }
 
-const KEYS: [&str; 3] = ["output_path", "structured_path", "history_path"];
+const KEYS: [&str; 4] = [
+    "output_path",
+    "structured_path",
+    "history_path",
+    "history_limit",
+];
 
 impl NodeFactory for AgentFactory {
     fn type_name(&self) -> &'static str {

@@ -76,6 +76,9 @@ pub(crate) struct AgentConfig {
     /// a conversation list: sent along, and the exchange appended
     #[schemars(extend("x-kind" = "$ctx path"))]
     pub(crate) history_path: Option<String>,
+    /// send only the most recent N messages of the history (older ones stay in ctx)
+    #[schemars(extend("x-kind" = "number"))]
+    pub(crate) history_limit: Option<usize>,
     /// model, tokens, latency, finish reason
     #[schemars(extend("x-kind" = "$ctx path"))]
     pub(crate) metadata_path: Option<String>,
@@ -201,6 +204,7 @@ pub(crate) struct AgentCore {
     max_tokens: Option<u64>,
     stream: Option<bool>,
     history: Option<CtxPath>,
+    history_limit: Option<usize>,
     pub(crate) metadata: Option<CtxPath>,
     reads: Reads,
     pub(crate) tools: tools::Tools,
@@ -360,6 +364,7 @@ impl AgentCore {
             max_tokens: config.max_tokens,
             stream: config.stream,
             history,
+            history_limit: config.history_limit,
             metadata,
             reads,
             tools,
@@ -420,10 +425,15 @@ impl AgentCore {
             messages.push(Message::new("system", system));
         }
         if let Some(Value::Array(items)) = self.history.as_ref().and_then(|h| h.get(cx.ctx)) {
-            for item in items {
+            let skip = self
+                .history_limit
+                .map_or(0, |limit| items.len().saturating_sub(limit));
+            for item in &items[skip..] {
+                // `content` as chat APIs spell it, or `text` as `illumo chat` and `Audit` do.
+                let content = item.get("content").or_else(|| item.get("text"));
                 if let (Some(role), Some(content)) = (
                     item.get("role").and_then(Value::as_str),
-                    item.get("content").and_then(Value::as_str),
+                    content.and_then(Value::as_str),
                 ) {
                     messages.push(Message::new(role, content));
                 }

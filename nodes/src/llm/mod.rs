@@ -5,6 +5,7 @@
 mod cassette;
 mod error;
 mod openai;
+pub(crate) use openai::install_crypto;
 mod scripted;
 mod sse;
 

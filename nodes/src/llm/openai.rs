@@ -16,7 +16,7 @@ pub struct OpenAi {
 }
 
 /// rustls needs one crypto provider per process; ring builds fast on small machines.
-fn install_crypto() {
+pub(crate) fn install_crypto() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
