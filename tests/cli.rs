@@ -100,14 +100,18 @@ fn nodes_lists_types_and_settings_as_json() {
         [
             "Agent",
             "Approval",
+            "Audit",
             "Command",
             "CustomRoutingNode",
             "DraftAgent",
             "EvaluationAgent",
             "FunctionNode",
+            "Handoff",
+            "Http",
             "Loop",
             "Patch",
             "PythonExec",
+            "Retrieve",
             "ReviewAgent",
             "Router",
             "RouterAgent",
@@ -118,7 +122,7 @@ fn nodes_lists_types_and_settings_as_json() {
         ]
     );
     assert_eq!(
-        list[13]["settings"][0],
+        list[17]["settings"][0],
         serde_json::json!({"name": "value", "kind": "any", "required": true, "about": "the output; strings may be paths or templates"})
     );
 }
