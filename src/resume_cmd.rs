@@ -15,11 +15,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub fn run(args: ResumeArgs) -> i32 {
+    // `-o` is the caller's path: made absolute before the run moves to its own folder.
+    let output = args
+        .output
+        .as_deref()
+        .map(|o| absolute(o).display().to_string());
     match prepare(&args) {
         Ok(prepared) => {
             let finish = Finish {
                 print: args.print.clone(),
-                output: args.output.clone(),
+                output,
                 pretty: args.pretty,
                 quiet: args.quiet,
                 report_path: None,
@@ -124,9 +129,15 @@ fn prepare(args: &ResumeArgs) -> Result<Prepared, Option<String>> {
         ))
         .map_err(Some)?
         .map_err(|e| {
-            Some(format!(
-                "cannot resume `{trace_id}`: {e}; resume with --force to follow the journal only as far as it fits"
-            ))
+            Some(if e.starts_with("max_steps") {
+                format!(
+                    "cannot resume `{trace_id}`: {e}: the steps it already took count; raise `max_steps` in the flow file to let it go on"
+                )
+            } else {
+                format!(
+                    "cannot resume `{trace_id}`: {e}; resume with --force to follow the journal only as far as it fits"
+                )
+            })
         })?;
     }
     let mut fanout = Fanout::default();
@@ -163,6 +174,7 @@ fn prepare(args: &ResumeArgs) -> Result<Prepared, Option<String>> {
             "warning: the journal of `{trace_id}` holds secrets masked as ***; steps that read them get *** after the resume"
         );
     }
+    claim(&db, &trace_id, &stored).map_err(Some)?;
     let journal = sqlite
         .inner()
         .journal(options.redactor.clone())
@@ -187,6 +199,32 @@ fn prepare(args: &ResumeArgs) -> Result<Prepared, Option<String>> {
         journal_db: Some(db.display().to_string()),
         keep: vec![sqlite],
     })
+}
+
+/// Marks the run as running in this process, if no other process did first: two resumes
+/// of one run never both go on.
+fn claim(db: &Path, trace_id: &str, stored: &StoredRun) -> Result<(), String> {
+    let conn = rusqlite::Connection::open(db).map_err(|e| e.to_string())?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let changed = conn
+        .execute(
+            "UPDATE runs SET status = 'running', pid = ?1
+             WHERE trace_id = ?2 AND status = ?3 AND coalesce(pid, 0) = ?4",
+            rusqlite::params![
+                i64::from(std::process::id()),
+                trace_id,
+                stored.status,
+                stored.pid.unwrap_or(0)
+            ],
+        )
+        .map_err(|e| format!("cannot claim run `{trace_id}`: {e}"))?;
+    match changed {
+        1 => Ok(()),
+        _ => Err(format!(
+            "run `{trace_id}` is being resumed by another process"
+        )),
+    }
 }
 
 /// `--input` read, and whether the run can take it.
@@ -258,11 +296,33 @@ fn check_changes(
     stored: &StoredRun,
     force: bool,
 ) -> Result<(), Option<String>> {
-    let mut ran: Vec<&str> = stored.steps.iter().map(|s| s.node.as_str()).collect();
-    ran.sort_unstable();
-    ran.dedup();
-    for id in ran {
-        let before = stored.nodes.get(id).and_then(Value::as_str);
+    // Each node as it was written when it last finished a step (a node fixed before an
+    // earlier resume is compared with its fixed version).
+    let mut ran: Vec<(&str, &str)> = Vec::new();
+    // Only finished steps: one that stopped the run runs again, so it may be changed.
+    let finished = stored.steps.iter().filter(|s| {
+        matches!(
+            s.result,
+            illumo_engine::journal::StepResult::Done(_)
+                | illumo_engine::journal::StepResult::Failed { .. }
+        )
+    });
+    for step in finished {
+        let digest = match step.digest.as_str() {
+            "" => stored
+                .nodes
+                .get(&step.node)
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+            d => d,
+        };
+        match ran.iter_mut().find(|(id, _)| *id == step.node) {
+            Some(entry) => entry.1 = digest,
+            None => ran.push((step.node.as_str(), digest)),
+        }
+    }
+    for (id, before) in ran {
+        let before = Some(before).filter(|b| !b.is_empty());
         let now = flow.index.get(id).map(|&i| flow.nodes[i].digest.as_str());
         let change = match (before, now) {
             (_, None) => "was removed from the flow",

@@ -252,7 +252,19 @@ fn a_failed_run_is_fixed_and_resumed_and_a_finished_run_is_not() {
         ["first"],
         "first ran once"
     );
-    assert_eq!(resumed.ctx(), uninterrupted(FIXABLE, &[("fixed", "")], &[]));
+    // The same as a run that never failed, except that ctx.steps and ctx.errors also
+    // record the failure that happened.
+    let mut expected = uninterrupted(FIXABLE, &[("fixed", "")], &[]);
+    expected["steps"] = serde_json::json!([
+        {"node": "first", "status": "ok"},
+        {"node": "check", "status": "error"},
+        {"node": "check", "status": "ok"},
+        {"node": "last", "status": "ok"}
+    ]);
+    expected["errors"] = serde_json::json!([
+        {"node": "check", "attempt": 1, "message": "`sh` exited with code 1", "timed_out": false, "action": "stop"}
+    ]);
+    assert_eq!(resumed.ctx(), expected);
 
     let again = run_in(dir.path(), &["resume", &id, "--db", "t.db", "-q"]).code(2);
     assert_eq!(
@@ -981,6 +993,306 @@ fn a_free_answer_must_fit_the_input_schema() {
     let refused = run_in(dir.path(), &["validate", "bad.yaml"]).code(2);
     assert!(
         refused.stderr.starts_with("error: node `ask`: no choices and no `input_schema`: nothing could answer; give `choices` or an `input_schema`\n --> bad.yaml:3:59\n"),
+        "{}",
+        refused.stderr
+    );
+}
+
+/// The run's steps in the journal: `node:status`, in the order they finished.
+fn journal_steps(db: &Path) -> String {
+    sqlite3(
+        db,
+        "SELECT group_concat(CASE node WHEN '' THEN status ELSE node || ':' || status END, ' ') FROM (SELECT node, status FROM steps ORDER BY seq)",
+    )
+}
+
+#[test]
+fn a_branch_that_stopped_a_fail_fast_false_run_runs_again_on_resume() {
+    let dir = TempDir::new();
+    dir.write(
+        "flow.yaml",
+        "flow:
+  name: ff
+  entry: seed
+  policy: {fail_fast: false}
+  nodes:
+    seed: {type: Set, setting: {value: 1}, outputs: $ctx.seed}
+    a:
+      type: Command
+      setting: {argv: [sh, -c, 'echo a >> log.txt; test -f fixed && echo A']}
+      outputs: $ctx.a
+    b:
+      type: Command
+      setting: {argv: [sh, -c, 'echo b >> log.txt; echo B']}
+      outputs: $ctx.b
+    c:
+      type: Set
+      setting: {value: 'c {{ $ctx.b }}'}
+      outputs: $ctx.c
+  edges:
+    - seed >> (a | b)
+    - (a & b) >> c
+",
+    );
+    run_in(
+        dir.path(),
+        &["run", "flow.yaml", "-q", "--trace-db", "t.db"],
+    )
+    .code(1);
+    let db = dir.path().join("t.db");
+    // `a` and `b` run in parallel: either may finish first.
+    let before = journal_steps(&db);
+    assert!(
+        [
+            "seed:ok a:stopped b:ok c:ok\n",
+            "seed:ok b:ok a:stopped c:ok\n"
+        ]
+        .contains(&before.as_str()),
+        "{before}"
+    );
+    dir.write("fixed", "");
+    let id = trace_id(&db);
+    let done = run_in(dir.path(), &["resume", &id, "--db", "t.db", "-q"]).success();
+    assert_eq!(done.ctx()["a"], "A");
+    let mut log = lines(&dir.path().join("log.txt"));
+    log.sort();
+    assert_eq!(log, ["a", "a", "b"], "b finished: it did not run again");
+    // `c` had run without `a` (its join released when `a` failed); `a`'s result reaches
+    // it again after the resume.
+    assert_eq!(
+        journal_steps(&db),
+        format!("{} resumed a:ok c:ok\n", before.trim_end())
+    );
+}
+
+#[test]
+fn a_run_fixed_and_resumed_twice_runs_each_finished_step_once() {
+    let dir = TempDir::new();
+    let flow = "flow:
+  name: twice
+  entry: n1
+  nodes:
+    n1: {type: Command, setting: {argv: [sh, -c, 'echo n1 >> log.txt; echo 1']}, outputs: $ctx.n1}
+    n2: {type: Command, setting: {argv: [sh, -c, 'echo n2 >> log.txt; test -f fixed2 && echo 2']}, outputs: $ctx.n2}
+    n3: {type: Command, setting: {argv: [sh, -c, 'echo n3 >> log.txt; echo 3']}, outputs: $ctx.n3}
+    n4: {type: Command, setting: {argv: [sh, -c, 'echo n4 >> log.txt; test -f fixed4 && echo 4']}, outputs: $ctx.n4}
+  edges:
+    - n1 >> n2 >> n3 >> n4
+";
+    // n2 is fixed by changing the flow: allowed, it had not finished.
+    dir.write(
+        "flow.yaml",
+        &flow.replace("test -f fixed2 && ", "test -f fixed2 || "),
+    );
+    dir.write("flow.yaml", flow);
+    run_in(
+        dir.path(),
+        &["run", "flow.yaml", "-q", "--trace-db", "t.db"],
+    )
+    .code(1);
+    let id = trace_id(&dir.path().join("t.db"));
+    dir.write(
+        "flow.yaml",
+        &flow.replace("test -f fixed2 && echo 2", "echo 2"),
+    );
+    run_in(dir.path(), &["resume", &id, "--db", "t.db", "-q"]).code(1);
+    dir.write("fixed4", "");
+    // The fixed n2 finished after the first resume: the second compares against that.
+    let done = run_in(dir.path(), &["resume", &id, "--db", "t.db", "-q"]).success();
+    assert_eq!(
+        (&done.ctx()["n2"], &done.ctx()["n4"]),
+        (&json_str("2"), &json_str("4"))
+    );
+    assert_eq!(
+        lines(&dir.path().join("log.txt")),
+        ["n1", "n2", "n2", "n3", "n4", "n4"]
+    );
+    assert_eq!(
+        journal_steps(&dir.path().join("t.db")),
+        "n1:ok n2:stopped resumed n2:ok n3:ok n4:stopped resumed n4:ok\n"
+    );
+}
+
+fn json_str(s: &str) -> Value {
+    Value::String(s.into())
+}
+
+#[test]
+fn a_result_that_cannot_be_applied_is_not_a_finished_step() {
+    let dir = TempDir::new();
+    let flow = "flow:
+  name: mapping
+  entry: a
+  nodes:
+    a:
+      type: Command
+      setting: {argv: [sh, -c, 'echo a >> log.txt; echo {\\\"x\\\": 1}'], parse: json}
+      outputs: {y: $ctx.y}
+    b: {type: Set, setting: {value: 'got {{ $ctx.y }}'}, outputs: $ctx.b}
+  edges:
+    - a >> b
+";
+    dir.write("flow.yaml", flow);
+    let failed = run_in(
+        dir.path(),
+        &["run", "flow.yaml", "-q", "--trace-db", "t.db"],
+    )
+    .code(1);
+    assert!(
+        failed.stderr.contains("the output has no field `y`"),
+        "{}",
+        failed.stderr
+    );
+    let db = dir.path().join("t.db");
+    assert_eq!(journal_steps(&db), "a:stopped\n");
+    dir.write(
+        "flow.yaml",
+        &flow.replace("outputs: {y: $ctx.y}", "outputs: {x: $ctx.y}"),
+    );
+    let done = run_in(
+        dir.path(),
+        &[
+            "resume",
+            &trace_id(&db),
+            "--db",
+            "t.db",
+            "-q",
+            "--print",
+            "b",
+        ],
+    )
+    .success();
+    assert_eq!(done.stdout, "got 1\n");
+}
+
+#[test]
+fn a_pause_message_keeps_secrets_out_of_the_journal_and_stderr() {
+    let dir = TempDir::new();
+    dir.write(
+        "flow.yaml",
+        "flow:\n  nodes:\n    ask: {type: Approval, setting: {message: 'deploy with {{ $ctx.token }}?'}}\n",
+    );
+    let paused = run_in(
+        dir.path(),
+        &[
+            "run",
+            "flow.yaml",
+            "-q",
+            "--trace-db",
+            "t.db",
+            "--set",
+            "token=hunter2secret",
+            "--redact",
+            "hunter2secret",
+        ],
+    )
+    .code(3);
+    assert!(
+        paused
+            .stderr
+            .starts_with("paused at ask: deploy with ***?\n"),
+        "{}",
+        paused.stderr
+    );
+    let db = dir.path().join("t.db");
+    assert_eq!(
+        sqlite3(&db, "SELECT message FROM runs"),
+        "deploy with ***?\n"
+    );
+    assert!(!sqlite3(&db, ".dump").contains("hunter2secret"));
+    let id = trace_id(&db);
+    let waiting = run_in(dir.path(), &["resume", &id, "--db", "t.db"]).code(2);
+    assert!(
+        !waiting.stderr.contains("hunter2secret"),
+        "{}",
+        waiting.stderr
+    );
+    assert!(
+        waiting
+            .stderr
+            .contains("is paused at `ask`: deploy with ***?"),
+        "{}",
+        waiting.stderr
+    );
+}
+
+#[test]
+fn an_approval_a_loop_runs_is_an_error_not_a_pause_nobody_can_answer() {
+    let dir = TempDir::new();
+    dir.write(
+        "flow.yaml",
+        "flow:
+  name: each
+  entry: each
+  nodes:
+    each: {type: Loop, setting: {items: $ctx.items, body: ask}}
+    ask: {type: Approval, setting: {message: 'ok {{ $ctx.loop.item }}?'}}
+",
+    );
+    let out = run_in(
+        dir.path(),
+        &[
+            "run",
+            "flow.yaml",
+            "-q",
+            "--trace-db",
+            "t.db",
+            "-c",
+            r#"{"items": [1]}"#,
+        ],
+    )
+    .code(1);
+    assert!(
+        out.stderr.contains("node `ask` waits for a person, which it cannot do when another node runs it (a Loop body, an agent's tool); put it in the flow itself"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn resume_writes_o_where_the_caller_is_and_explains_max_steps() {
+    let dir = TempDir::new();
+    let work = dir.path().join("work");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(work.join("flow.yaml"), FIXABLE).unwrap();
+    run_in(&work, &["run", "flow.yaml", "-q", "--trace-db", "t.db"]).code(1);
+    let id = trace_id(&work.join("t.db"));
+    std::fs::write(work.join("fixed"), "").unwrap();
+    run_in(
+        &elsewhere,
+        &[
+            "resume",
+            &id,
+            "--db",
+            "../work/t.db",
+            "-q",
+            "-o",
+            "out.json",
+        ],
+    )
+    .success();
+    let out: Value =
+        serde_json::from_str(&std::fs::read_to_string(elsewhere.join("out.json")).unwrap())
+            .unwrap();
+    assert_eq!(out["last"], "done fixed");
+    assert!(!work.join("out.json").exists());
+
+    let looping = TempDir::new();
+    looping.write(
+        "flow.yaml",
+        "flow:\n  name: spin\n  max_steps: 3\n  entry: a\n  nodes:\n    a: {type: Set, setting: {value: 1}}\n    b: {type: Set, setting: {value: 2}}\n  edges:\n    - a >> b\n    - b >> a\n",
+    );
+    run_in(
+        looping.path(),
+        &["run", "flow.yaml", "-q", "--trace-db", "t.db"],
+    )
+    .code(1);
+    let id = trace_id(&looping.path().join("t.db"));
+    let refused = run_in(looping.path(), &["resume", &id, "--db", "t.db"]).code(2);
+    assert!(
+        refused.stderr.ends_with(&format!("error: cannot resume `{id}`: max_steps (3) exceeded in cycle `b -> a -> b`: the steps it already took count; raise `max_steps` in the flow file to let it go on\n")),
         "{}",
         refused.stderr
     );

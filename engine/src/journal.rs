@@ -69,6 +69,8 @@ pub struct StepRecord {
     pub inline: bool,
     /// The span of the attempt that ended the step, when traced.
     pub span_id: Option<crate::tracer::SpanId>,
+    /// The node's digest when the step ran ([`crate::flow::FlowNode::digest`]).
+    pub digest: String,
     pub result: StepResult,
 }
 
@@ -80,6 +82,14 @@ pub enum StepResult {
         error: NodeError,
         timed_out: bool,
     },
+    /// A failure that stopped the run (or, with `fail_fast: false`, its branch): on
+    /// resume it is applied where it happened, and the node runs again.
+    Stopped {
+        error: NodeError,
+        timed_out: bool,
+    },
+    /// Where a resume went on: the steps that had stopped the run ran again from here.
+    Resumed,
 }
 
 impl StepResult {
@@ -87,6 +97,8 @@ impl StepResult {
         match self {
             StepResult::Done(_) => "ok",
             StepResult::Failed { .. } => "failed",
+            StepResult::Stopped { .. } => "stopped",
+            StepResult::Resumed => "resumed",
         }
     }
 
@@ -102,7 +114,13 @@ impl StepResult {
                 }),
                 error: None,
             },
-            StepResult::Failed { error, timed_out } => StepColumns {
+            StepResult::Resumed => StepColumns {
+                output: Value::Null,
+                writes: Value::Array(Vec::new()),
+                route: None,
+                error: None,
+            },
+            StepResult::Failed { error, timed_out } | StepResult::Stopped { error, timed_out } => StepColumns {
                 output: Value::Null,
                 writes: Value::Array(Vec::new()),
                 route: None,
@@ -117,7 +135,10 @@ impl StepResult {
     }
 
     /// The step back from its journal columns.
-    pub fn from_columns(columns: StepColumns) -> Result<StepResult, String> {
+    pub fn from_columns(status: &str, columns: StepColumns) -> Result<StepResult, String> {
+        if status == "resumed" {
+            return Ok(StepResult::Resumed);
+        }
         if let Some(error) = columns.error {
             let message = error["message"].as_str().unwrap_or_default().to_string();
             let mut e = if error["retryable"].as_bool() == Some(true) {
@@ -132,9 +153,15 @@ impl StepResult {
             if timed_out {
                 e = e.as_timeout();
             }
-            return Ok(StepResult::Failed {
-                error: e,
-                timed_out,
+            return Ok(match status {
+                "stopped" => StepResult::Stopped {
+                    error: e,
+                    timed_out,
+                },
+                _ => StepResult::Failed {
+                    error: e,
+                    timed_out,
+                },
             });
         }
         let route = match columns.route {
@@ -259,7 +286,8 @@ mod tests {
         )
         .with_write(CtxPath::parse("$ctx.out.v").unwrap(), json!([1]));
         let columns = StepResult::Done(outcome).into_columns();
-        let StepResult::Done(back) = StepResult::from_columns(columns.clone()).unwrap() else {
+        let StepResult::Done(back) = StepResult::from_columns("ok", columns.clone()).unwrap()
+        else {
             panic!("a done step came back failed")
         };
         assert_eq!(back.output, json!({"a": 1}));
@@ -275,7 +303,7 @@ mod tests {
             timed_out: true,
         };
         let StepResult::Failed { error, timed_out } =
-            StepResult::from_columns(failed.into_columns()).unwrap()
+            StepResult::from_columns("failed", failed.into_columns()).unwrap()
         else {
             panic!("a failed step came back done")
         };

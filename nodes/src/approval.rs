@@ -225,7 +225,9 @@ impl Node for Approval {
             )));
         }
         if cx.permissions.ask {
-            if let Some(answer) = self.question.ask(cx.id, &message).await {
+            // What the terminal shows has the run's secrets replaced, as traces do.
+            let shown = cx.preview(&Value::String(message.clone()), usize::MAX);
+            if let Some(answer) = self.question.ask(cx.id, &shown).await {
                 return Ok(Outcome::value(self.output(answer, &message, "terminal")));
             }
         }

@@ -137,7 +137,7 @@ pub fn load(conn: &Connection, trace_id: &str) -> Result<StoredRun, String> {
     };
     let mut stmt = conn
         .prepare(
-            "SELECT seq, step, node, attempt, inline, output, writes, route, error, masked
+            "SELECT seq, step, node, attempt, inline, output, writes, route, error, masked, status, coalesce(digest, '')
              FROM steps WHERE trace_id = ?1 ORDER BY seq",
         )
         .map_err(text)?;
@@ -160,6 +160,7 @@ pub fn load(conn: &Connection, trace_id: &str) -> Result<StoredRun, String> {
                 .transpose()?,
         };
         masked |= r.get::<_, bool>(9).map_err(text)?;
+        let status: String = r.get(10).map_err(text)?;
         steps.push(StepRecord {
             seq: r.get::<_, i64>(0).map_err(text)? as u64,
             step: r.get::<_, i64>(1).map_err(text)? as u64,
@@ -167,7 +168,8 @@ pub fn load(conn: &Connection, trace_id: &str) -> Result<StoredRun, String> {
             attempt: r.get::<_, i64>(3).map_err(text)? as u32,
             inline: r.get(4).map_err(text)?,
             span_id: None,
-            result: StepResult::from_columns(columns)?,
+            digest: r.get(11).map_err(text)?,
+            result: StepResult::from_columns(&status, columns)?,
         });
     }
     Ok(StoredRun {

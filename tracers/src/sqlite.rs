@@ -110,6 +110,7 @@ pub const MIGRATIONS: &[Migration] = &[
         error       TEXT,
         masked      INTEGER NOT NULL DEFAULT 0,
         span_id     TEXT,
+        digest      TEXT,
         at          TEXT NOT NULL,
         PRIMARY KEY (trace_id, seq)
     ) WITHOUT ROWID;
@@ -248,6 +249,7 @@ enum JournalRecord {
     Status {
         trace_id: TraceId,
         status: RunStatus,
+        redactor: Arc<Redactor>,
     },
 }
 
@@ -321,6 +323,7 @@ impl Journal for SqliteJournal {
         self.send(JournalRecord::Status {
             trace_id,
             status: status.clone(),
+            redactor: self.redactor.clone(),
         });
     }
 
@@ -378,6 +381,7 @@ enum JournalRow {
         error: Option<String>,
         masked: bool,
         span_id: Option<[u8; 16]>,
+        digest: String,
         at: [u8; 27],
     },
     Truncate {
@@ -449,6 +453,7 @@ impl JournalRow {
                     error: error.map(|e| e.0),
                     masked,
                     span_id: step.span_id.map(|s| s.hex()),
+                    digest: step.digest,
                     at: iso8601_bytes(std::time::SystemTime::now()),
                 }
             }
@@ -456,11 +461,16 @@ impl JournalRow {
                 trace_id: trace_id.to_string(),
                 seq: seq as i64,
             },
-            JournalRecord::Status { trace_id, status } => {
+            JournalRecord::Status {
+                trace_id,
+                status,
+                redactor,
+            } => {
                 let (paused_at, message) = match &status {
-                    RunStatus::Paused { node, message } => {
-                        (Some(node.clone()), Some(message.clone()))
-                    }
+                    RunStatus::Paused { node, message } => (
+                        Some(node.clone()),
+                        Some(redactor.text(message).into_owned()),
+                    ),
                     _ => (None, None),
                 };
                 JournalRow::Status {
@@ -525,12 +535,14 @@ impl JournalRow {
                 error,
                 masked,
                 span_id,
+                digest,
                 at,
             } => {
                 if statements.step.is_none() {
+                    // A plain insert: two processes writing one run's steps is an error.
                     statements.step = Some(tx.prepare_cached(
-                        "INSERT OR REPLACE INTO steps (trace_id, seq, step, node, attempt, inline, status, output, writes, route, error, masked, span_id, at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                        "INSERT INTO steps (trace_id, seq, step, node, attempt, inline, status, output, writes, route, error, masked, span_id, digest, at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                     )?);
                 }
                 let statement = statements.step.as_mut().expect("prepared above");
@@ -548,6 +560,7 @@ impl JournalRow {
                     error,
                     masked,
                     span_id.as_ref().map(|s| ascii(s)),
+                    digest,
                     ascii(at)
                 ])?;
             }

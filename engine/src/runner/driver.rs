@@ -53,6 +53,8 @@ struct Done {
     inline: bool,
     /// Did it come from the journal (nothing ran)?
     replayed: bool,
+    /// A journaled failure that stopped the run (it runs again after the replay).
+    replayed_stop: bool,
 }
 
 /// A node started while a journal is replayed, whose result the journal gives later (or,
@@ -158,6 +160,9 @@ pub(super) struct Driver {
     paused: Option<(usize, String)>,
     /// The run's root span, for the replay's events.
     root: Option<SpanData>,
+    /// Steps that stopped the run before it was resumed: they run again when the
+    /// replay reaches the point where that resume went on.
+    reruns: Vec<(usize, Value)>,
 }
 
 impl Driver {
@@ -226,6 +231,7 @@ impl Driver {
             recorder,
             answer,
             paused: None,
+            reruns: Vec::new(),
             root,
             shared,
             inline: 0,
@@ -389,6 +395,14 @@ impl Driver {
             self.go_live().await?;
             return Ok(Turn::Progress);
         };
+        if matches!(record.result, StepResult::Resumed) {
+            // An earlier resume went on here: what it ran again starts here again.
+            if r.dry {
+                r.stopped = r.steps.is_empty();
+            }
+            self.push_reruns();
+            return Ok(Turn::Progress);
+        }
         let flow = &self.shared.flow;
         match r.started.remove(&record.step) {
             Some(s) if flow.id(s.node) == record.node => {
@@ -434,11 +448,36 @@ impl Driver {
         Ok(())
     }
 
-    /// The replay is over: the nodes it started but did not finish run now.
+    /// Starts again the steps that had stopped the run.
+    fn push_reruns(&mut self) {
+        self.state.failure = None;
+        for (node, input) in std::mem::take(&mut self.reruns) {
+            self.sched.push(node, input, self.state.clock);
+        }
+    }
+
+    /// The replay is over: the nodes it started but did not finish run now, and the steps
+    /// that stopped the run run again.
     async fn go_live(&mut self) -> Result<(), RunError> {
         let Some(r) = self.replaying.take() else {
             return Ok(());
         };
+        if let Some(recorder) = &mut self.recorder {
+            // Where this resume goes on: a later resume restarts the same steps here.
+            let marker = StepRecord {
+                seq: recorder.seq,
+                step: 0,
+                node: String::new(),
+                attempt: 0,
+                inline: false,
+                span_id: None,
+                digest: String::new(),
+                result: StepResult::Resumed,
+            };
+            recorder.seq += 1;
+            recorder.journal.step(self.shared.trace_id, marker);
+        }
+        self.push_reruns();
         for (_, s) in r.started {
             self.sched.running[s.node] -= 1;
             if let Some(done) = self.start(s).await {
@@ -480,6 +519,7 @@ impl Driver {
             attempt: 1,
             inline: false,
             replayed: false,
+            replayed_stop: false,
         }
     }
 
@@ -490,6 +530,12 @@ impl Driver {
             input,
             queued_at: started,
         } = activation;
+        // A fork starts with ctx as it was before this node's start was recorded.
+        let fork_ctx = self
+            .replaying
+            .as_ref()
+            .filter(|r| r.stop_at == Some(index))
+            .map(|_| self.state.ctx.clone());
         if self.shared.flow.dialect == Dialect::IllumoFlow {
             self.push_step(index, Step::Start);
         }
@@ -533,8 +579,8 @@ impl Driver {
         let Some(r) = self.replaying.as_mut() else {
             return Ok(self.start(start).await);
         };
-        if r.stop_at == Some(index) {
-            r.at = Some((self.state.ctx.clone(), start.input));
+        if let Some(ctx) = fork_ctx {
+            r.at = Some((ctx, start.input));
             r.stopped = true;
             return Ok(None);
         }
@@ -600,6 +646,7 @@ impl Driver {
                 attempt,
                 inline: false,
                 replayed: false,
+                replayed_stop: false,
             }
         });
         // Most nodes (Set, Router, conditions) finish without waiting: polled once here,
@@ -633,6 +680,7 @@ impl Driver {
                 attempt: 1,
                 inline: true,
                 replayed: false,
+                replayed_stop: false,
             }),
         }
     }
@@ -649,6 +697,7 @@ impl Driver {
             attempt: done.attempt,
             inline: done.inline,
             span_id: done.span.as_ref().map(|s| s.span_id),
+            digest: self.shared.flow.nodes[done.node].digest.clone(),
             result,
         };
         recorder.seq += 1;
@@ -674,65 +723,74 @@ impl Driver {
     fn finish(&mut self, mut done: Done) -> Result<(), RunError> {
         self.state.clock += 1;
         let result = std::mem::replace(&mut done.result, Err(Failed::fatal("")));
-        let mut outcome = match result {
-            Ok(outcome) => outcome,
-            Err(failed) if failed.error.is_paused() => {
-                let message = failed.error.to_string();
-                self.shared.event(
-                    &done.span,
-                    "run.paused",
-                    Level::Warn,
-                    json!({"message": message}),
-                );
-                self.shared.end_span(done.span, Err((&failed.error, false)));
-                self.paused.get_or_insert((done.node, message));
-                return Ok(());
-            }
-            Err(failed) => {
-                let handled = !matches!(self.on_error(done.node), OnError::Stop);
-                if handled && !done.replayed {
-                    self.journal(
-                        &done,
-                        StepResult::Failed {
-                            error: failed.error.clone(),
-                            timed_out: failed.timed_out,
-                        },
-                    );
+        let failed = match result {
+            Ok(mut outcome) => {
+                // illumo-flow: a node that outputs nothing passes its input on.
+                if self.shared.flow.dialect == Dialect::IllumoFlow && outcome.output.is_null() {
+                    outcome.output = done.input.clone();
                 }
-                return self.fail(done.node, done.input, failed, done.span);
+                match self.apply(done.node, done.started, &outcome, &done.span) {
+                    Ok(next) => {
+                        // Journaled once applied: a result that cannot be applied is a failure.
+                        if !done.replayed && self.recorder.is_some() {
+                            self.journal(&done, StepResult::Done(outcome.clone()));
+                        }
+                        self.push_step(done.node, Step::Ok);
+                        let mut span = done.span;
+                        if let (Some(span), Some(route)) = (span.as_mut(), &outcome.route) {
+                            span.attributes.insert(
+                                "routing".into(),
+                                json!({"targets": route.targets, "confidence": route.confidence, "reason": route.reason}),
+                            );
+                        }
+                        self.shared.end_span(span, Ok(&outcome.output));
+                        let inputs = outcome.route.map(|r| r.inputs).unwrap_or_default();
+                        self.follow(done.node, next, outcome.output, inputs);
+                        return Ok(());
+                    }
+                    Err(error) => Failed {
+                        error,
+                        attempt: done.attempt,
+                        timed_out: false,
+                    },
+                }
             }
+            Err(failed) => failed,
         };
-        if !done.replayed && self.recorder.is_some() {
-            self.journal(&done, StepResult::Done(outcome.clone()));
+        if failed.error.is_paused() {
+            let message = failed.error.to_string();
+            self.shared.event(
+                &done.span,
+                "run.paused",
+                Level::Warn,
+                json!({"message": message}),
+            );
+            self.shared.end_span(done.span, Err((&failed.error, false)));
+            self.paused.get_or_insert((done.node, message));
+            return Ok(());
         }
-        // illumo-flow: a node that outputs nothing passes its input on.
-        if self.shared.flow.dialect == Dialect::IllumoFlow && outcome.output.is_null() {
-            outcome.output = done.input.clone();
+        let stops = matches!(self.on_error(done.node), OnError::Stop);
+        if done.replayed_stop {
+            // A step that stopped the run before: its failure is applied as it happened,
+            // and the node runs again when the replay is over.
+            let input = done.input.clone();
+            let _ = self.fail(done.node, done.input, failed, None);
+            self.state.failure = None;
+            self.reruns.push((done.node, input));
+            return Ok(());
         }
-        match self.apply(done.node, done.started, &outcome, &done.span) {
-            Ok(next) => {
-                self.push_step(done.node, Step::Ok);
-                let mut span = done.span;
-                if let (Some(span), Some(route)) = (span.as_mut(), &outcome.route) {
-                    span.attributes.insert(
-                        "routing".into(),
-                        json!({"targets": route.targets, "confidence": route.confidence, "reason": route.reason}),
-                    );
-                }
-                self.shared.end_span(span, Ok(&outcome.output));
-                let inputs = outcome.route.map(|r| r.inputs).unwrap_or_default();
-                self.follow(done.node, next, outcome.output, inputs);
-                Ok(())
-            }
-            Err(error) => {
-                let failed = Failed {
-                    error,
-                    attempt: 1,
-                    timed_out: false,
-                };
-                self.fail(done.node, done.input, failed, done.span)
-            }
+        if !done.replayed {
+            let error = failed.error.clone();
+            let timed_out = failed.timed_out;
+            self.journal(
+                &done,
+                match stops {
+                    true => StepResult::Stopped { error, timed_out },
+                    false => StepResult::Failed { error, timed_out },
+                },
+            );
         }
+        self.fail(done.node, done.input, failed, done.span)
     }
 
     /// Sends `output` along to each next node (or into its join); `inputs` replaces it
@@ -1028,13 +1086,17 @@ impl Driver {
 
 /// A finished step from the journal, as if its node had just finished.
 fn replayed(record: StepRecord, node: usize, input: Value, started: u64) -> Done {
+    let stopped = matches!(record.result, StepResult::Stopped { .. });
     let result = match record.result {
         StepResult::Done(outcome) => Ok(outcome),
-        StepResult::Failed { error, timed_out } => Err(Failed {
-            error,
-            attempt: record.attempt,
-            timed_out,
-        }),
+        StepResult::Failed { error, timed_out } | StepResult::Stopped { error, timed_out } => {
+            Err(Failed {
+                error,
+                attempt: record.attempt,
+                timed_out,
+            })
+        }
+        StepResult::Resumed => Err(Failed::fatal("a resume marker is not a step")),
     };
     Done {
         node,
@@ -1046,6 +1108,7 @@ fn replayed(record: StepRecord, node: usize, input: Value, started: u64) -> Done
         attempt: record.attempt,
         inline: record.inline,
         replayed: true,
+        replayed_stop: stopped,
     }
 }
 

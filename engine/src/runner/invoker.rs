@@ -79,6 +79,12 @@ impl Invoker for AttemptInvoker<'_> {
                 shared.end_span(span, Err((&failed.error, failed.timed_out)));
                 Ok(Outcome::value(input))
             }
+            Err(failed) if failed.error.is_paused() => {
+                shared.end_span(span, Err((&failed.error, false)));
+                Err(NodeError::fatal(format!(
+                    "node `{node}` waits for a person, which it cannot do when another node runs it (a Loop body, an agent's tool); put it in the flow itself"
+                )))
+            }
             Err(failed) => {
                 shared.end_span(span, Err((&failed.error, failed.timed_out)));
                 let message = format!(

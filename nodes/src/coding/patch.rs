@@ -641,7 +641,10 @@ impl Node for Patch {
             let message = confirm_message(&root, diff, &changes);
             let answer = match cx.answer {
                 Some(answer) => Some(answer.clone()),
-                None if cx.permissions.ask => question.ask(cx.id, &message).await,
+                None if cx.permissions.ask => {
+                    let shown = cx.preview(&Value::String(message.clone()), usize::MAX);
+                    question.ask(cx.id, &shown).await
+                }
                 None => None,
             };
             match answer {
