@@ -559,3 +559,35 @@ fn a_chat_session_keeps_its_history_across_processes() {
         "session s-2 (new)\nunknown command `/nope`: /history, /reset or /exit\n"
     );
 }
+
+/// With no LLM answering (an empty scripted file), `prod` hands the customer to people
+/// and `dev` keeps going to the end.
+#[test]
+fn the_profiles_decide_what_a_failure_does() {
+    let dir = TempDir::new();
+    let copy = example_copy(&dir);
+    std::fs::write(copy.join("empty.yaml"), "replies: {}\n").unwrap();
+    let prod = Illumo::new()
+        .in_dir(&copy)
+        .args(["run", "faq_flow.yaml", "-c", "@context.json", "--llm", "scripted=empty.yaml"])
+        .args(["--profile", "prod", "--trace-db", "t.db", "-q"])
+        .run()
+        .success();
+    let ctx = prod.ctx();
+    let ticket = ctx["escalation"]["ticket"].as_str().unwrap();
+    assert_eq!(
+        ctx["chat"]["answer"],
+        format!("I have passed your question to our support team (ticket {ticket}); a person will reply by email.")
+    );
+    assert_eq!(
+        sqlite3(&copy.join("t.db"), "SELECT json_extract(attributes, '$.target') FROM events WHERE name = 'node.goto'"),
+        "human_support\n"
+    );
+    let dev = Illumo::new()
+        .in_dir(&copy)
+        .args(["run", "faq_flow.yaml", "-c", "@context.json", "--llm", "scripted=empty.yaml"])
+        .args(["--profile", "dev", "--tracer", "none", "-q"])
+        .run()
+        .success();
+    assert_eq!(dev.ctx()["support"]["history"][0]["text"], "How do I reset my password?");
+}

@@ -169,6 +169,8 @@ fn every_example_is_valid() {
         "examples/basics",
         "examples/agents",
         "examples/multi_agent/coding_assistant",
+        "examples/multi_agent/chat_bot",
+        "examples/code_agent",
     ]
     .map(|d| std::fs::read_dir(crate::support::root().join(d)).unwrap());
     for entry in dirs.into_iter().flatten() {

@@ -819,10 +819,23 @@ impl Driver {
         outcome: &Outcome,
         span: &Option<SpanData>,
     ) -> Result<Vec<usize>, NodeError> {
+        self.apply_with(index, started, outcome, span, true)
+    }
+
+    /// [`Driver::apply`], writing the node's `outputs` or not.
+    fn apply_with(
+        &mut self,
+        index: usize,
+        started: u64,
+        outcome: &Outcome,
+        span: &Option<SpanData>,
+        write_outputs: bool,
+    ) -> Result<Vec<usize>, NodeError> {
         let flow = self.shared.flow.clone();
         let node = &flow.nodes[index];
         let output = &outcome.output;
-        match &node.outputs {
+        let outputs = if write_outputs { &node.outputs } else { &None };
+        match outputs {
             None => {}
             Some(Outputs::Path(path)) => self.write(index, started, path, output.clone(), span)?,
             Some(Outputs::Fields(fields)) => {
@@ -989,10 +1002,23 @@ impl Driver {
             OnError::Continue => {
                 self.push_step(index, Step::Continue);
                 let outcome = Outcome::value(input);
+                let next = match self.apply(index, self.state.clock, &outcome, &None) {
+                    Ok(next) => next,
+                    // The input passed on lacks the fields `outputs` maps: nothing is
+                    // written, and the flow goes on.
+                    Err(e) if matches!(node.outputs, Some(Outputs::Fields(_))) => {
+                        shared.event(
+                            &span,
+                            "ctx.write_skipped",
+                            Level::Warn,
+                            json!({"reason": e.to_string()}),
+                        );
+                        self.apply_with(index, self.state.clock, &outcome, &None, false)
+                            .map_err(|e| self.node_failed(index, 1, &e, false))?
+                    }
+                    Err(e) => return Err(self.node_failed(index, 1, &e, false)),
+                };
                 shared.end_span(span, Err((&failed.error, failed.timed_out)));
-                let next = self
-                    .apply(index, self.state.clock, &outcome, &None)
-                    .map_err(|e| self.node_failed(index, 1, &e, false))?;
                 self.follow(index, next, outcome.output, Vec::new());
                 Ok(())
             }
