@@ -567,12 +567,16 @@ fn the_profiles_decide_what_a_failure_does() {
     let dir = TempDir::new();
     let copy = example_copy(&dir);
     std::fs::write(copy.join("empty.yaml"), "replies: {}\n").unwrap();
-    let prod = Illumo::new()
-        .in_dir(&copy)
-        .args(["run", "faq_flow.yaml", "-c", "@context.json", "--llm", "scripted=empty.yaml"])
-        .args(["--profile", "prod", "--trace-db", "t.db", "-q"])
-        .run()
-        .success();
+    let without_a_model = |profile: &str, tracer: &[&str]| {
+        Illumo::new()
+            .in_dir(&copy)
+            .args(["run", "faq_flow.yaml", "-c", "@context.json"])
+            .args(["--llm", "scripted=empty.yaml", "--profile", profile, "-q"])
+            .args(tracer)
+            .run()
+            .success()
+    };
+    let prod = without_a_model("prod", &["--trace-db", "t.db"]);
     let ctx = prod.ctx();
     let ticket = ctx["escalation"]["ticket"].as_str().unwrap();
     assert_eq!(
@@ -580,14 +584,15 @@ fn the_profiles_decide_what_a_failure_does() {
         format!("I have passed your question to our support team (ticket {ticket}); a person will reply by email.")
     );
     assert_eq!(
-        sqlite3(&copy.join("t.db"), "SELECT json_extract(attributes, '$.target') FROM events WHERE name = 'node.goto'"),
+        sqlite3(
+            &copy.join("t.db"),
+            "SELECT json_extract(attributes, '$.target') FROM events WHERE name = 'node.goto'"
+        ),
         "human_support\n"
     );
-    let dev = Illumo::new()
-        .in_dir(&copy)
-        .args(["run", "faq_flow.yaml", "-c", "@context.json", "--llm", "scripted=empty.yaml"])
-        .args(["--profile", "dev", "--tracer", "none", "-q"])
-        .run()
-        .success();
-    assert_eq!(dev.ctx()["support"]["history"][0]["text"], "How do I reset my password?");
+    let dev = without_a_model("dev", &["--tracer", "none"]);
+    assert_eq!(
+        dev.ctx()["support"]["history"][0]["text"],
+        "How do I reset my password?"
+    );
 }
