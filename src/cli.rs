@@ -47,14 +47,11 @@ pub enum Command {
         after_help = "Examples:\n  illumo chat examples/multi_agent/chat_bot/faq_flow.yaml --session s-1001\n  printf 'hello\\nHow do I reset my password?\\n' | illumo chat faq_flow.yaml --session s-1 -q\n\nEach line runs the flow with ctx.chat.message set to it and ctx.chat.history to the conversation so far ([{role, content}]), and prints ctx.chat.answer (or --reply-path).\nSessions (the history, and the ctx the flow keeps from turn to turn) are stored in --db (default chat.db): --session ID continues one after a restart.\nCommands: /history, /reset, /exit. Ctrl-D ends the chat; Ctrl-C stops it (exit 130) and keeps the turns before.\nPiped stdin is read one turn per line. Exit 1 if a turn failed (it is not kept), 0 otherwise."
     )]
     Chat(Box<ChatArgs>),
-    /// Check a flow and report every problem with file:line:column
+    /// Check flows and report every problem with file:line:column
     #[command(
-        after_help = "Example:\n  illumo validate flow.yaml\n\nExit code 2 when there are errors; warnings alone exit 0."
+        after_help = "Examples:\n  illumo validate flow.yaml\n  illumo validate 'examples/**/*.yaml' --deny-warnings\n  illumo validate a.yaml b.yaml --format json | jq '.diagnostics[] | select(.severity == \"error\")'\n\nA quoted pattern is expanded by illumo (`*`, `?`, `**` for any folders); files it finds that are not flows (no `flow:` key, like scripted replies) are skipped.\nExit code 2 when there are errors (or warnings, with --deny-warnings); warnings alone exit 0."
     )]
-    Validate {
-        /// The flow file
-        flow: String,
-    },
+    Validate(ValidateArgs),
     /// Print the flow's graph as Mermaid or Graphviz dot
     #[command(
         after_help = "Examples:\n  illumo graph flow.yaml --format mermaid\n  illumo graph flow.yaml --format dot | dot -Tsvg > flow.svg"
@@ -87,6 +84,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args)]
+pub struct ValidateArgs {
+    /// Flow files or quoted patterns (`'flows/**/*.yaml'`)
+    #[arg(required = true, value_name = "FLOW")]
+    pub flows: Vec<String>,
+    /// `text` (as a compiler prints) or `json` (file, line, column, severity, message, hint per diagnostic)
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ValidateFormat,
+    /// Warnings fail too (exit 2)
+    #[arg(long)]
+    pub deny_warnings: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum ValidateFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

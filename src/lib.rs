@@ -34,6 +34,7 @@ mod run_cmd;
 mod signals;
 mod trace_cmd;
 mod traceql;
+mod validate_cmd;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -82,7 +83,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         Command::Run(args) => run_cmd::run(*args, &registry),
         Command::Resume(args) => resume_cmd::run(*args),
         Command::Chat(args) => chat_cmd::run(*args, &registry),
-        Command::Validate { flow } => validate(&flow, &registry),
+        Command::Validate(args) => validate_cmd::run(&args, &registry),
         Command::Graph { flow, format } => match load(&flow, &registry, false) {
             Ok(f) => {
                 print!("{}", graph::render(&f, format));
@@ -140,27 +141,6 @@ pub(crate) fn load(path: &str, registry: &NodeRegistry, quiet: bool) -> Result<F
             eprint!("{}", source.render_all(&diagnostics, stderr_color()));
             Err(EXIT_USAGE)
         }
-    }
-}
-
-fn validate(path: &str, registry: &NodeRegistry) -> i32 {
-    match load(path, registry, false) {
-        Ok(flow) => {
-            let edges: usize = flow.edges.iter().map(Vec::len).sum();
-            let warnings = match flow.warnings.len() {
-                0 => String::new(),
-                n => format!(", {}", illumo_engine::diagnostic::plural(n, "warning")),
-            };
-            println!(
-                "ok: `{}` in {path} ({}, {}{warnings})",
-                flow.name,
-                illumo_engine::diagnostic::plural(flow.nodes.len(), "node"),
-                illumo_engine::diagnostic::plural(edges, "edge")
-            );
-            leak_at_exit(flow);
-            0
-        }
-        Err(code) => code,
     }
 }
 

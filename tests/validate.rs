@@ -1,6 +1,6 @@
 //! `illumo validate`: one fixture per failure mode, each with its exact message and place.
 
-use crate::support::Illumo;
+use crate::support::{Illumo, TempDir};
 
 #[track_caller]
 fn validate(fixture: &str, code: i32, expected: &str) {
@@ -753,4 +753,118 @@ fn merge_keys_share_settings_between_nodes() {
         out.stdout,
         format!("ok: `flow` in {path} (2 nodes, 1 edge)\n")
     );
+}
+
+#[test]
+fn validate_checks_many_files_and_patterns_and_speaks_json() {
+    let dir = TempDir::new();
+    dir.write(
+        "good.yaml",
+        "flow:\n  name: good\n  nodes:\n    a: {type: Set, setting: {value: 1}}\n",
+    );
+    dir.write(
+        "spin.yaml",
+        "flow:\n  name: spin\n  max_steps: 3\n  entry: a\n  nodes:\n    a: {type: Set, setting: {value: 1}}\n    b: {type: Set, setting: {value: 2}}\n  edges:\n    - a >> b\n    - b >> a\n",
+    );
+    std::fs::create_dir_all(dir.path().join("more")).unwrap();
+    dir.write("more/bad.yaml", "flow:\n  nodes:\n    a: {type: Sett}\n");
+    dir.write("more/replies.yaml", "replies: {a: [x]}\n");
+    let run = |args: &[&str]| {
+        Illumo::new()
+            .in_dir(dir.path())
+            .args(["validate"])
+            .args(args)
+            .run()
+    };
+
+    let two = run(&["good.yaml", "spin.yaml"]).success();
+    assert_eq!(
+        two.stdout,
+        "ok: `good` in good.yaml (1 node, 0 edges)\nok: `spin` in spin.yaml (2 nodes, 2 edges, 1 warning)\n"
+    );
+    assert!(
+        two.stderr
+            .ends_with("ok: 2 files checked, 0 errors, 1 warning\n"),
+        "{}",
+        two.stderr
+    );
+
+    let denied = run(&["good.yaml", "spin.yaml", "--deny-warnings"]).code(2);
+    assert!(
+        denied
+            .stderr
+            .ends_with("failed: 2 files checked, 0 errors, 1 warning (warnings denied)\n"),
+        "{}",
+        denied.stderr
+    );
+
+    let all = run(&["**/*.yaml"]).code(2);
+    assert!(
+        all.stderr
+            .contains("skipped: more/replies.yaml is not a flow file (no `flow:` key)\n"),
+        "{}",
+        all.stderr
+    );
+    assert!(
+        all.stderr
+            .contains("error: unknown node type `Sett`\n --> more/bad.yaml:3:15\n"),
+        "{}",
+        all.stderr
+    );
+    assert!(
+        all.stderr
+            .ends_with("failed: 3 files checked, 1 error, 1 warning\n"),
+        "{}",
+        all.stderr
+    );
+
+    let json = run(&[
+        "more/bad.yaml",
+        "spin.yaml",
+        "missing.yaml",
+        "--format",
+        "json",
+    ])
+    .code(2);
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(json.stderr, "");
+    assert_eq!(
+        (&value["ok"], &value["errors"], &value["warnings"]),
+        (&false.into(), &2.into(), &1.into())
+    );
+    let d = &value["diagnostics"];
+    assert_eq!(
+        (
+            &d[0]["file"],
+            &d[0]["line"],
+            &d[0]["column"],
+            &d[0]["severity"],
+            &d[0]["message"]
+        ),
+        (
+            &"more/bad.yaml".into(),
+            &3.into(),
+            &15.into(),
+            &"error".into(),
+            &"unknown node type `Sett`".into()
+        )
+    );
+    assert_eq!(d[0]["label"], "did you mean `Set`?");
+    assert!(d[0]["hint"]
+        .as_str()
+        .unwrap()
+        .starts_with("known types: Agent, "));
+    assert_eq!(
+        (&d[1]["file"], &d[1]["severity"], &d[1]["line"]),
+        (&"spin.yaml".into(), &"warning".into(), &6.into())
+    );
+    assert_eq!(d[2]["file"], "missing.yaml");
+    assert!(d[2]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("cannot read flow file `missing.yaml`: "));
+    assert_eq!(d[2]["line"], serde_json::Value::Null);
+
+    let none = run(&["nothing/*.yaml"]).code(2);
+    assert_eq!(none.stderr, "error: no file matches `nothing/*.yaml`\n");
 }

@@ -29,10 +29,10 @@ pub const SKIPPED_DIRS: [&str; 9] = [
     ".hg",
 ];
 
-/// Does `path` (with `/` separators) match `pattern`? `*` and `?` stay inside one path
-/// segment; `**` matches any number of segments, none included.
 pub use crate::files::{read_regular, read_text, Unread, MAX_FILE_BYTES};
 
+/// Does `path` (with `/` separators) match `pattern`? `*` and `?` stay inside one path
+/// segment; `**` matches any number of segments, none included.
 pub fn glob_match(pattern: &str, path: &str) -> bool {
     let pattern: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
     let path: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
