@@ -66,7 +66,7 @@ fn walk(base: &Path, dir: &Path, pattern: &str, found: &mut Vec<String>, depth: 
 
 /// What checking one file gave.
 enum Checked {
-    Loaded(Flow),
+    Loaded(Box<Flow>),
     Invalid(Source, Vec<Diagnostic>),
     /// Not readable: the message.
     Unread(String),
@@ -88,7 +88,7 @@ fn check(target: &Target, registry: &NodeRegistry) -> Checked {
         return Checked::Skipped;
     }
     match Flow::load(Source::new(path.as_str(), text), registry) {
-        Ok(flow) => Checked::Loaded(flow),
+        Ok(flow) => Checked::Loaded(Box::new(flow)),
         Err(LoadError {
             source,
             diagnostics,
