@@ -173,6 +173,10 @@ pub struct RunArgs {
     /// DIR/runtime_execution.log (illumo-flow's execution log)
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<String>,
+    /// Write one JSON line per run event as it happens (run and node start and end,
+    /// routing, retries, streamed tokens, ...) to FILE, or `-` for stdout (docs/events.md)
+    #[arg(long, value_name = "FILE|-")]
+    pub events: Option<String>,
     /// Journal the run in this SQLite file (without the sqlite tracer), so `illumo resume
     /// --db PATH` can continue it
     #[arg(long, value_name = "PATH")]

@@ -357,14 +357,20 @@ pub type SqliteDb = (String, Arc<DbTracer<SqliteTracer>>);
 pub type Tracers = (Arc<dyn Tracer>, Option<SqliteDb>);
 
 fn tracers(args: &RunArgs) -> Result<Tracers, Option<String>> {
-    tracers_of(&TracerChoice {
+    let (tracer, sqlite) = tracers_of(&TracerChoice {
         tracers: &args.tracers,
         tracer_args: &args.tracer_args,
         trace_db: args.trace_db.as_deref(),
         service_name: args.service_name.as_deref(),
         quiet: args.quiet,
         default: "console",
-    })
+    })?;
+    let Some(path) = &args.events else {
+        return Ok((tracer, sqlite));
+    };
+    let events = illumo_tracers::EventsTracer::open(path).map_err(Some)?;
+    let both: Arc<dyn Tracer> = Arc::new(Fanout(vec![tracer, Arc::new(events)]));
+    Ok((both, sqlite))
 }
 
 /// Which tracers a command reports to, as `--tracer`, `--tracer-arg`, `--trace-db` and

@@ -223,3 +223,107 @@ fn showing_a_failed_run_says_why_it_failed() {
 "
     );
 }
+
+/// `--events FILE`: one JSON line per run event, as the run goes.
+#[test]
+fn events_stream_the_run_as_json_lines() {
+    let dir = TempDir::new();
+    let events = dir.path().join("out/events.jsonl");
+    Illumo::new()
+        .args([
+            "run",
+            "examples/basics/retry_timeout_goto.yaml",
+            "--tracer",
+            "none",
+            "-q",
+        ])
+        .args([
+            "-c",
+            &format!(r#"{{"work_dir": "{}"}}"#, dir.path().join("work").display()),
+        ])
+        .args(["--events", &events.display().to_string(), "-o", "/dev/null"])
+        .run()
+        .success();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let trace = lines[0]["trace_id"].as_str().unwrap().to_string();
+    assert!(lines
+        .iter()
+        .all(|l| l["trace_id"] == trace.as_str() && l["at"].as_str().unwrap().ends_with('Z')));
+    let shown: Vec<String> = lines
+        .iter()
+        .filter(|l| l["event"] != "ctx.write")
+        .map(|l| {
+            let node = l["node"].as_str().unwrap_or("-");
+            match l["event"].as_str().unwrap() {
+                "node.end" => format!(
+                    "node.end {node} {} {}",
+                    l["attempt"],
+                    l["status"].as_str().unwrap()
+                ),
+                "node.start" => format!("node.start {node} {}", l["attempt"]),
+                "run.end" => format!("run.end {}", l["status"].as_str().unwrap()),
+                other => format!("{other} {node}"),
+            }
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "run.start -",
+            "node.start prepare 1",
+            "node.end prepare 1 ok",
+            "node.start flaky 1",
+            "node.retry flaky",
+            "node.end flaky 1 error",
+            "node.start flaky 2",
+            "node.retry flaky",
+            "node.end flaky 2 error",
+            "node.start flaky 3",
+            "node.end flaky 3 ok",
+            "node.start slow 1",
+            "node.timeout slow",
+            "node.error slow",
+            "node.goto slow",
+            "node.end slow 1 error",
+            "node.start fallback 1",
+            "node.end fallback 1 ok",
+            "run.end ok",
+        ]
+    );
+    let retry = lines.iter().find(|l| l["event"] == "node.retry").unwrap();
+    assert_eq!(retry["attributes"]["delay_ms"], 50);
+    let slow = lines
+        .iter()
+        .find(|l| l["event"] == "node.end" && l["node"] == "slow")
+        .unwrap();
+    assert_eq!(
+        (&slow["timed_out"], &slow["error"]["type"]),
+        (&true.into(), &"timeout".into())
+    );
+    let end = lines.last().unwrap();
+    assert_eq!(
+        (&end["flow"], end["duration_ms"].is_f64()),
+        (&"retry_timeout_goto".into(), true)
+    );
+}
+
+#[test]
+fn events_on_stdout_come_before_the_ctx_and_keep_secrets_out() {
+    let out = Illumo::new()
+        .run_flow("flow:\n  name: s\n  nodes:\n    a: {type: Set, setting: {value: 'key sk-test-0123456789'}, outputs: $ctx.a}\n")
+        .args(["--events", "-", "-q", "--redact", "sk-test-0123456789"])
+        .run()
+        .success();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "{}", out.stdout);
+    assert!(lines[..5].iter().all(|l| l.starts_with("{\"event\":")));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(lines[5]).unwrap()["a"],
+        "key ***"
+    );
+    assert!(!out.stdout.contains("sk-test-0123456789"));
+}
