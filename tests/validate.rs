@@ -868,3 +868,47 @@ fn validate_checks_many_files_and_patterns_and_speaks_json() {
     let none = run(&["nothing/*.yaml"]).code(2);
     assert_eq!(none.stderr, "error: no file matches `nothing/*.yaml`\n");
 }
+
+#[test]
+fn x_keys_beside_flow_hold_anchors_and_errors_in_them_point_at_their_line() {
+    let dir = TempDir::new();
+    dir.write("r.yaml", "replies: {a: [hello]}\n");
+    dir.write(
+        "flow.yaml",
+        "x-llm: &llm\n  provider: scripted\n  responses: r.yaml\nflow:\n  name: a\n  nodes:\n    a:\n      type: Agent\n      setting: {<<: *llm, prompt: hi}\n      outputs: $ctx.said\n",
+    );
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args([
+            "run",
+            "flow.yaml",
+            "-q",
+            "--tracer",
+            "none",
+            "--print",
+            "said",
+        ])
+        .run()
+        .success();
+    assert_eq!(out.stdout, "hello\n");
+    dir.write(
+        "bad.yaml",
+        "x-llm: &llm\n  provider: scripted\n  temprature: 0\nflow:\n  nodes:\n    a: {type: Agent, setting: {<<: *llm, prompt: hi}}\nother: 1\n",
+    );
+    let bad = Illumo::new()
+        .in_dir(dir.path())
+        .args(["validate", "bad.yaml"])
+        .run()
+        .code(2);
+    assert!(
+        bad.stderr.contains("error: node `a`: `Agent` has no setting `temprature`; did you mean `temperature`?\n --> bad.yaml:3:3\n"),
+        "{}",
+        bad.stderr
+    );
+    assert!(
+        bad.stderr
+            .contains("error: unknown key `other` in the flow file\n --> bad.yaml:7:1\n"),
+        "{}",
+        bad.stderr
+    );
+}

@@ -7,6 +7,7 @@ use serde_json::Value;
 use std::time::Duration;
 
 /// A map entry with its place in the file.
+#[derive(Clone)]
 pub struct Entry<'y> {
     pub key: &'y str,
     pub value: &'y Yaml,

@@ -123,7 +123,14 @@ pub fn decode_flow<'y>(dec: &mut Decoder, root: &'y Yaml) -> Option<FlowSpec<'y>
         }
     };
     if wrapped.is_some() {
-        dec.known_keys(&entries, &["flow"], "the flow file");
+        // `x-...` keys beside `flow:` hold anchors to reuse (`x-llm: &llm`, then
+        // `<<: *llm`), as in Compose files; they are not part of the flow.
+        let own: Vec<Entry> = entries
+            .iter()
+            .filter(|e| !e.key.starts_with("x-"))
+            .cloned()
+            .collect();
+        dec.known_keys(&own, &["flow"], "the flow file");
     }
     let dialect = crate::dialect::detect(flow.value);
     let fields = dec.map(flow.value, &flow.path, "`flow`")?;
