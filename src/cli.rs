@@ -77,6 +77,15 @@ pub enum Command {
     /// Read traces recorded by the sqlite tracer
     #[command(subcommand)]
     Trace(TraceCommand),
+    /// Print a shell completion script
+    #[command(
+        after_help = "Examples:\n  illumo completions bash > ~/.local/share/bash-completion/completions/illumo\n  illumo completions zsh > \"${fpath[1]}/_illumo\"\n  illumo completions fish > ~/.config/fish/completions/illumo.fish\n  illumo completions powershell >> $PROFILE"
+    )]
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: ShellArg,
+    },
     /// List the node types and their settings
     #[command(after_help = "Example:\n  illumo nodes --json | jq '.[].type'")]
     Nodes {
@@ -103,6 +112,14 @@ pub struct ValidateArgs {
 pub enum ValidateFormat {
     Text,
     Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ShellArg {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -93,6 +93,19 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         },
         Command::Trace(command) => trace_cmd::run(command),
         Command::Migrate { flow, write } => migrate_cmd::run(&flow, write, &registry),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let shell = match shell {
+                cli::ShellArg::Bash => clap_complete::Shell::Bash,
+                cli::ShellArg::Zsh => clap_complete::Shell::Zsh,
+                cli::ShellArg::Fish => clap_complete::Shell::Fish,
+                cli::ShellArg::Powershell => clap_complete::Shell::PowerShell,
+            };
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "illumo", &mut script);
+            print!("{}", String::from_utf8_lossy(&script));
+            0
+        }
         Command::Nodes { json } => {
             nodes_cmd::print(&registry, json);
             0

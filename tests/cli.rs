@@ -184,3 +184,45 @@ fn an_unknown_subcommand_exits_2() {
         out.stderr
     );
 }
+
+/// `illumo completions bash`, sourced by a real bash, completes commands and options.
+#[test]
+fn bash_completion_completes_commands_and_options() {
+    let out = Illumo::new().args(["completions", "bash"]).run().success();
+    let dir = crate::support::TempDir::new();
+    let script = dir.write("illumo.bash", &out.stdout);
+    let complete = |words: &str, cword: usize| {
+        let run = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source '{}'; COMP_WORDS=({words}); COMP_CWORD={cword}; _illumo illumo \"${{COMP_WORDS[$COMP_CWORD]}}\" \"${{COMP_WORDS[$COMP_CWORD-1]}}\"; echo \"${{COMPREPLY[@]}}\"",
+                script.display()
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&run.stdout).trim().to_string()
+    };
+    assert_eq!(complete("illumo re", 1), "resume");
+    assert_eq!(complete("illumo run flow.yaml --dur", 3), "--durability");
+    assert_eq!(
+        complete("illumo run flow.yaml --durability ''", 4),
+        "batch sync off"
+    );
+    for (shell, first) in [("zsh", "#compdef illumo"), ("fish", "# Print an optspec")] {
+        let out = Illumo::new().args(["completions", shell]).run().success();
+        assert!(
+            out.stdout.starts_with(first),
+            "{shell}: {}",
+            &out.stdout[..60.min(out.stdout.len())]
+        );
+    }
+    let ps = Illumo::new()
+        .args(["completions", "powershell"])
+        .run()
+        .success();
+    assert!(
+        ps.stdout.contains("Register-ArgumentCompleter"),
+        "{}",
+        ps.stdout.len()
+    );
+}
