@@ -315,3 +315,79 @@ fn goto_targets_in_the_flow_policy_and_in_profiles_load_without_warnings() {
         );
     }
 }
+
+/// `Loop` with `parallel: 3`: the three items meet (each waits until all three have
+/// started, which one at a time could never do), and the results keep item order.
+#[test]
+fn a_parallel_loop_runs_its_items_at_once_and_keeps_their_order() {
+    let dir = crate::support::TempDir::new();
+    let flow = |parallel: usize| {
+        format!(
+            "flow:
+  name: fan
+  entry: each
+  nodes:
+    each:
+      type: Loop
+      setting: {{items: $ctx.items, body: meet, parallel: {parallel}}}
+      outputs: $ctx.results
+    meet:
+      type: Command
+      setting:
+        argv: [sh, -c, 'touch started.$1; n=0; while [ $(ls started.* | wc -l) -lt $2 ]; do n=$((n+1)); [ $n -gt 150 ] && exit 7; sleep 0.01; done; echo \"item $1\"', meet, '{{{{ $ctx.loop.item }}}}', '{{{{ len $ctx.items }}}}']
+"
+        )
+    };
+    dir.write("flow.yaml", &flow(3));
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args([
+            "run",
+            "flow.yaml",
+            "-q",
+            "--tracer",
+            "none",
+            "-c",
+            r#"{"items": ["c", "a", "b"]}"#,
+            "--print",
+            "results",
+        ])
+        .run()
+        .success();
+    assert_eq!(out.stdout, "[\"item c\",\"item a\",\"item b\"]\n");
+    for f in ["started.a", "started.b", "started.c"] {
+        std::fs::remove_file(dir.path().join(f)).unwrap();
+    }
+    // One at a time, the first item waits for the others in vain.
+    dir.write("flow.yaml", &flow(1));
+    let alone = Illumo::new()
+        .in_dir(dir.path())
+        .args([
+            "run",
+            "flow.yaml",
+            "-q",
+            "--tracer",
+            "none",
+            "-c",
+            r#"{"items": ["c", "a", "b"]}"#,
+        ])
+        .run()
+        .code(1);
+    assert!(
+        alone.stderr.contains("exited with code 7"),
+        "{}",
+        alone.stderr
+    );
+    dir.write("flow.yaml", &flow(0));
+    let zero = Illumo::new()
+        .in_dir(dir.path())
+        .args(["validate", "flow.yaml"])
+        .run()
+        .code(2);
+    assert!(
+        zero.stderr
+            .starts_with("error: node `each`: `parallel` must be between 1 and 1024, not 0\n"),
+        "{}",
+        zero.stderr
+    );
+}

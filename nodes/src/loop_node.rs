@@ -1,5 +1,7 @@
 //! `Loop`: runs its `body` node once per item of `items`, with `ctx.loop.item` and
-//! `ctx.loop.index`; its output is the list of the body's outputs.
+//! `ctx.loop.index`; its output is the list of the body's outputs, in item order. With
+//! `parallel: N`, up to N items run at once (a map-reduce: the flow's next node reduces
+//! the list); the first failure stops the others.
 
 use illumo_engine::node::{
     BuildCx, Node, NodeCx, NodeError, NodeFactory, NodeRef, Outcome, RefRole,
@@ -19,13 +21,21 @@ struct LoopConfig {
     /// the node run for each item
     #[schemars(extend("x-kind" = "node id"))]
     body: String,
+    /// how many items run at once (default 1: one after another)
+    #[schemars(extend("x-kind" = "number"))]
+    parallel: Option<usize>,
 }
 
 pub struct Loop {
     items: ValueSpec,
     body: String,
     body_ref: NodeRef,
+    parallel: usize,
 }
+
+type Pending<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (usize, Result<Outcome, NodeError>)> + Send + 'a>,
+>;
 
 pub struct LoopFactory;
 
@@ -56,10 +66,20 @@ impl NodeFactory for LoopFactory {
             );
             return None;
         }
+        let parallel = config.parallel.unwrap_or(1);
+        if !(1..=1024).contains(&parallel) {
+            cx.error(
+                cx.at(&["parallel"]),
+                &parallel.to_string(),
+                format!("`parallel` must be between 1 and 1024, not {parallel}"),
+            );
+            return None;
+        }
         Some(Box::new(Loop {
             items,
             body: config.body,
             body_ref,
+            parallel,
         }))
     }
 }
@@ -81,11 +101,39 @@ impl Node for Loop {
         if !ctx.is_object() {
             ctx = json!({});
         }
+        let mut done: Vec<Option<Outcome>> = (0..items.len()).map(|_| None).collect();
+        let mut running: Vec<Pending<'_>> = Vec::new();
+        let mut next = 0;
+        let cx = &cx;
+        while next < items.len() || !running.is_empty() {
+            while next < items.len() && running.len() < self.parallel {
+                let index = next;
+                let item = &items[index];
+                let mut item_ctx = ctx.clone();
+                item_ctx["loop"] = json!({"item": item, "index": index});
+                let body = self.body.as_str();
+                running.push(Box::pin(async move {
+                    (index, cx.invoke(body, &item_ctx, item).await)
+                }));
+                next += 1;
+            }
+            // The first of the running items to finish.
+            let (index, result) = std::future::poll_fn(|task| {
+                for i in 0..running.len() {
+                    if let std::task::Poll::Ready(r) = running[i].as_mut().poll(task) {
+                        drop(running.swap_remove(i));
+                        return std::task::Poll::Ready(r);
+                    }
+                }
+                std::task::Poll::Pending
+            })
+            .await;
+            // A failure stops the loop; the items still running are cancelled.
+            done[index] = Some(result?);
+        }
         let mut results = Vec::with_capacity(items.len());
         let mut writes = Vec::new();
-        for (index, item) in items.iter().enumerate() {
-            ctx["loop"] = json!({"item": item, "index": index});
-            let outcome = cx.invoke(&self.body, &ctx, item).await?;
+        for outcome in done.into_iter().flatten() {
             results.push(outcome.output);
             // What the body writes besides its output (an agent's `metadata_path`) is
             // applied after the loop, in item order: the last item's value stays.
