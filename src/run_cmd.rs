@@ -175,6 +175,7 @@ fn prepare(args: &RunArgs, registry: &NodeRegistry) -> Result<Prepared, Option<S
     options.permissions.ask = can_ask(args.no_input);
     options.overrides = overrides(&flow, args.profile.as_deref(), args.policy.as_deref())?;
     options.durability = durability(args.durability);
+    options.max_text = max_text(&args.tracer_args)?;
     let mut keep: Vec<Arc<dyn std::any::Any + Send + Sync>> = Vec::new();
     // The journal: in the sqlite tracer's file, or `--state`'s.
     let journal_db = match (&args.state, sqlite) {
@@ -344,11 +345,30 @@ pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, String> 
 
 /// Each tracer and the `--tracer-arg` keys it takes.
 const TRACERS: [(&str, &[&str]); 4] = [
-    ("console", &[]),
-    ("sqlite", &["db_path"]),
-    ("otel", &["exporter_endpoint", "protocol"]),
+    ("console", &["max_text"]),
+    ("sqlite", &["db_path", "max_text"]),
+    ("otel", &["exporter_endpoint", "protocol", "max_text"]),
     ("none", &[]),
 ];
+
+/// `--tracer-arg max_text=N`: how many characters of prompts, replies and the run's ctx
+/// traces keep (the last one given counts).
+pub fn max_text(tracer_args: &[String]) -> Result<usize, Option<String>> {
+    let Some(value) = tracer_args
+        .iter()
+        .rev()
+        .find_map(|a| a.strip_prefix("max_text="))
+    else {
+        return Ok(illumo_engine::node::DEFAULT_MAX_TEXT);
+    };
+    match value.parse::<usize>() {
+        Ok(n) if (100..=16 * 1024 * 1024).contains(&n) => Ok(n),
+        _ => Err(Some(format!(
+            "--tracer-arg max_text={value}: expected a number of characters from 100 to 16777216 (default {})",
+            illumo_engine::node::DEFAULT_MAX_TEXT
+        ))),
+    }
+}
 
 /// The sqlite tracer's file and the tracer, whose writer the journal shares.
 pub type SqliteDb = (String, Arc<DbTracer<SqliteTracer>>);
@@ -423,7 +443,7 @@ pub fn tracers_of(args: &TracerChoice) -> Result<Tracers, Option<String>> {
                     "--tracer-arg `{key}` is a setting of the `{t}` tracer; add `--tracer {t}`"
                 ),
                 None => format!(
-                    "--tracer-arg `{key}` is not a setting of any tracer (sqlite takes `db_path`; otel takes `exporter_endpoint` and `protocol`)"
+                    "--tracer-arg `{key}` is not a setting of any tracer (sqlite takes `db_path`; otel takes `exporter_endpoint` and `protocol`; every tracer takes `max_text`)"
                 ),
             }));
         }

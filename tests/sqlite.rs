@@ -552,3 +552,80 @@ fn a_schema_version_without_its_tables_stops_the_run_before_it_starts() {
         "nothing created"
     );
 }
+
+/// Traces keep whole prompts (system, history, user) up to `max_text`, and the root span
+/// the run's input and final ctx, with secrets replaced.
+#[test]
+fn traces_keep_full_prompts_and_the_runs_ctx() {
+    let dir = TempDir::new();
+    let system = format!("You are careful. {}", "Rule. ".repeat(200));
+    dir.write("r.yaml", "replies: {talk: [fine]}\n");
+    dir.write(
+        "flow.yaml",
+        &format!(
+            "flow:\n  name: t\n  nodes:\n    talk:\n      type: Agent\n      setting: {{provider: scripted, responses: r.yaml, system: '{system}', prompt: 'hello {{{{ $ctx.who }}}}', history_path: $ctx.chat}}\n"
+        ),
+    );
+    let db = dir.path().join("t.db");
+    let run = |extra: &[&str]| {
+        let _ = std::fs::remove_file(&db);
+        Illumo::new()
+            .in_dir(dir.path())
+            .args(["run", "flow.yaml", "-q", "--tracer", "sqlite", "--tracer-arg", "db_path=t.db"])
+            .args(["-c", r#"{"who": "ada", "token": "tok-98765-secret", "chat": [{"role": "user", "content": "earlier"}]}"#])
+            .args(["--redact", "tok-98765-secret"])
+            .args(extra)
+            .run()
+            .success()
+    };
+    run(&[]);
+    let messages = sqlite3(
+        &db,
+        "SELECT json_extract(attributes, '$.messages') FROM events WHERE name = 'agent.request'",
+    );
+    let messages: serde_json::Value = serde_json::from_str(messages.trim()).unwrap();
+    assert_eq!(
+        messages,
+        serde_json::json!([
+            {"role": "system", "content": system},
+            {"role": "user", "content": "earlier"},
+            {"role": "user", "content": "hello ada"}
+        ])
+    );
+    let input = sqlite3(
+        &db,
+        "SELECT json_extract(attributes, '$.input.ctx') FROM spans WHERE kind = 'flow'",
+    );
+    assert_eq!(input, "{\"who\":\"ada\",\"token\":\"***\",\"chat\":[{\"role\":\"user\",\"content\":\"earlier\"}]}\n");
+    let output = sqlite3(
+        &db,
+        "SELECT json_extract(attributes, '$.output.ctx') FROM spans WHERE kind = 'flow'",
+    );
+    assert!(
+        output.contains("\"agents\":{\"talk\":\"fine\"}"),
+        "{output}"
+    );
+    assert!(!sqlite3(&db, ".dump").contains("tok-98765-secret"));
+
+    run(&["--tracer-arg", "max_text=100"]);
+    let cut = sqlite3(&db, "SELECT json_extract(attributes, '$.messages[0].content') FROM events WHERE name = 'agent.request'");
+    assert_eq!(
+        cut.trim_end().chars().count(),
+        101,
+        "100 characters and …: {cut}"
+    );
+    assert!(cut.trim_end().ends_with('…'));
+    let bad = Illumo::new()
+        .in_dir(dir.path())
+        .args([
+            "run",
+            "flow.yaml",
+            "--tracer",
+            "sqlite",
+            "--tracer-arg",
+            "max_text=5",
+        ])
+        .run()
+        .code(2);
+    assert_eq!(bad.stderr, "error: --tracer-arg max_text=5: expected a number of characters from 100 to 16777216 (default 16384)\n");
+}

@@ -234,6 +234,10 @@ pub trait Invoker: Send + Sync {
     fn is_secret(&self, _text: &str) -> bool {
         false
     }
+    /// How many characters of a long text a trace keeps.
+    fn max_text(&self) -> usize {
+        DEFAULT_MAX_TEXT
+    }
 
     /// Records a finished piece of work of this attempt (a tool call) as a child span.
     fn child_span(
@@ -325,7 +329,16 @@ impl NodeCx<'_> {
     pub fn preview(&self, value: &Value, max: usize) -> String {
         self.invoker.preview(value, max)
     }
+
+    /// How much of a long text (a prompt, a reply, a tool's result) a trace keeps: the
+    /// tracers' `max_text` setting (default [`DEFAULT_MAX_TEXT`]).
+    pub fn max_text(&self) -> usize {
+        self.invoker.max_text()
+    }
 }
+
+/// How many characters of a prompt, a reply or a run's ctx traces keep, by default.
+pub const DEFAULT_MAX_TEXT: usize = 16 * 1024;
 
 /// A node instance, built once at load and shared by every attempt and branch.
 #[async_trait::async_trait]

@@ -154,4 +154,7 @@ impl Invoker for AttemptInvoker<'_> {
     fn preview(&self, value: &Value, max: usize) -> String {
         self.shared.redactor.preview(value, max)
     }
+    fn max_text(&self) -> usize {
+        self.shared.max_text
+    }
 }

@@ -52,6 +52,8 @@ pub struct RunOptions {
     pub entry: Option<(usize, Value)>,
     /// More attributes for the run's root span (`forked_from`).
     pub attributes: serde_json::Map<String, Value>,
+    /// How many characters of long texts traces keep (prompts, replies, the run's ctx).
+    pub max_text: usize,
 }
 
 impl RunOptions {
@@ -68,6 +70,7 @@ impl RunOptions {
             replay: None,
             entry: None,
             attributes: serde_json::Map::new(),
+            max_text: crate::node::DEFAULT_MAX_TEXT,
         }
     }
 }
@@ -207,7 +210,7 @@ pub async fn run(
 ) -> Result<RunOutput, RunFailure> {
     let trace_id = options.trace_id;
     let shared = Arc::new(shared::Shared::new(flow, &options));
-    let root = shared.flow_span();
+    let root = shared.flow_span(&ctx);
     if let Some(replay) = &options.replay {
         let answered = replay.answer.as_ref().map(|(node, _)| node.clone());
         shared.event(
@@ -249,7 +252,14 @@ pub async fn run(
             );
         }
     }
-    shared.end_flow_span(root, result.as_ref().map(|_| ()).map_err(|(e, _)| e));
+    let final_ctx = match &result {
+        Ok((ctx, _)) | Err((_, ctx)) => ctx,
+    };
+    shared.end_flow_span(
+        root,
+        result.as_ref().map(|_| ()).map_err(|(e, _)| e),
+        final_ctx,
+    );
     match result {
         Ok((ctx, steps)) => Ok(RunOutput {
             ctx,

@@ -30,6 +30,7 @@ pub(super) struct Shared {
     span_attributes: Vec<Arc<Map<String, Value>>>,
     /// More attributes of the root span.
     root_attributes: Map<String, Value>,
+    pub max_text: usize,
 }
 
 impl Shared {
@@ -64,6 +65,7 @@ impl Shared {
             }
         }
         Shared {
+            max_text: options.max_text,
             root_attributes: options.attributes.clone(),
             span_attributes,
             flow,
@@ -80,8 +82,8 @@ impl Shared {
         }
     }
 
-    /// Starts the root span.
-    pub fn flow_span(&self) -> Option<SpanData> {
+    /// Starts the root span, with the run's input ctx (secrets replaced, cut to `max_text`).
+    pub fn flow_span(&self, ctx: &Value) -> Option<SpanData> {
         let span = self.tracing.then(|| {
             let mut attributes = Map::new();
             attributes.insert(
@@ -91,6 +93,10 @@ impl Shared {
             for (key, value) in &self.root_attributes {
                 attributes.insert(key.clone(), value.clone());
             }
+            attributes.insert(
+                "input".into(),
+                json!({"ctx": self.redactor.preview(ctx, self.max_text)}),
+            );
             SpanData {
                 trace_id: self.trace_id,
                 span_id: self.root_id,
@@ -110,8 +116,17 @@ impl Shared {
 
     /// Ends the root span with the run's result (a failure says what failed and why),
     /// then flushes the tracers.
-    pub fn end_flow_span(&self, root: Option<SpanData>, result: Result<(), &RunError>) {
+    pub fn end_flow_span(
+        &self,
+        root: Option<SpanData>,
+        result: Result<(), &RunError>,
+        ctx: &Value,
+    ) {
         if let Some(mut span) = root {
+            span.attributes.insert(
+                "output".into(),
+                json!({"ctx": self.redactor.preview(ctx, self.max_text)}),
+            );
             span.end_time = Some(SystemTime::now());
             span.status = match result {
                 Ok(()) => SpanStatus::Ok,

@@ -600,12 +600,24 @@ impl AgentCore {
         let mut event = Map::new();
         event.insert("model".into(), json!(self.model));
         event.insert("provider".into(), json!(self.provider.system()));
+        let max = cx.max_text();
         event.insert(
             "prompt".into(),
             json!(cx.preview(
                 &json!(request.messages.last().map(|m| m.content.as_str())),
-                500
+                max
             )),
+        );
+        // The whole conversation sent (system, history, user), each cut to `max_text`.
+        event.insert(
+            "messages".into(),
+            Value::Array(
+                request
+                    .messages
+                    .iter()
+                    .map(|m| json!({"role": m.role, "content": cx.preview(&json!(m.content), max)}))
+                    .collect(),
+            ),
         );
         cx.event("agent.request", event);
         // `stream: true` asks the server for a stream; the text is shown as it arrives
@@ -648,7 +660,7 @@ impl AgentCore {
         let mut event = Map::new();
         event.insert(
             "reply".into(),
-            json!(cx.preview(&json!(response.text), 500)),
+            json!(cx.preview(&json!(response.text), cx.max_text())),
         );
         event.insert("input_tokens".into(), json!(response.input_tokens));
         event.insert("output_tokens".into(), json!(response.output_tokens));

@@ -210,7 +210,10 @@ impl Tools {
         let mut event = Map::new();
         event.insert("id".into(), json!(call.id));
         event.insert("name".into(), json!(call.name));
-        event.insert("arguments".into(), json!(cx.preview(&call.arguments, 500)));
+        event.insert(
+            "arguments".into(),
+            json!(cx.preview(&call.arguments, cx.max_text())),
+        );
         cx.event("agent.tool_call", event);
         let started = std::time::SystemTime::now();
         let result = match self.list.iter().find(|t| t.name() == call.name) {
@@ -241,7 +244,7 @@ impl Tools {
         let mut event = Map::new();
         event.insert("id".into(), json!(call.id));
         event.insert("name".into(), json!(call.name));
-        event.insert("result".into(), json!(cx.preview(&result, 500)));
+        event.insert("result".into(), json!(cx.preview(&result, cx.max_text())));
         cx.event("agent.tool_result", event);
         // A node tool has its own span already (it ran as a node).
         if !matches!(
@@ -254,11 +257,11 @@ impl Tools {
             attributes.insert("tool".into(), json!({"name": call.name, "id": call.id}));
             attributes.insert(
                 "input".into(),
-                json!({"preview": cx.preview(&call.arguments, 500)}),
+                json!({"preview": cx.preview(&call.arguments, cx.max_text())}),
             );
             attributes.insert(
                 "output".into(),
-                json!({"preview": cx.preview(&result, 500)}),
+                json!({"preview": cx.preview(&result, cx.max_text())}),
             );
             cx.child_span(&format!("tool {}", call.name), started, attributes, !failed);
         }
