@@ -328,6 +328,15 @@ pub enum TraceCommand {
         /// Filters in illumo-flow's TraceQL subset: `trace_id="..."`, `span.name=="FLOW"`, `limit N`
         #[arg(long, value_name = "QUERY")]
         traceql: Option<String>,
+        /// Only runs of this flow
+        #[arg(long, value_name = "NAME")]
+        flow: Option<String>,
+        /// Only runs in this state: ok, failed, interrupted, paused or running
+        #[arg(long, value_name = "STATE")]
+        status: Option<String>,
+        /// Only runs started since: a duration back from now (`30m`, `2h`) or a time (`2026-12-01T09:00`)
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
     },
     /// Show one run as a tree of node attempts with durations, statuses and events
     #[command(
@@ -345,6 +354,9 @@ pub enum TraceCommand {
         /// The trace, as illumo-flow's TraceQL subset gives it: `trace_id="..."`
         #[arg(long, value_name = "QUERY")]
         traceql: Option<String>,
+        /// Under each node attempt, its input and output (as the trace keeps them)
+        #[arg(long)]
+        io: bool,
     },
     /// Find node attempts by status, node, attribute or timeout
     #[command(

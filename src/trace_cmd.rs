@@ -28,7 +28,18 @@ fn execute(command: TraceCommand) -> Result<String, String> {
             limit,
             format,
             traceql,
+            flow,
+            status,
+            since,
         } => {
+            if let Some(s) = &status {
+                if !["ok", "failed", "interrupted", "paused", "running"].contains(&s.as_str()) {
+                    return Err(format!(
+                        "--status `{s}`: a run is ok, failed, interrupted, paused or running"
+                    ));
+                }
+            }
+            let since = since.as_deref().map(since_time).transpose()?;
             let filters = traceql
                 .as_deref()
                 .map(crate::traceql::parse)
@@ -39,23 +50,48 @@ fn execute(command: TraceCommand) -> Result<String, String> {
                 return Err("--traceql: `trace list` filters by trace_id, span.name (the flow) and limit; use `trace search` for the rest".into());
             }
             let conn = store::open(Path::new(&db))?;
-            let runs = store::list_runs_where(
+            let limit = filters.limit.unwrap_or(limit);
+            let filtering = status.is_some() || since.is_some();
+            let mut runs = store::list_runs_where(
                 &conn,
-                filters.limit.unwrap_or(limit),
+                if filtering { usize::MAX >> 1 } else { limit },
                 filters.trace_id.as_deref(),
-                filters.name.as_deref(),
+                flow.as_deref().or(filters.name.as_deref()),
             )?;
+            runs.retain(|r| {
+                status
+                    .as_ref()
+                    .is_none_or(|s| r.state.trim_end_matches('?') == s)
+                    && since
+                        .as_ref()
+                        .is_none_or(|t| r.start_time.as_str() >= t.as_str())
+            });
+            runs.truncate(limit);
+            let tokens: Vec<Option<i64>> = runs
+                .iter()
+                .map(|r| store::tokens(&conn, &r.trace_id))
+                .collect::<Result<_, _>>()?;
             Ok(match format {
-                ListFormat::Json => json_text(&Value::Array(runs.iter().map(run_json).collect())),
+                ListFormat::Json => json_text(&Value::Array(
+                    runs.iter()
+                        .zip(&tokens)
+                        .map(|(r, t)| {
+                            let mut v = run_json(r);
+                            v["tokens"] = json!(t);
+                            v
+                        })
+                        .collect(),
+                )),
                 ListFormat::Table if runs.is_empty() => format!("no runs in {db}\n"),
                 ListFormat::Table | ListFormat::Markdown => rows_as(
                     format,
                     &[
                         "TRACE ID", "FLOW", "START", "DURATION", "STATUS", "NODES", "STATE",
-                        "RESUME",
+                        "RESUME", "TOKENS",
                     ],
                     runs.iter()
-                        .map(|r| {
+                        .zip(&tokens)
+                        .map(|(r, t)| {
                             vec![
                                 r.trace_id.clone(),
                                 r.flow.clone(),
@@ -65,6 +101,7 @@ fn execute(command: TraceCommand) -> Result<String, String> {
                                 r.nodes.to_string(),
                                 r.state.clone(),
                                 if r.resumable { "yes" } else { "no" }.to_string(),
+                                t.map_or("-".to_string(), |t| t.to_string()),
                             ]
                         })
                         .collect(),
@@ -76,6 +113,7 @@ fn execute(command: TraceCommand) -> Result<String, String> {
             db,
             format,
             traceql,
+            io,
         } => {
             let filters = traceql
                 .as_deref()
@@ -93,7 +131,7 @@ fn execute(command: TraceCommand) -> Result<String, String> {
             };
             let spans = store::trace(&conn, &trace_id)?;
             Ok(match format {
-                ShowFormat::Tree => tree(&spans),
+                ShowFormat::Tree => tree(&spans, io),
                 ShowFormat::Table => span_table(&spans),
                 ShowFormat::Json => json_text(&json!({
                     "trace_id": trace_id,
@@ -317,7 +355,27 @@ fn event_line(e: &EventRow) -> String {
 
 /// The run as an indented tree: the flow, its node attempts (loop bodies under their
 /// loop), and each attempt's events.
-fn tree(spans: &[SpanRow]) -> String {
+/// `--since`: a duration back from now, or a time (compared as the stored UTC text).
+fn since_time(text: &str) -> Result<String, String> {
+    if let Some(back) = illumo_engine::duration::parse_duration(text) {
+        let at = std::time::SystemTime::now()
+            .checked_sub(back)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        return Ok(illumo_engine::ids::iso8601(at));
+    }
+    let looks_like_time = text.len() >= 10
+        && text.as_bytes()[4] == b'-'
+        && text.as_bytes()[7] == b'-'
+        && text[..4].chars().all(|c| c.is_ascii_digit());
+    if looks_like_time {
+        return Ok(text.to_string());
+    }
+    Err(format!(
+        "--since `{text}`: give a duration back from now (`30m`, `2h`) or a UTC time (`2026-12-01T09:00`)"
+    ))
+}
+
+fn tree(spans: &[SpanRow], io: bool) -> String {
     let ids: std::collections::HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
     let mut children: std::collections::HashMap<&str, Vec<&SpanRow>> =
         std::collections::HashMap::new();
@@ -330,7 +388,7 @@ fn tree(spans: &[SpanRow]) -> String {
     }
     let mut out = String::new();
     for root in roots {
-        write_span(&mut out, &children, root, 0);
+        write_span(&mut out, &children, root, 0, io);
     }
     out
 }
@@ -340,6 +398,7 @@ fn write_span(
     children: &std::collections::HashMap<&str, Vec<&SpanRow>>,
     span: &SpanRow,
     depth: usize,
+    io: bool,
 ) {
     let pad = "  ".repeat(depth);
     if span.kind == "flow" {
@@ -382,12 +441,20 @@ fn write_span(
             span.name,
             duration(span.duration_ms)
         ));
+        if io {
+            for (label, pointer) in [("in ", "/input/preview"), ("out", "/output/preview")] {
+                let text = attr(span, pointer);
+                if !text.is_empty() {
+                    out.push_str(&format!("{pad}    {label}: {text}\n"));
+                }
+            }
+        }
     }
     for e in &span.events {
         out.push_str(&format!("{pad}    {}\n", event_line(e)));
     }
     for child in children.get(span.span_id.as_str()).into_iter().flatten() {
-        write_span(out, children, child, depth + 1);
+        write_span(out, children, child, depth + 1, io);
     }
 }
 

@@ -22,8 +22,8 @@ fn list_show_and_search_a_recorded_run() {
     assert_eq!(
         rows,
         [
-            "TRACE ID FLOW START DURATION STATUS NODES STATE RESUME",
-            "<trace_id> retry_timeout_goto <time> <dur> OK 6 ok no"
+            "TRACE ID FLOW START DURATION STATUS NODES STATE RESUME TOKENS",
+            "<trace_id> retry_timeout_goto <time> <dur> OK 6 ok no -"
         ]
     );
 
@@ -172,7 +172,8 @@ fn durations_no_clock_gives_do_not_crash_the_reader() {
             "OK",
             "6",
             "ok",
-            "no"
+            "no",
+            "-"
         ]
     );
 }
@@ -326,4 +327,109 @@ fn events_on_stdout_come_before_the_ctx_and_keep_secrets_out() {
         "key ***"
     );
     assert!(!out.stdout.contains("sk-test-0123456789"));
+}
+
+#[test]
+fn trace_list_filters_and_counts_tokens_and_show_prints_io() {
+    let dir = TempDir::new();
+    let db = dir.path().join("t.db");
+    let db_arg = db.display().to_string();
+    for message in ["How do I reset my password?", "What's the weather on Mars?"] {
+        Illumo::new()
+            .args([
+                "run",
+                "examples/multi_agent/chat_bot/faq_flow.yaml",
+                "-c",
+                "@examples/multi_agent/chat_bot/context.json",
+            ])
+            .args([
+                "--set",
+                &format!("chat.message={message}"),
+                "--set",
+                "support.threshold=0.0",
+            ])
+            .args([
+                "--tracer",
+                "sqlite",
+                "--tracer-arg",
+                &format!("db_path={db_arg}"),
+                "-q",
+                "-o",
+                "/dev/null",
+            ])
+            .run()
+            .success();
+    }
+    dir.write("fail.yaml", "flow:\n  name: boom\n  nodes:\n    x: {type: Command, setting: {argv: [sh, -c, 'exit 3']}}\n");
+    Illumo::new()
+        .args([
+            "run",
+            &dir.path().join("fail.yaml").display().to_string(),
+            "--trace-db",
+            &db_arg,
+            "-q",
+        ])
+        .run()
+        .code(1);
+    let list = |args: &[&str]| {
+        let out = Illumo::new()
+            .args(["trace", "list", "--db", &db_arg, "--format", "json"])
+            .args(args)
+            .run()
+            .success();
+        serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let all = list(&[]);
+    assert_eq!(all.as_array().unwrap().len(), 3);
+    let failed = list(&["--status", "failed"]);
+    assert_eq!(
+        (
+            failed.as_array().unwrap().len(),
+            &failed[0]["flow"],
+            &failed[0]["tokens"]
+        ),
+        (1, &"boom".into(), &serde_json::Value::Null)
+    );
+    let chats = list(&["--flow", "support_chatbot"]);
+    let tokens: Vec<i64> = chats
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["tokens"].as_i64().unwrap())
+        .collect();
+    assert_eq!(tokens.len(), 2);
+    assert!(tokens.iter().all(|t| *t > 100), "{tokens:?}");
+    assert_eq!(list(&["--since", "1h"]).as_array().unwrap().len(), 3);
+    assert_eq!(
+        list(&["--since", "2999-01-01T00:00"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let bad = Illumo::new()
+        .args(["trace", "list", "--db", &db_arg, "--status", "done"])
+        .run()
+        .code(2);
+    assert_eq!(
+        bad.stderr,
+        "error: --status `done`: a run is ok, failed, interrupted, paused or running\n"
+    );
+
+    let show = Illumo::new()
+        .args([
+            "trace",
+            "show",
+            "--db",
+            &db_arg,
+            "--io",
+            &chats[0]["trace_id"].as_str().unwrap()[..8],
+        ])
+        .run()
+        .success();
+    assert!(
+        show.stdout.contains("  ✓ reply (Set)  ") && show.stdout.contains("      out: {\"answer\":\"I could not find this in our help center.\",\"confidence\":0.3}\n"),
+        "{}",
+        show.stdout
+    );
 }

@@ -173,6 +173,19 @@ fn span_state(status: &str, duration_ms: Option<f64>) -> &'static str {
     }
 }
 
+/// The LLM tokens (in and out) a run's node attempts used, if any node reported some.
+pub fn tokens(conn: &Connection, trace_id: &str) -> Result<Option<i64>, String> {
+    conn.query_row(
+        "SELECT sum(coalesce(json_extract(attributes, '$.gen_ai.usage.input_tokens'), 0)
+                  + coalesce(json_extract(attributes, '$.gen_ai.usage.output_tokens'), 0))
+         FROM spans WHERE trace_id = ?1 AND kind = 'node'
+           AND json_extract(attributes, '$.gen_ai.usage') IS NOT NULL",
+        [trace_id],
+        |r| r.get(0),
+    )
+    .map_err(text)
+}
+
 /// The full trace id for an id or a unique prefix of one.
 pub fn resolve_trace(conn: &Connection, id: &str) -> Result<String, String> {
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
