@@ -77,6 +77,11 @@ pub enum Command {
     /// Read traces recorded by the sqlite tracer
     #[command(subcommand)]
     Trace(TraceCommand),
+    /// Print a JSON Schema (draft 2020-12) of the flow format, for editors
+    #[command(
+        after_help = "Examples:\n  illumo schema > flow.schema.json\n  # then, as a flow file's first line:\n  # yaml-language-server: $schema=flow.schema.json\n\nEvery node type's settings are included; see docs/editors.md for VS Code and Neovim."
+    )]
+    Schema,
     /// Print a shell completion script
     #[command(
         after_help = "Examples:\n  illumo completions bash > ~/.local/share/bash-completion/completions/illumo\n  illumo completions zsh > \"${fpath[1]}/_illumo\"\n  illumo completions fish > ~/.config/fish/completions/illumo.fish\n  illumo completions powershell >> $PROFILE"

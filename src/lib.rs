@@ -31,6 +31,7 @@ mod nodes_cmd;
 mod report;
 mod resume_cmd;
 mod run_cmd;
+mod schema_cmd;
 mod signals;
 mod trace_cmd;
 mod traceql;
@@ -93,6 +94,10 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         },
         Command::Trace(command) => trace_cmd::run(command),
         Command::Migrate { flow, write } => migrate_cmd::run(&flow, write, &registry),
+        Command::Schema => {
+            schema_cmd::print(&registry);
+            0
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let shell = match shell {

@@ -21,6 +21,7 @@ mod python;
 mod python_exec;
 mod runtime;
 mod sandbox;
+mod schema;
 mod sqlite;
 mod tools;
 mod trace_cli;
