@@ -77,6 +77,11 @@ pub enum Command {
     /// Read traces recorded by the sqlite tracer
     #[command(subcommand)]
     Trace(TraceCommand),
+    /// Run flow test cases (`*.test.yaml`) and report like pytest
+    #[command(
+        after_help = "Examples:\n  illumo test                       # every *.test.yaml under tests/flows\n  illumo test tests/flows/chat_bot.test.yaml --junit report.xml\n\nA test file names a `flow` and its `cases`: `context`, `llm` (scripted=FILE or replay=FILE), `profile`, `exit_code` (default 0) and `expect`, a map of ctx paths to a value or to {contains}, {matches: REGEX} or {approx, tolerance}.\nPaths in a test file are relative to it. Exit 1 if a case failed, 2 for a bad test file."
+    )]
+    Test(TestArgs),
     /// Print a JSON Schema (draft 2020-12) of the flow format, for editors
     #[command(
         after_help = "Examples:\n  illumo schema > flow.schema.json\n  # then, as a flow file's first line:\n  # yaml-language-server: $schema=flow.schema.json\n\nEvery node type's settings are included; see docs/editors.md for VS Code and Neovim."
@@ -98,6 +103,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args)]
+pub struct TestArgs {
+    /// Test files or folders (default: tests/flows)
+    #[arg(value_name = "FILE|DIR")]
+    pub files: Vec<String>,
+    /// Write a JUnit XML report here (for CI)
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<String>,
+    /// How many cases run at once (default: one per core)
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
 }
 
 #[derive(Args)]

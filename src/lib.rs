@@ -33,6 +33,7 @@ mod resume_cmd;
 mod run_cmd;
 mod schema_cmd;
 mod signals;
+mod test_cmd;
 mod trace_cmd;
 mod traceql;
 mod validate_cmd;
@@ -94,6 +95,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         },
         Command::Trace(command) => trace_cmd::run(command),
         Command::Migrate { flow, write } => migrate_cmd::run(&flow, write, &registry),
+        Command::Test(args) => test_cmd::run(&args),
         Command::Schema => {
             schema_cmd::print(&registry);
             0

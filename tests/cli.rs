@@ -226,3 +226,71 @@ fn bash_completion_completes_commands_and_options() {
         ps.stdout.len()
     );
 }
+
+/// `illumo test`: the project's own flow cases pass; a failing case is reported like
+/// pytest, in JUnit XML too; a bad test file exits 2.
+#[test]
+fn illumo_test_runs_flow_cases_and_reports_like_pytest() {
+    let own = Illumo::new().args(["test"]).run().success();
+    let lines: Vec<&str> = own.stdout.lines().collect();
+    assert!(lines.len() >= 7, "{}", own.stdout);
+    assert!(
+        lines[..lines.len() - 1]
+            .iter()
+            .all(|l| l.ends_with(" PASSED")),
+        "{}",
+        own.stdout
+    );
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with(&format!("{} passed in ", lines.len() - 1)),
+        "{last}"
+    );
+
+    let dir = crate::support::TempDir::new();
+    dir.write("flow.yaml", "flow:\n  name: f\n  nodes:\n    a: {type: Set, setting: {value: {n: 3.14, s: hello world, l: [1, 2]}}, outputs: $ctx.out}\n");
+    dir.write(
+        "f.test.yaml",
+        "flow: flow.yaml\ncases:\n  - name: right\n    expect: {out.n: {approx: 3.1, tolerance: 0.1}, out.s: {matches: '^hello'}, out.l: {contains: 2}}\n  - name: wrong\n    expect: {out.s: {contains: bye}, out.n: 3, missing.x: 1}\n    exit_code: 0\n",
+    );
+    let junit = dir.path().join("report.xml");
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args([
+            "test",
+            "f.test.yaml",
+            "--junit",
+            &junit.display().to_string(),
+        ])
+        .run()
+        .code(1);
+    let shown: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        shown[..shown.len() - 1],
+        [
+            "f.test.yaml::right PASSED",
+            "f.test.yaml::wrong FAILED",
+            "",
+            "=================================== FAILURES ===================================",
+            "___ f.test.yaml::wrong ___",
+            "  $ctx.out.s: expected it to contain \"bye\", got \"hello world\"",
+            "  $ctx.out.n: expected 3, got 3.14",
+            "  $ctx.missing.x: expected 1, got nothing (not in ctx)",
+        ]
+    );
+    assert!(shown.last().unwrap().starts_with("1 failed, 1 passed in "));
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("<testsuite name=\"illumo\" tests=\"2\" failures=\"1\""),
+        "{xml}"
+    );
+    assert!(xml.contains("<failure message=\"$ctx.out.s: expected it to contain &quot;bye&quot;, got &quot;hello world&quot;\">"), "{xml}");
+
+    dir.write("bad.test.yaml", "flow: flow.yaml\ncases:\n  - nmae: typo\n");
+    let bad = Illumo::new()
+        .in_dir(dir.path())
+        .args(["test", "bad.test.yaml"])
+        .run()
+        .code(2);
+    assert_eq!(bad.stderr, "error: bad.test.yaml: case 1: unknown key `nmae`; a case has flow, name, context, llm, profile, exit_code, expect\n");
+}
