@@ -28,6 +28,7 @@ mod graph;
 mod inputs;
 mod migrate_cmd;
 mod nodes_cmd;
+mod playbook;
 mod report;
 mod resume_cmd;
 mod run_cmd;
@@ -127,6 +128,49 @@ pub(crate) fn color_choice() -> ColorChoice {
     COLOR.get().copied().unwrap_or_default()
 }
 
+/// Loads a flow file's text: a flow, or a playbook loaded as the flow it stands for (its
+/// problems shown at the playbook's own lines).
+pub(crate) fn load_text(
+    path: &str,
+    text: String,
+    registry: &NodeRegistry,
+) -> Result<Flow, LoadError> {
+    let parsed = match illumo_engine::yaml::parse(&text) {
+        Ok(parsed) if playbook::is_playbook(&parsed.yaml) => parsed,
+        _ => return Flow::load(Source::new(path, text), registry),
+    };
+    let source = Source::new(path, text);
+    let translated = match playbook::translate(&parsed.yaml) {
+        Ok(t) => t,
+        Err(mut diagnostics) => {
+            playbook::resolve(&mut diagnostics, &parsed);
+            return Err(LoadError {
+                source,
+                diagnostics,
+            });
+        }
+    };
+    let generated = Source::new(path, translated.text);
+    match Flow::load(generated.clone(), registry) {
+        Ok(mut flow) => {
+            playbook::map_back(&mut flow.warnings, &generated, &translated.lines);
+            playbook::resolve(&mut flow.warnings, &parsed);
+            flow.source = source;
+            Ok(flow)
+        }
+        Err(LoadError {
+            mut diagnostics, ..
+        }) => {
+            playbook::map_back(&mut diagnostics, &generated, &translated.lines);
+            playbook::resolve(&mut diagnostics, &parsed);
+            Err(LoadError {
+                source,
+                diagnostics,
+            })
+        }
+    }
+}
+
 fn stderr_color() -> bool {
     color_choice().stderr_color()
 }
@@ -147,7 +191,7 @@ pub(crate) fn load(path: &str, registry: &NodeRegistry, quiet: bool) -> Result<F
             return Err(EXIT_USAGE);
         }
     };
-    match Flow::load(Source::new(path, text), registry) {
+    match load_text(path, text, registry) {
         Ok(flow) => {
             if !quiet && !flow.warnings.is_empty() {
                 eprint!("{}", flow.source.render_all(&flow.warnings, stderr_color()));

@@ -84,10 +84,13 @@ fn check(target: &Target, registry: &NodeRegistry) -> Checked {
         Err(e) if e.starts_with("the flow file: ") => return Checked::Unread(e),
         Err(e) => return Checked::Unread(format!("cannot read flow file `{path}`: {e}")),
     };
-    if target.from_pattern && !text.lines().any(|l| l.starts_with("flow:")) {
+    let flow_like = text
+        .lines()
+        .any(|l| l.starts_with("flow:") || l.starts_with("steps:"));
+    if target.from_pattern && !flow_like {
         return Checked::Skipped;
     }
-    match Flow::load(Source::new(path.as_str(), text), registry) {
+    match crate::load_text(path, text, registry) {
         Ok(flow) => Checked::Loaded(Box::new(flow)),
         Err(LoadError {
             source,

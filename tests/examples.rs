@@ -171,6 +171,7 @@ fn every_example_is_valid() {
         "examples/multi_agent/coding_assistant",
         "examples/multi_agent/chat_bot",
         "examples/code_agent",
+        "examples/playbooks",
     ]
     .map(|d| std::fs::read_dir(crate::support::root().join(d)).unwrap());
     for entry in dirs.into_iter().flatten() {
@@ -404,5 +405,89 @@ fn code_agent_extract_emails_finds_every_address_in_the_file() {
             "ada.l@lab.example.org",
             "cy+news@example.net"
         ])
+    );
+}
+
+#[test]
+fn a_playbook_runs_as_a_flow_step_after_step() {
+    let run = |context: &str| {
+        Illumo::new()
+            .args([
+                "run",
+                "examples/playbooks/backend-task.yaml",
+                "-c",
+                context,
+                "--tracer",
+                "none",
+                "-q",
+            ])
+            .run()
+            .success()
+            .ctx()
+    };
+    let ctx = run(r#"{"lint_enabled": true, "version": "1.2"}"#);
+    let book = &ctx["playbook"];
+    assert_eq!(book["lint"], "");
+    assert!(
+        book["test"].as_str().unwrap().contains("1 passed"),
+        "{book}"
+    );
+    assert_eq!(book["package"], "packaged backend 1.2");
+    assert_eq!(
+        ctx["errors"][0]["node"], "coverage",
+        "fail_fast: false went on"
+    );
+    assert_eq!(ctx["routing"]["check_lint"]["target"], "lint");
+    // Without lint_enabled, the condition skips lint.
+    let skipped = run(r#"{"version": "1.3"}"#);
+    assert_eq!(skipped["playbook"].get("lint"), None);
+    assert_eq!(skipped["routing"]["check_lint"]["target"], "test");
+    assert_eq!(skipped["playbook"]["package"], "packaged backend 1.3");
+}
+
+#[test]
+fn playbook_problems_are_reported_at_the_playbooks_lines() {
+    let dir = crate::support::TempDir::new();
+    dir.write(
+        "pb.yaml",
+        "name: broken\nsteps:\n  - name: one\n    command: echo \"unclosed\n    retry_cont: 2\n  - name: two\n    command: echo {{ $ctx.nope.. }}\n    condition: \"ctx.x >\"\n",
+    );
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args(["validate", "pb.yaml"])
+        .run()
+        .code(2);
+    assert_eq!(
+        out.stderr,
+        "error: the command cannot be split into words: unclosed `\"` in `echo \"unclosed`
+ --> pb.yaml:4:14
+  |
+4 |     command: echo \"unclosed
+  |              ^^^^^^^^^^^^^^
+
+error: unknown key `retry_cont` in a step
+ --> pb.yaml:5:5
+  |
+5 |     retry_cont: 2
+  |     ^^^^^^^^^^ did you mean `retry_count`?
+
+error: pb.yaml has 2 errors
+"
+    );
+    dir.write(
+        "pb.yaml",
+        "name: b\nsteps:\n  - name: two\n    command: echo hi\n    condition: \"ctx.x >\"\n",
+    );
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args(["validate", "pb.yaml"])
+        .run()
+        .code(2);
+    assert!(
+        out.stderr.starts_with(
+            "error: invalid condition `ctx.x >`: the condition ends too early\n --> pb.yaml:5:17\n"
+        ),
+        "{}",
+        out.stderr
     );
 }

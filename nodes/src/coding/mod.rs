@@ -10,7 +10,7 @@ mod test_executor;
 pub use inspector::WorkspaceInspectorFactory;
 pub use patch::{fix_hunk_counts, PatchFactory};
 pub use summary::SummaryFactory;
-pub use test_executor::{pytest_counts, TestExecutorFactory};
+pub use test_executor::{pytest_counts, split_words, TestExecutorFactory};
 
 use illumo_engine::path::Step;
 use serde_json::Value;
