@@ -213,6 +213,16 @@ pub struct RunArgs {
     /// DIR/runtime_execution.log (illumo-flow's execution log)
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<String>,
+    /// Batch: run the flow once per row of this JSONL or CSV file (each row's fields on
+    /// top of the ctx, or at --data-path); results as JSON lines on stdout or -o
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<String>,
+    /// Where each row goes in ctx (default: its fields at the top level)
+    #[arg(long, value_name = "PATH", requires = "data")]
+    pub data_path: Option<String>,
+    /// With --data: how many rows run at once (default 4)
+    #[arg(long, value_name = "N", requires = "data")]
+    pub parallel: Option<usize>,
     /// Write one JSON line per run event as it happens (run and node start and end,
     /// routing, retries, streamed tokens, ...) to FILE, or `-` for stdout (docs/events.md)
     #[arg(long, value_name = "FILE|-")]

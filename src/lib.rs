@@ -21,6 +21,7 @@ macro_rules! eprint {
     ($($arg:tt)*) => { $crate::emit::err(format_args!($($arg)*)) };
 }
 
+mod batch;
 mod chat_cmd;
 mod cli;
 mod emit;

@@ -12,8 +12,15 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 pub fn run(args: RunArgs, registry: &NodeRegistry) -> i32 {
+    if args.data.is_some() && (args.print.is_some() || args.from.is_some()) {
+        eprintln!("error: --data runs many times: --print and --from do not go with it (results go to stdout or -o, one JSON line per row)");
+        return EXIT_USAGE;
+    }
     match prepare(&args, registry) {
-        Ok(prepared) => execute(&Finish::of_run(&args), prepared),
+        Ok(prepared) => match &args.data {
+            Some(data) => crate::batch::run(&args, prepared, data),
+            None => execute(&Finish::of_run(&args), prepared),
+        },
         Err(Some(message)) => {
             eprintln!("error: {message}");
             EXIT_USAGE
@@ -207,6 +214,13 @@ fn prepare(args: &RunArgs, registry: &NodeRegistry) -> Result<Prepared, Option<S
         forked_from = Some(json!({"trace_id": trace_id, "node": node}));
     }
     let mut journal_path = None;
+    // The rows of a batch are not journaled (each is a run of its own).
+    let journal_db = if args.data.is_some() {
+        keep.extend(journal_db.map(|(_, db)| db as Arc<dyn std::any::Any + Send + Sync>));
+        None
+    } else {
+        journal_db
+    };
     let journal_db = match args.durability {
         DurabilityArg::Off if args.state.is_some() => {
             return Err(Some(

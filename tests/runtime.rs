@@ -713,3 +713,100 @@ fn templates_render_maps_and_lists_as_json() {
         r#"S={"a":[1,"x"]} L=[1,{"b":2}] N=1.5 B=true Z= item=1 item={"b":2}"#
     );
 }
+
+/// `--data`: a run per row (a trace each, sharing a batch id); a failed row does not stop
+/// the others, and the run exits 1.
+#[test]
+fn a_batch_runs_every_row_and_reports_the_failed_ones() {
+    let dir = crate::support::TempDir::new();
+    dir.write(
+        "flow.yaml",
+        "flow:\n  name: b\n  nodes:\n    a: {type: Set, setting: {value: 'got {{ $ctx.row.message }}'}, outputs: $ctx.out}\n    b: {type: Command, setting: {argv: [sh, -c, 'test \"$1\" != \"got 5\"', x, '{{ $ctx.out }}']}}\n  edges:\n    - a >> b\n",
+    );
+    dir.write("rows.csv", "message,n\n\"hello, you\",1\n5,2\nbye,3\n");
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args([
+            "run",
+            "flow.yaml",
+            "--data",
+            "rows.csv",
+            "--data-path",
+            "row",
+            "--parallel",
+            "2",
+        ])
+        .args([
+            "--trace-db",
+            "t.db",
+            "--tracer",
+            "none",
+            "-o",
+            "results.jsonl",
+        ])
+        .run()
+        .code(1);
+    let results: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary: Vec<(i64, &str, &str)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["row"].as_i64().unwrap(),
+                r["status"].as_str().unwrap(),
+                r["ctx"]["out"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (0, "ok", "got hello, you"),
+            (1, "failed", "-"),
+            (2, "ok", "got bye")
+        ]
+    );
+    assert_eq!(
+        results[1]["error"],
+        "node `b` failed on attempt 1 of 1: `sh` exited with code 1"
+    );
+    let stderr: Vec<&str> = out.stderr.lines().collect();
+    assert!(
+        stderr[0].starts_with("batch ") && stderr[0].ends_with(": 3 rows, 2 at a time"),
+        "{}",
+        out.stderr
+    );
+    let batch = stderr[0]
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':');
+    assert_eq!(
+        stderr[1],
+        format!(
+            "row 1 failed: node `b` failed on attempt 1 of 1: `sh` exited with code 1 (trace {})",
+            results[1]["trace_id"].as_str().unwrap()
+        )
+    );
+    assert!(
+        stderr[2].starts_with(&format!("batch {batch}: 2 ok, 1 failed in ")),
+        "{}",
+        stderr[2]
+    );
+    assert!(
+        stderr[2].contains("; p50 ") && stderr[2].contains("ms, p95 "),
+        "{}",
+        stderr[2]
+    );
+    // One trace per row, each with the batch id and its row.
+    assert_eq!(
+        crate::support::sqlite3(
+            &dir.path().join("t.db"),
+            &format!("SELECT json_extract(attributes, '$.batch.row') FROM spans WHERE kind = 'flow' AND json_extract(attributes, '$.batch.id') = '{batch}' ORDER BY 1")
+        ),
+        "0\n1\n2\n"
+    );
+}
