@@ -116,6 +116,7 @@ fn nodes_lists_types_and_settings_as_json() {
             "Router",
             "RouterAgent",
             "Set",
+            "Subflow",
             "Summary",
             "TestExecutor",
             "WorkspaceInspector"

@@ -810,3 +810,82 @@ fn a_batch_runs_every_row_and_reports_the_failed_ones() {
         "0\n1\n2\n"
     );
 }
+
+/// `Subflow`: a child flow file run as one node, its spans under the node's in the same
+/// trace; its problems at its own lines; files that run each other are refused.
+#[test]
+fn a_subflow_runs_another_flow_file_as_one_node() {
+    let dir = TempDir::new();
+    dir.write(
+        "child.yaml",
+        "flow:\n  name: child\n  nodes:\n    up: {type: Command, setting: {argv: [python3, -c, \"import sys; print(sys.argv[1].upper())\", \"{{ $ctx.text }}\"]}, outputs: $ctx.upper}\n    tag: {type: Set, setting: {value: \"<{{ $ctx.upper }}>\"}, outputs: $ctx.tagged}\n  edges:\n    - up >> tag\n",
+    );
+    let parent = "flow:\n  name: parent\n  nodes:\n    prep: {type: Set, setting: {value: hello}, outputs: $ctx.word}\n    sub:\n      type: Subflow\n      setting: {flow: child.yaml}\n      inputs: {text: $ctx.word}\n      outputs: {tagged: $ctx.result}\n  edges:\n    - prep >> sub\n";
+    dir.write("parent.yaml", parent);
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args([
+            "run",
+            "parent.yaml",
+            "-q",
+            "--trace-db",
+            "t.db",
+            "--print",
+            "result",
+        ])
+        .run()
+        .success();
+    assert_eq!(out.stdout, "<HELLO>\n");
+    assert_eq!(
+        crate::support::sqlite3(
+            &dir.path().join("t.db"),
+            "SELECT s.name || ' < ' || coalesce(p.name, '-') FROM spans s LEFT JOIN spans p ON p.span_id = s.parent_id ORDER BY s.start_time"
+        ),
+        "flow parent < -\nprep < flow parent\nsub < flow parent\nflow child < sub\nup < flow child\ntag < flow child\n"
+    );
+    assert_eq!(
+        crate::support::sqlite3(
+            &dir.path().join("t.db"),
+            "SELECT count(DISTINCT trace_id) FROM spans"
+        ),
+        "1\n"
+    );
+    dir.write(
+        "child.yaml",
+        "flow:\n  nodes:\n    tag: {type: Set, setting: {value: 1}, bogus: 1}\n",
+    );
+    let bad = Illumo::new()
+        .in_dir(dir.path())
+        .args(["validate", "parent.yaml"])
+        .run()
+        .code(2);
+    assert!(
+        bad.stderr
+            .starts_with("error: the subflow `child.yaml` has 1 error\n --> parent.yaml:7:23\n"),
+        "{}",
+        bad.stderr
+    );
+    assert!(
+        bad.stderr
+            .contains("error: unknown key `bogus` in node `tag`\n --> child.yaml:3:43\n"),
+        "{}",
+        bad.stderr
+    );
+    dir.write(
+        "child.yaml",
+        "flow:\n  nodes:\n    back: {type: Subflow, setting: {flow: parent.yaml}}\n",
+    );
+    let cycle = Illumo::new()
+        .in_dir(dir.path())
+        .args(["validate", "parent.yaml"])
+        .run()
+        .code(2);
+    assert!(
+        cycle
+            .stderr
+            .contains("error: node `sub`: flow files run each other: "),
+        "{}",
+        cycle.stderr
+    );
+    assert!(cycle.stderr.contains("parent.yaml -> "), "{}", cycle.stderr);
+}

@@ -238,6 +238,15 @@ pub trait Invoker: Send + Sync {
     fn max_text(&self) -> usize {
         DEFAULT_MAX_TEXT
     }
+    /// Runs another flow (a `Subflow`) from `ctx` to its end, its spans under this
+    /// attempt's; its final ctx.
+    async fn run_flow(
+        &self,
+        _flow: Arc<crate::flow::Flow>,
+        _ctx: Value,
+    ) -> Result<Value, NodeError> {
+        Err(NodeError::fatal("this node cannot run a flow here"))
+    }
 
     /// Records a finished piece of work of this attempt (a tool call) as a child span.
     fn child_span(
@@ -328,6 +337,15 @@ impl NodeCx<'_> {
     /// characters (so a cut never leaves half a secret).
     pub fn preview(&self, value: &Value, max: usize) -> String {
         self.invoker.preview(value, max)
+    }
+
+    /// Runs another flow from `ctx` to its end (a `Subflow`); its final ctx.
+    pub async fn run_flow(
+        &self,
+        flow: Arc<crate::flow::Flow>,
+        ctx: Value,
+    ) -> Result<Value, NodeError> {
+        self.invoker.run_flow(flow, ctx).await
     }
 
     /// How much of a long text (a prompt, a reply, a tool's result) a trace keeps: the
@@ -533,6 +551,8 @@ pub struct BuildCx<'a> {
     pub setting: &'a Yaml,
     pub setting_at: YPath,
     pub(crate) dec: &'a mut Decoder,
+    /// The node types, for a node that loads a flow of its own (`Subflow`).
+    pub registry: Option<&'a NodeRegistry>,
 }
 
 impl<'a> BuildCx<'a> {
@@ -549,7 +569,14 @@ impl<'a> BuildCx<'a> {
             setting,
             setting_at,
             dec,
+            registry: None,
         }
+    }
+
+    /// The same, with the registry a nested flow is loaded with.
+    pub fn with_registry(mut self, registry: &'a NodeRegistry) -> Self {
+        self.registry = Some(registry);
+        self
     }
 
     /// Marks the environment variable `name` as holding a credential this node sends:

@@ -15,6 +15,7 @@ mod router;
 pub mod sandbox;
 mod set;
 pub mod settings;
+mod subflow;
 pub mod support;
 
 pub use command::CommandFactory;
@@ -39,6 +40,7 @@ pub fn register_builtins_with(registry: &mut NodeRegistry, mode: llm::LlmMode) {
 pub fn register_builtins_with_llm(registry: &mut NodeRegistry, llm: llm::Llm) {
     registry.register(SetFactory);
     registry.register(approval::ApprovalFactory);
+    registry.register(subflow::SubflowFactory);
     registry.register(support::retrieve::RetrieveFactory);
     registry.register(support::http::HttpFactory);
     registry.register(support::handoff::HandoffFactory);

@@ -157,4 +157,23 @@ impl Invoker for AttemptInvoker<'_> {
     fn max_text(&self) -> usize {
         self.shared.max_text
     }
+    async fn run_flow(&self, flow: Arc<crate::flow::Flow>, ctx: Value) -> Result<Value, NodeError> {
+        let parent = self
+            .span
+            .as_ref()
+            .map_or(self.shared.root_id, |s| s.span_id);
+        let name = flow.name.clone();
+        super::run_child(self.shared, parent, flow, ctx)
+            .await
+            .map_err(|e| match e {
+                super::RunError::Interrupted { .. } => {
+                    NodeError::fatal(format!("the subflow `{name}` was interrupted"))
+                }
+                super::RunError::Paused { node, .. } => NodeError::fatal(format!(
+                    "node `{node}` of the subflow `{name}` waits for a person, which it cannot do inside a subflow"
+                )),
+                // The node's own policy may run the whole subflow again.
+                other => NodeError::retryable(format!("the subflow `{name}` failed: {other}")),
+            })
+    }
 }

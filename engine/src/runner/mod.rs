@@ -54,6 +54,8 @@ pub struct RunOptions {
     pub attributes: serde_json::Map<String, Value>,
     /// How many characters of long texts traces keep (prompts, replies, the run's ctx).
     pub max_text: usize,
+    /// The span the run's root span is a child of (a subflow's node attempt).
+    pub root_parent: Option<crate::tracer::SpanId>,
 }
 
 impl RunOptions {
@@ -71,6 +73,7 @@ impl RunOptions {
             entry: None,
             attributes: serde_json::Map::new(),
             max_text: crate::node::DEFAULT_MAX_TEXT,
+            root_parent: None,
         }
     }
 }
@@ -155,6 +158,35 @@ fn cycle_text(cycle: &[String]) -> String {
         1 => format!(" after node `{}`", cycle[0]),
         _ => format!(" in cycle `{}`", cycle.join(" -> ")),
     }
+}
+
+/// Interrupts a run when dropped: a subflow whose node was cancelled stops too.
+struct StopOnDrop(Arc<Interrupt>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.interrupt("the node running it stopping");
+    }
+}
+
+/// Runs `flow` as a part of a run: the same trace, tracers, secrets and permissions; its
+/// root span under `parent`. Its own policies apply inside it.
+async fn run_child(
+    parent: &shared::Shared,
+    parent_span: crate::tracer::SpanId,
+    flow: Arc<Flow>,
+    ctx: Value,
+) -> Result<Value, RunError> {
+    let mut options = RunOptions::new(parent.tracer.clone());
+    options.trace_id = parent.trace_id;
+    options.redactor = parent.redactor.clone();
+    options.permissions = parent.permissions;
+    options.max_text = parent.max_text;
+    options.root_parent = Some(parent_span);
+    let stop = StopOnDrop(options.interrupt.clone());
+    let result = run(flow, ctx, options).await;
+    std::mem::forget(stop);
+    result.map(|out| out.ctx).map_err(|f| f.error)
 }
 
 /// What a journal's steps rebuild, without running anything: ctx, the step count, the

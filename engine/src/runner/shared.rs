@@ -31,6 +31,7 @@ pub(super) struct Shared {
     /// More attributes of the root span.
     root_attributes: Map<String, Value>,
     pub max_text: usize,
+    root_parent: Option<SpanId>,
 }
 
 impl Shared {
@@ -66,6 +67,7 @@ impl Shared {
         }
         Shared {
             max_text: options.max_text,
+            root_parent: options.root_parent,
             root_attributes: options.attributes.clone(),
             span_attributes,
             flow,
@@ -100,7 +102,7 @@ impl Shared {
             SpanData {
                 trace_id: self.trace_id,
                 span_id: self.root_id,
-                parent_id: None,
+                parent_id: self.root_parent,
                 name: format!("flow {}", self.flow.name),
                 kind: SpanKind::Flow,
                 start_time: SystemTime::now(),

@@ -49,13 +49,10 @@ fn build_node(
         dec.push(d.help(format!("known types: {}", names.join(", "))));
         return None;
     };
-    let node = factory.build(&mut BuildCx::new(
-        &n.id,
-        base_dir,
-        &n.setting,
-        n.setting_at.clone(),
-        dec,
-    ));
+    let node = factory.build(
+        &mut BuildCx::new(&n.id, base_dir, &n.setting, n.setting_at.clone(), dec)
+            .with_registry(registry),
+    );
     Some(FlowNode {
         digest: digest_of(n),
         id: n.id.clone(),
