@@ -209,6 +209,7 @@ pub fn run(args: &RunArgs, prepared: Prepared, data: &str) -> i32 {
             row_options.permissions = options.permissions;
             row_options.permissions.ask = false;
             row_options.max_text = options.max_text;
+            row_options.prices = options.prices.clone();
             row_options
                 .attributes
                 .insert("batch".into(), json!({"id": batch_id, "row": index}));

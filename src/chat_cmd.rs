@@ -134,6 +134,7 @@ fn chat(args: &ChatArgs, registry: &NodeRegistry) -> Result<i32, Option<String>>
     })?;
     let overrides = run_cmd::overrides(&flow, args.profile.as_deref(), args.policy.as_deref())?;
     let max_text = run_cmd::max_text(&args.tracer_args)?;
+    let prices = run_cmd::prices(&args.tracer_args)?;
     let secrets = args.redact.iter().cloned().chain(flow.secrets());
     let redactor = Arc::new(Redactor::from_env(secrets));
     let store = Store::open(&args.db).map_err(Some)?;
@@ -257,6 +258,7 @@ fn chat(args: &ChatArgs, registry: &NodeRegistry) -> Result<i32, Option<String>>
         options.permissions.ask = false;
         options.attributes.insert("session_id".into(), json!(id));
         options.max_text = max_text;
+        options.prices = prices.clone();
         let interrupt = options.interrupt.clone();
         let outcome = runtime.block_on(async {
             let run = tokio::spawn(runner::run(flow.clone(), ctx, options));

@@ -170,7 +170,7 @@ pub struct RunArgs {
     /// Tracer to report to: console, sqlite, otel or none; repeatable (default: console)
     #[arg(long = "tracer", value_name = "NAME")]
     pub tracers: Vec<String>,
-    /// Tracer setting `key=value`: `db_path=./trace.db` (sqlite), `exporter_endpoint=URL`, `protocol=grpc|http` (otel), `max_text=N` (any: characters of prompts, replies and ctx kept, default 16384); repeatable
+    /// Tracer setting `key=value`: `db_path=./trace.db` (sqlite), `exporter_endpoint=URL`, `protocol=grpc|http` (otel), `max_text=N` (any: characters of prompts, replies and ctx kept, default 16384), `prices=FILE` (any: USD per million tokens by model, for costs); repeatable
     #[arg(long = "tracer-arg", value_name = "KEY=VALUE")]
     pub tracer_args: Vec<String>,
     /// A text that must never reach a tracer (replaced by ***); repeatable

@@ -183,6 +183,7 @@ fn prepare(args: &RunArgs, registry: &NodeRegistry) -> Result<Prepared, Option<S
     options.overrides = overrides(&flow, args.profile.as_deref(), args.policy.as_deref())?;
     options.durability = durability(args.durability);
     options.max_text = max_text(&args.tracer_args)?;
+    options.prices = prices(&args.tracer_args)?;
     let mut keep: Vec<Arc<dyn std::any::Any + Send + Sync>> = Vec::new();
     // The journal: in the sqlite tracer's file, or `--state`'s.
     let journal_db = match (&args.state, sqlite) {
@@ -359,11 +360,48 @@ pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, String> 
 
 /// Each tracer and the `--tracer-arg` keys it takes.
 const TRACERS: [(&str, &[&str]); 4] = [
-    ("console", &["max_text"]),
-    ("sqlite", &["db_path", "max_text"]),
-    ("otel", &["exporter_endpoint", "protocol", "max_text"]),
+    ("console", &["max_text", "prices"]),
+    ("sqlite", &["db_path", "max_text", "prices"]),
+    (
+        "otel",
+        &["exporter_endpoint", "protocol", "max_text", "prices"],
+    ),
     ("none", &[]),
 ];
+
+/// `--tracer-arg prices=FILE`: USD per million tokens by model (a YAML or JSON map
+/// `{model: {input, output}}`; a key matches the models it starts).
+pub fn prices(tracer_args: &[String]) -> Result<Arc<Vec<(String, f64, f64)>>, Option<String>> {
+    let Some(file) = tracer_args
+        .iter()
+        .rev()
+        .find_map(|a| a.strip_prefix("prices="))
+    else {
+        return Ok(Arc::default());
+    };
+    let (_, text) = inputs::read_arg("--tracer-arg prices", &format!("@{file}"))?;
+    let table: Value = serde_yaml::from_str(&text).map_err(|e| {
+        Some(format!(
+            "--tracer-arg prices={file}: not valid YAML or JSON: {e}"
+        ))
+    })?;
+    let Value::Object(models) = table else {
+        return Err(Some(format!(
+            "--tracer-arg prices={file}: expected a map like `gpt-4o-mini: {{input: 0.15, output: 0.6}}` (USD per million tokens)"
+        )));
+    };
+    let mut out = Vec::new();
+    for (model, price) in models {
+        let (Some(input), Some(output)) = (price["input"].as_f64(), price["output"].as_f64())
+        else {
+            return Err(Some(format!(
+                "--tracer-arg prices={file}: `{model}` needs `input` and `output` (USD per million tokens)"
+            )));
+        };
+        out.push((model, input, output));
+    }
+    Ok(Arc::new(out))
+}
 
 /// `--tracer-arg max_text=N`: how many characters of prompts, replies and the run's ctx
 /// traces keep (the last one given counts).
@@ -457,7 +495,7 @@ pub fn tracers_of(args: &TracerChoice) -> Result<Tracers, Option<String>> {
                     "--tracer-arg `{key}` is a setting of the `{t}` tracer; add `--tracer {t}`"
                 ),
                 None => format!(
-                    "--tracer-arg `{key}` is not a setting of any tracer (sqlite takes `db_path`; otel takes `exporter_endpoint` and `protocol`; every tracer takes `max_text`)"
+                    "--tracer-arg `{key}` is not a setting of any tracer (sqlite takes `db_path`; otel takes `exporter_endpoint` and `protocol`; every tracer takes `max_text` and `prices`)"
                 ),
             }));
         }

@@ -67,7 +67,7 @@ fn execute(command: TraceCommand) -> Result<String, String> {
                         .is_none_or(|t| r.start_time.as_str() >= t.as_str())
             });
             runs.truncate(limit);
-            let tokens: Vec<Option<i64>> = runs
+            let tokens: Vec<(Option<i64>, Option<f64>)> = runs
                 .iter()
                 .map(|r| store::tokens(&conn, &r.trace_id))
                 .collect::<Result<_, _>>()?;
@@ -77,7 +77,8 @@ fn execute(command: TraceCommand) -> Result<String, String> {
                         .zip(&tokens)
                         .map(|(r, t)| {
                             let mut v = run_json(r);
-                            v["tokens"] = json!(t);
+                            v["tokens"] = json!(t.0);
+                            v["cost_usd"] = json!(t.1);
                             v
                         })
                         .collect(),
@@ -87,7 +88,7 @@ fn execute(command: TraceCommand) -> Result<String, String> {
                     format,
                     &[
                         "TRACE ID", "FLOW", "START", "DURATION", "STATUS", "NODES", "STATE",
-                        "RESUME", "TOKENS",
+                        "RESUME", "TOKENS", "COST",
                     ],
                     runs.iter()
                         .zip(&tokens)
@@ -101,7 +102,8 @@ fn execute(command: TraceCommand) -> Result<String, String> {
                                 r.nodes.to_string(),
                                 r.state.clone(),
                                 if r.resumable { "yes" } else { "no" }.to_string(),
-                                t.map_or("-".to_string(), |t| t.to_string()),
+                                t.0.map_or("-".to_string(), |t| t.to_string()),
+                                t.1.map_or("-".to_string(), |c| format!("${c:.4}")),
                             ]
                         })
                         .collect(),

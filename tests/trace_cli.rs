@@ -22,8 +22,8 @@ fn list_show_and_search_a_recorded_run() {
     assert_eq!(
         rows,
         [
-            "TRACE ID FLOW START DURATION STATUS NODES STATE RESUME TOKENS",
-            "<trace_id> retry_timeout_goto <time> <dur> OK 6 ok no -"
+            "TRACE ID FLOW START DURATION STATUS NODES STATE RESUME TOKENS COST",
+            "<trace_id> retry_timeout_goto <time> <dur> OK 6 ok no - -"
         ]
     );
 
@@ -173,6 +173,7 @@ fn durations_no_clock_gives_do_not_crash_the_reader() {
             "6",
             "ok",
             "no",
+            "-",
             "-"
         ]
     );
@@ -401,6 +402,11 @@ fn trace_list_filters_and_counts_tokens_and_show_prints_io() {
     assert!(tokens.iter().all(|t| *t > 100), "{tokens:?}");
     assert_eq!(list(&["--since", "1h"]).as_array().unwrap().len(), 3);
     assert_eq!(
+        chats[0]["cost_usd"],
+        serde_json::Value::Null,
+        "no price table"
+    );
+    assert_eq!(
         list(&["--since", "2999-01-01T00:00"])
             .as_array()
             .unwrap()
@@ -432,4 +438,65 @@ fn trace_list_filters_and_counts_tokens_and_show_prints_io() {
         "{}",
         show.stdout
     );
+}
+
+/// `--tracer-arg prices=FILE`: agent spans get `gen_ai.usage.cost_usd`, and `trace list`
+/// sums it.
+#[test]
+fn a_price_table_gives_agent_spans_and_runs_a_cost() {
+    let dir = TempDir::new();
+    dir.write("prices.yaml", "scripted: {input: 1.5, output: 6}\n");
+    dir.write(
+        "r.yaml",
+        "replies: {talk: [{reply: fine, usage: {input_tokens: 1000, output_tokens: 500}}]}\n",
+    );
+    dir.write("flow.yaml", "flow:\n  name: priced\n  nodes:\n    talk: {type: Agent, setting: {provider: scripted, responses: r.yaml, prompt: hi}}\n");
+    Illumo::new()
+        .in_dir(dir.path())
+        .args([
+            "run",
+            "flow.yaml",
+            "-q",
+            "--trace-db",
+            "t.db",
+            "--tracer-arg",
+            "prices=prices.yaml",
+            "-o",
+            "/dev/null",
+        ])
+        .run()
+        .success();
+    assert_eq!(
+        crate::support::sqlite3(&dir.path().join("t.db"), "SELECT json_extract(attributes, '$.gen_ai.usage.cost_usd') FROM spans WHERE name = 'talk'"),
+        "0.0045\n"
+    );
+    let list = Illumo::new()
+        .in_dir(dir.path())
+        .args(["trace", "list", "--db", "t.db"])
+        .run()
+        .success();
+    assert!(
+        list.stdout
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim_end()
+            .ends_with("1500    $0.0045"),
+        "{}",
+        list.stdout
+    );
+    dir.write("bad.yaml", "scripted: {input: 1}\n");
+    let bad = Illumo::new()
+        .in_dir(dir.path())
+        .args([
+            "run",
+            "flow.yaml",
+            "--trace-db",
+            "t.db",
+            "--tracer-arg",
+            "prices=bad.yaml",
+        ])
+        .run()
+        .code(2);
+    assert_eq!(bad.stderr, "error: --tracer-arg prices=bad.yaml: `scripted` needs `input` and `output` (USD per million tokens)\n");
 }

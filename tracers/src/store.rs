@@ -173,15 +173,17 @@ fn span_state(status: &str, duration_ms: Option<f64>) -> &'static str {
     }
 }
 
-/// The LLM tokens (in and out) a run's node attempts used, if any node reported some.
-pub fn tokens(conn: &Connection, trace_id: &str) -> Result<Option<i64>, String> {
+/// The LLM tokens (in and out) a run's node attempts used, if any node reported some,
+/// and what they cost when a price table was given (`gen_ai.usage.cost_usd`).
+pub fn tokens(conn: &Connection, trace_id: &str) -> Result<(Option<i64>, Option<f64>), String> {
     conn.query_row(
         "SELECT sum(coalesce(json_extract(attributes, '$.gen_ai.usage.input_tokens'), 0)
-                  + coalesce(json_extract(attributes, '$.gen_ai.usage.output_tokens'), 0))
+                  + coalesce(json_extract(attributes, '$.gen_ai.usage.output_tokens'), 0)),
+                sum(json_extract(attributes, '$.gen_ai.usage.cost_usd'))
          FROM spans WHERE trace_id = ?1 AND kind = 'node'
            AND json_extract(attributes, '$.gen_ai.usage') IS NOT NULL",
         [trace_id],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )
     .map_err(text)
 }

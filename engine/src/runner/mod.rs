@@ -56,6 +56,9 @@ pub struct RunOptions {
     pub max_text: usize,
     /// The span the run's root span is a child of (a subflow's node attempt).
     pub root_parent: Option<crate::tracer::SpanId>,
+    /// Prices per million tokens (`model`, input, output), longest matching model prefix
+    /// first: agent spans get `gen_ai.usage.cost_usd`.
+    pub prices: Arc<Vec<(String, f64, f64)>>,
 }
 
 impl RunOptions {
@@ -74,6 +77,7 @@ impl RunOptions {
             attributes: serde_json::Map::new(),
             max_text: crate::node::DEFAULT_MAX_TEXT,
             root_parent: None,
+            prices: Arc::default(),
         }
     }
 }
@@ -183,6 +187,7 @@ async fn run_child(
     options.permissions = parent.permissions;
     options.max_text = parent.max_text;
     options.root_parent = Some(parent_span);
+    options.prices = parent.prices.clone();
     let stop = StopOnDrop(options.interrupt.clone());
     let result = run(flow, ctx, options).await;
     std::mem::forget(stop);

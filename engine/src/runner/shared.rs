@@ -32,6 +32,7 @@ pub(super) struct Shared {
     root_attributes: Map<String, Value>,
     pub max_text: usize,
     root_parent: Option<SpanId>,
+    pub prices: Arc<Vec<(String, f64, f64)>>,
 }
 
 impl Shared {
@@ -68,6 +69,7 @@ impl Shared {
         Shared {
             max_text: options.max_text,
             root_parent: options.root_parent,
+            prices: options.prices.clone(),
             root_attributes: options.attributes.clone(),
             span_attributes,
             flow,
@@ -198,9 +200,38 @@ impl Shared {
         self.tracing && self.tracer.streams()
     }
 
+    /// Adds `gen_ai.usage.cost_usd` to an agent's span, from the price table.
+    fn price(&self, span: &mut SpanData) {
+        let Some(Value::Object(gen_ai)) = span.attributes.get_mut("gen_ai") else {
+            return;
+        };
+        let model = gen_ai["response"]["model"]
+            .as_str()
+            .or(gen_ai["request"]["model"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        let Some((_, input, output)) = self
+            .prices
+            .iter()
+            .filter(|(m, _, _)| model.starts_with(m.as_str()))
+            .max_by_key(|(m, _, _)| m.len())
+        else {
+            return;
+        };
+        let Some(Value::Object(usage)) = gen_ai.get_mut("usage") else {
+            return;
+        };
+        let count = |k: &str| usage.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+        let cost = count("input_tokens") * input / 1e6 + count("output_tokens") * output / 1e6;
+        usage.insert("cost_usd".into(), json!((cost * 1e8).round() / 1e8));
+    }
+
     /// Ends an attempt's span with its output, or its error and whether it timed out.
     pub fn end_span(&self, span: Option<SpanData>, result: Result<&Value, (&NodeError, bool)>) {
         let Some(mut span) = span else { return };
+        if !self.prices.is_empty() {
+            self.price(&mut span);
+        }
         span.end_time = Some(SystemTime::now());
         match result {
             Ok(output) => {
