@@ -371,7 +371,7 @@ const TRACERS: [(&str, &[&str]); 4] = [
 
 /// `--tracer-arg prices=FILE`: USD per million tokens by model (a YAML or JSON map
 /// `{model: {input, output}}`; a key matches the models it starts).
-pub fn prices(tracer_args: &[String]) -> Result<Arc<Vec<(String, f64, f64)>>, Option<String>> {
+pub fn prices(tracer_args: &[String]) -> Result<runner::Prices, Option<String>> {
     let Some(file) = tracer_args
         .iter()
         .rev()

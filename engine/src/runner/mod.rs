@@ -58,8 +58,11 @@ pub struct RunOptions {
     pub root_parent: Option<crate::tracer::SpanId>,
     /// Prices per million tokens (`model`, input, output), longest matching model prefix
     /// first: agent spans get `gen_ai.usage.cost_usd`.
-    pub prices: Arc<Vec<(String, f64, f64)>>,
+    pub prices: Prices,
 }
+
+/// Prices per million tokens: (model prefix, input, output).
+pub type Prices = Arc<Vec<(String, f64, f64)>>;
 
 impl RunOptions {
     pub fn new(tracer: Arc<dyn Tracer>) -> RunOptions {
