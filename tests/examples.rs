@@ -172,6 +172,7 @@ fn every_example_is_valid() {
         "examples/multi_agent/chat_bot",
         "examples/code_agent",
         "examples/playbooks",
+        "examples/agent_runner",
     ]
     .map(|d| std::fs::read_dir(crate::support::root().join(d)).unwrap());
     for entry in dirs.into_iter().flatten() {
@@ -490,4 +491,91 @@ error: pb.yaml has 2 errors
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn the_agent_runner_fixes_commits_pushes_and_keeps_artifacts() {
+    let dir = crate::support::TempDir::new();
+    let work = dir.path().join("task");
+    let context = serde_json::json!({"work_dir": work, "task": {"branch": "fix-tax"}, "request": {"summary": "with_tax adds the rate"}});
+    let out = Illumo::new()
+        .args([
+            "run",
+            "examples/agent_runner/agent_runner.yaml",
+            "--write",
+            "--tracer",
+            "none",
+            "-q",
+        ])
+        .args(["-c", &context.to_string(), "--print", "artifacts"])
+        .run()
+        .success();
+    assert_eq!(
+        out.stdout,
+        "[\"change.diff\",\"summary.md\",\"tests.log\"]\n"
+    );
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let remote = work.join("remote.git").display().to_string();
+    assert_eq!(
+        git(&["--git-dir", &remote, "log", "--format=%s", "fix-tax"]),
+        "with_tax adds the rate\ninitial import\n"
+    );
+    assert!(
+        git(&["--git-dir", &remote, "show", "fix-tax:app/prices.py"])
+            .contains("return round(amount * (1 + rate), 2)")
+    );
+    assert!(std::fs::read_to_string(work.join("artifacts/tests.log"))
+        .unwrap()
+        .contains("2 passed"));
+    assert!(std::fs::read_to_string(work.join("artifacts/change.diff"))
+        .unwrap()
+        .contains("+    return round(amount * (1 + rate), 2)"));
+    assert!(std::fs::read_to_string(work.join("artifacts/summary.md"))
+        .unwrap()
+        .starts_with("# with_tax adds the rate"));
+}
+
+/// A push to a remote whose URL holds a token: git fails, is retried with backoff, and the
+/// token reaches neither stderr nor the trace.
+#[test]
+fn the_agent_runner_retries_git_and_keeps_the_token_out_of_traces() {
+    let dir = crate::support::TempDir::new();
+    let work = dir.path().join("task");
+    let db = dir.path().join("t.db");
+    let context = serde_json::json!({"work_dir": work, "task": {"branch": "fix-tax", "remote": "https://agent:tok-98765-abcdef@127.0.0.1:9/app.git"}, "request": {"summary": "fix"}});
+    let out = Illumo::new()
+        .args([
+            "run",
+            "examples/agent_runner/agent_runner.yaml",
+            "--write",
+            "-q",
+        ])
+        .args([
+            "-c",
+            &context.to_string(),
+            "--trace-db",
+            &db.display().to_string(),
+        ])
+        .env("GIT_TOKEN", "tok-98765-abcdef")
+        .run()
+        .code(1);
+    assert!(
+        out.stderr
+            .starts_with("error: node `push` failed on attempt 3 of 3: `git` exited with code 128"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("tok-98765-abcdef") && !out.stdout.contains("tok-98765-abcdef"));
+    assert_eq!(
+        crate::support::sqlite3(&db, "SELECT json_extract(attributes, '$.delay_ms') FROM events WHERE name = 'node.retry' ORDER BY id"),
+        "500\n1000\n",
+        "commit did not retry; push retried twice, the delay doubling"
+    );
+    assert!(!crate::support::sqlite3(&db, ".dump").contains("tok-98765-abcdef"));
 }
