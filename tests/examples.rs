@@ -173,6 +173,7 @@ fn every_example_is_valid() {
         "examples/code_agent",
         "examples/playbooks",
         "examples/agent_runner",
+        "examples/tutorial",
     ]
     .map(|d| std::fs::read_dir(crate::support::root().join(d)).unwrap());
     for entry in dirs.into_iter().flatten() {

@@ -25,4 +25,5 @@ mod schema;
 mod sqlite;
 mod tools;
 mod trace_cli;
+mod tutorial;
 mod validate;
