@@ -107,3 +107,36 @@ fn chapter_eight_traces_to_sqlite() {
         "[\"yes\"]\n"
     );
 }
+
+#[test]
+fn the_chapters_sqlite_queries_give_what_they_show() {
+    let dir = TempDir::new();
+    let db = dir.path().join("trace.db");
+    let db_arg = format!("db_path={}", db.display());
+    run(
+        "04_router_agent.yaml",
+        r#"{"mail": "My invoice shows the wrong amount"}"#,
+        &["--tracer", "sqlite", "--tracer-arg", &db_arg],
+    );
+    assert_eq!(
+        sqlite3(&db, "SELECT json_extract(attributes, '$.targets'), json_extract(attributes, '$.confidence'), json_extract(attributes, '$.reason') FROM events WHERE name = 'routing.decision'"),
+        "[\"billing\"]|0.91|an invoice amount\n"
+    );
+    let context = json!({"work_dir": dir.path().join("w")}).to_string();
+    run(
+        "07_policies.yaml",
+        &context,
+        &[
+            "--profile",
+            "prod",
+            "--tracer",
+            "sqlite",
+            "--tracer-arg",
+            &db_arg,
+        ],
+    );
+    assert_eq!(
+        sqlite3(&db, "SELECT name, json_extract(attributes, '$.attempt'), status FROM spans WHERE kind = 'node' AND trace_id = (SELECT trace_id FROM spans WHERE kind = 'flow' ORDER BY start_time DESC LIMIT 1) ORDER BY start_time"),
+        "prepare|1|OK\nflaky|1|ERROR\nflaky|2|ERROR\nflaky|3|OK\nreport|1|OK\n"
+    );
+}
