@@ -122,7 +122,10 @@ pub fn run(args: ChatArgs, registry: &NodeRegistry) -> i32 {
 fn chat(args: &ChatArgs, registry: &NodeRegistry) -> Result<i32, Option<String>> {
     let reply_path = inputs::ctx_path(args.reply_path.as_deref().unwrap_or("chat.answer"))
         .map_err(|e| Some(format!("--reply-path: {e}")))?;
-    let flow = Arc::new(crate::load(&args.flow, registry, args.quiet).map_err(|_| None)?);
+    let flow = Arc::new(
+        crate::load_for(&args.flow, registry, args.quiet, args.profile.as_deref())
+            .map_err(|_| None)?,
+    );
     let initial = inputs::context(args.context.as_deref(), &args.sets)?;
     let (tracer, _sqlite) = run_cmd::tracers_of(&TracerChoice {
         tracers: &args.tracers,

@@ -135,10 +135,11 @@ pub(crate) fn load_text(
     path: &str,
     text: String,
     registry: &NodeRegistry,
+    profile: Option<&str>,
 ) -> Result<Flow, LoadError> {
     let parsed = match illumo_engine::yaml::parse(&text) {
         Ok(parsed) if playbook::is_playbook(&parsed.yaml) => parsed,
-        _ => return Flow::load(Source::new(path, text), registry),
+        _ => return Flow::load_for(Source::new(path, text), registry, profile),
     };
     let source = Source::new(path, text);
     let translated = match playbook::translate(&parsed.yaml) {
@@ -178,6 +179,16 @@ fn stderr_color() -> bool {
 
 /// Reads and loads a flow; on failure prints every diagnostic and returns the exit code.
 pub(crate) fn load(path: &str, registry: &NodeRegistry, quiet: bool) -> Result<Flow, i32> {
+    load_for(path, registry, quiet, None)
+}
+
+/// The same for a run that chose a profile (whose `llm:` defaults apply to the agents).
+pub(crate) fn load_for(
+    path: &str,
+    registry: &NodeRegistry,
+    quiet: bool,
+    profile: Option<&str>,
+) -> Result<Flow, i32> {
     let text = match std::fs::File::open(path)
         .map_err(|e| e.to_string())
         .and_then(|file| inputs::read_limited(file, "the flow file", &format!("`{path}`")))
@@ -192,7 +203,7 @@ pub(crate) fn load(path: &str, registry: &NodeRegistry, quiet: bool) -> Result<F
             return Err(EXIT_USAGE);
         }
     };
-    match load_text(path, text, registry) {
+    match load_text(path, text, registry, profile) {
         Ok(flow) => {
             if !quiet && !flow.warnings.is_empty() {
                 eprint!("{}", flow.source.render_all(&flow.warnings, stderr_color()));

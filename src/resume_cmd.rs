@@ -105,7 +105,13 @@ fn prepare(args: &ResumeArgs) -> Result<Prepared, Option<String>> {
             stored.flow
         )));
     }
-    let flow = crate::load(&stored.flow, &registry, args.quiet).map_err(|_| None)?;
+    let flow = crate::load_for(
+        &stored.flow,
+        &registry,
+        args.quiet,
+        options_json["profile"].as_str(),
+    )
+    .map_err(|_| None)?;
     check_changes(&flow, &stored, args.force)?;
     let answer = match answer {
         None => None,

@@ -152,7 +152,8 @@ pub fn overrides(
 /// Everything checked before the run starts; `Err(None)` when the message was printed.
 fn prepare(args: &RunArgs, registry: &NodeRegistry) -> Result<Prepared, Option<String>> {
     let (tracer, sqlite) = tracers(args)?;
-    let flow = crate::load(&args.flow, registry, args.quiet).map_err(|_| None)?;
+    let flow = crate::load_for(&args.flow, registry, args.quiet, args.profile.as_deref())
+        .map_err(|_| None)?;
     if args.from.is_some() && args.context.is_some() {
         return Err(Some(
             "--context cannot be used with --from: a fork starts from the traced run's ctx; change it with --set".into(),

@@ -90,7 +90,7 @@ fn check(target: &Target, registry: &NodeRegistry) -> Checked {
     if target.from_pattern && !flow_like {
         return Checked::Skipped;
     }
-    match crate::load_text(path, text, registry) {
+    match crate::load_text(path, text, registry, None) {
         Ok(flow) => Checked::Loaded(Box::new(flow)),
         Err(LoadError {
             source,

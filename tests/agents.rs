@@ -766,3 +766,51 @@ fn a_server_that_refuses_tools_says_so() {
         Some(format!("error: node `ask` failed on attempt 1 of 1: openai (test-model) at {}/v1 answered 400: tools are not supported by this model; this server or model does not take `tools`: use one with tool calling (llama.cpp: a chat format with function calling), or drop `tools`", server.base_url))
     );
 }
+
+/// A profile's `llm:` replaces the flow's defaults for every agent: a local model in dev
+/// without editing the agents.
+#[test]
+fn a_profile_points_every_agent_at_another_model() {
+    let server =
+        crate::llm_server::LlmServer::start(vec![crate::llm_server::Reply::Text("local says hi")]);
+    let dir = crate::support::TempDir::new();
+    dir.write(
+        "flow.yaml",
+        &format!(
+            "flow:\n  name: p\n  llm: {{provider: openai, model: hosted-large, api_key_env: HOSTED_KEY}}\n  profiles:\n    dev: {{llm: {{base_url: '{}', model: local-small, api_key_env: LOCAL_KEY}}}}\n  nodes:\n    talk: {{type: Agent, setting: {{prompt: hi}}, outputs: $ctx.said}}\n",
+            server.base_url
+        ),
+    );
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args([
+            "run",
+            "flow.yaml",
+            "-q",
+            "--tracer",
+            "none",
+            "--profile",
+            "dev",
+            "--print",
+            "said",
+        ])
+        .env("LOCAL_KEY", "local-key-1")
+        .run()
+        .success();
+    assert_eq!(out.stdout, "local says hi\n");
+    let seen = server.requests();
+    assert_eq!(seen[0].body["model"], "local-small");
+    assert_eq!(seen[0].authorization.as_deref(), Some("Bearer local-key-1"));
+    dir.write("bad.yaml", "flow:\n  profiles:\n    dev: {llm: {modle: x}}\n  nodes:\n    a: {type: Set, setting: {value: 1}}\n");
+    let bad = Illumo::new()
+        .in_dir(dir.path())
+        .args(["validate", "bad.yaml"])
+        .run()
+        .code(2);
+    assert!(
+        bad.stderr
+            .starts_with("error: unknown key `modle` in `llm`\n --> bad.yaml:3:17\n"),
+        "{}",
+        bad.stderr
+    );
+}

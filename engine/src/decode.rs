@@ -20,6 +20,8 @@ pub struct Decoder {
     /// Environment variables whose values settings send as credentials (an agent's
     /// `api_key_env`): redacted wherever they would leave the process.
     pub secret_env: std::collections::BTreeSet<String>,
+    /// The profile the run chose (`--profile`): its `llm:` overrides the flow's.
+    pub profile: Option<String>,
 }
 
 impl Decoder {

@@ -128,7 +128,20 @@ impl Flow {
 
     /// Reads, decodes, builds and validates a flow; every problem is reported at once.
     pub fn load(source: Source, registry: &NodeRegistry) -> Result<Flow, LoadError> {
-        let mut dec = Decoder::default();
+        Flow::load_for(source, registry, None)
+    }
+
+    /// The same, for a run that chose `profile`: the profile's `llm:` defaults apply to
+    /// the agents (a profile's policy is applied by the run itself).
+    pub fn load_for(
+        source: Source,
+        registry: &NodeRegistry,
+        profile: Option<&str>,
+    ) -> Result<Flow, LoadError> {
+        let mut dec = Decoder {
+            profile: profile.map(str::to_string),
+            ..Decoder::default()
+        };
         let parsed = match crate::yaml::parse(&source.text) {
             Ok(parsed) => Some(parsed),
             Err(e) => {

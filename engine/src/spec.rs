@@ -153,6 +153,7 @@ pub fn decode_flow<'y>(dec: &mut Decoder, root: &'y Yaml) -> Option<FlowSpec<'y>
         }
     }
     let mut llm: Vec<(String, Yaml)> = Vec::new();
+    let mut chosen_llm: Option<Vec<(String, Yaml)>> = None;
     let mut llm_policy = PolicySpec::default();
     let mut spec = FlowSpec {
         name: "flow".into(),
@@ -197,8 +198,31 @@ pub fn decode_flow<'y>(dec: &mut Decoder, root: &'y Yaml) -> Option<FlowSpec<'y>
             "profiles" => {
                 if let Some(profiles) = dec.map(e.value, &e.path, "`profiles`") {
                     for p in &profiles {
-                        spec.profiles
-                            .push((p.key.to_string(), PolicySpec::decode(dec, p.value, &p.path)));
+                        // A profile is a policy layer, and may set `llm:` defaults too
+                        // (a local model in dev, a hosted one in prod).
+                        let policy_part = match p.value {
+                            Yaml::Map(entries) => Yaml::Map(
+                                entries.iter().filter(|(k, _)| k != "llm").cloned().collect(),
+                            ),
+                            other => other.clone(),
+                        };
+                        if let Yaml::Map(entries) = p.value {
+                            let llm_entry = dec
+                                .map(p.value, &p.path, "a profile")
+                                .and_then(|fields| fields.into_iter().find(|f| f.key == "llm"));
+                            if let (Some(llm_entry), true) =
+                                (llm_entry, entries.iter().any(|(k, _)| k == "llm"))
+                            {
+                                let profile_llm = decode_llm(dec, &llm_entry);
+                                if dec.profile.as_deref() == Some(p.key) {
+                                    chosen_llm = Some(profile_llm);
+                                }
+                            }
+                        }
+                        spec.profiles.push((
+                            p.key.to_string(),
+                            PolicySpec::decode(dec, &policy_part, &p.path),
+                        ));
                     }
                 }
             }
@@ -224,6 +248,15 @@ pub fn decode_flow<'y>(dec: &mut Decoder, root: &'y Yaml) -> Option<FlowSpec<'y>
                 }
             }
             _ => {}
+        }
+    }
+    // The chosen profile's `llm:` keys replace the flow's.
+    if let Some(profile_llm) = chosen_llm {
+        for (key, value) in profile_llm {
+            match llm.iter_mut().find(|(k, _)| *k == key) {
+                Some(entry) => entry.1 = value,
+                None => llm.push((key, value)),
+            }
         }
     }
     // `llm:` defaults for every agent, under what each agent sets itself.
