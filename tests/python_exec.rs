@@ -47,10 +47,12 @@ fn the_result_is_the_last_expression_or_the_variable_result() {
         "",
     );
     assert_eq!(result["result"], json!({"mean": 3}));
+    // Root (as the tests run here) is exempt from the process limit.
+    let process_limit = if unsafe { libc::getuid() } == 0 { "unavailable" } else { "active" };
     assert_eq!(
         result["sandbox"],
-        json!({"static_check": "active", "audit_hook": "active", "rlimits": "active", "scrubbed_environment": "active",
-               "pid_namespace": "active", "network_namespace": "active", "private_proc": "active"})
+        json!({"static_check": "active", "audit_hook": "active", "rlimits": "active", "process_limit": process_limit,
+               "scrubbed_environment": "active", "pid_namespace": "active", "network_namespace": "active", "private_proc": "active"})
     );
 }
 
@@ -227,4 +229,22 @@ fn network_true_lets_the_code_connect() {
     assert_eq!(result["result"], "connected");
     assert_eq!(result["sandbox"]["network_namespace"], "off");
     assert!(listener.accept().is_ok());
+}
+
+/// The code runs under `RLIMIT_NPROC` (a finite number of processes for its user; root is
+/// exempt, and the report says so), and the sandbox report names the layer.
+#[test]
+fn the_code_runs_under_a_process_limit() {
+    let (status, result, first) = exec(
+        "import resource\nresult = resource.getrlimit(resource.RLIMIT_NPROC)[0]\n",
+        ", allowed_imports: [resource]",
+    );
+    assert_eq!(status, 0, "{first}");
+    let limit = result["result"].as_i64().unwrap();
+    assert!(limit > 32 && limit < 1_000_000, "a finite limit: {limit}");
+    let root = unsafe { libc::getuid() } == 0;
+    assert_eq!(
+        result["sandbox"]["process_limit"],
+        if root { "unavailable" } else { "active" }
+    );
 }

@@ -155,6 +155,9 @@ pub struct Limits {
     /// A mount namespace with its own `/proc`, so the code sees only its own processes
     /// (not illumo's environment in `/proc/PID/environ`), when the kernel allows it.
     pub private_proc: bool,
+    /// Processes (threads count) the code may start beyond those its user runs already
+    /// (`RLIMIT_NPROC`, which counts per user): a fork bomb stops there. Root is exempt.
+    pub processes: Option<u64>,
 }
 
 impl Limits {
@@ -166,7 +169,30 @@ impl Limits {
         isolate_network: false,
         open_files: None,
         private_proc: false,
+        processes: None,
     };
+}
+
+/// The tasks (processes and threads) the current user runs now, as `RLIMIT_NPROC`
+/// counts them.
+fn user_tasks() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| e.metadata().is_ok_and(|m| m.uid() == uid))
+        .map(|e| std::fs::read_dir(e.path().join("task")).map_or(1, |t| t.count() as u64))
+        .sum()
 }
 
 /// Makes `command` (already in its own process group) run under `limits`, as PID 1 of a
@@ -174,6 +200,11 @@ impl Limits {
 /// it. The process the caller waits for is then a small stand-in that waits for the
 /// program and exits as it did, so exit codes, signals and pipes are unchanged.
 pub fn confine(command: &mut tokio::process::Command, limits: Limits) {
+    // `RLIMIT_NPROC` counts every task of the user: the allowance is added to those.
+    let mut limits = limits;
+    if let Some(extra) = limits.processes {
+        limits.processes = Some(user_tasks() + extra);
+    }
     // SAFETY: the hook runs in the forked child before exec and calls only
     // async-signal-safe functions (setrlimit, unshare, open, write, close, socket,
     // ioctl, fork, waitpid, signal, kill, _exit), with no allocation.
@@ -276,6 +307,9 @@ unsafe fn set_limits(limits: &Limits) -> io::Result<()> {
     }
     if let Some(n) = limits.open_files {
         set(libc::RLIMIT_NOFILE, n)?;
+    }
+    if let Some(n) = limits.processes {
+        set(libc::RLIMIT_NPROC, n)?;
     }
     if *limits != Limits::NONE {
         set(libc::RLIMIT_CORE, 0)?;

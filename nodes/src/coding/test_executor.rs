@@ -289,6 +289,8 @@ impl NodeFactory for TestExecutorFactory {
             isolate_network: !config.network,
             open_files: None,
             private_proc: true,
+            // pytest and its plugins may start processes: the user's count plus 256.
+            processes: Some(256),
         };
         Some(Box::new(TestExecutor {
             config,

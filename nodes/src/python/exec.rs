@@ -186,6 +186,7 @@ impl NodeFactory for PythonExecFactory {
             isolate_network: !config.network,
             open_files: Some(256),
             private_proc: true,
+            processes: Some(32),
         };
         let python = config.python.clone().unwrap_or_else(super::default_python);
         let session = config
@@ -338,6 +339,13 @@ fn sandbox_report(limits: &Limits) -> Value {
         "static_check": "active",
         "audit_hook": "active",
         "rlimits": "active",
+        // SAFETY: getuid has no preconditions.
+        "process_limit": match (limits.processes, unsafe { libc::getuid() } == 0) {
+            (None, _) => "off",
+            // Root is exempt from RLIMIT_NPROC; the audit hook still denies fork.
+            (Some(_), true) => "unavailable",
+            (Some(_), false) => "active",
+        },
         "scrubbed_environment": "active",
         "pid_namespace": state(true, support.pid_namespace),
         "network_namespace": state(limits.isolate_network, support.network_namespace),
@@ -476,6 +484,7 @@ impl PythonExec {
                 isolate_network: true,
                 open_files: Some(256),
                 private_proc: true,
+                processes: Some(32),
             },
             files: Vec::new(),
             output_dir: None,
