@@ -202,6 +202,43 @@ check "streamed reply is non-empty: $(head -c 60 <<<"$RS")" nonempty_string "$RS
 check "streamed reply equals the non-streamed one (temperature 0)" test "$R" = "$RS" -a "$R" != null
 echo "info  streamed reply usage: $(get stream usage.reply)"
 
+# --- 7. A forced tool call -----------------------------------------------------------
+# A second server with llama-cpp-python's function-calling chat format answers a request
+# whose tool_choice names the tool with a grammar-constrained call, even from this
+# random-weight model; the agent must run it and send the tool message back.
+TPORT=$(free_port)
+TBASE=http://127.0.0.1:$TPORT
+step "llama_cpp.server --chat_format chatml-function-calling on $TBASE (log: $WORK/tool-server.log)"
+"$PY" -m llama_cpp.server --model "$MODEL" --host 127.0.0.1 --port "$TPORT" --n_ctx 512 \
+    --chat_format chatml-function-calling >"$WORK/tool-server.log" 2>&1 &
+PIDS+=($!)
+TPID=$!
+for _ in $(seq 120); do
+    curl -sf "$TBASE/v1/models" -o "$WORK/tool-models.json" && break
+    kill -0 "$TPID" 2>/dev/null || { tail -20 "$WORK/tool-server.log" >&2; break; }
+    sleep 1
+done
+if [ -s "$WORK/tool-models.json" ]; then
+    sed -e "s#__BASE_URL__#$TBASE#g" -e "s#__MODEL__#$MODEL_ID#g" "$HERE/tool-flow.yaml" >"$WORK/tool-flow.yaml"
+    rm -f "$WORK"/tools.db "$WORK"/tools.db-wal "$WORK"/tools.db-shm
+    step "illumo run $WORK/tool-flow.yaml (tools)"
+    if LLAMA_CHECK_KEY=none "$ILLUMO" run "$WORK/tool-flow.yaml" -q -o "$WORK/tools.json" \
+        --tracer sqlite --tracer-arg "db_path=$WORK/tools.db" 2>"$WORK/tools.err"; then
+        TRC=0
+    else
+        TRC=$?
+    fi
+    [ -s "$WORK/tools.err" ] && sed 's/^/  stderr: /' "$WORK/tools.err" || true
+    check "the tool run exits 0 (got $TRC)" test "$TRC" = 0
+    NCALLS=$(sqlite3 "$WORK/tools.db" "SELECT count(*) FROM spans WHERE name = 'tool python'")
+    check "a 'tool python' span: the agent ran the call ($NCALLS)" test "$NCALLS" -ge 1
+    NRES=$(sqlite3 "$WORK/tools.db" "SELECT count(*) FROM events WHERE name = 'agent.tool_result'")
+    check "an agent.tool_result event: the result went back to the model ($NRES)" test "$NRES" -ge 1
+    echo "info  the call: $(sqlite3 "$WORK/tools.db" "SELECT json_extract(attributes, '\$.arguments') FROM events WHERE name = 'agent.tool_call' LIMIT 1")"
+else
+    check "the function-calling server answers /v1/models" false
+fi
+
 printf '\n%s: %d passed, %d failed (%ds; work files in %s)\n' \
     "$([ "$FAILED" = 0 ] && echo PASS || echo FAIL)" "$PASSED" "$FAILED" $((SECONDS - START)) "$WORK"
 [ "$FAILED" = 0 ]
