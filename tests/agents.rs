@@ -814,3 +814,30 @@ fn a_profile_points_every_agent_at_another_model() {
         bad.stderr
     );
 }
+
+/// A reply in words is read as illumo-flow reads it: the first choice, in order, that it
+/// contains (ignoring case), else its first word.
+#[test]
+fn a_router_agent_finds_a_choice_inside_a_reply_in_words() {
+    for (reply, went) in [
+        ("This looks like a Refund request to me.", "b"),
+        ("crash-reports go to engineering; refund? no", "b"),
+        ("Crash: the app dies on start", "x"),
+    ] {
+        let illumo = Illumo::new();
+        std::fs::write(
+            illumo.dir().join("replies.yaml"),
+            format!(
+                "replies:\n  pick:\n    - {}\n",
+                serde_json::to_string(reply).unwrap()
+            ),
+        )
+        .unwrap();
+        let out = illumo
+            .run_flow(ROUTER)
+            .args(["-c", r#"{"q": "x"}"#, "-q"])
+            .run()
+            .success();
+        assert_eq!(out.ctx()["went"], went, "{reply}");
+    }
+}

@@ -48,7 +48,11 @@ fn the_result_is_the_last_expression_or_the_variable_result() {
     );
     assert_eq!(result["result"], json!({"mean": 3}));
     // Root (as the tests run here) is exempt from the process limit.
-    let process_limit = if unsafe { libc::getuid() } == 0 { "unavailable" } else { "active" };
+    let process_limit = if unsafe { libc::getuid() } == 0 {
+        "unavailable"
+    } else {
+        "active"
+    };
     assert_eq!(
         result["sandbox"],
         json!({"static_check": "active", "audit_hook": "active", "rlimits": "active", "process_limit": process_limit,

@@ -135,10 +135,31 @@ impl RouterAgent {
                 None,
             ),
         };
-        let found = choice.as_deref().and_then(|c| {
+        let exact = choice.as_deref().and_then(|c| {
             self.choices
                 .iter()
                 .find(|(label, _)| label.eq_ignore_ascii_case(c.trim()))
+        });
+        // A reply in words (not JSON): as illumo-flow reads it, the first choice (in
+        // order) that the reply contains, ignoring case, else its first word.
+        let found = exact.or_else(|| {
+            if parsed.is_some() {
+                return None;
+            }
+            let lower = reply.to_lowercase();
+            let first = lower
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .trim_matches(|c: char| !c.is_alphanumeric() && c != '_' && c != '-');
+            self.choices
+                .iter()
+                .find(|(label, _)| !label.is_empty() && lower.contains(&label.to_lowercase()))
+                .or_else(|| {
+                    self.choices
+                        .iter()
+                        .find(|(label, _)| label.eq_ignore_ascii_case(first))
+                })
         });
         match found {
             Some((_, id)) => Ok(Route {
