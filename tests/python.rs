@@ -281,3 +281,26 @@ error: flow.yaml has 1 error
 "
     );
 }
+
+/// In a flow written for illumo-flow, `ctx.errors[].exception` and `failed_exception_type`
+/// name the Python exception's class, as illumo-flow records them.
+#[test]
+fn illumo_flow_errors_name_the_python_exception_class() {
+    let dir = crate::support::TempDir::new();
+    dir.write(
+        "funcs.py",
+        "def bad(payload):\n    raise ValueError('no good')\n",
+    );
+    dir.write(
+        "flow.yaml",
+        "flow:\n  entry: f\n  nodes:\n    f:\n      type: illumo_flow.core.FunctionNode\n      context: {inputs: {callable: funcs.bad}}\n  policy: {fail_fast: false, on_error: {action: continue}}\n",
+    );
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args(["run", "flow.yaml", "-q", "--tracer", "none"])
+        .run();
+    let ctx = out.ctx();
+    assert_eq!(ctx["errors"][0]["exception"], "ValueError", "{ctx}");
+    assert_eq!(ctx["failed_exception_type"], "ValueError");
+    assert_eq!(ctx["errors"][0]["node_id"], "f");
+}

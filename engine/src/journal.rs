@@ -129,6 +129,7 @@ impl StepResult {
                     "message": error.to_string(),
                     "timed_out": timed_out,
                     "writes": writes_json(error.writes().to_vec()),
+                    "exception": error.exception(),
                 })),
             },
         }
@@ -152,6 +153,9 @@ impl StepResult {
             let timed_out = error["timed_out"].as_bool() == Some(true);
             if timed_out {
                 e = e.as_timeout();
+            }
+            if let Some(name) = error["exception"].as_str() {
+                e = e.with_exception(name);
             }
             return Ok(match status {
                 "stopped" => StepResult::Stopped {

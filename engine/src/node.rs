@@ -98,12 +98,15 @@ pub enum NodeError {
         writes: Vec<(crate::path::CtxPath, Value)>,
         /// The node hit a time limit of its own (a test command's `timeout`).
         timed_out: bool,
+        /// The kind of failure as the node's world names it (a Python exception's class).
+        exception: Option<String>,
     },
     #[error("{message}")]
     Fatal {
         message: String,
         writes: Vec<(crate::path::CtxPath, Value)>,
         timed_out: bool,
+        exception: Option<String>,
     },
     /// The node waits for a person (`Approval` without a terminal): the run stops with
     /// its journal committed, and `illumo resume --input` answers. Never retried.
@@ -118,6 +121,7 @@ impl NodeError {
             retry_after: None,
             writes: Vec::new(),
             timed_out: false,
+            exception: None,
         }
     }
     /// A retryable error whose next attempt should wait at least `wait`.
@@ -127,6 +131,7 @@ impl NodeError {
             retry_after: Some(wait),
             writes: Vec::new(),
             timed_out: false,
+            exception: None,
         }
     }
     pub fn wait_hint(&self) -> Option<std::time::Duration> {
@@ -149,6 +154,7 @@ impl NodeError {
             message: message.into(),
             writes: Vec::new(),
             timed_out: false,
+            exception: None,
         }
     }
     pub fn is_retryable(&self) -> bool {
@@ -191,6 +197,24 @@ impl NodeError {
             NodeError::Paused { .. } => {}
         }
         self
+    }
+    /// Names the kind of failure (a Python exception's class, `ValueError`).
+    pub fn with_exception(mut self, name: impl Into<String>) -> NodeError {
+        match &mut self {
+            NodeError::Retryable { exception, .. } | NodeError::Fatal { exception, .. } => {
+                *exception = Some(name.into())
+            }
+            NodeError::Paused { .. } => {}
+        }
+        self
+    }
+    pub fn exception(&self) -> Option<&str> {
+        match self {
+            NodeError::Retryable { exception, .. } | NodeError::Fatal { exception, .. } => {
+                exception.as_deref()
+            }
+            NodeError::Paused { .. } => None,
+        }
     }
     pub fn writes(&self) -> &[(crate::path::CtxPath, Value)] {
         match self {

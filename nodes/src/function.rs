@@ -222,6 +222,7 @@ impl Node for Function {
                     "result" => NodeError::fatal(format!("`{callable}`: {message}")),
                     _ => {
                         NodeError::retryable(format!("`{callable}` raised {type_name}: {message}"))
+                            .with_exception(type_name.clone())
                     }
                 })
             }

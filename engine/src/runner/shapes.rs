@@ -51,10 +51,12 @@ pub(super) fn record_error(
             "timed_out": failed.timed_out, "action": action,
         }),
         Dialect::IllumoFlow => {
-            let exception = if failed.timed_out {
-                "TimeoutError"
-            } else {
-                "FlowError"
+            // The class of the Python exception a function raised, as illumo-flow records
+            // it; otherwise what illumo-flow would have raised itself.
+            let exception = match failed.error.exception() {
+                Some(name) => name,
+                None if failed.timed_out => "TimeoutError",
+                None => "FlowError",
             };
             ctx["failed_node_id"] = json!(node);
             ctx["failed_exception_type"] = json!(exception);
