@@ -841,3 +841,23 @@ fn a_router_agent_finds_a_choice_inside_a_reply_in_words() {
         assert_eq!(out.ctx()["went"], went, "{reply}");
     }
 }
+
+/// `output_path` on a RouterAgent gets the chosen node id, as illumo-flow's does.
+#[test]
+fn a_router_agent_writes_its_choice_to_output_path() {
+    let illumo = Illumo::new();
+    std::fs::write(illumo.dir().join("replies.yaml"), "replies:\n  pick:\n    - '{\"choice\": \"crash\", \"confidence\": 0.8, \"reason\": \"it dies\"}'\n").unwrap();
+    let flow = ROUTER.replace(
+        "choices: {refund: billing, crash: bugs}",
+        "choices: {refund: billing, crash: bugs}\n        output_path: $ctx.decision",
+    );
+    let out = illumo
+        .run_flow(&flow)
+        .args(["-c", r#"{"q": "x"}"#, "-q"])
+        .run()
+        .success();
+    assert_eq!(
+        (&out.ctx()["decision"], &out.ctx()["went"]),
+        (&json!("bugs"), &json!("x"))
+    );
+}

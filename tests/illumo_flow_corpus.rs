@@ -273,8 +273,9 @@ fn every_corpus_flow_loads_or_is_refused_with_its_reason() {
     let refused = [
         ("chatbot_flow", "node `faq`: invalid template: a `{{` is not closed by `}}`, or what is inside is not an expression"),
         ("concept_fanout_join", "node `start`: `start_func` is not an import path; write `package.module.function`"),
-        ("tut04_router_decision", "node `decision`: illumo-flow's RouterAgent `output_path` (the raw reply, then the choice) is not supported"),
-        ("tut04_router_decision_ja", "node `decision`: illumo-flow's RouterAgent `output_path` (the raw reply, then the choice) is not supported"),
+        // Its choices are not nodes: illumo-flow fails at the routing too.
+        ("tut04_router_decision", "node `decision` routes to `Ship`, which is not a node"),
+        ("tut04_router_decision_ja", "node `decision` routes to `Ship`, which is not a node"),
         ("tut05_evaluate_greeting", "node `review`: illumo-flow's EvaluationAgent (a `target`, scores 0-100 into ctx.metrics) is not supported"),
         ("tut05_evaluate_greeting_ja", "node `review`: illumo-flow's EvaluationAgent (a `target`, scores 0-100 into ctx.metrics) is not supported"),
         ("tut06_flow_launch", "node `review`: illumo-flow's EvaluationAgent (a `target`, scores 0-100 into ctx.metrics) is not supported"),

@@ -293,9 +293,6 @@ pub(crate) fn decode_node<'y>(dec: &mut Decoder, n: &Entry<'y>) -> Option<NodeSp
         ("EvaluationAgent", _) if setting.iter().any(|(k, _)| k == "target" || k == "structured_path") => Some(
             "illumo-flow's EvaluationAgent (a `target`, scores 0-100 into ctx.metrics) is not supported: illumo's EvaluationAgent scores 0 to 1 with reasons into `review_path`; see docs/illumo-flow.md",
         ),
-        ("RouterAgent", _) if setting.iter().any(|(k, _)| k == "output_path") => Some(
-            "illumo-flow's RouterAgent `output_path` (the raw reply, then the choice) is not supported: the decision is in ctx.routing.<id>; see docs/illumo-flow.md",
-        ),
         _ => None,
     };
     if let Some(why) = unsupported {

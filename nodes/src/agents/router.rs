@@ -16,6 +16,8 @@ pub struct RouterAgent {
     /// (label the model sees, node id).
     choices: Vec<(String, String)>,
     refs: Vec<NodeRef>,
+    /// Where the chosen node id goes too (illumo-flow's `output_path`).
+    output: Option<illumo_engine::path::CtxPath>,
 }
 
 impl NodeFactory for RouterAgentFactory {
@@ -33,10 +35,14 @@ impl NodeFactory for RouterAgentFactory {
         "the model picks the next node from `choices` and says how sure it is and why"
     }
     fn settings_schema(&self) -> Value {
-        super::agent_schema(false, &["choices"], &["prompt", "choices"])
+        super::agent_schema(false, &["choices", "output_path"], &["prompt", "choices"])
     }
     fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
-        let allowed: Vec<&str> = COMMON.iter().chain(["choices"].iter()).copied().collect();
+        let allowed: Vec<&str> = COMMON
+            .iter()
+            .chain(["choices", "output_path"].iter())
+            .copied()
+            .collect();
         if !check_keys(cx, "RouterAgent", &allowed) {
             return None;
         }
@@ -100,10 +106,12 @@ impl NodeFactory for RouterAgentFactory {
             return None;
         }
         let core = AgentCore::build(cx, &self.0, &config)?;
+        let output = cx.optional_ctx_path("output_path", config.output_path.as_deref())?;
         Some(Box::new(RouterAgent {
             core,
             choices,
             refs,
+            output,
         }))
     }
 }
@@ -208,7 +216,11 @@ impl Node for RouterAgent {
             .ok()
             .filter(|v| v.get("choice").is_some());
         let route = self.decide(&text, parsed.as_ref())?;
+        let chosen = route.targets.first().cloned();
         let mut outcome = Outcome::routed(cx.input.clone(), route);
+        if let (Some(path), Some(chosen)) = (&self.output, chosen) {
+            outcome = outcome.with_write(path.clone(), Value::String(chosen));
+        }
         if let Some(path) = &self.core.metadata {
             outcome = outcome.with_write(path.clone(), answer.metadata);
         }
