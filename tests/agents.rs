@@ -861,3 +861,56 @@ fn a_router_agent_writes_its_choice_to_output_path() {
         (&json!("bugs"), &json!("x"))
     );
 }
+
+/// illumo-flow's EvaluationAgent, as its flows use it: the raw score (0–100), appended to
+/// `ctx.metrics.<id>`, the reasons at `metadata_path` and the reply at `structured_path`.
+#[test]
+fn illumo_flows_evaluation_agent_keeps_the_raw_score_in_metrics() {
+    let dir = TempDir::new();
+    std::fs::copy(
+        crate::support::root().join("tests/illumo_flow/flows/tut05_evaluate_greeting.yaml"),
+        dir.path().join("flow.yaml"),
+    )
+    .unwrap();
+    dir.write(
+        "r.yaml",
+        "replies:\n  review: ['{\"score\": 85, \"reasons\": [\"warm\", \"short\"]}', '70']\n",
+    );
+    let run = || {
+        Illumo::new()
+            .in_dir(dir.path())
+            .args([
+                "run",
+                "flow.yaml",
+                "-q",
+                "--tracer",
+                "none",
+                "--llm",
+                "scripted=r.yaml",
+            ])
+            .args(["-c", r#"{"messages": {"greeting": "Hello there!"}}"#])
+            .run()
+            .success()
+            .ctx()
+    };
+    let ctx = run();
+    let metrics = &ctx["metrics"];
+    assert_eq!(
+        (&metrics["score"], &metrics["reason"]),
+        (&json!(85), &json!(["warm", "short"]))
+    );
+    assert_eq!(
+        metrics["details"],
+        json!({"score": 85, "reasons": ["warm", "short"]})
+    );
+    let entry = &metrics["review"][0];
+    assert_eq!(
+        (&entry["score"], &entry["reasons"]),
+        (&json!(85), &json!(["warm", "short"]))
+    );
+    assert!(entry["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        ctx["payloads"]["review"], 85,
+        "the score is the node's output"
+    );
+}

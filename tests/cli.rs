@@ -115,6 +115,7 @@ fn nodes_lists_types_and_settings_as_json() {
             "ReviewAgent",
             "Router",
             "RouterAgent",
+            "ScoreAgent",
             "Set",
             "Subflow",
             "Summary",
@@ -123,7 +124,7 @@ fn nodes_lists_types_and_settings_as_json() {
         ]
     );
     assert_eq!(
-        list[17]["settings"][0],
+        list[18]["settings"][0],
         serde_json::json!({"name": "value", "kind": "any", "required": true, "about": "the output; strings may be paths or templates"})
     );
 }

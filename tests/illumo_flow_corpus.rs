@@ -276,10 +276,8 @@ fn every_corpus_flow_loads_or_is_refused_with_its_reason() {
         // Its choices are not nodes: illumo-flow fails at the routing too.
         ("tut04_router_decision", "node `decision` routes to `Ship`, which is not a node"),
         ("tut04_router_decision_ja", "node `decision` routes to `Ship`, which is not a node"),
-        ("tut05_evaluate_greeting", "node `review`: illumo-flow's EvaluationAgent (a `target`, scores 0-100 into ctx.metrics) is not supported"),
-        ("tut05_evaluate_greeting_ja", "node `review`: illumo-flow's EvaluationAgent (a `target`, scores 0-100 into ctx.metrics) is not supported"),
-        ("tut06_flow_launch", "node `review`: illumo-flow's EvaluationAgent (a `target`, scores 0-100 into ctx.metrics) is not supported"),
-        ("tut06_flow_launch_ja", "node `review`: illumo-flow's EvaluationAgent (a `target`, scores 0-100 into ctx.metrics) is not supported"),
+        ("tut06_flow_launch", "node `decide` routes to `Ship`, which is not a node"),
+        ("tut06_flow_launch_ja", "node `decide` routes to `Ship`, which is not a node"),
         ("update_req_node_policy", "node `Review`: an agent needs a `prompt`"),
         ("update_req_router_scenario", "node `RouteSelector`: `RouterAgent` needs `choices`"),
         ("update_req_schema", "`flow` has no `nodes`"),

@@ -149,7 +149,8 @@ fn type_name(path: &str) -> &str {
         "SummaryAgent" => "Summary",
         "Agent" => "Agent",
         "RouterAgent" => "RouterAgent",
-        "EvaluationAgent" => "EvaluationAgent",
+        // illumo-flow's contract (a target, a raw score into ctx.metrics) is ScoreAgent's.
+        "EvaluationAgent" => "ScoreAgent",
         _ => path,
     }
 }
@@ -286,20 +287,6 @@ pub(crate) fn decode_node<'y>(dec: &mut Decoder, n: &Entry<'y>) -> Option<NodeSp
             "policy" => policy = policy.overlay(&decode_policy(dec, f.value, &f.path)),
             other => dec.push(ignored(other, &f.path, format_args!("node `{}`", n.key))),
         }
-    }
-    // What illumo's agents do not do as illumo-flow's do: said plainly, not as an
-    // unknown setting.
-    let unsupported = match (type_name.as_str(), ()) {
-        ("EvaluationAgent", _) if setting.iter().any(|(k, _)| k == "target" || k == "structured_path") => Some(
-            "illumo-flow's EvaluationAgent (a `target`, scores 0-100 into ctx.metrics) is not supported: illumo's EvaluationAgent scores 0 to 1 with reasons into `review_path`; see docs/illumo-flow.md",
-        ),
-        _ => None,
-    };
-    if let Some(why) = unsupported {
-        dec.push(
-            Diagnostic::error(format!("node `{}`: {why}", n.key)).at(type_at.clone(), &type_name),
-        );
-        return None;
     }
     // A FunctionNode given `routing_rule` (or the reverse) uses it, as illumo-flow does.
     let (wanted, other) = match type_name.as_str() {

@@ -7,12 +7,14 @@ mod draft;
 mod review;
 mod router;
 pub(crate) mod schema;
+mod score;
 mod tools;
 
 pub use agent::AgentFactory;
 pub use draft::DraftAgentFactory;
 pub use review::{EvaluationAgentFactory, ReviewAgentFactory};
 pub use router::RouterAgentFactory;
+pub use score::ScoreAgentFactory;
 
 use crate::llm::{
     default_base_url, resolve, ChatRequest, Llm, Message, Provider, ProviderError,
@@ -52,6 +54,9 @@ pub(crate) struct AgentConfig {
     /// the user message, rendered from ctx
     #[schemars(extend("x-kind" = "template"))]
     prompt: Option<String>,
+    /// illumo-flow's EvaluationAgent (ScoreAgent): what is scored, a $ctx path or a template
+    #[schemars(extend("x-kind" = "$ctx path or template"))]
+    pub(crate) target: Option<String>,
     /// sampling temperature
     #[schemars(extend("x-kind" = "number"))]
     temperature: Option<f64>,
@@ -771,6 +776,7 @@ pub fn register(registry: &mut illumo_engine::NodeRegistry, llm: Arc<Llm>) {
     registry.register(RouterAgentFactory(llm.clone()));
     registry.register(ReviewAgentFactory(llm.clone()));
     registry.register(EvaluationAgentFactory(llm.clone()));
+    registry.register(ScoreAgentFactory(llm.clone()));
     registry.register(DraftAgentFactory(llm));
 }
 

@@ -85,13 +85,6 @@ impl NodeFactory for EvaluationAgentFactory {
     fn type_name(&self) -> &'static str {
         "EvaluationAgent"
     }
-    fn aliases(&self) -> &'static [&'static str] {
-        &[
-            "illumo_flow.nodes.EvaluationAgent",
-            "illumo_flow.nodes.agent.EvaluationAgent",
-            "illumo_flow.EvaluationAgent",
-        ]
-    }
     fn summary(&self) -> &'static str {
         "the model scores from 0 to 1 with reasons; status OK when score >= pass_score"
     }
