@@ -109,6 +109,7 @@ fn nodes_lists_types_and_settings_as_json() {
             "Handoff",
             "Http",
             "Loop",
+            "LoopNode",
             "Patch",
             "PythonExec",
             "Retrieve",
@@ -124,7 +125,7 @@ fn nodes_lists_types_and_settings_as_json() {
         ]
     );
     assert_eq!(
-        list[18]["settings"][0],
+        list[19]["settings"][0],
         serde_json::json!({"name": "value", "kind": "any", "required": true, "about": "the output; strings may be paths or templates"})
     );
 }

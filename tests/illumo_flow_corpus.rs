@@ -59,8 +59,9 @@ fn flows_illumo_flow_runs_give_the_same_final_ctx() {
     }
 }
 
-/// Branches run concurrently here and one after the other there: the same ctx, with the
-/// steps of the two parallel branches possibly interleaved.
+/// Both run one node at a time, but illumo-flow keeps a node's successors in a Python
+/// `set`, so the order of the two branches changes with the string hash seed: the same
+/// ctx, with the branches in either order.
 #[test]
 fn a_fan_out_gives_the_same_ctx_with_its_branches_in_any_order() {
     let (out, _work) = run("sample_parallel_enrichment", &[]);
@@ -234,9 +235,10 @@ changed: node `a`: `context.outputs` -> `outputs`
 changed: node `a`: `retry.max_attempts` counted retries: 2 -> 3 attempts
 changed: node `a`: `fail_fast: false` went on downstream: -> `on_error: continue`
 changed: node `a`: `setting.policy` -> `policy`
+changed: illumo-flow runs one node at a time, in queue order: `max_parallel: 1` keeps that (remove it to run branches concurrently)
 changed: ctx.steps, ctx.errors and ctx.routing take illumo's shapes, and a node's null output is no longer replaced by its input (FunctionNode still passes its input on)
 changed: relative paths in settings (default_root, python_path) now resolve against the flow file's folder, not the working folder
-wrote `{path}` (10 changes)
+wrote `{path}` (11 changes)
 ")
     );
     assert_eq!(
@@ -244,6 +246,7 @@ wrote `{path}` (10 changes)
         "# migrated from illumo-flow's spelling by `illumo migrate`
 flow:
   entry: a
+  max_parallel: 1
   nodes:
     a:
       type: FunctionNode

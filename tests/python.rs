@@ -304,3 +304,106 @@ fn illumo_flow_errors_name_the_python_exception_class() {
     assert_eq!(ctx["failed_exception_type"], "ValueError");
     assert_eq!(ctx["errors"][0]["node_id"], "f");
 }
+
+const LOOP_FUNCS: &str = "def todo(payload, ctx):\n    return ctx['request']\n\ndef visit(payload, ctx):\n    ctx.setdefault('seen', []).append(payload)\n    return payload\n";
+
+/// A flow with illumo-flow's `LoopNode`, fed by `prep` (the `request` map, or its list
+/// with `items_key: todo`).
+fn loop_flow(loop_settings: &str) -> String {
+    format!(
+        "flow:
+  entry: prep
+  nodes:
+    prep:
+      type: illumo_flow.core.FunctionNode
+      context:
+        inputs: {{callable: funcs.todo}}
+    loop:
+      type: illumo_flow.core.LoopNode
+      {loop_settings}
+    worker:
+      type: illumo_flow.core.FunctionNode
+      context:
+        inputs: {{callable: funcs.visit}}
+        outputs: $ctx.last
+  edges:
+    - prep >> loop
+    - loop >> worker
+    - loop >> loop
+"
+    )
+}
+
+fn run_loop(flow: &str) -> crate::support::Output {
+    let dir = crate::support::TempDir::new();
+    dir.write("funcs.py", LOOP_FUNCS);
+    dir.write("flow.yaml", flow);
+    Illumo::new()
+        .in_dir(dir.path())
+        .args(["run", "flow.yaml", "-q", "--tracer", "none"])
+        .args(["-c", r#"{"request": {"todo": ["a", "b", "c"]}}"#])
+        .run()
+}
+
+/// illumo-flow's LoopNode: one item per visit to the body, the rest back to itself, each
+/// body run seeing what the one before wrote. The final ctx is the one illumo-flow 0.1.5's
+/// own `illumo run` gives for this flow (recorded under Python 3.10), key for key.
+#[test]
+fn an_illumo_flow_loop_node_visits_its_body_once_per_item_in_order() {
+    let out = run_loop(&loop_flow(
+        "body_route: worker\n      items_key: todo\n      enumerate_items: true",
+    ));
+    let step = |node: &str, status: &str| json!({"node_id": node, "status": status});
+    let mut steps = vec![step("prep", "start"), step("prep", "success")];
+    for _ in 0..3 {
+        steps.extend([step("loop", "start"), step("loop", "success")]);
+        steps.extend([step("worker", "start"), step("worker", "success")]);
+    }
+    assert_eq!(
+        out.success().ctx(),
+        json!({
+            "request": {"todo": ["a", "b", "c"]},
+            "steps": steps,
+            "joins": {},
+            "errors": [],
+            "payloads": {
+                "prep": {"todo": ["a", "b", "c"]},
+                "loop": {"worker": {"item": "c", "index": 2}},
+                "worker": {"item": "c", "index": 2}
+            },
+            "routing": {"loop": [{"target": "worker"}]},
+            "seen": [
+                {"item": "a", "index": 0},
+                {"item": "b", "index": 1},
+                {"item": "c", "index": 2}
+            ],
+            "last": {"item": "c", "index": 2}
+        })
+    );
+}
+
+#[test]
+fn a_loop_node_over_a_map_needs_items_key_and_a_body_that_is_a_node() {
+    let out = run_loop(&loop_flow("body_route: worker"));
+    assert_eq!(out.code, 1);
+    assert_eq!(
+        out.stderr.lines().next(),
+        Some("error: node `loop` failed on attempt 1 of 1: the LoopNode's payload is a map: give `items_key` to name its list of items")
+    );
+    assert_eq!(out.ctx()["failed_exception_type"], "FlowError");
+
+    let out = run_loop(&loop_flow("body_route: wroker\n      items_key: todo"));
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.starts_with(
+            "error: node `loop` routes to `wroker`, which is not a node
+  --> flow.yaml:10:19
+   |
+10 |       body_route: wroker
+   |                   ^^^^^^ did you mean `worker`?
+"
+        ),
+        "{}",
+        out.stderr
+    );
+}

@@ -176,7 +176,7 @@ error: unknown node type `Agnet`
   |
 6 |       type: Agnet
   |             ^^^^^ did you mean `Agent`?
-  = help: known types: Agent, Approval, Audit, Command, CustomRoutingNode, DraftAgent, EvaluationAgent, FunctionNode, Handoff, Http, Loop, Patch, PythonExec, Retrieve, ReviewAgent, Router, RouterAgent, ScoreAgent, Set, Subflow, Summary, TestExecutor, WorkspaceInspector
+  = help: known types: Agent, Approval, Audit, Command, CustomRoutingNode, DraftAgent, EvaluationAgent, FunctionNode, Handoff, Http, Loop, LoopNode, Patch, PythonExec, Retrieve, ReviewAgent, Router, RouterAgent, ScoreAgent, Set, Subflow, Summary, TestExecutor, WorkspaceInspector
 
 error: invalid duration `10 minutes` for `timeout`
   --> tests/fixtures/invalid/many_errors.yaml:10:25
@@ -325,7 +325,7 @@ fn reports_unknown_node_type() {
   |
 4 |       type: Sett
   |             ^^^^ did you mean `Set`?
-  = help: known types: Agent, Approval, Audit, Command, CustomRoutingNode, DraftAgent, EvaluationAgent, FunctionNode, Handoff, Http, Loop, Patch, PythonExec, Retrieve, ReviewAgent, Router, RouterAgent, ScoreAgent, Set, Subflow, Summary, TestExecutor, WorkspaceInspector
+  = help: known types: Agent, Approval, Audit, Command, CustomRoutingNode, DraftAgent, EvaluationAgent, FunctionNode, Handoff, Http, Loop, LoopNode, Patch, PythonExec, Retrieve, ReviewAgent, Router, RouterAgent, ScoreAgent, Set, Subflow, Summary, TestExecutor, WorkspaceInspector
 
 error: tests/fixtures/invalid/unknown_node_type.yaml has 1 error
 "#,

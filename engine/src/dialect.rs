@@ -62,7 +62,7 @@ fn get<'y>(y: &'y Yaml, key: &str) -> Option<&'y Yaml> {
 pub fn note(at: YPath) -> Diagnostic {
     Diagnostic::warning("this flow is written for illumo-flow: illumo-flow's meanings apply")
         .at(at, "nodes")
-        .label("retry.max_attempts counts retries, `(a | b) >> c` waits for both, ctx.steps/errors/routing keep illumo-flow's shapes")
+        .label("nodes run one at a time, retry.max_attempts counts retries, `(a | b) >> c` waits for both, ctx.steps/errors/routing keep illumo-flow's shapes")
         .help("docs/illumo-flow.md lists every difference; `illumo migrate FLOW` rewrites the file in illumo's spelling")
 }
 
@@ -142,7 +142,7 @@ fn type_name(path: &str) -> &str {
     match path.rsplit('.').next().unwrap_or(path) {
         "FunctionNode" => "FunctionNode",
         "CustomRoutingNode" => "CustomRoutingNode",
-        "LoopNode" => "Loop",
+        "LoopNode" => "LoopNode",
         "WorkspaceInspectorNode" => "WorkspaceInspector",
         "PatchNode" => "Patch",
         "TestExecutorNode" => "TestExecutor",
@@ -519,6 +519,10 @@ pub fn migrate(text: &str) -> Result<Option<(Value, Vec<String>)>, String> {
     }
     if let Some((entry, _)) = spec.entry.first() {
         flow.insert("entry".into(), Value::String(entry.clone()));
+    }
+    flow.insert("max_parallel".into(), Value::from(spec.max_parallel));
+    if spec.max_parallel == 1 {
+        changes.push("illumo-flow runs one node at a time, in queue order: `max_parallel: 1` keeps that (remove it to run branches concurrently)".into());
     }
     flow.insert("nodes".into(), Value::Object(nodes));
     let mut edges = Vec::new();

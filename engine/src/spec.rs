@@ -160,7 +160,11 @@ pub fn decode_flow<'y>(dec: &mut Decoder, root: &'y Yaml) -> Option<FlowSpec<'y>
         describe: None,
         entry: vec![],
         max_steps: DEFAULT_MAX_STEPS,
-        max_parallel: DEFAULT_MAX_PARALLEL,
+        // illumo-flow runs one node at a time, in queue order.
+        max_parallel: match dialect {
+            Dialect::IllumoFlow => 1,
+            Dialect::Native => DEFAULT_MAX_PARALLEL,
+        },
         payloads: Payloads::All,
         dialect,
         policy: PolicySpec::default(),

@@ -47,6 +47,7 @@ pub fn register_builtins_with_llm(registry: &mut NodeRegistry, llm: llm::Llm) {
     registry.register(support::audit::AuditFactory);
     registry.register(RouterFactory);
     registry.register(LoopFactory);
+    registry.register(loop_node::FlowLoopFactory);
     registry.register(CommandFactory);
     registry.register(FunctionFactory);
     registry.register(CustomRoutingFactory);

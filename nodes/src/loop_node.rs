@@ -152,3 +152,162 @@ impl Node for Loop {
         vec![self.body_ref.clone()]
     }
 }
+
+/// `LoopNode`: illumo-flow's loop, one item per visit. It routes the item to `body_route`
+/// and, while items remain, itself (or `loop_route`) with the rest as
+/// `{"__loop_state__": {items, index}}`; its output is `{<body>: item}`, and `[]` once the
+/// items are done. What a flow
+/// written for illumo-flow gets for `illumo_flow.core.LoopNode`.
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct FlowLoopConfig {
+    /// the node each item goes to
+    #[schemars(extend("x-kind" = "node id"))]
+    body_route: String,
+    /// where the rest of the items go (default: this node)
+    #[schemars(extend("x-kind" = "node id"))]
+    loop_route: Option<String>,
+    /// for a map payload, the key that holds the items
+    #[schemars(extend("x-kind" = "text"))]
+    items_key: Option<String>,
+    /// send `{item, index}` instead of the item
+    #[serde(default)]
+    #[schemars(extend("x-kind" = "bool"))]
+    enumerate_items: bool,
+}
+
+pub struct FlowLoop {
+    id: String,
+    body: String,
+    again: String,
+    items_key: Option<String>,
+    enumerate: bool,
+    refs: Vec<NodeRef>,
+}
+
+pub struct FlowLoopFactory;
+
+impl NodeFactory for FlowLoopFactory {
+    fn type_name(&self) -> &'static str {
+        "LoopNode"
+    }
+    fn summary(&self) -> &'static str {
+        "illumo-flow's loop: routes one item to `body_route` per visit, and the rest back to itself"
+    }
+    fn settings_schema(&self) -> serde_json::Value {
+        crate::settings::schema_of::<FlowLoopConfig>()
+    }
+    fn build(&self, cx: &mut BuildCx) -> Option<Box<dyn Node>> {
+        let config: FlowLoopConfig = cx.config()?;
+        let again = config
+            .loop_route
+            .clone()
+            .unwrap_or_else(|| cx.node_id.to_string());
+        let mut refs = vec![NodeRef {
+            id: config.body_route.clone(),
+            at: cx.at(&["body_route"]),
+            role: RefRole::Route,
+            label: Some("item".into()),
+        }];
+        let at = match config.loop_route {
+            Some(_) => cx.at(&["loop_route"]),
+            None => cx.at(&["body_route"]),
+        };
+        refs.push(NodeRef {
+            id: again.clone(),
+            at,
+            role: RefRole::Route,
+            label: Some("rest".into()),
+        });
+        Some(Box::new(FlowLoop {
+            id: cx.node_id.to_string(),
+            body: config.body_route,
+            again,
+            items_key: config.items_key,
+            enumerate: config.enumerate_items,
+            refs,
+        }))
+    }
+}
+
+impl FlowLoop {
+    /// The items and where this visit is: from the state the previous visit passed on
+    /// (`{"__loop_state__": {items, index}}`, also under this node's id), or from the
+    /// payload on the first visit.
+    fn state(&self, input: &Value) -> Result<(Vec<Value>, usize), NodeError> {
+        let state = input
+            .get("__loop_state__")
+            .or_else(|| input.get(&self.id).and_then(|v| v.get("__loop_state__")));
+        if let Some(state) = state {
+            let items = state["items"].as_array().cloned().ok_or_else(|| {
+                NodeError::fatal("the LoopNode's `__loop_state__` has no list of `items`")
+            })?;
+            let index = state["index"].as_u64().unwrap_or(0) as usize;
+            if index > items.len() {
+                return Err(NodeError::fatal(format!(
+                    "the LoopNode's `__loop_state__` index {index} is past its {} items",
+                    items.len()
+                )));
+            }
+            return Ok((items, index));
+        }
+        let source = match (&self.items_key, input) {
+            (Some(key), Value::Object(map)) => map.get(key).cloned().unwrap_or(Value::Null),
+            (_, other) => other.clone(),
+        };
+        match source {
+            Value::Null => Ok((Vec::new(), 0)),
+            Value::Array(items) => Ok((items, 0)),
+            Value::Object(_) => Err(NodeError::fatal(
+                "the LoopNode's payload is a map: give `items_key` to name its list of items",
+            )),
+            other => Err(NodeError::fatal(format!(
+                "the LoopNode's payload is {}, not a list of items",
+                kind_of(&other)
+            ))),
+        }
+    }
+}
+
+#[illumo_engine::async_trait]
+impl Node for FlowLoop {
+    async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
+        let (items, index) = self.state(cx.input)?;
+        let Some(item) = items.get(index) else {
+            return Ok(Outcome::routed(json!([]), illumo_engine::Route::default()));
+        };
+        let sent = if self.enumerate {
+            json!({"item": item, "index": index})
+        } else {
+            item.clone()
+        };
+        let mut targets = vec![self.body.clone()];
+        let mut inputs = vec![Some(sent.clone())];
+        if index + 1 < items.len() {
+            targets.push(self.again.clone());
+            inputs.push(Some(
+                json!({"__loop_state__": {"items": items, "index": index + 1}}),
+            ));
+        }
+        let route = illumo_engine::Route {
+            targets,
+            confidence: None,
+            // illumo-flow's ctx.routing records no reason for a loop's routes.
+            reason: None,
+            inputs,
+        };
+        Ok(Outcome::routed(json!({ self.body.as_str(): sent }), route))
+    }
+
+    fn routes(&self) -> bool {
+        true
+    }
+
+    fn references(&self) -> Vec<NodeRef> {
+        self.refs.clone()
+    }
+
+    fn fan_outs(&self) -> Vec<Vec<String>> {
+        vec![vec![self.body.clone(), self.again.clone()]]
+    }
+}
