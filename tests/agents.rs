@@ -914,3 +914,88 @@ fn illumo_flows_evaluation_agent_keeps_the_raw_score_in_metrics() {
         "the score is the node's output"
     );
 }
+
+/// In a flow written for illumo-flow, what an agent has no path for lands in illumo-flow's
+/// `ctx.agents.<id>` bucket: `{timestamp, value}` per slot, a list once the agent ran again.
+#[test]
+fn illumo_flow_agents_keep_what_has_no_path_in_the_agents_bucket() {
+    let dir = TempDir::new();
+    dir.write(
+        "names.py",
+        "def names(payload, ctx):\n    return ctx['names']\n",
+    );
+    dir.write(
+        "flow.yaml",
+        "flow:
+  entry: names
+  nodes:
+    names:
+      type: illumo_flow.core.FunctionNode
+      context: {inputs: {callable: names.names}}
+    loop:
+      type: illumo_flow.core.LoopNode
+      body_route: greet
+    greet:
+      type: illumo_flow.nodes.Agent
+      context:
+        inputs:
+          prompt: 'Say hello to {{ $ctx.payloads.loop.greet }}'
+        metadata_path: $ctx.meta
+  edges:
+    - names >> loop
+    - loop >> greet
+    - loop >> loop
+",
+    );
+    dir.write(
+        "r.yaml",
+        "replies:\n  greet: ['Hello, Ada!', 'Hello, Bo!']\n",
+    );
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args(["run", "flow.yaml", "-q", "--tracer", "none"])
+        .args([
+            "--llm",
+            "scripted=r.yaml",
+            "-c",
+            r#"{"names": ["Ada", "Bo"]}"#,
+        ])
+        .run();
+    let ctx = out.success().ctx();
+    let bucket = &ctx["agents"]["greet"];
+    let values = |slot: &str| -> Vec<Value> {
+        bucket[slot]
+            .as_array()
+            .unwrap_or_else(|| panic!("{slot} is not a list: {bucket}"))
+            .iter()
+            .map(|e| e["value"].clone())
+            .collect()
+    };
+    assert_eq!(
+        values("response"),
+        [json!("Hello, Ada!"), json!("Hello, Bo!")]
+    );
+    assert_eq!(
+        values("history")[1],
+        json!([
+            {"role": "user", "content": "Say hello to Bo"},
+            {"role": "assistant", "content": "Hello, Bo!"}
+        ])
+    );
+    assert!(
+        bucket["response"][0]["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("20") && t.ends_with('Z')),
+        "{bucket}"
+    );
+    assert_eq!(
+        bucket.get("metadata"),
+        None,
+        "metadata has its own path: {bucket}"
+    );
+    assert_eq!(
+        (&ctx["meta"]["model"], &ctx["meta"]["provider"]),
+        (&json!("gpt-4.1-nano"), &json!("scripted")),
+        "illumo-flow's default model"
+    );
+}

@@ -329,3 +329,31 @@ fn every_corpus_flow_loads_or_is_refused_with_its_reason() {
         }
     }
 }
+
+/// An agent migrates with illumo-flow's default model written out, and a word on the
+/// `ctx.agents.<id>` bucket native agents do not keep.
+#[test]
+fn migrate_writes_out_an_agents_default_model_and_names_the_bucket_it_drops() {
+    let illumo = Illumo::new();
+    let path = illumo.flow_file(
+        "flow:\n  nodes:\n    greet:\n      type: illumo_flow.nodes.Agent\n      context:\n        inputs: {prompt: hi}\n        history_path: $ctx.h\n",
+    );
+    let out = illumo.args(["migrate", &path]).run().success();
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("model") || l.contains("bucket"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "changed: node `greet`: illumo-flow's default model written out: `model: gpt-4.1-nano` (illumo's default is gpt-4.1-mini)",
+            "changed: node `greet`: illumo-flow's `ctx.agents.greet` bucket ({timestamp, value} slots) is not kept; give `output_path`, `metadata_path` for what a later node reads",
+        ]
+    );
+    assert!(
+        out.stdout.contains("      setting:\n        prompt: hi\n        history_path: $ctx.h\n        model: gpt-4.1-nano\n"),
+        "{}",
+        out.stdout
+    );
+}

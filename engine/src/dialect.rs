@@ -494,7 +494,13 @@ pub fn migrate(text: &str) -> Result<Option<(Value, Vec<String>)>, String> {
         if let Some(d) = &node.describe {
             out.insert("describe".into(), Value::String(d.clone()));
         }
-        let setting = node.setting.to_json();
+        let mut setting = node.setting.to_json();
+        if matches!(
+            node.type_name.as_str(),
+            "Agent" | "RouterAgent" | "ScoreAgent"
+        ) {
+            changes.extend(agent_changes(&node.id, &mut setting));
+        }
         if !setting.is_null() {
             out.insert("setting".into(), setting);
         }
@@ -554,6 +560,38 @@ pub fn migrate(text: &str) -> Result<Option<(Value, Vec<String>)>, String> {
     let mut file = Map::new();
     file.insert("flow".into(), Value::Object(flow));
     Ok(Some((Value::Object(file), changes)))
+}
+
+/// What an agent keeps of illumo-flow's: its default model, written out; and a word on the
+/// `ctx.agents.<id>` bucket, which native agents do not keep.
+fn agent_changes(id: &str, setting: &mut Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if setting.is_null() {
+        *setting = Value::Object(Map::new());
+    }
+    let Some(map) = setting.as_object_mut() else {
+        return out;
+    };
+    let openai = map
+        .get("provider")
+        .is_none_or(|p| p.as_str() == Some("openai"));
+    if openai && !map.contains_key("model") {
+        map.insert("model".into(), Value::String("gpt-4.1-nano".into()));
+        out.push(format!(
+            "node `{id}`: illumo-flow's default model written out: `model: gpt-4.1-nano` (illumo's default is gpt-4.1-mini)"
+        ));
+    }
+    let unkept: Vec<&str> = ["output_path", "history_path", "metadata_path"]
+        .into_iter()
+        .filter(|k| !map.contains_key(*k))
+        .collect();
+    if !unkept.is_empty() {
+        out.push(format!(
+            "node `{id}`: illumo-flow's `ctx.agents.{id}` bucket ({{timestamp, value}} slots) is not kept; give `{}` for what a later node reads",
+            unkept.join("`, `")
+        ));
+    }
+    out
 }
 
 /// What migrating one node changes, as the user wrote it.

@@ -577,6 +577,9 @@ pub struct BuildCx<'a> {
     pub(crate) dec: &'a mut Decoder,
     /// The node types, for a node that loads a flow of its own (`Subflow`).
     pub registry: Option<&'a NodeRegistry>,
+    /// Whose vocabulary the flow is written in: a node whose meaning differs in
+    /// illumo-flow applies illumo-flow's.
+    pub dialect: crate::dialect::Dialect,
 }
 
 impl<'a> BuildCx<'a> {
@@ -594,7 +597,14 @@ impl<'a> BuildCx<'a> {
             setting_at,
             dec,
             registry: None,
+            dialect: crate::dialect::Dialect::Native,
         }
+    }
+
+    /// The same, for a flow written in `dialect`.
+    pub fn with_dialect(mut self, dialect: crate::dialect::Dialect) -> Self {
+        self.dialect = dialect;
+        self
     }
 
     /// The same, with the registry a nested flow is loaded with.

@@ -19,7 +19,7 @@ pub(crate) fn build_all(
     spec.nodes
         .iter()
         .filter(|n| n.nth == 0)
-        .map(|n| build_node(n, registry, dec, base_dir))
+        .map(|n| build_node(n, registry, dec, base_dir, spec.dialect))
         .collect()
 }
 
@@ -28,6 +28,7 @@ fn build_node(
     registry: &NodeRegistry,
     dec: &mut Decoder,
     base_dir: &std::path::Path,
+    dialect: crate::dialect::Dialect,
 ) -> Option<FlowNode> {
     let owner = NodeName(&n.id);
     let inputs = n
@@ -51,7 +52,8 @@ fn build_node(
     };
     let node = factory.build(
         &mut BuildCx::new(&n.id, base_dir, &n.setting, n.setting_at.clone(), dec)
-            .with_registry(registry),
+            .with_registry(registry)
+            .with_dialect(dialect),
     );
     Some(FlowNode {
         digest: digest_of(n),

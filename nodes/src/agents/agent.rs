@@ -1,5 +1,6 @@
 //! `Agent`: one LLM call. The reply goes to `output_path` (or `ctx.agents.<id>`); with a
-//! JSON `response_format` the parsed reply goes to `structured_path`.
+//! JSON `response_format` the parsed reply goes to `structured_path`. In a flow written for
+//! illumo-flow, what has no path goes to illumo-flow's `ctx.agents.<id>` bucket instead.
 
 use super::{check_keys, AgentConfig, AgentCore, ReplyFormat, COMMON};
 use crate::llm::Llm;
@@ -14,7 +15,8 @@ pub struct AgentFactory(pub Arc<Llm>);
 pub struct Agent {
     core: AgentCore,
     format: ReplyFormat,
-    output: CtxPath,
+    /// `None`: the reply goes to illumo-flow's bucket.
+    output: Option<CtxPath>,
     structured: Option<CtxPath>,
 }
 
@@ -51,11 +53,10 @@ impl NodeFactory for AgentFactory {
         let format = reply_format(cx, config.response_format.as_ref());
         let core = AgentCore::build(cx, &self.0, &config);
         let default_output = format!("$ctx.agents.{}", cx.node_id);
-        let output = cx.ctx_path(
-            "output_path",
-            config.output_path.as_deref(),
-            &default_output,
-        );
+        let output = match (cx.dialect, config.output_path.as_deref()) {
+            (illumo_engine::dialect::Dialect::IllumoFlow, None) => Some(None),
+            (_, path) => cx.ctx_path("output_path", path, &default_output).map(Some),
+        };
         let structured = cx.optional_ctx_path("structured_path", config.structured_path.as_deref());
         if structured.as_ref().is_some_and(Option::is_some) && format == Some(ReplyFormat::Text) {
             cx.error(
@@ -114,10 +115,25 @@ pub(crate) fn reply_format(cx: &mut BuildCx, value: Option<&Value>) -> Option<Re
 impl Node for Agent {
     async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
         let answer = self.core.ask(&cx, None, &self.format).await?;
-        let mut outcome = Outcome::value(Value::String(answer.text.clone()))
-            .with_write(self.output.clone(), Value::String(answer.text.clone()));
+        let text = Value::String(answer.text.clone());
+        let mut outcome = Outcome::value(text.clone());
+        if let Some(path) = &self.output {
+            outcome = outcome.with_write(path.clone(), text.clone());
+        }
         if let (Some(path), Some(json)) = (&self.structured, &answer.json) {
             outcome = outcome.with_write(path.clone(), json.clone());
+        }
+        let slots = [
+            ("response", self.output.is_none().then_some(text)),
+            ("history", self.core.unrouted_history(&answer)),
+            ("metadata", self.core.unrouted_metadata(&answer)),
+            (
+                "structured",
+                answer.json.clone().filter(|_| self.structured.is_none()),
+            ),
+        ];
+        if let Some((path, bucket)) = self.core.bucket(&cx, &slots) {
+            outcome = outcome.with_write(path, bucket);
         }
         if let Some(path) = &self.core.metadata {
             outcome = outcome.with_write(path.clone(), answer.metadata.clone());

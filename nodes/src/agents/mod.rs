@@ -211,6 +211,9 @@ pub(crate) struct AgentCore {
     history: Option<CtxPath>,
     history_limit: Option<usize>,
     pub(crate) metadata: Option<CtxPath>,
+    /// `ctx.agents.<id>`, in a flow written for illumo-flow: what has no path of its own
+    /// goes there (see [`AgentCore::bucket`]).
+    bucket: Option<CtxPath>,
     reads: Reads,
     pub(crate) tools: tools::Tools,
     sampling: Map<String, Value>,
@@ -246,6 +249,10 @@ impl AgentCore {
         }
         let model = match (&config.model, provider_name.as_str()) {
             (Some(m), _) => env_template(cx, "model", m),
+            // illumo-flow's agents default to gpt-4.1-nano.
+            (None, "openai") if cx.dialect == illumo_engine::dialect::Dialect::IllumoFlow => {
+                Some("gpt-4.1-nano".into())
+            }
             (None, "openai") => Some("gpt-4.1-mini".into()),
             (None, "scripted") => Some("scripted".into()),
             (None, _) if !known_provider => None,
@@ -353,7 +360,16 @@ impl AgentCore {
             return None;
         }
         let (history, metadata) = (history?, metadata?);
+        let bucket = match cx.dialect {
+            illumo_engine::dialect::Dialect::IllumoFlow => {
+                CtxPath::parse(&format!("$ctx.agents.{}", cx.node_id)).ok()
+            }
+            illumo_engine::dialect::Dialect::Native => None,
+        };
         let mut reads = prompt.reads();
+        if let Some(b) = &bucket {
+            reads.merge(&Reads::path(b.steps.clone()));
+        }
         if let Some(s) = &system {
             reads.merge(&s.reads());
         }
@@ -371,10 +387,62 @@ impl AgentCore {
             history,
             history_limit: config.history_limit,
             metadata,
+            bucket,
             reads,
             tools,
             sampling,
         })
+    }
+
+    /// illumo-flow's `ctx.agents.<id>` bucket with this answer's `slots` (`response`,
+    /// `history`, `metadata`, `structured`: each one the agent has no path for) added as
+    /// `{timestamp, value}`: the first entry of a slot as it is, a list from the second
+    /// on, as illumo-flow keeps them. `None` for a native flow.
+    pub(crate) fn bucket(
+        &self,
+        cx: &NodeCx<'_>,
+        slots: &[(&str, Option<Value>)],
+    ) -> Option<(CtxPath, Value)> {
+        let path = self.bucket.clone()?;
+        let mut bucket = match path.get(cx.ctx) {
+            Some(Value::Object(map)) => map.clone(),
+            _ => Map::new(),
+        };
+        let timestamp = illumo_engine::ids::iso8601(std::time::SystemTime::now());
+        for (key, value) in slots {
+            let Some(value) = value.clone().filter(|v| !v.is_null()) else {
+                continue;
+            };
+            let entry = json!({"timestamp": timestamp, "value": value});
+            let slot = match bucket.remove(*key) {
+                None => entry,
+                Some(Value::Array(mut items)) => {
+                    items.push(entry);
+                    Value::Array(items)
+                }
+                Some(first) => json!([first, entry]),
+            };
+            bucket.insert((*key).to_string(), slot);
+        }
+        Some((path, Value::Object(bucket)))
+    }
+
+    /// This exchange as chat messages: what illumo-flow's `history` slot holds.
+    pub(crate) fn exchange(answer: &Answer) -> Value {
+        json!([
+            {"role": "user", "content": answer.prompt},
+            {"role": "assistant", "content": answer.text}
+        ])
+    }
+
+    /// The history slot, when the agent has no `history_path`.
+    pub(crate) fn unrouted_history(&self, answer: &Answer) -> Option<Value> {
+        self.history.is_none().then(|| Self::exchange(answer))
+    }
+
+    /// The metadata slot, when the agent has no `metadata_path`.
+    pub(crate) fn unrouted_metadata(&self, answer: &Answer) -> Option<Value> {
+        self.metadata.is_none().then(|| answer.metadata.clone())
     }
 
     pub(crate) fn reads(&self) -> Reads {

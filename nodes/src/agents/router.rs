@@ -222,7 +222,18 @@ impl Node for RouterAgent {
             outcome = outcome.with_write(path.clone(), Value::String(chosen));
         }
         if let Some(path) = &self.core.metadata {
-            outcome = outcome.with_write(path.clone(), answer.metadata);
+            outcome = outcome.with_write(path.clone(), answer.metadata.clone());
+        }
+        let slots = [
+            (
+                "response",
+                self.output.is_none().then(|| Value::String(text.clone())),
+            ),
+            ("history", self.core.unrouted_history(&answer)),
+            ("metadata", self.core.unrouted_metadata(&answer)),
+        ];
+        if let Some((path, bucket)) = self.core.bucket(&cx, &slots) {
+            outcome = outcome.with_write(path, bucket);
         }
         Ok(outcome)
     }

@@ -138,6 +138,22 @@ impl Node for ScoreAgent {
         if let (Some(path), Some(s)) = (&self.structured, structured) {
             outcome = outcome.with_write(path.clone(), s);
         }
+        let slots = [
+            (
+                "response",
+                self.output
+                    .is_none()
+                    .then(|| Value::String(answer.text.clone())),
+            ),
+            ("history", self.core.unrouted_history(&answer)),
+            (
+                "metadata",
+                self.reasons.is_none().then(|| answer.metadata.clone()),
+            ),
+        ];
+        if let Some((path, bucket)) = self.core.bucket(&cx, &slots) {
+            outcome = outcome.with_write(path, bucket);
+        }
         Ok(outcome)
     }
 
