@@ -407,3 +407,89 @@ fn a_loop_node_over_a_map_needs_items_key_and_a_body_that_is_a_node() {
         out.stderr
     );
 }
+
+/// illumo-flow's `callable_expression`: `callable: ctx.handler` names the function through
+/// ctx when the node runs. The final ctx is the one illumo-flow 0.1.5's own CLI gives.
+#[test]
+fn a_function_named_by_a_ctx_path_is_looked_up_when_the_node_runs() {
+    let dir = crate::support::TempDir::new();
+    dir.write(
+        "funcs.py",
+        "def shout(payload):\n    return str(payload).upper()\n",
+    );
+    dir.write(
+        "flow.yaml",
+        "flow:\n  entry: f\n  nodes:\n    f:\n      type: illumo_flow.core.FunctionNode\n      context:\n        inputs: {callable: ctx.handler, text: ctx.text}\n        outputs: ctx.out\n",
+    );
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args(["run", "flow.yaml", "-q", "--tracer", "none"])
+        .args(["-c", r#"{"handler": "funcs.shout", "text": "Hi"}"#])
+        .run();
+    assert_eq!(
+        out.success().ctx(),
+        json!({"handler": "funcs.shout", "text": "Hi",
+            "steps": [{"node_id": "f", "status": "start"}, {"node_id": "f", "status": "success"}],
+            "joins": {}, "errors": [], "payloads": {"f": "HI"}, "routing": {}, "out": "HI"})
+    );
+}
+
+/// A function named by data (ctx or the input map) must be one the flow's own modules
+/// define: ctx cannot reach the standard library, installed packages, modules outside the
+/// flow's folders, or a function a flow module merely imports. A refused module is never
+/// imported, so its code does not run.
+#[test]
+fn a_function_named_by_data_must_be_one_of_the_flows_own_modules() {
+    let dir = crate::support::TempDir::new();
+    dir.write(
+        "flow/funcs.py",
+        "from os import getcwd\n\ndef shout(payload):\n    return str(payload).upper()\n",
+    );
+    dir.write(
+        "flow/flow.yaml",
+        "flow:\n  nodes:\n    f:\n      type: FunctionNode\n      inputs: {callable: $ctx.handler, text: $ctx.text}\n",
+    );
+    // A module reachable on PYTHONPATH but outside the flow's folders, that leaves a mark
+    // when imported.
+    let mark = dir.path().join("imported");
+    dir.write(
+        "elsewhere/evil.py",
+        &format!(
+            "open({:?}, 'w').write('ran')\ndef run(payload):\n    return 'escaped'\n",
+            mark.display().to_string()
+        ),
+    );
+    let run = |handler: &str| {
+        Illumo::new()
+            .in_dir(&dir.path().join("flow"))
+            .env(
+                "PYTHONPATH",
+                &dir.path().join("elsewhere").display().to_string(),
+            )
+            .args(["run", "flow.yaml", "-q", "--tracer", "none"])
+            .args(["-c", &json!({"handler": handler, "text": "Hi"}).to_string()])
+            .run()
+    };
+    assert_eq!(run("funcs.shout").success().ctx()["payloads"]["f"], "HI");
+    let rule = "such a function must be defined in a module under the flow's folder, its python_path or the working folder (not Python's own modules or installed packages)";
+    for (handler, why) in [
+        ("os.system", "`os` is not one of the flow's own modules"),
+        (
+            "subprocess.getoutput",
+            "`subprocess` is not one of the flow's own modules",
+        ),
+        ("evil.run", "`evil` is not one of the flow's own modules"),
+        (
+            "funcs.getcwd",
+            "`funcs.getcwd` is not defined in `funcs` (it comes from `posix`)",
+        ),
+    ] {
+        let out = run(handler);
+        assert_eq!(out.code, 1, "{handler}: {}", out.stderr);
+        assert_eq!(
+            out.stderr.lines().next().unwrap_or_default(),
+            format!("error: node `f` failed on attempt 1 of 1: `{handler}` was named by ctx or the input, and {why}: {rule}")
+        );
+    }
+    assert!(!mark.exists(), "the refused module was imported");
+}

@@ -30,8 +30,12 @@ impl TempDir {
         &self.0
     }
 
+    /// Writes `name` (which may have folders, created as needed).
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.0.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create temp folders");
+        }
         std::fs::write(&path, text).expect("write temp file");
         path
     }

@@ -4,7 +4,7 @@
 //! the changes it makes to ctx are written back. A `Routing` it returns is a routing
 //! decision; `CustomRoutingNode` must return one.
 
-use crate::python::{Answer, Printed, Worker, WorkerKey};
+use crate::python::{Answer, Call, Printed, Worker, WorkerKey};
 use illumo_engine::node::{BuildCx, Node, NodeCx, NodeError, NodeFactory, Outcome, Route};
 use illumo_engine::path::{CtxPath, Step};
 use illumo_engine::template::Reads;
@@ -15,7 +15,8 @@ use std::sync::Arc;
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct FunctionConfig {
-    /// the function, as `package.module.function` (or `callable` in the input map)
+    /// the function, as `package.module.function`, or a ctx path that holds one (or
+    /// `callable` in the input map)
     #[schemars(extend("x-kind" = "import path"))]
     callable: Option<String>,
     /// folders put first on `sys.path`, relative to the flow file (the flow's folder and
@@ -31,7 +32,8 @@ struct FunctionConfig {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RoutingConfig {
-    /// the function that returns `Routing(target, confidence, reason)` decisions
+    /// the function that returns `Routing(target, confidence, reason)` decisions, or a
+    /// ctx path that holds its name
     #[schemars(extend("x-kind" = "import path"))]
     routing_rule: Option<String>,
     /// folders put first on `sys.path`, relative to the flow file
@@ -43,9 +45,17 @@ struct RoutingConfig {
     python: Option<String>,
 }
 
+/// The function a node's settings name.
+enum Named {
+    None,
+    Path(String),
+    /// Read from ctx when the node runs (illumo-flow's `callable_expression`).
+    FromCtx(CtxPath),
+}
+
 pub struct Function {
     /// The function named in the settings; the input map's `callable` key may override it.
-    callable: Option<String>,
+    callable: Named,
     /// The input key that may name the function (`callable` or `routing_rule`).
     dynamic_key: &'static str,
     /// A `CustomRoutingNode`: the function must return a routing decision.
@@ -112,20 +122,19 @@ impl NodeFactory for CustomRoutingFactory {
 }
 
 /// `package.module.function`, checked for its shape at load (whether it imports is known
-/// only when the worker tries).
-fn check_import_path(cx: &mut BuildCx, key: &str, path: Option<String>) -> Option<Option<String>> {
+/// only when the worker tries); or a ctx path (`$ctx.handlers.pick`) that holds one when
+/// the node runs.
+fn check_import_path(cx: &mut BuildCx, key: &str, path: Option<String>) -> Option<Named> {
     let Some(path) = path else {
-        return Some(None);
+        return Some(Named::None);
     };
-    let valid = path.rsplit_once('.').is_some_and(|(module, name)| {
-        let ident = |s: &str| {
-            s.chars()
-                .next()
-                .is_some_and(|c| c.is_alphabetic() || c == '_')
-                && s.chars().all(|c| c.is_alphanumeric() || c == '_')
+    if path.starts_with('$') {
+        return match cx.optional_ctx_path(key, Some(&path))? {
+            Some(p) => Some(Named::FromCtx(p)),
+            None => Some(Named::None),
         };
-        module.split('.').all(ident) && ident(name)
-    });
+    }
+    let valid = import_path_shape(&path);
     if !valid {
         cx.error(
             cx.at(&[key]),
@@ -134,7 +143,19 @@ fn check_import_path(cx: &mut BuildCx, key: &str, path: Option<String>) -> Optio
         );
         return None;
     }
-    Some(Some(path))
+    Some(Named::Path(path))
+}
+
+fn import_path_shape(path: &str) -> bool {
+    path.rsplit_once('.').is_some_and(|(module, name)| {
+        let ident = |s: &str| {
+            s.chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_')
+                && s.chars().all(|c| c.is_alphanumeric() || c == '_')
+        };
+        module.split('.').all(ident) && ident(name)
+    })
 }
 
 fn worker(cx: &BuildCx, python_path: &[String], python: Option<String>) -> Arc<Worker> {
@@ -151,9 +172,10 @@ fn worker(cx: &BuildCx, python_path: &[String], python: Option<String>) -> Arc<W
 }
 
 impl Function {
-    /// The function to call and the payload it gets: a `callable` key in an input map
-    /// names the function and is taken out of the payload, as illumo-flow does.
-    fn target<'a>(&'a self, input: &'a Value) -> Result<(String, Value), NodeError> {
+    /// The function to call, the payload it gets, and whether data named it: a `callable`
+    /// key in an input map names the function and is taken out of the payload, as
+    /// illumo-flow does; a ctx path in the settings is read now.
+    fn target(&self, input: &Value, ctx: &Value) -> Result<(String, Value, bool), NodeError> {
         if let Some(Value::String(named)) = input.get(self.dynamic_key) {
             let rest: Map<String, Value> = input
                 .as_object()
@@ -167,15 +189,38 @@ impl Function {
                 1 => rest.into_iter().next().map(|(_, v)| v).unwrap_or_default(),
                 _ => Value::Object(rest),
             };
-            return Ok((named.clone(), payload));
+            return Ok((checked(named, self.dynamic_key)?, payload, true));
         }
         match &self.callable {
-            Some(c) => Ok((c.clone(), input.clone())),
-            None => Err(NodeError::fatal(format!(
+            Named::Path(c) => Ok((c.clone(), input.clone(), false)),
+            Named::FromCtx(path) => match path.get(ctx) {
+                Some(Value::String(named)) => {
+                    Ok((checked(named, &path.to_string())?, input.clone(), true))
+                }
+                Some(other) => Err(NodeError::fatal(format!(
+                    "`{path}` must hold a function's import path (`package.module.function`), not {}",
+                    illumo_engine::path::kind_of(other)
+                ))),
+                None => Err(NodeError::fatal(format!(
+                    "`{path}` is not in ctx: it should hold the function to call"
+                ))),
+            },
+            Named::None => Err(NodeError::fatal(format!(
                 "no function to call: set `{}` in the settings or in the input",
                 self.dynamic_key
             ))),
         }
+    }
+}
+
+/// A function name that data gave, checked for its shape.
+fn checked(named: &str, from: &str) -> Result<String, NodeError> {
+    if import_path_shape(named) {
+        Ok(named.to_string())
+    } else {
+        Err(NodeError::fatal(format!(
+            "`{named}` (from `{from}`) is not an import path; it should be `package.module.function`"
+        )))
     }
 }
 
@@ -192,10 +237,14 @@ fn record_printed(cx: &NodeCx<'_>, printed: &Printed) {
 #[illumo_engine::async_trait]
 impl Node for Function {
     async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
-        let (callable, payload) = self.target(cx.input)?;
+        let (callable, payload, named_by_data) = self.target(cx.input, cx.ctx)?;
+        let how = Call {
+            routing: self.routing,
+            named_by_data,
+        };
         let answer = self
             .worker
-            .call_as(&callable, &payload, cx.ctx, self.routing)
+            .call_as(&callable, &payload, cx.ctx, how)
             .await
             .map_err(|e| NodeError::retryable(format!("`{callable}`: {e}")))?;
         match answer {
@@ -220,6 +269,7 @@ impl Node for Function {
                         sys_path.join(", ")
                     )),
                     "result" => NodeError::fatal(format!("`{callable}`: {message}")),
+                    "refused" => NodeError::fatal(message.clone()),
                     _ => {
                         NodeError::retryable(format!("`{callable}` raised {type_name}: {message}"))
                             .with_exception(type_name.clone())

@@ -17,6 +17,16 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const WORKER: &str = include_str!("worker.py");
 
+/// How a function is called.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Call {
+    /// The caller routes by the result, so `None` and `[]` are an empty decision.
+    pub routing: bool,
+    /// The function's name came from ctx or the input, not from the flow file: it must be
+    /// a function of the flow's own modules (see `user_function` in `worker.py`).
+    pub named_by_data: bool,
+}
+
 /// Which interpreter and which folders on `sys.path`: calls with the same key share a
 /// worker.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -128,7 +138,7 @@ impl Worker {
         payload: &Value,
         ctx: &Value,
     ) -> Result<Answer, String> {
-        self.call_as(callable, payload, ctx, false).await
+        self.call_as(callable, payload, ctx, Call::default()).await
     }
 
     /// Like [`Worker::call`]; `routing`: the caller routes by the result, so `None` and
@@ -138,7 +148,7 @@ impl Worker {
         callable: &str,
         payload: &Value,
         ctx: &Value,
-        routing: bool,
+        how: Call,
     ) -> Result<Answer, String> {
         let mut state = self.state.lock().await;
         // Taken out for the call: if the call is cancelled half-way, the process is
@@ -154,7 +164,7 @@ impl Worker {
                 callable,
                 payload,
                 send_ctx.then_some(ctx),
-                routing,
+                how,
             )
             .await
             {
@@ -197,6 +207,11 @@ impl Worker {
         command
             .args(["-c", WORKER])
             .env("PYTHONPATH", pythonpath)
+            .env(
+                "ILLUMO_USER_PATHS",
+                std::env::join_paths(&self.key.paths)
+                    .map_err(|e| format!("cannot build ILLUMO_USER_PATHS: {e}"))?,
+            )
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -227,13 +242,14 @@ async fn exchange(
     callable: &str,
     payload: &Value,
     ctx: Option<&Value>,
-    routing: bool,
+    how: Call,
 ) -> Result<Value, String> {
     let mut request = serde_json::to_vec(&json!({
         "callable": callable,
         "payload": payload,
         "has_ctx": ctx.is_some(),
-        "routing": routing,
+        "routing": how.routing,
+        "named_by_data": how.named_by_data,
     }))
     .map_err(|e| e.to_string())?;
     request.push(b'\n');

@@ -1,14 +1,15 @@
 # The illumo Python worker: one process per run, started on first use, answering calls
 # to Python functions on its stdin/stdout, one JSON object per line.
 #
-# Request:  {"callable": "pkg.mod.fn", "payload": ..., "has_ctx": bool, "routing": bool},
-#           and when
-#           has_ctx, the ctx as JSON on the next line
+# Request:  {"callable": "pkg.mod.fn", "payload": ..., "has_ctx": bool, "routing": bool,
+#            "named_by_data": bool}, and when has_ctx, the ctx as JSON on the next line.
+#           named_by_data: the name came from ctx or the input, so it must be a function
+#           of the flow's own modules (see `user_function`).
 # Answers:  {"ok": true, "output": ..., "writes": [[[key, ...], value], ...],
 #            "routes": [[target, confidence, reason, payload, has_payload], ...] | null,
 #            "stdout": "...", "stderr": "..."}
 #           {"need_ctx": true}       (the function takes ctx and none was sent)
-#           {"ok": false, "kind": "import" | "exception" | "result", "message": "...",
+#           {"ok": false, "kind": "import" | "refused" | "exception" | "result", "message": "...",
 #            "type": "...", "traceback": "...", "stdout": "...", "stderr": "..."}
 #
 # The calling convention is illumo-flow's: by the names of the first two positional
@@ -17,6 +18,7 @@
 import contextlib
 import importlib
 import importlib.machinery
+import importlib.util
 import inspect
 import io
 import json
@@ -182,6 +184,84 @@ def resolve(path):
     return FUNCTIONS[path]
 
 
+def _real(path):
+    return os.path.realpath(path).rstrip(os.sep) or os.sep
+
+
+# The folders the flow's own modules come from: the flow's folder, its python_path and
+# the working folder (ILLUMO_USER_PATHS); and where Python's own modules and installed
+# packages are, which never count as the flow's even when they lie inside one of those.
+USER_PATHS = [_real(p) for p in os.environ.get("ILLUMO_USER_PATHS", "").split(os.pathsep) if p]
+
+
+def _system_paths():
+    import site
+    import sysconfig
+
+    found = set()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(key)
+        if path:
+            found.add(_real(path))
+    try:
+        found.update(_real(p) for p in site.getsitepackages())
+    except AttributeError:
+        pass
+    user_site = getattr(site, "getusersitepackages", lambda: None)()
+    if user_site:
+        found.add(_real(user_site))
+    return sorted(found)
+
+
+SYSTEM_PATHS = _system_paths()
+
+
+def _inside(path, roots):
+    return any(
+        root == os.sep or path == root or path.startswith(root + os.sep) for root in roots
+    )
+
+
+def _is_users(file):
+    if not file:
+        return False
+    real = _real(file)
+    return _inside(real, USER_PATHS) and not _inside(real, SYSTEM_PATHS)
+
+
+def user_function(path):
+    """A function named by data (ctx or the input) may only be one the flow's own modules
+    define: a module file under the flow's folders, not Python's own modules or installed
+    packages, and the function defined there, not imported into it. Checked before the
+    module is imported, so naming another module runs none of its code. Returns the
+    reason it is refused, or None."""
+    module_path, _, _ = path.strip().rpartition(".")
+    top = module_path.split(".")[0]
+    if not top:
+        return None
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return None  # resolve() reports that it cannot be imported
+    places = [spec.origin] if spec.origin not in (None, "built-in", "frozen") else []
+    places += list(spec.submodule_search_locations or [])
+    if not places or not all(_is_users(p) for p in places):
+        return f"`{top}` is not one of the flow's own modules"
+    return None
+
+
+def check_defined_in_module(path, func):
+    module_path, _, _ = path.strip().rpartition(".")
+    module = sys.modules.get(module_path)
+    if not _is_users(getattr(module, "__file__", None)):
+        return f"`{module_path}` is not one of the flow's own modules"
+    if getattr(func, "__module__", None) != module_path:
+        return f"`{path}` is not defined in `{module_path}` (it comes from `{getattr(func, '__module__', '?')}`)"
+    return None
+
+
 def call(func, how, payload, ctx):
     if how == "try":
         try:
@@ -274,8 +354,27 @@ def answer(obj):
     PROTOCOL.flush()
 
 
+def refused(path, why):
+    return {
+        "ok": False,
+        "kind": "refused",
+        "type": "PermissionError",
+        "message": (
+            f"`{path}` was named by ctx or the input, and {why}: such a function must be "
+            "defined in a module under the flow's folder, its python_path or the working "
+            "folder (not Python's own modules or installed packages)"
+        ),
+        "traceback": "",
+    }
+
+
 def serve(request, ctx_text):
     path = request["callable"]
+    dynamic = request.get("named_by_data", False)
+    if dynamic:
+        why = user_function(path)
+        if why:
+            return refused(path, why)
     try:
         func, how = resolve(path)
     except Exception as exc:
@@ -287,6 +386,10 @@ def serve(request, ctx_text):
             "traceback": user_traceback(exc),
             "sys_path": sys.path,
         }
+    if dynamic:
+        why = check_defined_in_module(path, func)
+        if why:
+            return refused(path, why)
     wants_ctx = how == "try" or "ctx" in how
     if wants_ctx and ctx_text is None:
         return {"need_ctx": True}
