@@ -912,3 +912,56 @@ fn x_keys_beside_flow_hold_anchors_and_errors_in_them_point_at_their_line() {
         bad.stderr
     );
 }
+
+/// A caret inside a value lands where the file has the text: after escapes (`\"`, `''`,
+/// `\u00e9`), on a block's own line, across folded lines and a `\` line continuation.
+#[test]
+fn carets_follow_escapes_blocks_and_folded_lines() {
+    validate(
+        "tests/fixtures/invalid/carets_in_scalars.yaml",
+        2,
+        r#"error: node `a`: invalid template: `ctx.user.name` is not a known value: paths start with `$ctx`, `$payload`, `$joins` or `$env`; did you mean `$ctx.user.name`?
+ --> tests/fixtures/invalid/carets_in_scalars.yaml:8:35
+  |
+8 |         value: "say \"hi\" \u00e9 {{ ctx.user.name }}"
+  |                                   ^^
+  = help: templates look like `{{ $ctx.user.name }}` or `{{#if $ctx.x}}...{{/if}}`
+
+error: node `b`: invalid template: `ctx.user.name` is not a known value: paths start with `$ctx`, `$payload`, `$joins` or `$env`; did you mean `$ctx.user.name`?
+  --> tests/fixtures/invalid/carets_in_scalars.yaml:12:23
+   |
+12 |         value: 'it''s {{ ctx.user.name }}'
+   |                       ^^
+   = help: templates look like `{{ $ctx.user.name }}` or `{{#if $ctx.x}}...{{/if}}`
+
+error: node `c`: invalid template: `ctx.user.name` is not a known value: paths start with `$ctx`, `$payload`, `$joins` or `$env`; did you mean `$ctx.user.name`?
+  --> tests/fixtures/invalid/carets_in_scalars.yaml:18:17
+   |
+18 |           hello {{ ctx.user.name }}
+   |                 ^^
+   = help: templates look like `{{ $ctx.user.name }}` or `{{#if $ctx.x}}...{{/if}}`
+
+error: node `d`: invalid template: `ctx.user.name` is not a known value: paths start with `$ctx`, `$payload`, `$joins` or `$env`; did you mean `$ctx.user.name`?
+  --> tests/fixtures/invalid/carets_in_scalars.yaml:23:16
+   |
+23 |           then {{ ctx.user.name }}
+   |                ^^
+   = help: templates look like `{{ $ctx.user.name }}` or `{{#if $ctx.x}}...{{/if}}`
+
+error: node `e`: invalid template: `ctx.user.name` is not a known value: paths start with `$ctx`, `$payload`, `$joins` or `$env`; did you mean `$ctx.user.name`?
+  --> tests/fixtures/invalid/carets_in_scalars.yaml:28:19
+   |
+28 |           goes on {{ ctx.user.name }}"
+   |                   ^^
+   = help: templates look like `{{ $ctx.user.name }}` or `{{#if $ctx.x}}...{{/if}}`
+
+error: invalid condition `ctx.x == 1 && ctx.y = 2`: token recognition error at: '= '
+  --> tests/fixtures/invalid/carets_in_scalars.yaml:35:15
+   |
+35 |         ctx.y = 2
+   |               ^
+
+error: tests/fixtures/invalid/carets_in_scalars.yaml has 6 errors
+"#,
+    );
+}

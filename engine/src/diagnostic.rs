@@ -231,13 +231,105 @@ type SortKey = (Severity, Option<(usize, usize)>);
 /// Gives each diagnostic that names a place in the tree its line and column. A quoted
 /// scalar's text starts one column after its quote.
 pub fn resolve(diagnostics: &mut [Diagnostic], parsed: &Parsed) {
+    resolve_in(diagnostics, parsed, None);
+}
+
+/// The same, with the file's `text`: an offset inside a value is then found where the
+/// text has it, across escapes (`''`, `\"`), folded lines and a block's lines.
+pub fn resolve_in(diagnostics: &mut [Diagnostic], parsed: &Parsed, text: Option<&str>) {
     for d in diagnostics.iter_mut().filter(|d| d.pos.is_none()) {
         let Some(path) = &d.path else { continue };
         if let Some((mark, quoted)) = parsed.locate(path) {
             // A quoted scalar's text starts after its quote: that is what carets underline.
             let shift = usize::from(quoted && !path.at_key);
             d.pos = Some((mark.line as usize, mark.column as usize + shift));
+            if let (Some(text), true, false) = (text, d.offset > 0, path.at_key) {
+                let found = parsed
+                    .locate_styled(path)
+                    .and_then(|(mark, style)| char_position(text, mark, style, d.offset));
+                if let Some(found) = found {
+                    d.pos = Some(found);
+                    d.offset = 0;
+                }
+            }
         }
+    }
+}
+
+/// The 1-based line and column of the `offset`-th character of a scalar's value, the
+/// scalar starting at `at` (its quote, or its `|`/`>`) and written in `style`. A folded
+/// line break counts as one character, as YAML reads it. `None` when the text ends first.
+fn char_position(
+    text: &str,
+    at: crate::yaml::Mark,
+    style: crate::yaml::Style,
+    offset: usize,
+) -> Option<(usize, usize)> {
+    let lines: Vec<Vec<char>> = text
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r').chars().collect())
+        .collect();
+    let first = (at.line as usize).checked_sub(1)?;
+    let column = (at.column as usize).checked_sub(1)?;
+    let mut remaining = offset;
+    if style == crate::yaml::Style::Block {
+        // The content starts on the next line, indented as its first non-blank line.
+        let content = lines.get(first + 1..)?;
+        let indent = content
+            .iter()
+            .find(|l| l.iter().any(|c| !c.is_whitespace()))
+            .map_or(0, |l| l.iter().take_while(|c| **c == ' ').count());
+        for (n, line) in content.iter().enumerate() {
+            let len = line.len().saturating_sub(indent);
+            if remaining <= len {
+                return Some((first + 2 + n, indent + remaining + 1));
+            }
+            remaining -= len + 1;
+        }
+        return None;
+    }
+    let quote = match style {
+        crate::yaml::Style::Quoted => lines.get(first)?.get(column).copied(),
+        _ => None,
+    };
+    let (mut line, mut c) = (first, column + usize::from(quote.is_some()));
+    loop {
+        let chars = lines.get(line)?;
+        let mut continued = false;
+        while c < chars.len() {
+            if remaining == 0 {
+                return Some((line + 1, c + 1));
+            }
+            let step = match (quote, chars[c], chars.get(c + 1)) {
+                (Some('\''), '\'', Some('\'')) => 2,
+                // A line that ends in `\` goes on without a space.
+                (Some('"'), '\\', None) => 0,
+                (Some('"'), '\\', Some('x')) => 4,
+                (Some('"'), '\\', Some('u')) => 6,
+                (Some('"'), '\\', Some('U')) => 10,
+                (Some('"'), '\\', Some(_)) => 2,
+                _ => 1,
+            };
+            if step == 0 {
+                continued = true;
+                c = chars.len();
+                break;
+            }
+            c += step;
+            remaining -= 1;
+        }
+        if remaining == 0 {
+            return Some((line + 1, c.min(chars.len()) + 1));
+        }
+        if !continued {
+            remaining -= 1;
+        }
+        line += 1;
+        c = lines
+            .get(line)?
+            .iter()
+            .take_while(|ch| ch.is_whitespace())
+            .count();
     }
 }
 
@@ -316,9 +408,15 @@ const BRIEF: usize = 60;
 
 /// `text` as a message quotes it: whole when short, else its start and `…`.
 pub fn brief(text: &str) -> std::borrow::Cow<'_, str> {
+    // A text of several lines (a block scalar) is shown on one.
+    let text: std::borrow::Cow<'_, str> = if text.contains('\n') {
+        text.split_whitespace().collect::<Vec<_>>().join(" ").into()
+    } else {
+        text.into()
+    };
     match text.char_indices().nth(BRIEF) {
         Some((at, _)) => format!("{}…", &text[..at]).into(),
-        None => text.into(),
+        None => text,
     }
 }
 

@@ -159,7 +159,7 @@ impl Flow {
                 .and_then(|spec| crate::validate::build(spec, registry, &mut dec, &source))
         });
         if let Some(parsed) = &parsed {
-            crate::diagnostic::resolve(&mut dec.diags, parsed);
+            crate::diagnostic::resolve_in(&mut dec.diags, parsed, Some(&source.text));
         }
         match flow {
             Some(mut flow) if !dec.has_errors() => {

@@ -856,7 +856,7 @@ pub(crate) fn compile_value(
                 let offset = s
                     .lines()
                     .take(e.line - 1)
-                    .map(|l| l.len() + 1)
+                    .map(|l| l.chars().count() + 1)
                     .sum::<usize>()
                     + e.column
                     - 1;
@@ -875,7 +875,7 @@ pub(crate) fn compile_value(
                 dec.push(
                     Diagnostic::error(format!("{owner}: invalid template: {reason}"))
                         .at(at(), opening)
-                        .offset(if s.contains('\n') { 0 } else { offset })
+                        .offset(offset)
                         .help(e.hint.unwrap_or(
                             "templates look like `{{ $ctx.user.name }}` or `{{#if $ctx.x}}...{{/if}}`",
                         )),

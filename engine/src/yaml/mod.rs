@@ -204,6 +204,30 @@ impl Pos {
         }
         Some((pos.at, pos.style == Style::Quoted))
     }
+
+    /// Where `path`'s value starts and how it is written (for a key: its key).
+    pub fn locate_styled(&self, yaml: &Yaml, path: &YPath) -> Option<(Mark, Style)> {
+        let (mut pos, mut value) = (self, yaml);
+        let segs = path.segs();
+        for (n, seg) in segs.iter().enumerate() {
+            let last = n + 1 == segs.len();
+            let next = match (seg, value, &pos.kids) {
+                (Seg::Key(name, nth), Yaml::Map(entries), Kids::Map(map)) => {
+                    let i = map.find(entries, name, *nth)?;
+                    if last && path.at_key {
+                        return Some((map.keys[i], Style::Plain));
+                    }
+                    Some((&map.values[i], &entries[i].1))
+                }
+                (Seg::Index(i), Yaml::Seq(items), Kids::Seq(places)) => {
+                    places.get(*i).zip(items.get(*i))
+                }
+                _ => None,
+            };
+            (pos, value) = next?;
+        }
+        Some((pos.at, pos.style))
+    }
 }
 
 /// A parsed file: its values and their places.
@@ -217,6 +241,11 @@ impl Parsed {
     /// The line and column of `path`, and whether the value there is quoted.
     pub fn locate(&self, path: &YPath) -> Option<(Mark, bool)> {
         self.pos.locate(&self.yaml, path)
+    }
+
+    /// Where `path`'s value starts and how it is written.
+    pub fn locate_styled(&self, path: &YPath) -> Option<(Mark, Style)> {
+        self.pos.locate_styled(&self.yaml, path)
     }
 }
 
