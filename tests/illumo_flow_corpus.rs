@@ -237,7 +237,7 @@ changed: node `a`: `fail_fast: false` went on downstream: -> `on_error: continue
 changed: node `a`: `setting.policy` -> `policy`
 changed: illumo-flow runs one node at a time, in queue order: `max_parallel: 1` keeps that (remove it to run branches concurrently)
 changed: ctx.steps, ctx.errors and ctx.routing take illumo's shapes, and a node's null output is no longer replaced by its input (FunctionNode still passes its input on)
-changed: relative paths in settings (default_root, python_path) now resolve against the flow file's folder, not the working folder
+changed: relative paths in settings (such as default_root) now resolve against the flow file's folder, not the working folder
 wrote `{path}` (11 changes)
 ")
     );

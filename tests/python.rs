@@ -42,6 +42,9 @@ def route(ctx, payload):
         return [(Routing("high", 0.9, "score above half"), {"score": ctx["score"]}), Routing("audit")]
     return Routing("low")
 
+def two_routes(payload):
+    return [Routing("audit", 0.5, "both"), Routing("low")]
+
 def not_a_route(payload):
     return "high"
 
@@ -149,6 +152,37 @@ fn a_routing_rule_picks_targets_and_gives_each_its_payload() {
     );
     let ctx = run(flow, &["-c", r#"{"score": 0.2}"#]).success().ctx();
     assert_eq!((&ctx["low"], &ctx["high"]), (&json!("low"), &json!(null)));
+    // Two Routings are two routes, not a route and its payload.
+    let two = flow.replace("funcs.route", "funcs.two_routes");
+    let ctx = run(&two, &["-c", r#"{"score": 0.2}"#]).success().ctx();
+    assert_eq!(
+        (&ctx["audit"], &ctx["low"], &ctx["high"]),
+        (&json!("audited"), &json!("low"), &json!(null))
+    );
+    assert_eq!(
+        ctx["routing"]["decide"],
+        json!({"target": ["audit", "low"], "confidence": 0.5, "reason": "both"})
+    );
+}
+
+/// An illumo-flow flow finds its modules next to the flow file even when run from another
+/// folder, and `python_path` (one folder or a list) is relative to the flow file.
+#[test]
+fn an_illumo_flow_flow_imports_from_its_own_folder_run_from_anywhere() {
+    let dir = crate::support::TempDir::new();
+    dir.write("flows/mods.py", "def one(payload):\n    return 1\n");
+    dir.write("flows/lib/libmod.py", "def two(payload):\n    return 2\n");
+    dir.write(
+        "flows/flow.yaml",
+        "flow:\n  entry: a\n  nodes:\n    a:\n      type: illumo_flow.core.FunctionNode\n      context: {inputs: {callable: mods.one}, outputs: ctx.a}\n    b:\n      type: illumo_flow.core.FunctionNode\n      callable: libmod.two\n      setting: {python_path: lib}\n      context: {outputs: ctx.b}\n  edges:\n    - a >> b\n",
+    );
+    std::fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
+    let out = Illumo::new()
+        .in_dir(&dir.path().join("elsewhere"))
+        .args(["run", "../flows/flow.yaml", "-q", "--tracer", "none"])
+        .run();
+    let ctx = out.success().ctx();
+    assert_eq!((&ctx["a"], &ctx["b"]), (&json!(1), &json!(2)));
 }
 
 #[test]

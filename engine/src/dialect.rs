@@ -556,7 +556,7 @@ pub fn migrate(text: &str) -> Result<Option<(Value, Vec<String>)>, String> {
         flow.insert("edges".into(), Value::Array(edges));
     }
     changes.push("ctx.steps, ctx.errors and ctx.routing take illumo's shapes, and a node's null output is no longer replaced by its input (FunctionNode still passes its input on)".into());
-    changes.push("relative paths in settings (default_root, python_path) now resolve against the flow file's folder, not the working folder".into());
+    changes.push("relative paths in settings (such as default_root) now resolve against the flow file's folder, not the working folder".into());
     let mut file = Map::new();
     file.insert("flow".into(), Value::Object(flow));
     Ok(Some((Value::Object(file), changes)))

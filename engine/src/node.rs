@@ -580,6 +580,9 @@ pub struct BuildCx<'a> {
     /// Whose vocabulary the flow is written in: a node whose meaning differs in
     /// illumo-flow applies illumo-flow's.
     pub dialect: crate::dialect::Dialect,
+    /// The flow file's folder, whatever `base_dir` is (illumo-flow's flows resolve paths
+    /// against the working folder, but their Python modules are looked for here too).
+    pub flow_dir: &'a std::path::Path,
 }
 
 impl<'a> BuildCx<'a> {
@@ -598,7 +601,14 @@ impl<'a> BuildCx<'a> {
             dec,
             registry: None,
             dialect: crate::dialect::Dialect::Native,
+            flow_dir: base_dir,
         }
+    }
+
+    /// The same, for a flow file in `flow_dir` when that is not `base_dir`.
+    pub fn with_flow_dir(mut self, flow_dir: &'a std::path::Path) -> Self {
+        self.flow_dir = flow_dir;
+        self
     }
 
     /// The same, for a flow written in `dialect`.

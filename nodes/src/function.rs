@@ -21,7 +21,7 @@ struct FunctionConfig {
     callable: Option<String>,
     /// folders put first on `sys.path`, relative to the flow file (the flow's folder and
     /// the current folder are always there)
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::settings::one_or_many")]
     #[schemars(extend("x-kind" = "list"))]
     python_path: Vec<String>,
     /// the interpreter (default: ILLUMO_PYTHON, else python3)
@@ -37,7 +37,7 @@ struct RoutingConfig {
     #[schemars(extend("x-kind" = "import path"))]
     routing_rule: Option<String>,
     /// folders put first on `sys.path`, relative to the flow file
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::settings::one_or_many")]
     #[schemars(extend("x-kind" = "list"))]
     python_path: Vec<String>,
     /// the interpreter (default: ILLUMO_PYTHON, else python3)
@@ -160,8 +160,8 @@ fn import_path_shape(path: &str) -> bool {
 
 fn worker(cx: &BuildCx, python_path: &[String], python: Option<String>) -> Arc<Worker> {
     let mut paths: Vec<std::path::PathBuf> =
-        python_path.iter().map(|p| cx.base_dir.join(p)).collect();
-    paths.push(cx.base_dir.to_path_buf());
+        python_path.iter().map(|p| cx.flow_dir.join(p)).collect();
+    paths.push(cx.flow_dir.to_path_buf());
     if let Ok(cwd) = std::env::current_dir() {
         paths.push(cwd);
     }

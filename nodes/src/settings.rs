@@ -35,3 +35,20 @@ pub fn schema_subset<T: schemars::JsonSchema>(keys: &[&str], required: &[&str]) 
     schema["required"] = Value::from(required.to_vec());
     schema
 }
+
+/// A list of texts, or one text as a list of one (`python_path: lib`).
+pub fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match serde::Deserialize::deserialize(d) {
+        Ok(OneOrMany::One(s)) => Ok(vec![s]),
+        Ok(OneOrMany::Many(v)) => Ok(v),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected a folder or a list of folders",
+        )),
+    }
+}

@@ -40,7 +40,7 @@ pub(crate) fn build(
         }
         crate::dialect::Dialect::Native => source.base_dir(),
     };
-    let built = nodes::build_all(&spec, registry, dec, &base_dir);
+    let built = nodes::build_all(&spec, registry, dec, &base_dir, &source.base_dir());
     let references = names.check_references(&built, dec);
     bodies::check(&built, &references, &spec, dec);
     names.check_gotos(&spec, dec);

@@ -15,11 +15,12 @@ pub(crate) fn build_all(
     registry: &NodeRegistry,
     dec: &mut Decoder,
     base_dir: &std::path::Path,
+    flow_dir: &std::path::Path,
 ) -> Vec<Option<FlowNode>> {
     spec.nodes
         .iter()
         .filter(|n| n.nth == 0)
-        .map(|n| build_node(n, registry, dec, base_dir, spec.dialect))
+        .map(|n| build_node(n, registry, dec, (base_dir, flow_dir), spec.dialect))
         .collect()
 }
 
@@ -27,7 +28,7 @@ fn build_node(
     n: &NodeSpec<'_>,
     registry: &NodeRegistry,
     dec: &mut Decoder,
-    base_dir: &std::path::Path,
+    (base_dir, flow_dir): (&std::path::Path, &std::path::Path),
     dialect: crate::dialect::Dialect,
 ) -> Option<FlowNode> {
     let owner = NodeName(&n.id);
@@ -53,7 +54,8 @@ fn build_node(
     let node = factory.build(
         &mut BuildCx::new(&n.id, base_dir, &n.setting, n.setting_at.clone(), dec)
             .with_registry(registry)
-            .with_dialect(dialect),
+            .with_dialect(dialect)
+            .with_flow_dir(flow_dir),
     );
     Some(FlowNode {
         digest: digest_of(n),

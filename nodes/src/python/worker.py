@@ -302,6 +302,8 @@ def routes_of(value, routing):
             isinstance(item, (list, tuple))
             and len(item) == 2
             and is_routing(item[0])
+            # `[Routing, Routing]` is two routes, not a route and its payload.
+            and not is_routing(item[1])
         ):
             route = item[0]
             return [route.target, route.confidence, route.reason, item[1], True]
