@@ -109,13 +109,25 @@ pub fn ctx_path(text: &str) -> Result<CtxPath, String> {
 
 /// `--policy JSON|@FILE`; errors are rendered with their place in that text and printed
 /// here (`Err(None)`), or returned as one message.
-pub fn policy(arg: &str) -> Result<PolicySpec, Option<String>> {
+/// For a flow in illumo-flow's vocabulary (`dialect`), the policy means what illumo-flow's
+/// `--policy` means: `retry.max_attempts` counts retries, `fail_fast: false` goes on.
+pub fn policy(
+    arg: &str,
+    dialect: illumo_engine::dialect::Dialect,
+) -> Result<PolicySpec, Option<String>> {
     let (name, text) = read_arg("--policy", arg)?;
     let source = Source::new(name, text);
     let parsed = illumo_engine::yaml::parse(&source.text)
         .map_err(|e| format!("--policy: not valid JSON or YAML: {e}"))?;
     let mut dec = Decoder::default();
-    let spec = PolicySpec::decode(&mut dec, &parsed.yaml, &YPath::root());
+    let spec = match dialect {
+        illumo_engine::dialect::Dialect::IllumoFlow => {
+            illumo_engine::dialect::decode_policy(&mut dec, &parsed.yaml, &YPath::root())
+        }
+        illumo_engine::dialect::Dialect::Native => {
+            PolicySpec::decode(&mut dec, &parsed.yaml, &YPath::root())
+        }
+    };
     illumo_engine::diagnostic::resolve(&mut dec.diags, &parsed);
     if let Some(illumo_engine::policy::OnError::Goto(_)) = &spec.on_error {
         return Err(Some(

@@ -527,3 +527,50 @@ fn a_function_named_by_data_must_be_one_of_the_flows_own_modules() {
     }
     assert!(!mark.exists(), "the refused module was imported");
 }
+
+/// illumo-flow's policy meanings hold for a flow-level `policy:` and for `--policy` too,
+/// not only on nodes: `max_attempts` counts retries (0 is none), `fail_fast: false` goes on
+/// downstream. The `--policy '{"fail_fast": false}'` run gives illumo-flow 0.1.5's own
+/// final ctx, key for key.
+#[test]
+fn illumo_flow_policies_mean_the_same_on_the_flow_and_on_the_command_line() {
+    let dir = crate::support::TempDir::new();
+    dir.write(
+        "mods.py",
+        "N = {'n': 0}\n\ndef flaky(payload):\n    N['n'] += 1\n    if N['n'] < 3:\n        raise ValueError('flaky %d' % N['n'])\n    return N['n']\n\ndef boom(payload):\n    return 1/0\n\ndef ident(payload):\n    return payload\n",
+    );
+    let flaky = "flow:\n  entry: f\n  nodes:\n    f:\n      type: illumo_flow.core.FunctionNode\n      context: {inputs: {callable: mods.flaky}, outputs: $ctx.f}\n";
+    dir.write("flaky.yaml", flaky);
+    dir.write(
+        "flaky_policy.yaml",
+        &flaky.replace("  entry: f\n", "  entry: f\n  policy: {retry: {max_attempts: 2, delay: 0}}\n"),
+    );
+    dir.write(
+        "boom.yaml",
+        "flow:\n  entry: f\n  nodes:\n    f:\n      type: illumo_flow.core.FunctionNode\n      context: {inputs: {callable: mods.boom, payload: $ctx.x}, outputs: $ctx.f}\n    g:\n      type: illumo_flow.core.FunctionNode\n      context: {inputs: {callable: mods.ident}, outputs: $ctx.g}\n  edges:\n    - f >> g\n",
+    );
+    let run = |flow: &str, extra: &[&str]| {
+        Illumo::new()
+            .in_dir(dir.path())
+            .args(["run", flow, "-q", "--tracer", "none"])
+            .args(extra)
+            .run()
+    };
+    // Two retries after the first attempt: the third call succeeds.
+    assert_eq!(run("flaky_policy.yaml", &[]).success().ctx()["f"], 3);
+    let retry = r#"{"retry": {"max_attempts": 2, "delay": 0}}"#;
+    assert_eq!(
+        run("flaky.yaml", &["--policy", retry]).success().ctx()["f"],
+        3
+    );
+    let none = run("flaky.yaml", &["--policy", r#"{"retry": {"max_attempts": 0}}"#]);
+    assert_eq!(
+        (none.code, none.stderr.lines().next().unwrap_or_default()),
+        (1, "error: node `f` failed on attempt 1 of 1: `mods.flaky` raised ValueError: flaky 1")
+    );
+    let on = run("boom.yaml", &["--policy", r#"{"fail_fast": false}"#, "-c", r#"{"x": 1}"#]);
+    assert_eq!(
+        on.ctx(),
+        json!({"x": 1, "steps": [{"node_id": "f", "status": "start"}, {"node_id": "f", "status": "failed", "message": "division by zero"}, {"node_id": "f", "status": "continue"}, {"node_id": "g", "status": "start"}, {"node_id": "g", "status": "success"}], "joins": {}, "errors": [{"node_id": "f", "exception": "ZeroDivisionError", "message": "division by zero"}], "payloads": {"f": 1, "g": 1}, "routing": {}, "failed_node_id": "f", "failed_exception_type": "ZeroDivisionError", "failed_message": "division by zero", "f": 1, "g": 1})
+    );
+}

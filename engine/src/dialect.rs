@@ -393,7 +393,7 @@ fn normalize_outputs(value: &mut Value) {
 /// A policy in illumo-flow's meaning, as illumo's: `max_attempts` retries become
 /// `max_attempts + 1` attempts, `retry: N` is `N` retries, actions in any case, and
 /// `fail_fast: false` with `on_error: stop` continues.
-pub(crate) fn decode_policy(dec: &mut Decoder, y: &Yaml, path: &YPath) -> PolicySpec {
+pub fn decode_policy(dec: &mut Decoder, y: &Yaml, path: &YPath) -> PolicySpec {
     let Yaml::Map(entries) = y else {
         return PolicySpec::decode(dec, y, path);
     };

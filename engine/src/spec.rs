@@ -198,7 +198,13 @@ pub fn decode_flow<'y>(dec: &mut Decoder, root: &'y Yaml) -> Option<FlowSpec<'y>
                 ),
                 None => {}
             },
-            "policy" => spec.policy = PolicySpec::decode(dec, e.value, &e.path),
+            "policy" => {
+                spec.policy = match dialect {
+                    // illumo-flow's retry counts and fail_fast, as on its nodes.
+                    Dialect::IllumoFlow => crate::dialect::decode_policy(dec, e.value, &e.path),
+                    Dialect::Native => PolicySpec::decode(dec, e.value, &e.path),
+                }
+            }
             "profiles" => {
                 if let Some(profiles) = dec.map(e.value, &e.path, "`profiles`") {
                     for p in &profiles {

@@ -965,15 +965,16 @@ impl Driver {
             OnError::Goto(t) => format!("goto {t}"),
         };
         let message = failed.error.to_string();
+        let recorded = shapes::error_message(shared.flow.dialect, &failed, &message);
         shapes::record_error(
             shared.flow.dialect,
             &mut self.state.ctx,
             &node.id,
             &failed,
-            &message,
+            recorded,
             &action,
         );
-        self.push_step(index, Step::Error(&message));
+        self.push_step(index, Step::Error(recorded));
         for (path, value) in failed.error.writes() {
             // What the node left to explain its failure; a write that cannot be made is
             // only a warning on the span, the failure itself is what matters.

@@ -36,6 +36,18 @@ pub(super) fn step(dialect: Dialect, node: &str, step: Step<'_>) -> Option<Value
     }
 }
 
+/// A failure's message as ctx records it: illumo-flow keeps a Python exception's own
+/// message (`division by zero`), without the ``\`mods.f\` raised ZeroDivisionError: `` that
+/// illumo's message starts with.
+pub(super) fn error_message<'m>(dialect: Dialect, failed: &Failed, message: &'m str) -> &'m str {
+    match (dialect, failed.error.exception()) {
+        (Dialect::IllumoFlow, Some(class)) => message
+            .split_once(&format!(" raised {class}: "))
+            .map_or(message, |(_, own)| own),
+        _ => message,
+    }
+}
+
 /// Records a node's failure (after its last attempt) in `ctx.errors`.
 pub(super) fn record_error(
     dialect: Dialect,
