@@ -357,3 +357,40 @@ fn migrate_writes_out_an_agents_default_model_and_names_the_bucket_it_drops() {
         out.stdout
     );
 }
+
+/// The flow's own `policy:` is kept by migrate, with illumo-flow's retry count made
+/// explicit (tutorial 08: two retries, then a goto).
+#[test]
+fn migrate_keeps_the_flows_policy_with_its_retries_counted_as_attempts() {
+    let flow = corpus().join("flows/tut08_policy_demo.yaml");
+    let out = Illumo::new()
+        .args(["migrate", &flow.display().to_string()])
+        .run()
+        .success();
+    assert!(
+        out.stdout.contains(
+            "  policy:
+    fail_fast: false
+    timeout: 10s
+    retry:
+      max_attempts: 3
+      delay: 500ms
+      mode: fixed
+    on_error:
+      action: goto
+      target: fallback
+"
+        ),
+        "{}",
+        out.stdout
+    );
+    let policy: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("policy"))
+        .collect();
+    assert_eq!(
+        policy,
+        ["changed: the flow's policy: `retry.max_attempts` counted retries: 2 -> 3 attempts"]
+    );
+}

@@ -543,7 +543,10 @@ fn illumo_flow_policies_mean_the_same_on_the_flow_and_on_the_command_line() {
     dir.write("flaky.yaml", flaky);
     dir.write(
         "flaky_policy.yaml",
-        &flaky.replace("  entry: f\n", "  entry: f\n  policy: {retry: {max_attempts: 2, delay: 0}}\n"),
+        &flaky.replace(
+            "  entry: f\n",
+            "  entry: f\n  policy: {retry: {max_attempts: 2, delay: 0}}\n",
+        ),
     );
     dir.write(
         "boom.yaml",
@@ -563,12 +566,21 @@ fn illumo_flow_policies_mean_the_same_on_the_flow_and_on_the_command_line() {
         run("flaky.yaml", &["--policy", retry]).success().ctx()["f"],
         3
     );
-    let none = run("flaky.yaml", &["--policy", r#"{"retry": {"max_attempts": 0}}"#]);
+    let none = run(
+        "flaky.yaml",
+        &["--policy", r#"{"retry": {"max_attempts": 0}}"#],
+    );
     assert_eq!(
         (none.code, none.stderr.lines().next().unwrap_or_default()),
-        (1, "error: node `f` failed on attempt 1 of 1: `mods.flaky` raised ValueError: flaky 1")
+        (
+            1,
+            "error: node `f` failed on attempt 1 of 1: `mods.flaky` raised ValueError: flaky 1"
+        )
     );
-    let on = run("boom.yaml", &["--policy", r#"{"fail_fast": false}"#, "-c", r#"{"x": 1}"#]);
+    let on = run(
+        "boom.yaml",
+        &["--policy", r#"{"fail_fast": false}"#, "-c", r#"{"x": 1}"#],
+    );
     assert_eq!(
         on.ctx(),
         json!({"x": 1, "steps": [{"node_id": "f", "status": "start"}, {"node_id": "f", "status": "failed", "message": "division by zero"}, {"node_id": "f", "status": "continue"}, {"node_id": "g", "status": "start"}, {"node_id": "g", "status": "success"}], "joins": {}, "errors": [{"node_id": "f", "exception": "ZeroDivisionError", "message": "division by zero"}], "payloads": {"f": 1, "g": 1}, "routing": {}, "failed_node_id": "f", "failed_exception_type": "ZeroDivisionError", "failed_message": "division by zero", "f": 1, "g": 1})

@@ -527,6 +527,17 @@ pub fn migrate(text: &str) -> Result<Option<(Value, Vec<String>)>, String> {
         flow.insert("entry".into(), Value::String(entry.clone()));
     }
     flow.insert("max_parallel".into(), Value::from(spec.max_parallel));
+    let policy = policy_json(&spec.policy);
+    if !policy.as_object().is_some_and(Map::is_empty) {
+        if let Some(written) = get(flow_yaml, "policy") {
+            changes.extend(
+                policy_changes(written, &spec.policy)
+                    .into_iter()
+                    .map(|c| format!("the flow's policy: {c}")),
+            );
+        }
+        flow.insert("policy".into(), policy);
+    }
     if spec.max_parallel == 1 {
         changes.push("illumo-flow runs one node at a time, in queue order: `max_parallel: 1` keeps that (remove it to run branches concurrently)".into());
     }
@@ -641,20 +652,42 @@ fn node_changes(id: &str, original: &Yaml, spec: &NodeSpec<'_>) -> Vec<String> {
                 out.push(node(format!("setting `{k}` -> `{native}`")));
             }
             if k == "policy" {
-                if let Some(attempts) = spec.policy.max_attempts {
-                    out.push(node(format!(
-                        "`retry.max_attempts` counted retries: {} -> {attempts} attempts",
-                        attempts - 1
-                    )));
-                }
-                if matches!(get(v, "fail_fast"), Some(Yaml::Scalar(Value::Bool(false)))) {
-                    out.push(node(
-                        "`fail_fast: false` went on downstream: -> `on_error: continue`".into(),
-                    ));
-                }
+                out.extend(policy_changes(v, &spec.policy).into_iter().map(node));
                 out.push(node("`setting.policy` -> `policy`".into()));
             }
         }
+    }
+    if let Some(policy) = get(original, "policy") {
+        out.extend(policy_changes(policy, &spec.policy).into_iter().map(node));
+    }
+    out
+}
+
+/// What a policy written with illumo-flow's meanings becomes.
+fn policy_changes(written: &Yaml, spec: &PolicySpec) -> Vec<String> {
+    let mut out = Vec::new();
+    let retry = get(written, "retry");
+    let counted = matches!(retry, Some(Yaml::Scalar(Value::Number(_))))
+        || retry.is_some_and(|r| get(r, "max_attempts").is_some());
+    if let (true, Some(attempts)) = (counted, spec.max_attempts) {
+        out.push(format!(
+            "`retry.max_attempts` counted retries: {} -> {attempts} attempts",
+            attempts - 1
+        ));
+    }
+    let stop = match get(written, "on_error") {
+        None => true,
+        Some(Yaml::Scalar(Value::String(a))) => a.eq_ignore_ascii_case("stop"),
+        Some(m) => {
+            matches!(get(m, "action"), Some(Yaml::Scalar(Value::String(a))) if a.eq_ignore_ascii_case("stop"))
+        }
+    };
+    let fail_fast_off = matches!(
+        get(written, "fail_fast"),
+        Some(Yaml::Scalar(Value::Bool(false)))
+    );
+    if fail_fast_off && stop {
+        out.push("`fail_fast: false` went on downstream: -> `on_error: continue`".into());
     }
     out
 }
