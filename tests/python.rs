@@ -586,3 +586,46 @@ fn illumo_flow_policies_mean_the_same_on_the_flow_and_on_the_command_line() {
         json!({"x": 1, "steps": [{"node_id": "f", "status": "start"}, {"node_id": "f", "status": "failed", "message": "division by zero"}, {"node_id": "f", "status": "continue"}, {"node_id": "g", "status": "start"}, {"node_id": "g", "status": "success"}], "joins": {}, "errors": [{"node_id": "f", "exception": "ZeroDivisionError", "message": "division by zero"}], "payloads": {"f": 1, "g": 1}, "routing": {}, "failed_node_id": "f", "failed_exception_type": "ZeroDivisionError", "failed_message": "division by zero", "f": 1, "g": 1})
     );
 }
+
+/// In an illumo-flow flow a path that is not in ctx is null (a template renders it as
+/// nothing, an unset variable is ""), as illumo-flow 0.1.5 reads it: its own final ctx.
+#[test]
+fn an_illumo_flow_flow_reads_a_missing_path_as_null() {
+    let dir = crate::support::TempDir::new();
+    dir.write("m.py", "def show(payload):\n    return payload\n");
+    dir.write(
+        "f.yaml",
+        "flow:\n  entry: a\n  nodes:\n    a:\n      type: illumo_flow.core.FunctionNode\n      context:\n        inputs: {callable: m.show, text: 'hi {{ ctx.user.name }}!', e: $env.ILLUMO_TEST_UNSET, n: ctx.no.where}\n        outputs: ctx.out\n",
+    );
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args(["run", "f.yaml", "-q", "--tracer", "none"])
+        .run();
+    assert_eq!(
+        out.success().ctx(),
+        json!({"steps": [{"node_id": "a", "status": "start"}, {"node_id": "a", "status": "success"}], "joins": {}, "errors": [], "payloads": {"a": {"text": "hi !", "e": "", "n": null}}, "routing": {}, "out": {"text": "hi !", "e": "", "n": null}})
+    );
+}
+
+/// An illumo-flow routing node with a null input passes its output map on to a route that
+/// has no payload, as illumo-flow 0.1.5 does (its own final ctx).
+#[test]
+fn an_illumo_flow_route_without_payload_from_a_null_input_passes_the_map_on() {
+    let dir = crate::support::TempDir::new();
+    dir.write(
+        "mods.py",
+        "from illumo_flow.core import Routing\n\ndef route(payload, ctx):\n    return Routing('b', 0.9, 'because')\n\ndef ident(payload):\n    return payload\n",
+    );
+    dir.write(
+        "flow.yaml",
+        "flow:\n  entry: r\n  nodes:\n    r:\n      type: illumo_flow.core.CustomRoutingNode\n      context: {inputs: {routing_rule: mods.route, payload: $ctx.x}}\n    a:\n      type: illumo_flow.core.FunctionNode\n      context: {inputs: {callable: mods.ident}, outputs: $ctx.a}\n    b:\n      type: illumo_flow.core.FunctionNode\n      context: {inputs: {callable: mods.ident}, outputs: $ctx.b}\n  edges:\n    - r >> (a | b)\n",
+    );
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args(["run", "flow.yaml", "-q", "--tracer", "none"])
+        .run();
+    assert_eq!(
+        out.success().ctx(),
+        json!({"steps": [{"node_id": "r", "status": "start"}, {"node_id": "r", "status": "success"}, {"node_id": "b", "status": "start"}, {"node_id": "b", "status": "success"}], "joins": {}, "errors": [], "payloads": {"r": {"b": null}, "b": {"b": null}}, "routing": {"r": [{"target": "b", "confidence": 0.9, "reason": "because"}]}, "b": {"b": null}})
+    );
+}

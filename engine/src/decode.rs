@@ -22,6 +22,8 @@ pub struct Decoder {
     pub secret_env: std::collections::BTreeSet<String>,
     /// The profile the run chose (`--profile`): its `llm:` overrides the flow's.
     pub profile: Option<String>,
+    /// Whose vocabulary the flow being decoded is written in.
+    pub dialect: crate::dialect::Dialect,
 }
 
 impl Decoder {

@@ -854,6 +854,10 @@ pub(crate) fn compile_value(
 ) -> Option<ValueSpec> {
     match value {
         Value::String(s) if looks_like_path(s) => match crate::path::CtxPath::parse(s) {
+            // illumo-flow reads a path that is not in ctx as None.
+            Ok(p) if dec.dialect == crate::dialect::Dialect::IllumoFlow => {
+                Some(ValueSpec::RefOrNull(p))
+            }
             Ok(p) => Some(ValueSpec::Ref(p)),
             Err(e) => {
                 dec.push(path_error(owner, at(), s, &e));
@@ -861,6 +865,9 @@ pub(crate) fn compile_value(
             }
         },
         Value::String(s) if s.contains("{{") => match Template::compile(s) {
+            Ok(t) if dec.dialect == crate::dialect::Dialect::IllumoFlow => {
+                Some(ValueSpec::Template(Box::new(t.lenient())))
+            }
             Ok(t) => Some(ValueSpec::Template(Box::new(t))),
             Err(e) => {
                 let offset = s

@@ -133,6 +133,7 @@ pub fn decode_flow<'y>(dec: &mut Decoder, root: &'y Yaml) -> Option<FlowSpec<'y>
         dec.known_keys(&own, &["flow"], "the flow file");
     }
     let dialect = crate::dialect::detect(flow.value);
+    dec.dialect = dialect;
     let fields = dec.map(flow.value, &flow.path, "`flow`")?;
     match dialect {
         Dialect::Native => dec.known_keys(&fields, &FLOW_KEYS, "`flow`"),

@@ -154,14 +154,24 @@ pub fn scan_reads(text: &str) -> Reads {
 
 fn registry() -> &'static Handlebars<'static> {
     static REGISTRY: OnceLock<Handlebars<'static>> = OnceLock::new();
-    REGISTRY.get_or_init(|| {
+    REGISTRY.get_or_init(|| new_registry(true))
+}
+
+/// The registry of lenient templates: a missing value is null.
+fn lenient_registry() -> &'static Handlebars<'static> {
+    static REGISTRY: OnceLock<Handlebars<'static>> = OnceLock::new();
+    REGISTRY.get_or_init(|| new_registry(false))
+}
+
+fn new_registry(strict: bool) -> Handlebars<'static> {
+    {
         let mut hb = Handlebars::new();
-        hb.set_strict_mode(true);
+        hb.set_strict_mode(strict);
         hb.register_escape_fn(handlebars::no_escape);
         hb.register_helper("json", Box::new(json_helper));
         hb.register_helper(TEXT, Box::new(text_helper));
         hb
-    })
+    }
 }
 
 /// The helper every plain `{{ value }}` is turned into (a name no template can write).
@@ -259,7 +269,7 @@ fn values_as_text(elements: &mut [handlebars::template::TemplateElement]) {
 /// A value as text: strings as they are, maps and lists as JSON, null as nothing.
 fn text_helper(
     h: &handlebars::Helper,
-    _: &Handlebars,
+    hb: &Handlebars,
     _: &Context,
     _: &mut handlebars::RenderContext,
     out: &mut dyn handlebars::Output,
@@ -267,7 +277,8 @@ fn text_helper(
     let Some(param) = h.param(0) else {
         return Err(handlebars::RenderErrorReason::ParamNotFoundForIndex(TEXT, 0).into());
     };
-    if param.is_value_missing() {
+    // A lenient template (strict mode off) renders a missing value as nothing.
+    if param.is_value_missing() && hb.strict_mode() {
         let path = param.relative_path().cloned();
         return Err(handlebars::RenderErrorReason::MissingVariable(path).into());
     }
@@ -315,6 +326,8 @@ pub struct Template {
     source: String,
     compiled: handlebars::Template,
     pub reads: Reads,
+    /// A missing value renders as nothing instead of failing (illumo-flow's templates).
+    lenient: bool,
 }
 
 /// A template that does not compile: the reason and the 1-based line/column inside it.
@@ -380,11 +393,18 @@ impl Template {
             source: source.to_string(),
             compiled,
             reads: scan_reads(source),
+            lenient: false,
         })
     }
 
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The same template, rendering a missing value as nothing (illumo-flow's meaning).
+    pub fn lenient(mut self) -> Template {
+        self.lenient = true;
+        self
     }
 
     /// Renders against ctx; `$payload` and `$joins` are ctx's `payloads` and `joins`.
@@ -401,7 +421,11 @@ impl Template {
         data.insert("$ctx".into(), pruned);
         let context = Context::from(Value::Object(data));
         let mut rc = handlebars::RenderContext::new(None);
-        let rendered = self.compiled.renders(registry(), &context, &mut rc);
+        let registry = match self.lenient {
+            true => lenient_registry(),
+            false => registry(),
+        };
+        let rendered = self.compiled.renders(registry, &context, &mut rc);
         rendered.map_err(|e| RenderError {
             template: self.source.clone(),
             reason: render_reason(&e),

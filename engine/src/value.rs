@@ -9,6 +9,9 @@ use serde_json::{Map, Value};
 pub enum ValueSpec {
     Literal(Value),
     Ref(CtxPath),
+    /// A reference that gives null when the path is not in ctx (and `""` for an unset
+    /// variable), as illumo-flow reads one.
+    RefOrNull(CtxPath),
     Template(Box<Template>),
     Array(Vec<ValueSpec>),
     Object(Vec<(String, ValueSpec)>),
@@ -20,6 +23,10 @@ impl ValueSpec {
         Ok(match self {
             ValueSpec::Literal(v) => v.clone(),
             ValueSpec::Ref(path) => lookup(path, ctx)?,
+            ValueSpec::RefOrNull(path) => match path.root {
+                Root::Ctx => path.get(ctx).cloned().unwrap_or(Value::Null),
+                Root::Env => lookup(path, ctx).unwrap_or_else(|_| Value::String(String::new())),
+            },
             ValueSpec::Template(t) => Value::String(t.render(ctx)?),
             ValueSpec::Array(items) => Value::Array(
                 items
@@ -47,7 +54,7 @@ impl ValueSpec {
     fn collect_reads(&self, reads: &mut Reads) {
         match self {
             ValueSpec::Literal(_) => {}
-            ValueSpec::Ref(path) => match path.root {
+            ValueSpec::Ref(path) | ValueSpec::RefOrNull(path) => match path.root {
                 Root::Ctx if path.steps.is_empty() => reads.all = true,
                 Root::Ctx => reads.merge(&Reads::path(path.steps.clone())),
                 Root::Env => reads.merge(&Reads {

@@ -61,6 +61,9 @@ pub struct Function {
     /// A `CustomRoutingNode`: the function must return a routing decision.
     routing: bool,
     worker: Arc<Worker>,
+    /// A flow written for illumo-flow: a route without a payload, from a node whose input
+    /// is null, passes on the node's output map, as illumo-flow does.
+    illumo_flow: bool,
 }
 
 pub struct FunctionFactory;
@@ -88,6 +91,7 @@ impl NodeFactory for FunctionFactory {
             dynamic_key: "callable",
             routing: false,
             worker,
+            illumo_flow: cx.dialect == illumo_engine::dialect::Dialect::IllumoFlow,
         }))
     }
 }
@@ -117,6 +121,7 @@ impl NodeFactory for CustomRoutingFactory {
             dynamic_key: "routing_rule",
             routing: true,
             worker,
+            illumo_flow: cx.dialect == illumo_engine::dialect::Dialect::IllumoFlow,
         }))
     }
 }
@@ -302,25 +307,32 @@ impl Node for Function {
                     outcome = outcome.with_write(path, value);
                 }
                 if let Some(routes) = routes {
-                    // As illumo-flow stores it: each target with the input it gets.
+                    // As illumo-flow stores it: each target with the input it gets (a
+                    // payload of None is no payload there).
+                    let given = |r: &crate::python::RouteEntry| {
+                        r.payload
+                            .clone()
+                            .filter(|p| !p.is_null())
+                            .unwrap_or_else(|| cx.input.clone())
+                    };
                     let branches: Map<String, Value> = routes
                         .iter()
-                        .map(|r| {
-                            (
-                                r.target.clone(),
-                                r.payload.clone().unwrap_or_else(|| cx.input.clone()),
-                            )
+                        .map(|r| (r.target.clone(), given(r)))
+                        .collect();
+                    let branches = Value::Object(branches);
+                    let inputs = routes
+                        .iter()
+                        .map(|r| match given(r) {
+                            Value::Null if self.illumo_flow => Some(branches.clone()),
+                            payload => Some(payload),
                         })
                         .collect();
-                    outcome.output = Value::Object(branches);
+                    outcome.output = branches;
                     let first = routes.first();
                     outcome.route = Some(Route {
                         confidence: first.and_then(|r| r.confidence),
                         reason: first.and_then(|r| r.reason.clone()),
-                        inputs: routes
-                            .iter()
-                            .map(|r| Some(r.payload.clone().unwrap_or_else(|| cx.input.clone())))
-                            .collect(),
+                        inputs,
                         targets: routes.into_iter().map(|r| r.target).collect(),
                     });
                 }

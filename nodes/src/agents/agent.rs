@@ -125,7 +125,6 @@ impl Node for Agent {
         }
         let slots = [
             ("response", self.output.is_none().then_some(text)),
-            ("history", self.core.unrouted_history(&answer)),
             ("metadata", self.core.unrouted_metadata(&answer)),
             (
                 "structured",

@@ -395,7 +395,7 @@ impl AgentCore {
     }
 
     /// illumo-flow's `ctx.agents.<id>` bucket with this answer's `slots` (`response`,
-    /// `history`, `metadata`, `structured`: each one the agent has no path for) added as
+    /// `metadata`, `structured`: each one the agent has no path for) added as
     /// `{timestamp, value}`: the first entry of a slot as it is, a list from the second
     /// on, as illumo-flow keeps them. `None` for a native flow.
     pub(crate) fn bucket(
@@ -425,19 +425,6 @@ impl AgentCore {
             bucket.insert((*key).to_string(), slot);
         }
         Some((path, Value::Object(bucket)))
-    }
-
-    /// This exchange as chat messages: what illumo-flow's `history` slot holds.
-    pub(crate) fn exchange(answer: &Answer) -> Value {
-        json!([
-            {"role": "user", "content": answer.prompt},
-            {"role": "assistant", "content": answer.text}
-        ])
-    }
-
-    /// The history slot, when the agent has no `history_path`.
-    pub(crate) fn unrouted_history(&self, answer: &Answer) -> Option<Value> {
-        self.history.is_none().then(|| Self::exchange(answer))
     }
 
     /// The metadata slot, when the agent has no `metadata_path`.
@@ -482,7 +469,25 @@ impl AgentCore {
         instruction: Option<&str>,
         format: &ReplyFormat,
     ) -> Result<Answer, NodeError> {
-        let prompt = self.render(&self.prompt, cx)?;
+        self.ask_with(cx, instruction, None, format).await
+    }
+
+    /// The same, with `suffix` added to the prompt (illumo-flow's RouterAgent asks in the
+    /// prompt itself).
+    pub(crate) async fn ask_with(
+        &self,
+        cx: &NodeCx<'_>,
+        instruction: Option<&str>,
+        suffix: Option<&str>,
+        format: &ReplyFormat,
+    ) -> Result<Answer, NodeError> {
+        let mut prompt = self.render(&self.prompt, cx)?;
+        if let Some(suffix) = suffix {
+            prompt = match prompt.is_empty() {
+                true => suffix.to_string(),
+                false => format!("{prompt}\n\n{suffix}"),
+            };
+        }
         let mut system = match &self.system {
             Some(s) => self.render(s, cx)?,
             None => String::new(),

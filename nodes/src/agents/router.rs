@@ -18,6 +18,8 @@ pub struct RouterAgent {
     refs: Vec<NodeRef>,
     /// Where the chosen node id goes too (illumo-flow's `output_path`).
     output: Option<illumo_engine::path::CtxPath>,
+    /// A flow written for illumo-flow: its prompt, and its reading of the reply.
+    illumo_flow: bool,
 }
 
 impl NodeFactory for RouterAgentFactory {
@@ -112,11 +114,57 @@ impl NodeFactory for RouterAgentFactory {
             choices,
             refs,
             output,
+            illumo_flow: cx.dialect == illumo_engine::dialect::Dialect::IllumoFlow,
         }))
     }
 }
 
 impl RouterAgent {
+    /// As illumo-flow's RouterAgent: the prompt ends with `Choose exactly one of: a, b.`,
+    /// the reply (in words or JSON) is the decision's reason and goes to `metadata_path`,
+    /// the output is `{choice: input}`, and the chosen node gets the input (that map when
+    /// the input is null); what has no path goes to the `ctx.agents.<id>` bucket.
+    async fn run_as_illumo_flow(&self, cx: &NodeCx<'_>) -> Result<Outcome, NodeError> {
+        let ask = format!("Choose exactly one of: {}.", self.labels().join(", "));
+        let answer = self
+            .core
+            .ask_with(cx, None, Some(&ask), &ReplyFormat::Text)
+            .await?;
+        let text = answer.text.clone();
+        let parsed = super::parse_json_reply(&text, &ReplyFormat::Json)
+            .ok()
+            .filter(|v| v.get("choice").is_some());
+        let mut route = self.decide(&text, parsed.as_ref())?;
+        if route.reason.is_none() && !text.is_empty() {
+            route.reason = Some(text.clone());
+        }
+        let chosen = route.targets.first().cloned().unwrap_or_default();
+        let branches = json!({ chosen.as_str(): cx.input });
+        let next = match cx.input {
+            Value::Null => branches.clone(),
+            input => input.clone(),
+        };
+        route.inputs = vec![Some(next)];
+        let mut outcome = Outcome::routed(branches, route);
+        if let Some(path) = &self.output {
+            outcome = outcome.with_write(path.clone(), Value::String(chosen));
+        }
+        if let Some(path) = &self.core.metadata {
+            outcome = outcome.with_write(path.clone(), Value::String(text.clone()));
+        }
+        let slots = [
+            (
+                "response",
+                self.output.is_none().then(|| Value::String(text.clone())),
+            ),
+            ("metadata", self.core.unrouted_metadata(&answer)),
+        ];
+        if let Some((path, bucket)) = self.core.bucket(cx, &slots) {
+            outcome = outcome.with_write(path, bucket);
+        }
+        Ok(outcome)
+    }
+
     fn labels(&self) -> Vec<&str> {
         self.choices.iter().map(|(l, _)| l.as_str()).collect()
     }
@@ -188,6 +236,9 @@ impl RouterAgent {
 #[illumo_engine::async_trait]
 impl Node for RouterAgent {
     async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
+        if self.illumo_flow {
+            return self.run_as_illumo_flow(&cx).await;
+        }
         let labels = self.labels();
         let instruction = format!(
             "Choose what happens next. Answer with JSON only: {{\"choice\": one of {}, \"confidence\": a number from 0 to 1, \"reason\": \"one short sentence\"}}.",
@@ -223,17 +274,6 @@ impl Node for RouterAgent {
         }
         if let Some(path) = &self.core.metadata {
             outcome = outcome.with_write(path.clone(), answer.metadata.clone());
-        }
-        let slots = [
-            (
-                "response",
-                self.output.is_none().then(|| Value::String(text.clone())),
-            ),
-            ("history", self.core.unrouted_history(&answer)),
-            ("metadata", self.core.unrouted_metadata(&answer)),
-        ];
-        if let Some((path, bucket)) = self.core.bucket(&cx, &slots) {
-            outcome = outcome.with_write(path, bucket);
         }
         Ok(outcome)
     }

@@ -145,7 +145,6 @@ impl Node for ScoreAgent {
                     .is_none()
                     .then(|| Value::String(answer.text.clone())),
             ),
-            ("history", self.core.unrouted_history(&answer)),
             (
                 "metadata",
                 self.reasons.is_none().then(|| answer.metadata.clone()),
