@@ -629,3 +629,27 @@ fn an_illumo_flow_route_without_payload_from_a_null_input_passes_the_map_on() {
         json!({"steps": [{"node_id": "r", "status": "start"}, {"node_id": "r", "status": "success"}, {"node_id": "b", "status": "start"}, {"node_id": "b", "status": "success"}], "joins": {}, "errors": [], "payloads": {"r": {"b": null}, "b": {"b": null}}, "routing": {"r": [{"target": "b", "confidence": 0.9, "reason": "because"}]}, "b": {"b": null}})
     );
 }
+
+/// A node with no `type` and a `callable` beside it is an illumo-flow FunctionNode, as
+/// illumo-flow reads it: the flow is in its vocabulary, with its retry count (two
+/// retries: the third call succeeds) and its final ctx.
+#[test]
+fn a_node_without_type_but_with_a_callable_is_an_illumo_flow_function() {
+    let dir = crate::support::TempDir::new();
+    dir.write(
+        "mods.py",
+        "N = {'n': 0}\n\ndef flaky(payload):\n    N['n'] += 1\n    if N['n'] < 3:\n        raise ValueError('not yet')\n    return N['n']\n",
+    );
+    dir.write(
+        "bare.yaml",
+        "flow:\n  entry: a\n  nodes:\n    a:\n      callable: mods.flaky\n      setting:\n        policy:\n          retry: {max_attempts: 2}\n",
+    );
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args(["run", "bare.yaml", "-q", "--tracer", "none"])
+        .run();
+    assert_eq!(
+        out.success().ctx(),
+        json!({"steps": [{"node_id": "a", "status": "start"}, {"node_id": "a", "status": "success"}], "joins": {}, "errors": [], "payloads": {"a": 3}, "routing": {}})
+    );
+}

@@ -43,6 +43,10 @@ pub fn detect(flow: &Yaml) -> Dialect {
     let illumo_flow = nodes.iter().any(|(_, node)| {
         get(node, "context").is_some()
             || matches!(get(node, "type"), Some(Yaml::Scalar(Value::String(t))) if t.starts_with("illumo_flow."))
+            // Keys only illumo-flow writes beside `type` (illumo's go under `setting:`);
+            // a node without a type is a FunctionNode there.
+            || FUNCTION_KEYS.iter().chain(LOOP_KEYS.iter()).any(|k| get(node, k).is_some())
+            || get(node, "setting").is_some_and(|s| get(s, "policy").is_some())
     });
     if illumo_flow {
         Dialect::IllumoFlow
