@@ -390,6 +390,12 @@ pub enum TraceCommand {
         /// Under each node attempt, its input and output (as the trace keeps them)
         #[arg(long)]
         io: bool,
+        /// Leave out the events under each span (illumo-flow's flag)
+        #[arg(long)]
+        no_events: bool,
+        /// Show the events under each span (the default; illumo-flow's flag)
+        #[arg(long, conflicts_with = "no_events")]
+        include_events: bool,
     },
     /// Find node attempts by status, node, attribute or timeout
     #[command(

@@ -198,6 +198,12 @@ fn prepare(args: &RunArgs, registry: &NodeRegistry) -> Result<Prepared, Option<S
     let flow = Arc::new(flow);
     let mut ctx = ctx;
     let mut forked_from = None;
+    if let Some(name) = &args.service_name {
+        // For `trace list` (illumo-flow's `root_service`), beside the OTLP resource.
+        options
+            .attributes
+            .insert("service.name".into(), json!(name));
+    }
     if let (Some(node), Some(trace)) = (&args.from, &args.trace) {
         let Some((path, _)) = &journal_db else {
             return Err(Some(

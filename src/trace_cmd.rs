@@ -49,6 +49,12 @@ fn execute(command: TraceCommand) -> Result<String, String> {
             {
                 return Err("--traceql: `trace list` filters by trace_id, span.name (the flow) and limit; use `trace search` for the rest".into());
             }
+            if let Some(unknown) = filters.pick.iter().find(|c| !PICKS.contains(&c.as_str())) {
+                return Err(format!(
+                    "--traceql: pick(`{unknown}`): a run's columns are `{}`",
+                    PICKS.join("`, `")
+                ));
+            }
             let conn = store::open(Path::new(&db))?;
             let limit = filters.limit.unwrap_or(limit);
             let filtering = status.is_some() || since.is_some();
@@ -71,6 +77,9 @@ fn execute(command: TraceCommand) -> Result<String, String> {
                 .iter()
                 .map(|r| store::tokens(&conn, &r.trace_id))
                 .collect::<Result<_, _>>()?;
+            if !filters.pick.is_empty() {
+                return picked(&conn, &runs, &filters.pick, format, &db);
+            }
             Ok(match format {
                 ListFormat::Json => json_text(&Value::Array(
                     runs.iter()
@@ -116,6 +125,8 @@ fn execute(command: TraceCommand) -> Result<String, String> {
             format,
             traceql,
             io,
+            no_events,
+            include_events: _,
         } => {
             let filters = traceql
                 .as_deref()
@@ -131,7 +142,10 @@ fn execute(command: TraceCommand) -> Result<String, String> {
                     .map(|r| r.trace_id)
                     .ok_or_else(|| format!("no runs in {db}"))?,
             };
-            let spans = store::trace(&conn, &trace_id)?;
+            let mut spans = store::trace(&conn, &trace_id)?;
+            if no_events {
+                spans.iter_mut().for_each(|s| s.events.clear());
+            }
             Ok(match format {
                 ShowFormat::Tree => tree(&spans, io),
                 ShowFormat::Table => span_table(&spans),
@@ -375,6 +389,76 @@ fn since_time(text: &str) -> Result<String, String> {
     Err(format!(
         "--since `{text}`: give a duration back from now (`30m`, `2h`) or a UTC time (`2026-12-01T09:00`)"
     ))
+}
+
+/// The run columns illumo-flow's `pick(...)` names.
+const PICKS: [&str; 6] = [
+    "trace_id",
+    "root_service",
+    "root_name",
+    "start_time",
+    "end_time",
+    "span_count",
+];
+
+/// `trace list` with illumo-flow's `pick(a, b)`: those columns, under those names.
+fn picked(
+    conn: &rusqlite::Connection,
+    runs: &[RunSummary],
+    picks: &[String],
+    format: ListFormat,
+    db: &str,
+) -> Result<String, String> {
+    let mut rows = Vec::new();
+    for r in runs {
+        let spans = store::trace(conn, &r.trace_id)?;
+        let root = spans.iter().find(|s| s.kind == "flow");
+        let end = spans
+            .iter()
+            .filter_map(|s| s.end_time.clone())
+            .max()
+            .unwrap_or_default();
+        let service = root
+            .map(|s| attr(s, "/service.name"))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "illumo".to_string());
+        let row: serde_json::Map<String, Value> = picks
+            .iter()
+            .map(|c| {
+                let v = match c.as_str() {
+                    "trace_id" => json!(r.trace_id),
+                    "root_service" => json!(service),
+                    "root_name" => json!(r.flow),
+                    "start_time" => json!(r.start_time),
+                    "end_time" => json!(end),
+                    _ => json!(spans.len()),
+                };
+                (c.clone(), v)
+            })
+            .collect();
+        rows.push(row);
+    }
+    Ok(match format {
+        ListFormat::Json => json_text(&Value::Array(rows.into_iter().map(Value::Object).collect())),
+        ListFormat::Table if rows.is_empty() => format!("no runs in {db}\n"),
+        ListFormat::Table | ListFormat::Markdown => {
+            let header: Vec<String> = picks.iter().map(|c| c.to_uppercase()).collect();
+            let header: Vec<&str> = header.iter().map(String::as_str).collect();
+            let cells = rows
+                .iter()
+                .map(|row| {
+                    picks
+                        .iter()
+                        .map(|c| match &row[c] {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        })
+                        .collect()
+                })
+                .collect();
+            rows_as(format, &header, cells)
+        }
+    })
 }
 
 fn tree(spans: &[SpanRow], io: bool) -> String {

@@ -12,6 +12,8 @@ pub struct Filters {
     pub status: Option<String>,
     pub attributes: Vec<(String, String)>,
     pub limit: Option<usize>,
+    /// `pick(a, b)`: the columns `trace list` shows.
+    pub pick: Vec<String>,
 }
 
 pub fn parse(query: &str) -> Result<Filters, String> {
@@ -24,6 +26,19 @@ pub fn parse(query: &str) -> Result<Filters, String> {
         .filter(|s| !s.is_empty())
     {
         if clause.eq_ignore_ascii_case("traces") {
+            continue;
+        }
+        if let Some(list) = clause
+            .strip_prefix("pick")
+            .map(str::trim_start)
+            .and_then(|c| c.strip_prefix('('))
+            .and_then(|c| c.strip_suffix(')'))
+        {
+            filters.pick = list
+                .split(',')
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect();
             continue;
         }
         if let Some(n) = clause
@@ -52,6 +67,12 @@ pub fn parse(query: &str) -> Result<Filters, String> {
                     .and_then(|k| k.strip_suffix(']'))
                     .and_then(unquote)
                     .ok_or_else(|| unknown(clause))?;
+                // illumo-flow's attribute names, as illumo's spans spell them.
+                let key = match key.as_str() {
+                    "node_id" => "node.id".to_string(),
+                    "node_type" => "node.type".to_string(),
+                    _ => key,
+                };
                 filters.attributes.push((key, value));
             }
         }
@@ -61,7 +82,7 @@ pub fn parse(query: &str) -> Result<Filters, String> {
 
 fn unknown(clause: &str) -> String {
     format!(
-        "--traceql: `{clause}` is not understood; use trace_id=\"...\", span.name==\"...\", span.kind==\"...\", span.status==\"...\", span.attributes[\"key\"]==\"value\" or limit N"
+        "--traceql: `{clause}` is not understood; use trace_id=\"...\", span.name==\"...\", span.kind==\"...\", span.status==\"...\", span.attributes[\"key\"]==\"value\", pick(columns) or limit N"
     )
 }
 

@@ -198,7 +198,74 @@ fn traceql_filters_list_search_and_show() {
         .collect();
     assert_eq!(names, ["flow hello"]);
     let out = trace(&["search", "--db", &db, "--traceql", "span.duration > 3"]).code(2);
-    assert_eq!(out.stderr, "error: --traceql: `span.duration > 3` is not understood; use trace_id=\"...\", span.name==\"...\", span.kind==\"...\", span.status==\"...\", span.attributes[\"key\"]==\"value\" or limit N\n");
+    assert_eq!(out.stderr, "error: --traceql: `span.duration > 3` is not understood; use trace_id=\"...\", span.name==\"...\", span.kind==\"...\", span.status==\"...\", span.attributes[\"key\"]==\"value\", pick(columns) or limit N\n");
+    // illumo-flow's attribute names, as its README writes them.
+    let out = trace(&[
+        "search",
+        "--db",
+        &db,
+        "--format",
+        "json",
+        "--traceql",
+        r#"span.attributes["node_id"] == "boom" && span.attributes["node_type"] == "Command""#,
+    ])
+    .success();
+    let found: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(found.as_array().unwrap().len(), 2, "{found}");
+}
+
+/// illumo-flow's README query: `traces{} | pick(...) | limit N` gives those columns; the
+/// root service is the run's `--service-name` (illumo when none was given).
+#[test]
+fn traceql_pick_chooses_the_columns_of_trace_list() {
+    let (_dir, db) = two_runs();
+    let illumo = Illumo::new();
+    let path = illumo
+        .flow_file("flow:\n  name: shop\n  nodes:\n    a: {type: Set, setting: {value: 1}}\n");
+    illumo
+        .args([
+            "run",
+            &path,
+            "-q",
+            "--trace-db",
+            &db,
+            "--service-name",
+            "checkout",
+        ])
+        .run()
+        .success();
+    let query = "traces{} | pick(root_service, root_name, span_count) | limit 2";
+    let out = trace(&["list", "--db", &db, "--traceql", query, "--format", "json"]).success();
+    assert_eq!(
+        serde_json::from_str::<Value>(&out.stdout).unwrap(),
+        json!([
+            {"root_service": "checkout", "root_name": "shop", "span_count": 2},
+            {"root_service": "illumo", "root_name": "hello", "span_count": 2}
+        ])
+    );
+    let out = trace(&["list", "--db", &db, "--traceql", query]).success();
+    assert_eq!(
+        out.stdout.lines().next(),
+        Some("ROOT_SERVICE  ROOT_NAME  SPAN_COUNT")
+    );
+    let out = trace(&["list", "--db", &db, "--traceql", "pick(trace_id, owner)"]).code(2);
+    assert_eq!(out.stderr, "error: --traceql: pick(`owner`): a run's columns are `trace_id`, `root_service`, `root_name`, `start_time`, `end_time`, `span_count`\n");
+    let listed = trace(&["list", "--db", &db, "--flow", "failing", "--format", "json"]).success();
+    let failing: Value = serde_json::from_str(&listed.stdout).unwrap();
+    let id = failing[0]["trace_id"].as_str().unwrap();
+    let with = trace(&["show", id, "--db", &db, "--format", "json"]).success();
+    let without = trace(&["show", id, "--db", &db, "--format", "json", "--no-events"]).success();
+    let events = |out: &crate::support::Output| -> usize {
+        let v: Value = serde_json::from_str(&out.stdout).unwrap();
+        v["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["events"].as_array().map_or(0, Vec::len))
+            .sum()
+    };
+    assert!(events(&with) > 0, "{}", with.stdout);
+    assert_eq!(events(&without), 0);
 }
 
 #[test]
