@@ -22,7 +22,7 @@ pub fn of(
     };
     let policy = node
         .and_then(|id| flow.index.get(id))
-        .map(|&i| snapshot(&flow.policy_of(i, overrides)))
+        .map(|&i| snapshot(&flow.policy_of(i, overrides), illumo_flow(flow)))
         .unwrap_or_else(|| json!({}));
     let ctx = &failure.ctx;
     let payload = node.and_then(|id| ctx.get("payloads")?.get(id));
@@ -35,12 +35,19 @@ pub fn of(
         .and_then(Value::as_array)
         .and_then(|e| e.last())
     {
-        digest["last_error"] = json!({"node_id": last.get("node"), "message": last.get("message")});
+        // `node` in illumo's ctx.errors, `node_id` in illumo-flow's.
+        let node_id = last.get("node").or_else(|| last.get("node_id"));
+        digest["last_error"] = json!({"node_id": node_id, "message": last.get("message")});
     }
+    // illumo-flow's summary is the failure's own message, as its ctx records it.
+    let summary = match ctx.get("failed_message").and_then(Value::as_str) {
+        Some(message) if illumo_flow(flow) && node.is_some() => message.to_string(),
+        _ => failure.error.to_string(),
+    };
     let mut report = json!({
         "trace_id": failure.trace_id.to_string(),
         "failed_node_id": node,
-        "summary": failure.error.to_string(),
+        "summary": summary,
         "policy_snapshot": policy,
         "context_digest": digest,
     });
@@ -50,7 +57,16 @@ pub fn of(
 
 /// illumo-flow's policy snapshot; the numbers are illumo's (`max_attempts` counts every
 /// attempt, the first included).
-fn snapshot(policy: &Policy) -> Value {
+fn illumo_flow(flow: &Flow) -> bool {
+    flow.dialect == illumo_engine::dialect::Dialect::IllumoFlow
+}
+
+/// The policy as illumo-flow writes it; for its flows, `max_attempts` counts retries.
+fn snapshot(policy: &Policy, illumo_flow: bool) -> Value {
+    let attempts = match illumo_flow {
+        true => policy.max_attempts.saturating_sub(1),
+        false => policy.max_attempts,
+    };
     let (action, target) = match &policy.on_error {
         OnError::Stop => ("stop", None),
         OnError::Continue => ("continue", None),
@@ -60,7 +76,7 @@ fn snapshot(policy: &Policy) -> Value {
         "fail_fast": policy.fail_fast,
         "timeout": policy.timeout.map_or("0s".to_string(), illumo_engine::duration::duration_text),
         "retry": {
-            "max_attempts": policy.max_attempts,
+            "max_attempts": attempts,
             "delay": policy.delay.as_secs_f64(),
             "mode": match policy.mode { Backoff::Fixed => "fixed", Backoff::Exponential => "exponential" },
         },

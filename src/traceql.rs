@@ -135,7 +135,7 @@ mod tests {
     fn what_is_not_understood_is_an_error() {
         assert_eq!(
             parse("span.duration > 5"),
-            Err("--traceql: `span.duration > 5` is not understood; use trace_id=\"...\", span.name==\"...\", span.kind==\"...\", span.status==\"...\", span.attributes[\"key\"]==\"value\" or limit N".into())
+            Err("--traceql: `span.duration > 5` is not understood; use trace_id=\"...\", span.name==\"...\", span.kind==\"...\", span.status==\"...\", span.attributes[\"key\"]==\"value\", pick(columns) or limit N".into())
         );
         assert_eq!(
             parse("span.name == draft"),

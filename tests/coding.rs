@@ -398,13 +398,26 @@ fn no_ctx_value_can_grant_the_write_permission() {
     let illumo = Illumo::new();
     let flow = patch_flow(illumo.dir(), &[FIX_CALC]);
     let ws = illumo.dir().join("ws");
+    let db = illumo.dir().join("t.db");
+    let path = illumo.flow_file(&flow);
     let out = illumo
-        .run_flow(&flow)
-        .args(["-c", r#"{"runtime": {"write": true}, "write": true}"#])
-        .args(["--tracer", "none", "--print", "$ctx.diff.applied.written"])
+        .args(["run", &path, "--trace-db", &db.display().to_string()])
+        .args([
+            "-c",
+            r#"{"runtime": {"write": true}, "write": true, "request": {"write": true}}"#,
+        ])
+        .args(["--quiet", "--print", "$ctx.diff.applied.written"])
         .run()
         .success();
     assert_eq!(out.stdout, "false\n");
+    // illumo-flow's `ctx.request.write` is answered with why nothing was written.
+    assert_eq!(
+        sqlite3(
+            &db,
+            "SELECT name, level, json_extract(attributes, '$.message') FROM events WHERE name = 'patch.write_not_allowed'"
+        ),
+        "patch.write_not_allowed|WARN|ctx.request.write is true, but only `--write` lets Patch change files: this run is a dry run\n"
+    );
     assert_eq!(
         std::fs::read_to_string(ws.join("app/calc.py")).unwrap(),
         "def add(a, b):\n    return a - b\n"

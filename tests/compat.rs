@@ -414,3 +414,54 @@ fn each_file_too_large_to_inspect_is_a_warning_event() {
         "WARN|{\"path\":\"big.py\",\"size\":500,\"max_bytes\":100}\n"
     );
 }
+
+/// For a flow written for illumo-flow the failure report is illumo-flow 0.1.5's own, key
+/// for key but the trace id: the exception's message as the summary, `max_attempts`
+/// counting retries, and the last error's node.
+#[test]
+fn an_illumo_flow_flows_failure_report_is_illumo_flows() {
+    let dir = crate::support::TempDir::new();
+    dir.write(
+        "mods.py",
+        "def boom(payload):\n    return 1/0\n\ndef ident(payload):\n    return payload\n",
+    );
+    dir.write(
+        "flow.yaml",
+        "flow:\n  entry: f\n  nodes:\n    f:\n      type: illumo_flow.core.FunctionNode\n      context: {inputs: {callable: mods.boom, payload: $ctx.x}, outputs: $ctx.f}\n    g:\n      type: illumo_flow.core.FunctionNode\n      context: {inputs: {callable: mods.ident}, outputs: $ctx.g}\n  edges:\n    - f >> g\n",
+    );
+    let report = dir.path().join("report.json");
+    Illumo::new()
+        .in_dir(dir.path())
+        .args([
+            "run",
+            "flow.yaml",
+            "-q",
+            "--tracer",
+            "none",
+            "-c",
+            r#"{"x": 1}"#,
+        ])
+        .args(["--report-path", report.to_str().unwrap()])
+        .run()
+        .code(1);
+    let mut written: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let trace_id = written.as_object_mut().unwrap().remove("trace_id").unwrap();
+    assert_eq!(trace_id.as_str().map(str::len), Some(32));
+    assert_eq!(
+        written,
+        json!({
+            "failed_node_id": "f",
+            "summary": "division by zero",
+            "policy_snapshot": {
+                "fail_fast": true, "timeout": "0s",
+                "retry": {"max_attempts": 0, "delay": 0.0, "mode": "fixed"},
+                "on_error": {"action": "stop", "target": null}
+            },
+            "context_digest": {
+                "payload_preview": "null", "steps": 2,
+                "last_error": {"node_id": "f", "message": "division by zero"}
+            }
+        })
+    );
+}

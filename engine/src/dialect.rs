@@ -46,7 +46,6 @@ pub fn detect(flow: &Yaml) -> Dialect {
             // Keys only illumo-flow writes beside `type` (illumo's go under `setting:`);
             // a node without a type is a FunctionNode there.
             || FUNCTION_KEYS.iter().chain(LOOP_KEYS.iter()).any(|k| get(node, k).is_some())
-            || get(node, "setting").is_some_and(|s| get(s, "policy").is_some())
     });
     if illumo_flow {
         Dialect::IllumoFlow

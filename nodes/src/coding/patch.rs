@@ -635,6 +635,18 @@ impl Node for Patch {
         };
         // Only `--write` allows it; nothing in ctx can (ctx may only ask for a question).
         let mut write = cx.permissions.write_files && self.write;
+        if !cx.permissions.write_files
+            && cx.ctx.pointer("/request/write") == Some(&Value::Bool(true))
+        {
+            // illumo-flow's coding assistant writes when ctx.request.write is true; here
+            // ctx cannot grant that, so say why nothing is written.
+            let mut note = serde_json::Map::new();
+            note.insert(
+                "message".into(),
+                json!("ctx.request.write is true, but only `--write` lets Patch change files: this run is a dry run"),
+            );
+            cx.warn("patch.write_not_allowed", note);
+        }
         let mut declined = false;
         if write && self.confirms(cx.ctx) {
             let question = crate::approval::Question::approve_or_reject();
