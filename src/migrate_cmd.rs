@@ -20,7 +20,8 @@ pub fn run(path: &str, write: bool, registry: &NodeRegistry) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let (value, changes) = migrated;
+    let (mut value, mut changes) = migrated;
+    changes.extend(rebase_roots(&mut value, path));
     let yaml = match serde_yaml::to_string(&value) {
         Ok(y) => format!("# migrated from illumo-flow's spelling by `illumo migrate`\n{y}"),
         Err(e) => {
@@ -57,4 +58,80 @@ pub fn run(path: &str, write: bool, registry: &NodeRegistry) -> i32 {
         print!("{yaml}");
     }
     0
+}
+
+/// illumo-flow resolves a relative `default_root` against the working folder, illumo
+/// against the flow file's folder: each one is rewritten to name the same folder from the
+/// flow file, taking the working folder `migrate` runs in as the one the flow ran from.
+fn rebase_roots(value: &mut serde_json::Value, path: &str) -> Vec<String> {
+    let mut changes = Vec::new();
+    let (Ok(cwd), Some(nodes)) = (
+        std::env::current_dir(),
+        value
+            .pointer_mut("/flow/nodes")
+            .and_then(|n| n.as_object_mut()),
+    ) else {
+        return changes;
+    };
+    let flow_dir = absolute(
+        &cwd,
+        std::path::Path::new(path)
+            .parent()
+            .unwrap_or(std::path::Path::new("")),
+    );
+    for (id, node) in nodes.iter_mut() {
+        let Some(root) = node.pointer_mut("/setting/default_root") else {
+            continue;
+        };
+        let Some(text) = root
+            .as_str()
+            .filter(|t| !t.starts_with('$') && !t.contains("{{"))
+        else {
+            continue;
+        };
+        if std::path::Path::new(text).is_absolute() {
+            continue;
+        }
+        let rebased = relative(&absolute(&cwd, std::path::Path::new(text)), &flow_dir);
+        let rebased = rebased.to_string_lossy().into_owned();
+        if rebased != text {
+            changes.push(format!(
+                "node `{id}`: `default_root: {text}` was relative to the working folder; -> `{rebased}`, the same folder from the flow file's"
+            ));
+            *root = serde_json::Value::String(rebased);
+        }
+    }
+    changes
+}
+
+/// `path` from `base`, `.` and `..` folded away without touching the disk.
+fn absolute(base: &std::path::Path, path: &std::path::Path) -> std::path::PathBuf {
+    let mut out = std::path::PathBuf::new();
+    for c in base.join(path).components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// `target` as a path relative to the folder `from` (both absolute).
+fn relative(target: &std::path::Path, from: &std::path::Path) -> std::path::PathBuf {
+    let (t, f): (Vec<_>, Vec<_>) = (target.components().collect(), from.components().collect());
+    let common = t.iter().zip(&f).take_while(|(a, b)| a == b).count();
+    let mut out = std::path::PathBuf::new();
+    for _ in common..f.len() {
+        out.push("..");
+    }
+    for c in &t[common..] {
+        out.push(c);
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
 }

@@ -913,6 +913,12 @@ fn illumo_flows_evaluation_agent_keeps_the_raw_score_in_metrics() {
         ctx["payloads"]["review"], 85,
         "the score is the node's output"
     );
+    // A bare number: the score, and (as illumo-flow keeps the parsed reply) structured.
+    dir.write("r.yaml", "replies:\n  review: ['72']\n");
+    let ctx = run();
+    let mut entry = ctx["metrics"]["review"][0].clone();
+    entry.as_object_mut().unwrap().remove("timestamp");
+    assert_eq!(entry, json!({"score": 72, "structured": 72}));
 }
 
 /// In a flow written for illumo-flow, what an agent has no path for lands in illumo-flow's

@@ -394,3 +394,37 @@ fn migrate_keeps_the_flows_policy_with_its_retries_counted_as_attempts() {
         ["changed: the flow's policy: `retry.max_attempts` counted retries: 2 -> 3 attempts"]
     );
 }
+
+/// A relative `default_root` named a folder from the working folder there; migrate
+/// rewrites it to name the same folder from the flow file's (illumo's meaning).
+#[test]
+fn migrate_rebases_a_relative_default_root_on_the_flow_files_folder() {
+    let work = TempDir::new();
+    copy_dir(&corpus().join("modules"), &work.path().join("modules"));
+    copy_dir(&corpus().join("flows"), &work.path().join("flows"));
+    let out = Illumo::new()
+        .in_dir(&work.path().join("modules"))
+        .args(["migrate", "../flows/coding_assistant.yaml"])
+        .run()
+        .success();
+    let rebased: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("was relative to the working folder"))
+        .collect();
+    assert_eq!(rebased.len(), 3, "{}", out.stderr);
+    assert_eq!(
+        rebased[0],
+        "changed: node `inspect`: `default_root: examples/multi_agent/coding_assistant` was relative to the working folder; -> `../modules/examples/multi_agent/coding_assistant`, the same folder from the flow file's"
+    );
+    assert_eq!(
+        out.stdout
+            .matches("default_root: ../modules/examples/multi_agent/coding_assistant\n")
+            .count(),
+        3
+    );
+    assert!(work
+        .path()
+        .join("flows/../modules/examples/multi_agent/coding_assistant")
+        .is_dir());
+}

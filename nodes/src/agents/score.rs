@@ -115,10 +115,12 @@ impl Node for ScoreAgent {
             json!(illumo_engine::ids::iso8601(std::time::SystemTime::now())),
         );
         entry.insert("score".into(), score.clone());
-        if let Some(r) = &reasons {
+        // As illumo-flow keeps them: reasons when there are some, and the reply parsed as
+        // JSON whatever it is (`72` too).
+        if let Some(r) = reasons.as_ref().filter(|r| truthy(r)) {
             entry.insert("reasons".into(), r.clone());
         }
-        if let Some(s @ Value::Object(_)) = &structured {
+        if let Some(s) = &structured {
             entry.insert("structured".into(), s.clone());
         }
         let mut history = match cx.ctx.get("metrics").and_then(|m| m.get(&self.id)) {
@@ -163,5 +165,17 @@ impl Node for ScoreAgent {
             Step::Key(self.id.clone()),
         ]));
         reads
+    }
+}
+
+/// Python's truth of a JSON value.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
     }
 }
