@@ -653,3 +653,42 @@ fn a_node_without_type_but_with_a_callable_is_an_illumo_flow_function() {
         json!({"steps": [{"node_id": "a", "status": "start"}, {"node_id": "a", "status": "success"}], "joins": {}, "errors": [], "payloads": {"a": 3}, "routing": {}})
     );
 }
+
+/// illumo-flow's `FLOW_DEBUG_MAX_STEPS`: an illumo-flow flow starts no node after that
+/// many and ends as it is, exit 0. Steps, routing and what the nodes wrote are those
+/// illumo-flow 0.1.5 gives with the same variable.
+#[test]
+fn flow_debug_max_steps_stops_an_illumo_flow_flow_quietly() {
+    let dir = crate::support::TempDir::new();
+    dir.write("funcs.py", LOOP_FUNCS);
+    dir.write(
+        "flow.yaml",
+        &loop_flow("body_route: worker\n      items_key: todo\n      enumerate_items: true"),
+    );
+    let out = Illumo::new()
+        .env("FLOW_DEBUG_MAX_STEPS", "4")
+        .in_dir(dir.path())
+        .args(["run", "flow.yaml", "-q", "--tracer", "none"])
+        .args(["-c", r#"{"request": {"todo": ["a", "b", "c"]}}"#])
+        .run();
+    let ctx = out.success().ctx();
+    let step = |node: &str, status: &str| json!({"node_id": node, "status": status});
+    assert_eq!(
+        ctx["steps"],
+        json!([
+            step("prep", "start"),
+            step("prep", "success"),
+            step("loop", "start"),
+            step("loop", "success"),
+            step("worker", "start"),
+            step("worker", "success"),
+            step("loop", "start"),
+            step("loop", "success")
+        ])
+    );
+    assert_eq!(
+        ctx["routing"]["loop"],
+        json!([{"target": "worker"}, {"target": "loop"}])
+    );
+    assert_eq!(ctx["seen"], json!([{"item": "a", "index": 0}]));
+}

@@ -163,6 +163,9 @@ pub(super) struct Driver {
     /// Steps that stopped the run before it was resumed: they run again when the
     /// replay reaches the point where that resume went on.
     reruns: Vec<(usize, Value)>,
+    /// illumo-flow's `FLOW_DEBUG_MAX_STEPS`: after that many steps an illumo-flow flow
+    /// stops starting nodes and ends as it is, without an error.
+    debug_steps: Option<u64>,
 }
 
 impl Driver {
@@ -232,6 +235,15 @@ impl Driver {
             answer,
             paused: None,
             reruns: Vec::new(),
+            debug_steps: illumo_flow
+                .then(|| {
+                    std::env::var("FLOW_DEBUG_MAX_STEPS")
+                        .ok()?
+                        .trim()
+                        .parse()
+                        .ok()
+                })
+                .flatten(),
             root,
             shared,
             inline: 0,
@@ -319,6 +331,10 @@ impl Driver {
                 if self.replaying.as_ref().is_some_and(|r| r.stopped) {
                     break;
                 }
+                if self.debug_steps.is_some_and(|n| self.state.steps >= n) {
+                    self.sched.ready.clear();
+                    self.sched.queued.iter_mut().for_each(|q| *q = 0);
+                }
                 let Some(activation) = self.sched.pop() else {
                     break;
                 };
@@ -349,6 +365,9 @@ impl Driver {
                 }
                 if !self.sched.ready.is_empty() {
                     continue;
+                }
+                if self.debug_steps.is_some_and(|n| self.state.steps >= n) {
+                    return Ok(());
                 }
                 // Nothing runs: release the joins whose missing parents no other waiting join
                 // leads to; if they all wait on each other, release the first.
