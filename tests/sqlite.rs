@@ -629,3 +629,60 @@ fn traces_keep_full_prompts_and_the_runs_ctx() {
         .code(2);
     assert_eq!(bad.stderr, "error: --tracer-arg max_text=5: expected a number of characters from 100 to 16777216 (default 16384)\n");
 }
+
+/// When the run ends the trace is whole in the one file: no `-wal` or `-shm` beside it, so
+/// the file alone (copied, attached to a bug report) holds every span, and it can be read
+/// from a folder the reader cannot write.
+#[test]
+fn a_finished_run_leaves_one_file_that_holds_the_whole_trace() {
+    let dir = TempDir::new();
+    let db = dir.path().join("trace.db");
+    let trace_id = record_retry_example(&db, &dir.path().join("work"));
+    let mut beside: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("trace.db"))
+        .collect();
+    beside.sort();
+    assert_eq!(beside, ["trace.db"]);
+    // The file alone, in a folder of its own that nobody may write.
+    let shelf = dir.path().join("shelf");
+    std::fs::create_dir(&shelf).unwrap();
+    std::fs::copy(&db, shelf.join("copy.db")).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_illumo"), shelf.join("illumo")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for (path, mode) in [(shelf.join("copy.db"), 0o444), (shelf.clone(), 0o555)] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let dir_mode = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(dir.path(), dir_mode).unwrap();
+    // Root may write anywhere: read as `nobody` then, as a user without write access would.
+    let mut cmd = if unsafe { libc::getuid() } == 0 {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+        c.arg(shelf.join("illumo"));
+        c
+    } else {
+        Command::new(shelf.join("illumo"))
+    };
+    let out = cmd
+        .args(["trace", "list", "--format", "json", "--db"])
+        .arg(shelf.join("copy.db"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    std::fs::set_permissions(&shelf, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["trace_id"], trace_id.as_str());
+    assert_eq!(runs[0]["nodes"], 6);
+    assert_eq!(
+        sqlite3(&shelf.join("copy.db"), "SELECT count(*) FROM spans"),
+        "7\n"
+    );
+}

@@ -71,14 +71,43 @@ pub fn open(path: &Path) -> Result<Connection, String> {
     .map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(|e| e.to_string())?;
-    match crate::sqlite::check_schema(&conn) {
-        Ok(true) => Ok(conn),
-        Ok(false) => Err(format!(
+    let mut checked = crate::sqlite::check_schema(&conn).map(|ok| (ok, conn));
+    if let Err(why) = &checked {
+        // A WAL database in a folder this user cannot write (a copied artifact, a shared
+        // read-only mount): SQLite cannot make its `-shm` file. Read it as a file nobody
+        // changes instead.
+        let why = why.to_string();
+        if why.contains("readonly") || why.contains("unable to open") {
+            if let Ok(conn) = open_immutable(path) {
+                checked = crate::sqlite::check_schema(&conn).map(|ok| (ok, conn));
+            }
+        }
+    }
+    match checked {
+        Ok((true, conn)) => Ok(conn),
+        Ok((false, _)) => Err(format!(
             "`{}` is not an illumo trace database (it has no `spans` table)",
             path.display()
         )),
         Err(why) => Err(format!("`{}` cannot be read: {why}", path.display())),
     }
+}
+
+fn open_immutable(path: &Path) -> rusqlite::Result<Connection> {
+    let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    // A URI path: `%`, `?` and `#` are the characters that would end or escape it.
+    let text = absolute
+        .display()
+        .to_string()
+        .replace('%', "%25")
+        .replace('?', "%3f")
+        .replace('#', "%23");
+    Connection::open_with_flags(
+        format!("file:{text}?immutable=1"),
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )
 }
 
 fn text(e: rusqlite::Error) -> String {
