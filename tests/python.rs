@@ -692,3 +692,79 @@ fn flow_debug_max_steps_stops_an_illumo_flow_flow_quietly() {
     );
     assert_eq!(ctx["seen"], json!([{"item": "a", "index": 0}]));
 }
+
+/// An illumo-flow function changes the one ctx in place: what an attempt changed before
+/// raising is there for the next attempt and stays after the last, and a key it deletes
+/// is gone (illumo-flow 0.1.5 gives the same final ctx). Natively an attempt that raises
+/// leaves nothing, and a deleted key is written as null.
+#[test]
+fn an_illumo_flow_functions_changes_to_ctx_survive_its_exceptions_and_deletions_delete() {
+    let dir = crate::support::TempDir::new();
+    dir.write(
+        "m.py",
+        "def counted(payload, ctx):\n    ctx['attempts'] = ctx.get('attempts', 0) + 1\n    if ctx['attempts'] < 3:\n        raise RuntimeError('try again')\n    ctx.pop('tmp')\n    del ctx['cfg']['secret']\n    return ctx['attempts']\n\ndef gives_up(payload, ctx):\n    ctx.setdefault('tries', []).append(payload)\n    raise ValueError('no')\n",
+    );
+    dir.write(
+        "old.yaml",
+        "flow:\n  entry: f\n  nodes:\n    f:\n      type: illumo_flow.core.FunctionNode\n      context: {inputs: {callable: m.counted, payload: $ctx.x}, outputs: $ctx.f}\n      setting: {policy: {retry: {max_attempts: 2}}}\n    g:\n      type: illumo_flow.core.FunctionNode\n      context: {inputs: {callable: m.gives_up, payload: $ctx.x}}\n      setting: {policy: {retry: {max_attempts: 1}, fail_fast: false, on_error: {action: continue}}}\n  edges:\n    - f >> g\n",
+    );
+    dir.write(
+        "new.yaml",
+        "flow:\n  entry: f\n  nodes:\n    f:\n      type: FunctionNode\n      setting: {callable: m.counted}\n      inputs: $ctx.x\n      outputs: $ctx.f\n      policy: {retry: {max_attempts: 3}}\n",
+    );
+    let run = |file: &str| {
+        Illumo::new()
+            .in_dir(dir.path())
+            .args(["run", file, "-q", "--tracer", "none"])
+            .args([
+                "--context",
+                r#"{"x": 7, "tmp": 1, "cfg": {"secret": "s", "keep": 2}}"#,
+            ])
+            .run()
+    };
+    assert_eq!(
+        run("old.yaml").success().ctx(),
+        json!({"x": 7, "cfg": {"keep": 2}, "steps": [{"node_id": "f", "status": "start"}, {"node_id": "f", "status": "success"}, {"node_id": "g", "status": "start"}, {"node_id": "g", "status": "failed", "message": "no"}, {"node_id": "g", "status": "continue"}], "joins": {}, "errors": [{"node_id": "g", "exception": "ValueError", "message": "no"}], "payloads": {"f": 3, "g": 7}, "routing": {}, "attempts": 3, "f": 3, "tries": [7, 7], "failed_node_id": "g", "failed_exception_type": "ValueError", "failed_message": "no"})
+    );
+    // Natively each attempt starts from the same ctx, so the third never comes.
+    let new = run("new.yaml");
+    assert_eq!(new.code, 1, "{}", new.stderr);
+    assert!(
+        new.stderr
+            .contains("`m.counted` raised RuntimeError: try again"),
+        "{}",
+        new.stderr
+    );
+}
+
+/// A timeout in an illumo-flow flow is worded as illumo-flow words it, in ctx.steps and
+/// ctx.errors (the same final ctx as illumo-flow 0.1.5 gives).
+#[test]
+fn an_illumo_flow_timeout_is_recorded_in_illumo_flows_words() {
+    let dir = crate::support::TempDir::new();
+    dir.write(
+        "t.py",
+        "import time\ndef slow(payload):\n    time.sleep(30)\ndef ident(payload):\n    return payload\n",
+    );
+    dir.write(
+        "to.yaml",
+        "flow:\n  entry: f\n  nodes:\n    f:\n      type: illumo_flow.core.FunctionNode\n      context: {inputs: {callable: t.slow, payload: $ctx.x}, outputs: $ctx.f}\n      setting: {policy: {timeout: 300ms, retry: {max_attempts: 0}, fail_fast: false}}\n    g:\n      type: illumo_flow.core.FunctionNode\n      context: {inputs: {callable: t.ident}, outputs: $ctx.g}\n  edges:\n    - f >> g\n",
+    );
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args([
+            "run",
+            "to.yaml",
+            "-q",
+            "--tracer",
+            "none",
+            "--context",
+            r#"{"x": 1}"#,
+        ])
+        .run();
+    let said = "Node 'f' timed out after 0.3 seconds";
+    assert_eq!(
+        out.success().ctx(),
+        json!({"x": 1, "steps": [{"node_id": "f", "status": "start"}, {"node_id": "f", "status": "failed", "message": said}, {"node_id": "f", "status": "continue"}, {"node_id": "g", "status": "start"}, {"node_id": "g", "status": "success"}], "joins": {}, "errors": [{"node_id": "f", "exception": "TimeoutError", "message": said}], "payloads": {"f": 1, "g": 1}, "routing": {}, "failed_node_id": "f", "failed_exception_type": "TimeoutError", "failed_message": said, "f": 1, "g": 1})
+    );
+}

@@ -198,6 +198,14 @@ impl NodeError {
         }
         self
     }
+    /// The same failure with `all` as its writes (the ones it had are expected among them).
+    pub fn with_writes(mut self, all: Vec<(crate::path::CtxPath, Value)>) -> NodeError {
+        match &mut self {
+            NodeError::Retryable { writes, .. } | NodeError::Fatal { writes, .. } => *writes = all,
+            NodeError::Paused { .. } => {}
+        }
+        self
+    }
     /// Names the kind of failure (a Python exception's class, `ValueError`).
     pub fn with_exception(mut self, name: impl Into<String>) -> NodeError {
         match &mut self {

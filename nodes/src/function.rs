@@ -246,6 +246,7 @@ impl Node for Function {
         let how = Call {
             routing: self.routing,
             named_by_data,
+            illumo_flow: self.illumo_flow,
         };
         let answer = self
             .worker
@@ -259,6 +260,7 @@ impl Node for Function {
                 message,
                 traceback,
                 sys_path,
+                writes,
                 printed,
             } => {
                 record_printed(&cx, &printed);
@@ -276,8 +278,19 @@ impl Node for Function {
                     "result" => NodeError::fatal(format!("`{callable}`: {message}")),
                     "refused" => NodeError::fatal(message.clone()),
                     _ => {
-                        NodeError::retryable(format!("`{callable}` raised {type_name}: {message}"))
-                            .with_exception(type_name.clone())
+                        let mut error = NodeError::retryable(format!(
+                            "`{callable}` raised {type_name}: {message}"
+                        ))
+                        .with_exception(type_name.clone());
+                        // illumo-flow's functions change the one ctx in place: what they
+                        // changed before raising stays, for the next attempt too.
+                        if self.illumo_flow {
+                            for (keys, value) in writes {
+                                let path = CtxPath::ctx(keys.into_iter().map(Step::Key).collect());
+                                error = error.with_write(path, value);
+                            }
+                        }
+                        error
                     }
                 })
             }

@@ -4,7 +4,9 @@
 
 use super::invoker::AttemptInvoker;
 use super::shared::Shared;
+use crate::dialect::Dialect;
 use crate::node::{NodeCx, NodeError, Outcome};
+use crate::path::{set_steps, CtxPath};
 use crate::tracer::{Level, SpanData, SpanId};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -40,6 +42,11 @@ pub(super) async fn attempts(
     let node = &shared.flow.nodes[index];
     let policy = &shared.policies[index];
     let mut attempt = 1;
+    // illumo-flow's nodes change the one ctx in place, so what a failed attempt changed
+    // is there for the next one and stays after the last: its writes are carried.
+    let carries = shared.flow.dialect == Dialect::IllumoFlow;
+    let mut carried: Vec<(CtxPath, Value)> = Vec::new();
+    let mut local: Option<Value> = None;
     loop {
         let mut open = OpenSpan {
             shared: shared.clone(),
@@ -49,7 +56,7 @@ pub(super) async fn attempts(
         let cx = NodeCx {
             id: &node.id,
             input,
-            ctx: view,
+            ctx: local.as_ref().unwrap_or(view),
             attempt,
             max_attempts: policy.max_attempts,
             permissions: shared.permissions,
@@ -70,7 +77,16 @@ pub(super) async fn attempts(
                         Level::Warn,
                         json!({"timeout": text, "attempt": attempt}),
                     );
-                    Err(NodeError::retryable(format!("timed out after {text}")).as_timeout())
+                    let message = match carries {
+                        // illumo-flow's own words (its seconds are a Python float).
+                        true => format!(
+                            "Node '{}' timed out after {:?} seconds",
+                            node.id,
+                            limit.as_secs_f64()
+                        ),
+                        false => format!("timed out after {text}"),
+                    };
+                    Err(NodeError::retryable(message).as_timeout())
                 }
             },
             None => run.await,
@@ -79,10 +95,23 @@ pub(super) async fn attempts(
         if let (Some(span), false) = (open.span.as_mut(), extra.is_empty()) {
             merge(&mut span.attributes, extra);
         }
-        let error = match result {
-            Ok(outcome) => return (Ok(outcome), open.take(), attempt),
+        let mut error = match result {
+            Ok(mut outcome) => {
+                if !carried.is_empty() {
+                    carried.append(&mut outcome.writes);
+                    outcome.writes = carried;
+                }
+                return (Ok(outcome), open.take(), attempt);
+            }
             Err(e) => e,
         };
+        if carries && !error.writes().is_empty() {
+            let ctx = local.get_or_insert_with(|| view.clone());
+            for (path, value) in error.writes() {
+                let _ = set_steps(ctx, &path.steps, value.clone());
+            }
+            carried.extend(error.writes().iter().cloned());
+        }
         let timed_out = error.is_timeout();
         if error.is_retryable() && attempt < policy.max_attempts {
             // A server's Retry-After stretches the policy's wait (up to five minutes).
@@ -101,6 +130,9 @@ pub(super) async fn attempts(
             tokio::time::sleep(delay).await;
             attempt += 1;
             continue;
+        }
+        if !carried.is_empty() {
+            error = error.with_writes(carried);
         }
         return (
             Err(Failed {

@@ -854,6 +854,10 @@ impl Driver {
         let node = &flow.nodes[index];
         let output = &outcome.output;
         let outputs = if write_outputs { &node.outputs } else { &None };
+        let (whole, writes) = superseding(&outcome.writes);
+        if let Some((path, value)) = whole {
+            self.write(index, started, path, value.clone(), span)?;
+        }
         match outputs {
             None => {}
             Some(Outputs::Path(path)) => self.write(index, started, path, output.clone(), span)?,
@@ -869,7 +873,7 @@ impl Driver {
                 }
             }
         }
-        for (path, value) in &outcome.writes {
+        for (path, value) in writes {
             self.write(index, started, path, value.clone(), span)?;
         }
         if flow.keep_payload[index] {
@@ -983,18 +987,8 @@ impl Driver {
             OnError::Continue => "continue".to_string(),
             OnError::Goto(t) => format!("goto {t}"),
         };
-        let message = failed.error.to_string();
-        let recorded = shapes::error_message(shared.flow.dialect, &failed, &message);
-        shapes::record_error(
-            shared.flow.dialect,
-            &mut self.state.ctx,
-            &node.id,
-            &failed,
-            recorded,
-            &action,
-        );
-        self.push_step(index, Step::Error(recorded));
-        for (path, value) in failed.error.writes() {
+        let (whole, writes) = superseding(failed.error.writes());
+        for (path, value) in whole.into_iter().chain(writes) {
             // What the node left to explain its failure; a write that cannot be made is
             // only a warning on the span, the failure itself is what matters.
             match set_steps(&mut self.state.ctx, &path.steps, value.clone()) {
@@ -1012,6 +1006,17 @@ impl Driver {
                 ),
             }
         }
+        let message = failed.error.to_string();
+        let recorded = shapes::error_message(shared.flow.dialect, &failed, &message);
+        shapes::record_error(
+            shared.flow.dialect,
+            &mut self.state.ctx,
+            &node.id,
+            &failed,
+            recorded,
+            &action,
+        );
+        self.push_step(index, Step::Error(recorded));
         shared.event(
             &span,
             "node.error",
@@ -1166,4 +1171,16 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "unknown panic".into());
     format!("the node panicked: {text}")
+}
+
+type Write = (CtxPath, Value);
+
+/// A node's writes in the order they apply: a write of the whole ctx (an illumo-flow
+/// function that removed a top-level key) first, as it holds every write made before it,
+/// then the writes after the last such one.
+fn superseding(writes: &[Write]) -> (Option<&Write>, &[Write]) {
+    match writes.iter().rposition(|(path, _)| path.steps.is_empty()) {
+        Some(last) => (Some(&writes[last]), &writes[last + 1..]),
+        None => (None, writes),
+    }
 }

@@ -25,6 +25,9 @@ pub struct Call {
     /// The function's name came from ctx or the input, not from the flow file: it must be
     /// a function of the flow's own modules (see `user_function` in `worker.py`).
     pub named_by_data: bool,
+    /// illumo-flow's flow: keys the function removes from ctx are removed (the map that
+    /// lost them is written whole), and an exception keeps what it changed before.
+    pub illumo_flow: bool,
 }
 
 /// Which interpreter and which folders on `sys.path`: calls with the same key share a
@@ -70,6 +73,8 @@ pub enum Answer {
         message: String,
         traceback: String,
         sys_path: Vec<String>,
+        /// What the function changed in ctx before it raised.
+        writes: Vec<(Vec<String>, Value)>,
         printed: Printed,
     },
 }
@@ -250,6 +255,7 @@ async fn exchange(
         "has_ctx": ctx.is_some(),
         "routing": how.routing,
         "named_by_data": how.named_by_data,
+        "illumo_flow": how.illumo_flow,
     }))
     .map_err(|e| e.to_string())?;
     request.push(b'\n');
@@ -307,24 +313,6 @@ fn parse_answer(reply: Value) -> Answer {
         stdout: text(&reply, "stdout"),
         stderr: text(&reply, "stderr"),
     };
-    if reply.get("ok").and_then(Value::as_bool) != Some(true) {
-        return Answer::Raised {
-            kind: text(&reply, "kind"),
-            type_name: text(&reply, "type"),
-            message: text(&reply, "message"),
-            traceback: text(&reply, "traceback"),
-            sys_path: reply
-                .get("sys_path")
-                .and_then(Value::as_array)
-                .map(|p| {
-                    p.iter()
-                        .filter_map(|s| s.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            printed,
-        };
-    }
     let writes = reply
         .get("writes")
         .and_then(Value::as_array)
@@ -342,6 +330,25 @@ fn parse_answer(reply: Value) -> Answer {
                 .collect()
         })
         .unwrap_or_default();
+    if reply.get("ok").and_then(Value::as_bool) != Some(true) {
+        return Answer::Raised {
+            kind: text(&reply, "kind"),
+            type_name: text(&reply, "type"),
+            message: text(&reply, "message"),
+            traceback: text(&reply, "traceback"),
+            sys_path: reply
+                .get("sys_path")
+                .and_then(Value::as_array)
+                .map(|p| {
+                    p.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            writes,
+            printed,
+        };
+    }
     let routes = reply.get("routes").and_then(Value::as_array).map(|items| {
         items
             .iter()

@@ -2,15 +2,18 @@
 # to Python functions on its stdin/stdout, one JSON object per line.
 #
 # Request:  {"callable": "pkg.mod.fn", "payload": ..., "has_ctx": bool, "routing": bool,
-#            "named_by_data": bool}, and when has_ctx, the ctx as JSON on the next line.
-#           named_by_data: the name came from ctx or the input, so it must be a function
-#           of the flow's own modules (see `user_function`).
+#            "named_by_data": bool, "illumo_flow": bool}, and when has_ctx, the ctx as JSON
+#           on the next line. named_by_data: the name came from ctx or the input, so it
+#           must be a function of the flow's own modules (see `user_function`).
+#           illumo_flow: a map the function removed keys from is written whole (at the
+#           root, `[]`), so the keys are gone as there; otherwise a removed key is null.
 # Answers:  {"ok": true, "output": ..., "writes": [[[key, ...], value], ...],
 #            "routes": [[target, confidence, reason, payload, has_payload], ...] | null,
 #            "stdout": "...", "stderr": "..."}
 #           {"need_ctx": true}       (the function takes ctx and none was sent)
 #           {"ok": false, "kind": "import" | "refused" | "exception" | "result", "message": "...",
-#            "type": "...", "traceback": "...", "stdout": "...", "stderr": "..."}
+#            "type": "...", "traceback": "...", "stdout": "...", "stderr": "...",
+#            "writes": [...]}  (an exception: what the function changed in ctx before it)
 #
 # The calling convention is illumo-flow's: by the names of the first two positional
 # parameters (`ctx`/`context` for the context; `payload`, `value`, `data`, `input`,
@@ -321,15 +324,19 @@ def routes_of(value, routing):
     return None
 
 
-def diff(before, after, path, writes):
+def diff(before, after, path, writes, whole_when_removed=False):
     """The writes that turn `before` into `after`: changed or new keys, recursively
-    inside maps both have; a removed key is written as null."""
+    inside maps both have; a removed key is written as null, or with
+    `whole_when_removed` the map that lost it is written whole."""
     if isinstance(before, dict) and isinstance(after, dict):
+        if whole_when_removed and any(key not in after for key in before):
+            writes.append([path, after])
+            return
         for key, value in after.items():
             if key not in before:
                 writes.append([path + [key], value])
             else:
-                diff(before[key], value, path + [key], writes)
+                diff(before[key], value, path + [key], writes, whole_when_removed)
         for key in before:
             if key not in after:
                 writes.append([path + [key], None])
@@ -397,6 +404,14 @@ def serve(request, ctx_text):
         return {"need_ctx": True}
     ctx = json.loads(ctx_text) if wants_ctx else None
     out, err = io.StringIO(), io.StringIO()
+    whole = request.get("illumo_flow", False)
+
+    def changes():
+        writes = []
+        if ctx is not None:
+            diff(json.loads(ctx_text), ctx, [], writes, whole)
+        return writes
+
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             result = call(func, how, request.get("payload"), ctx)
@@ -409,10 +424,9 @@ def serve(request, ctx_text):
             "traceback": user_traceback(exc),
             "stdout": out.getvalue(),
             "stderr": err.getvalue(),
+            "writes": changes(),
         }
-    writes = []
-    if ctx is not None:
-        diff(json.loads(ctx_text), ctx, [], writes)
+    writes = changes()
     # `(output, delta)`, as illumo-flow reads any 2-tuple: the output is the first item,
     # and a mapping second item is written at the top of ctx (anything else is dropped).
     if isinstance(result, tuple) and len(result) == 2:
