@@ -81,8 +81,8 @@ pub fn schema(registry: &NodeRegistry) -> Value {
             "setting": {"type": "object", "description": "the node type's settings"},
             "inputs": {"description": "the node's input: a $ctx path, a template, or a map of them (default: the previous node's output)"},
             "outputs": {
-                "description": "where the output goes: a $ctx path, or {field: $ctx path}",
-                "type": ["string", "object"]
+                "description": "where the output goes: a $ctx path, {field: $ctx path}, or a list of them",
+                "type": ["string", "object", "array"]
             },
             "policy": {"$ref": "#/$defs/policy"},
             "context": {"type": "object", "description": "illumo-flow's spelling of inputs and paths"}

@@ -238,7 +238,8 @@ changed: node `a`: `setting.policy` -> `policy`
 changed: illumo-flow runs one node at a time, in queue order: `max_parallel: 1` keeps that (remove it to run branches concurrently)
 changed: ctx.steps, ctx.errors and ctx.routing take illumo's shapes, and a node's null output is no longer replaced by its input (FunctionNode still passes its input on)
 changed: relative paths in settings (such as default_root) now resolve against the flow file's folder, not the working folder
-wrote `{path}` (11 changes)
+changed: a path that is not in ctx, in inputs, settings or templates, fails the node naming it (illumo-flow read it as null, and an unset $env variable as \"\")
+wrote `{path}` (12 changes)
 ")
     );
     assert_eq!(

@@ -768,3 +768,45 @@ fn an_illumo_flow_timeout_is_recorded_in_illumo_flows_words() {
         json!({"x": 1, "steps": [{"node_id": "f", "status": "start"}, {"node_id": "f", "status": "failed", "message": said}, {"node_id": "f", "status": "continue"}, {"node_id": "g", "status": "start"}, {"node_id": "g", "status": "success"}], "joins": {}, "errors": [{"node_id": "f", "exception": "TimeoutError", "message": said}], "payloads": {"f": 1, "g": 1}, "routing": {}, "failed_node_id": "f", "failed_exception_type": "TimeoutError", "failed_message": said, "f": 1, "g": 1})
     );
 }
+
+/// illumo-flow's lists of inputs and outputs: inputs by alias (a path's last key), a map
+/// item's keys, the one value when there is one; outputs to each target, a `{field: path}`
+/// target getting that field, or the whole output where the field is missing (the same
+/// final ctx as illumo-flow 0.1.5 gives). Natively a list of outputs works too, and a
+/// missing field is an error.
+#[test]
+fn illumo_flow_lists_of_inputs_and_outputs_read_and_write_as_there() {
+    let dir = crate::support::TempDir::new();
+    dir.write("i.py", "def ident(payload):\n    return payload\n");
+    dir.write(
+        "f.yaml",
+        "flow:\n  entry: f\n  nodes:\n    f:\n      type: illumo_flow.core.FunctionNode\n      callable: i.ident\n      context:\n        inputs: [$ctx.x, {b: ctx.cfg.y}, $env.ILLUMO_TEST_UNSET]\n        outputs: {x: $ctx.fx, missing: {type: expression, value: ctx.whole}, b: ctx.fb}\n    g:\n      type: illumo_flow.core.FunctionNode\n      callable: i.ident\n      context:\n        inputs: [ctx.cfg.y]\n        outputs: [{x: ctx.gx}, ctx.g2]\n  edges: [f >> g]\n",
+    );
+    dir.write(
+        "native.yaml",
+        "flow:\n  entry: f\n  nodes:\n    f:\n      type: FunctionNode\n      setting: {callable: i.ident}\n      inputs: {x: $ctx.x}\n      outputs: [$ctx.a, {x: $ctx.b}, {y: $ctx.c}]\n",
+    );
+    let run = |file: &str| {
+        Illumo::new()
+            .in_dir(dir.path())
+            .args(["run", file, "-q", "--tracer", "none"])
+            .args(["--context", r#"{"x": 1, "cfg": {"y": 2}}"#])
+            .run()
+    };
+    let whole = json!({"x": 1, "b": 2, "ILLUMO_TEST_UNSET": ""});
+    assert_eq!(
+        run("f.yaml").success().ctx(),
+        json!({"x": 1, "cfg": {"y": 2}, "steps": [{"node_id": "f", "status": "start"}, {"node_id": "f", "status": "success"}, {"node_id": "g", "status": "start"}, {"node_id": "g", "status": "success"}], "joins": {}, "errors": [], "payloads": {"f": whole, "g": 2}, "routing": {}, "fx": 1, "whole": whole, "fb": 2, "gx": 2, "g2": 2})
+    );
+    let native = run("native.yaml");
+    assert_eq!(native.code, 1);
+    assert!(
+        native.stderr.starts_with(
+            "error: node `f` failed on attempt 1 of 1: the output has no field `y` for `$ctx.c`; it is {\"x\":1}\n"
+        ),
+        "{}",
+        native.stderr
+    );
+    let ctx: serde_json::Value = serde_json::from_str(&native.stdout).unwrap();
+    assert_eq!((&ctx["a"], &ctx["b"]), (&json!({"x": 1}), &json!(1)));
+}

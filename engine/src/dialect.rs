@@ -346,7 +346,10 @@ fn context_inputs(
     setting: &mut Vec<(String, Yaml)>,
 ) -> Option<(Value, YPath)> {
     let Yaml::Map(entries) = c.value else {
-        let mut value = c.value.to_json();
+        let mut value = match c.value {
+            Yaml::Seq(items) => listed_inputs(items),
+            other => other.to_json(),
+        };
         normalize_value(&mut value);
         return Some((value, c.path.clone()));
     };
@@ -373,6 +376,39 @@ fn context_inputs(
     Some((value, c.path.clone()))
 }
 
+/// `inputs: [ctx.user.name, {id: ctx.ticket.id}]` as illumo-flow reads it: a map by
+/// alias (a path's last key, `value_N` when it has none; a map item's own keys), or the
+/// one value when there is one.
+fn listed_inputs(items: &[Yaml]) -> Value {
+    let mut named = Map::new();
+    let mut count = 0;
+    for item in items {
+        match item {
+            Yaml::Map(entries) => {
+                for (alias, value) in entries {
+                    named.insert(alias.clone(), unwrap(value).to_json());
+                    count += 1;
+                }
+            }
+            other => {
+                let value = other.to_json();
+                let alias = value
+                    .as_str()
+                    .map(|s| s.trim().trim_start_matches('$'))
+                    .and_then(|s| s.split('.').rfind(|p| !p.is_empty()))
+                    .filter(|last| !["ctx", "payload", "joins", "env"].contains(last))
+                    .map_or_else(|| format!("value_{count}"), String::from);
+                named.insert(alias, value);
+                count += 1;
+            }
+        }
+    }
+    match (count, named.len()) {
+        (1, 1) => named.into_iter().next().map(|(_, v)| v).unwrap_or_default(),
+        _ => Value::Object(named),
+    }
+}
+
 /// Output targets: `ctx.x`/`$.x`/`$ctx.x` all as `$ctx.x`, in a string, a map or a list.
 fn normalize_outputs(value: &mut Value) {
     match value {
@@ -381,14 +417,18 @@ fn normalize_outputs(value: &mut Value) {
                 *s = p;
             }
         }
-        Value::Object(map) => map.values_mut().for_each(normalize_outputs),
-        Value::Array(items) => {
-            // A list of targets: the first names the output (illumo-flow writes each).
-            items.iter_mut().for_each(normalize_outputs);
-            if let Some(first) = items.first().cloned() {
-                *value = first;
+        Value::Object(map) => map.values_mut().for_each(|v| {
+            // `{type: expression, value: ctx.x}` around a target, as around any entry.
+            if let Some(inner) = v
+                .as_object()
+                .filter(|m| m.len() <= 2 && m.keys().all(|k| k == "type" || k == "value"))
+                .and_then(|m| m.get("value"))
+            {
+                *v = inner.clone();
             }
-        }
+            normalize_outputs(v)
+        }),
+        Value::Array(items) => items.iter_mut().for_each(normalize_outputs),
         _ => {}
     }
 }
@@ -571,6 +611,7 @@ pub fn migrate(text: &str) -> Result<Option<(Value, Vec<String>)>, String> {
     }
     changes.push("ctx.steps, ctx.errors and ctx.routing take illumo's shapes, and a node's null output is no longer replaced by its input (FunctionNode still passes its input on)".into());
     changes.push("relative paths in settings (such as default_root) now resolve against the flow file's folder, not the working folder".into());
+    changes.push("a path that is not in ctx, in inputs, settings or templates, fails the node naming it (illumo-flow read it as null, and an unset $env variable as \"\")".into());
     let mut file = Map::new();
     file.insert("flow".into(), Value::Object(flow));
     Ok(Some((Value::Object(file), changes)))
@@ -645,8 +686,16 @@ fn node_changes(id: &str, original: &Yaml, spec: &NodeSpec<'_>) -> Vec<String> {
                 "`context.inputs` -> `inputs` (one input is passed as the value itself)".into(),
             ));
         }
-        if get(ctx, "outputs").or_else(|| get(ctx, "output")).is_some() {
+        if let Some(outputs) = get(ctx, "outputs").or_else(|| get(ctx, "output")) {
             out.push(node("`context.outputs` -> `outputs`".into()));
+            let aliased = match outputs {
+                Yaml::Map(_) => true,
+                Yaml::Seq(items) => items.iter().any(|i| matches!(i, Yaml::Map(_))),
+                _ => false,
+            };
+            if aliased {
+                out.push(node("`outputs` {field: path}: illumo writes the output's field and fails the node when the output has none (illumo-flow wrote the whole output there instead)".into()));
+            }
         }
     }
     if let Some(Yaml::Map(setting)) = get(original, "setting") {

@@ -19,6 +19,10 @@ pub enum Outputs {
     Path(CtxPath),
     /// Picks fields of the output: `{field: $ctx.path}`.
     Fields(Vec<(String, CtxPath)>),
+    /// Several places: `[$ctx.a, {field: $ctx.b}]`, the whole output at a path, a field of
+    /// it at a field's. In an illumo-flow flow (where a map is read this way too) a
+    /// missing field writes the whole output, as there; natively it is an error.
+    Targets(Vec<(Option<String>, CtxPath)>),
 }
 
 impl Outputs {
@@ -26,6 +30,7 @@ impl Outputs {
         match self {
             Outputs::Path(p) => vec![p],
             Outputs::Fields(f) => f.iter().map(|(_, p)| p).collect(),
+            Outputs::Targets(t) => t.iter().map(|(_, p)| p).collect(),
         }
     }
 }

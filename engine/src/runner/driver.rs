@@ -872,6 +872,25 @@ impl Driver {
                     self.write(index, started, path, value.clone(), span)?;
                 }
             }
+            Some(Outputs::Targets(targets)) => {
+                for (field, path) in targets {
+                    let value = match field {
+                        None => output,
+                        Some(field) => match output.get(field.as_str()) {
+                            Some(value) => value,
+                            // illumo-flow writes the whole output where the field is missing.
+                            None if flow.dialect == Dialect::IllumoFlow => output,
+                            None => {
+                                return Err(NodeError::fatal(format!(
+                                    "the output has no field `{field}` for `{path}`; it is {}",
+                                    self.shared.redactor.preview(output, 120)
+                                )))
+                            }
+                        },
+                    };
+                    self.write(index, started, path, value.clone(), span)?;
+                }
+            }
         }
         for (path, value) in writes {
             self.write(index, started, path, value.clone(), span)?;
@@ -1031,7 +1050,12 @@ impl Driver {
                     Ok(next) => next,
                     // The input passed on lacks the fields `outputs` maps: nothing is
                     // written, and the flow goes on.
-                    Err(e) if matches!(node.outputs, Some(Outputs::Fields(_))) => {
+                    Err(e)
+                        if matches!(
+                            node.outputs,
+                            Some(Outputs::Fields(_) | Outputs::Targets(_))
+                        ) =>
+                    {
                         shared.event(
                             &span,
                             "ctx.write_skipped",

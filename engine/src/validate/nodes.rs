@@ -112,9 +112,64 @@ fn decode_outputs(
             None
         }
     };
+    let illumo_flow = dec.dialect == crate::dialect::Dialect::IllumoFlow;
     match yaml {
         Yaml::Scalar(serde_json::Value::String(s)) => {
             target(dec, s, path.clone()).map(Outputs::Path)
+        }
+        Yaml::Map(_) if illumo_flow => {
+            let entries = dec.map(yaml, path, "`outputs`")?;
+            let mut targets = Some(vec![]);
+            for e in &entries {
+                let parsed = dec
+                    .string(e, "an output path")
+                    .and_then(|text| target(dec, &text, e.path.clone()));
+                match (parsed, targets.as_mut()) {
+                    (Some(p), Some(t)) => t.push((Some(e.key.to_string()), p)),
+                    _ => targets = None,
+                }
+            }
+            targets.map(Outputs::Targets)
+        }
+        Yaml::Seq(items) if !items.is_empty() => {
+            let mut targets = Some(vec![]);
+            for (i, item) in items.iter().enumerate() {
+                let at = path.index(i);
+                let parsed: Option<Vec<(Option<String>, CtxPath)>> = match item {
+                    Yaml::Scalar(serde_json::Value::String(s)) => {
+                        target(dec, s, at).map(|p| vec![(None, p)])
+                    }
+                    Yaml::Map(_) => {
+                        let entries = dec.map(item, &at, "an `outputs` item")?;
+                        let mut all = Some(vec![]);
+                        for e in &entries {
+                            let parsed = dec
+                                .string(e, "an output path")
+                                .and_then(|text| target(dec, &text, e.path.clone()));
+                            match (parsed, all.as_mut()) {
+                                (Some(p), Some(a)) => a.push((Some(e.key.to_string()), p)),
+                                _ => all = None,
+                            }
+                        }
+                        all
+                    }
+                    other => {
+                        dec.push(
+                            Diagnostic::error(format!(
+                                "{owner}: each `outputs` item must be a `$ctx.` path or a map of them, not {}",
+                                other.kind()
+                            ))
+                            .at(at, &other.display()),
+                        );
+                        None
+                    }
+                };
+                match (parsed, targets.as_mut()) {
+                    (Some(p), Some(t)) => t.extend(p),
+                    _ => targets = None,
+                }
+            }
+            targets.map(Outputs::Targets)
         }
         Yaml::Map(_) => {
             let entries = dec.map(yaml, path, "`outputs`")?;
@@ -133,7 +188,7 @@ fn decode_outputs(
         other => {
             dec.push(
                 Diagnostic::error(format!(
-                    "{owner}: `outputs` must be a `$ctx.` path or a map of them, not {}",
+                    "{owner}: `outputs` must be a `$ctx.` path, a map of them or a list of them, not {}",
                     other.kind()
                 ))
                 .at(path.clone(), &other.display()),
