@@ -87,7 +87,14 @@ pub fn context(context: Option<&str>, sets: &[String]) -> Result<Value, String> 
         if parsed.root != illumo_engine::path::Root::Ctx || parsed.steps.is_empty() {
             return Err(format!("--set `{set}`: the path must be inside ctx"));
         }
-        let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+        // JSON, else `true`/`false`/`null` in any case (as illumo-flow reads them), else text.
+        let value =
+            serde_json::from_str(raw).unwrap_or_else(|_| match raw.to_ascii_lowercase().as_str() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                "null" => Value::Null,
+                _ => Value::String(raw.to_string()),
+            });
         set_steps(&mut ctx, &parsed.steps, value).map_err(|e| format!("--set `{set}`: {e}"))?;
     }
     Ok(ctx)

@@ -810,3 +810,46 @@ fn illumo_flow_lists_of_inputs_and_outputs_read_and_write_as_there() {
     let ctx: serde_json::Value = serde_json::from_str(&native.stdout).unwrap();
     assert_eq!((&ctx["a"], &ctx["b"]), (&json!({"x": 1}), &json!(1)));
 }
+
+/// illumo-flow keeps a queued node's input in ctx.payloads.<id> until its output replaces
+/// it, so a function sees its own input there (a join's: the parents' map), as in
+/// illumo-flow 0.1.5. Natively ctx.payloads holds outputs only.
+#[test]
+fn an_illumo_flow_node_finds_its_input_in_ctx_payloads_while_it_runs() {
+    let dir = crate::support::TempDir::new();
+    dir.write(
+        "p.py",
+        "def look(payload, ctx):\n    return {'mine': ctx['payloads'].get('g'), 'in': payload}\ndef ident(payload):\n    return payload\n",
+    );
+    dir.write(
+        "f.yaml",
+        "flow:\n  entry: a\n  nodes:\n    a: {type: illumo_flow.core.FunctionNode, context: {inputs: {callable: p.ident, v: $ctx.x}, outputs: $ctx.a}}\n    b: {type: illumo_flow.core.FunctionNode, context: {inputs: {callable: p.ident}, outputs: $ctx.b}}\n    g: {type: illumo_flow.core.FunctionNode, context: {inputs: {callable: p.look}, outputs: $ctx.g}}\n  edges: [a >> b, (a & b) >> g]\n",
+    );
+    dir.write(
+        "native.yaml",
+        "flow:\n  entry: a\n  nodes:\n    a: {type: FunctionNode, setting: {callable: p.ident}, inputs: $ctx.x}\n    g: {type: FunctionNode, setting: {callable: p.look}, outputs: $ctx.g}\n  edges: [a >> g]\n",
+    );
+    let run = |file: &str| {
+        Illumo::new()
+            .in_dir(dir.path())
+            .args([
+                "run",
+                file,
+                "-q",
+                "--tracer",
+                "none",
+                "--context",
+                r#"{"x": 5}"#,
+            ])
+            .run()
+            .success()
+            .ctx()
+    };
+    let joined = json!({"a": 5, "b": 5});
+    let g = json!({"mine": joined, "in": joined});
+    assert_eq!(
+        run("f.yaml"),
+        json!({"x": 5, "steps": [{"node_id": "a", "status": "start"}, {"node_id": "a", "status": "success"}, {"node_id": "b", "status": "start"}, {"node_id": "b", "status": "success"}, {"node_id": "g", "status": "start"}, {"node_id": "g", "status": "success"}], "joins": {"g": joined}, "errors": [], "payloads": {"a": 5, "b": 5, "g": g}, "routing": {}, "a": 5, "b": 5, "g": g})
+    );
+    assert_eq!(run("native.yaml")["g"], json!({"mine": null, "in": 5}));
+}

@@ -290,6 +290,34 @@ fn context_comes_from_a_file_or_stdin_and_set_overrides() {
         .success()
         .ctx();
     assert_eq!(ctx["out"], "stdin-true");
+    // JSON, else true/false/null in any case as illumo-flow reads them, else text.
+    let ctx = Illumo::new()
+        .run_flow("flow:\n  nodes:\n    a: {type: Set, setting: {value: 1}}\n")
+        .args([
+            "--set",
+            "a=True",
+            "--set",
+            "b=FALSE",
+            "--set",
+            "c=Null",
+            "--set",
+            "d=Trueish",
+            "--set",
+            "e=[1]",
+        ])
+        .run()
+        .success()
+        .ctx();
+    assert_eq!(
+        (&ctx["a"], &ctx["b"], &ctx["c"], &ctx["d"], &ctx["e"]),
+        (
+            &json!(true),
+            &json!(false),
+            &json!(null),
+            &json!("Trueish"),
+            &json!([1])
+        )
+    );
 }
 
 #[test]

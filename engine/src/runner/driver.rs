@@ -825,7 +825,7 @@ impl Driver {
                 None => output.clone().unwrap_or_default(),
             };
             if let Some(value) = self.joins.arrive(&self.shared.flow, to, from, value) {
-                self.sched.push(to, value, self.state.clock);
+                self.enqueue(to, value);
             }
         }
     }
@@ -1076,7 +1076,7 @@ impl Driver {
                 shared.event(&span, "node.goto", Level::Warn, json!({"target": target}));
                 shared.end_span(span, Err((&failed.error, failed.timed_out)));
                 let to = shared.flow.index[&target];
-                self.sched.push(to, input, self.state.clock);
+                self.enqueue(to, input);
                 Ok(())
             }
             OnError::Stop => {
@@ -1136,7 +1136,18 @@ impl Driver {
     fn start_join(&mut self, join: usize, input: Value) {
         let id = self.shared.flow.id(join).to_string();
         self.record("joins", &id, input.clone());
-        self.sched.push(join, input, self.state.clock);
+        self.enqueue(join, input);
+    }
+
+    /// Queues `node` with its input. illumo-flow keeps a queued node's input in
+    /// `ctx.payloads.<node>` until its output replaces it, so a function sees it there.
+    fn enqueue(&mut self, node: usize, input: Value) {
+        let flow = &self.shared.flow;
+        if flow.dialect == Dialect::IllumoFlow && flow.keep_payload[node] {
+            let id = flow.id(node).to_string();
+            self.record("payloads", &id, input.clone());
+        }
+        self.sched.push(node, input, self.state.clock);
     }
 
     /// The loop the last steps went round, e.g. `review -> draft -> review`.
