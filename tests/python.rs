@@ -853,3 +853,43 @@ fn an_illumo_flow_node_finds_its_input_in_ctx_payloads_while_it_runs() {
     );
     assert_eq!(run("native.yaml")["g"], json!({"mine": null, "in": 5}));
 }
+
+/// An illumo-flow template prints a boolean as Python does, `True`/`False` (illumo-flow
+/// 0.1.5 renders this very string); natively it is JSON's `true`/`false`.
+#[test]
+fn an_illumo_flow_template_prints_booleans_as_python_does() {
+    let dir = crate::support::TempDir::new();
+    dir.write("i.py", "def ident(payload):\n    return payload\n");
+    let text = "ok={{ ctx.flag }} no={{ ctx.off }} n={{ ctx.n }} f={{ ctx.fl }} s={{ ctx.s }}";
+    dir.write(
+        "f.yaml",
+        &format!("flow:\n  entry: f\n  nodes:\n    f:\n      type: illumo_flow.core.FunctionNode\n      context: {{inputs: {{callable: i.ident, t: \"{text}\"}}, outputs: $ctx.f}}\n"),
+    );
+    dir.write(
+        "native.yaml",
+        &format!(
+            "flow:\n  nodes:\n    f: {{type: Set, setting: {{value: \"{}\"}}, outputs: $ctx.f}}\n",
+            text.replace("ctx.", "$ctx.")
+        ),
+    );
+    let run = |file: &str| {
+        Illumo::new()
+            .in_dir(dir.path())
+            .args(["run", file, "-q", "--tracer", "none"])
+            .args([
+                "--context",
+                r#"{"flag": true, "off": false, "n": 3, "fl": 1.5, "s": "str"}"#,
+            ])
+            .run()
+            .success()
+            .ctx()
+    };
+    assert_eq!(
+        run("f.yaml")["f"],
+        json!("ok=True no=False n=3 f=1.5 s=str")
+    );
+    assert_eq!(
+        run("native.yaml")["f"],
+        json!("ok=true no=false n=3 f=1.5 s=str")
+    );
+}

@@ -285,6 +285,8 @@ fn text_helper(
     match param.value() {
         Value::String(s) => out.write(s)?,
         Value::Null => {}
+        // Lenient templates are illumo-flow's, which print Python's `True`/`False`.
+        Value::Bool(b) if !hb.strict_mode() => out.write(if *b { "True" } else { "False" })?,
         other @ (Value::Array(_) | Value::Object(_)) => {
             out.write(&serde_json::to_string(other).unwrap_or_default())?
         }
