@@ -14,6 +14,11 @@ fn corpus() -> PathBuf {
 /// Runs `flow` with its recorded context from a fresh copy of the corpus' modules (the
 /// working folder illumo-flow was run from), as `illumo run` would be typed there.
 fn run(flow: &str, extra: &[&str]) -> (crate::support::Output, TempDir) {
+    run_in(flow, flow, extra)
+}
+
+/// [`run`] with the recorded context `contexts/{context}.json`.
+fn run_in(flow: &str, context: &str, extra: &[&str]) -> (crate::support::Output, TempDir) {
     let work = TempDir::new();
     copy_dir(&corpus().join("modules"), &work.path().join("modules"));
     copy_dir(&corpus().join("flows"), &work.path().join("flows"));
@@ -23,7 +28,7 @@ fn run(flow: &str, extra: &[&str]) -> (crate::support::Output, TempDir) {
         "import random\nrandom.seed(0)\n",
     )
     .unwrap();
-    let context = corpus().join(format!("contexts/{flow}.json"));
+    let context = corpus().join(format!("contexts/{context}.json"));
     let flow_path = format!("../flows/{flow}.yaml");
     let out = Illumo::new()
         .in_dir(&work.path().join("modules"))
@@ -103,6 +108,25 @@ fn a_fan_out_gives_the_same_ctx_with_its_branches_in_any_order() {
     assert_eq!(g, w);
 }
 
+/// What changes from run to run: durations, pytest's timing, the folder it ran in.
+fn steady(value: &mut Value) {
+    let timing = regex_lite::Regex::new(r"in \d+\.\d+s").unwrap();
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match key.as_str() {
+                    "duration" => *v = json!("<duration>"),
+                    "cwd" => *v = json!("<cwd>"),
+                    _ => steady(v),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(steady),
+        Value::String(s) => *s = timing.replace_all(s, "in <t>s").into_owned(),
+        _ => {}
+    }
+}
+
 #[test]
 fn the_coding_assistant_refuses_a_diff_that_does_not_match_and_runs_with_one_that_does() {
     // illumo-flow's own example diff has two blank lines where the file has one: its
@@ -113,57 +137,24 @@ fn the_coding_assistant_refuses_a_diff_that_does_not_match_and_runs_with_one_tha
         out.stderr.lines().next(),
         Some("error: node `apply_patch` failed on attempt 1 of 1: the diff was not applied: 1 file rejected (`sample_app/__init__.py`: the hunks do not apply: error applying hunk #1)")
     );
-    // The same flow with a diff that matches the file: inspect, patch, test, summarize.
-    let fix = "--- a/sample_app/__init__.py\n+++ b/sample_app/__init__.py\n@@ -5 +5 @@\n-    return a - b  # intentional bug for the assistant to fix\n+    return a + b\n";
-    let (out, _work) = run(
-        "coding_assistant",
-        &["--set", &format!("diff.proposed={fix}")],
-    );
-    let ctx = out.success().ctx();
-    let steps: Vec<String> = ctx["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            format!(
-                "{} {}",
-                s["node_id"].as_str().unwrap(),
-                s["status"].as_str().unwrap()
-            )
-        })
-        .collect();
-    let want: Vec<String> = expected("coding_assistant")["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            format!(
-                "{} {}",
-                s["node_id"].as_str().unwrap(),
-                s["status"].as_str().unwrap()
-            )
-        })
-        .collect();
-    assert_eq!(steps, want);
-    // The tests run on the patched copy here (there, on the unpatched files), so they pass.
-    assert_eq!(
-        ctx["tests"]["results"]["returncode"], 0,
-        "{}",
-        ctx["tests"]["results"]["stdout"]
-    );
-    assert_eq!(
-        expected("coding_assistant")["tests"]["results"]["returncode"],
-        1
-    );
-    assert_eq!(ctx["tests"]["results"]["command"], json!(["pytest", "-q"]));
-    assert_eq!(
-        ctx["workspace"]["files"][0]["path"],
-        "sample_app/__init__.py"
-    );
-    assert_eq!(
-        ctx["diff"]["summary"]["ok"], true,
-        "summary_path is Patch's applied_path"
-    );
+    // With a diff that matches and `request.write: true`, illumo-flow writes the fix and
+    // its tests pass. Here ctx cannot grant writing: the files stay as they were, and the
+    // tests run on the patched copy, so they pass too and the final ctx is illumo-flow's
+    // (inspector, Patch, TestExecutor and SummaryAgent shapes), but for what differs on
+    // every run.
+    let (out, work) = run_in("coding_assistant", "coding_assistant.write", &[]);
+    let mut got = out.success().ctx();
+    let mut want = expected("coding_assistant.write");
+    assert_eq!(got["tests"]["results"]["returncode"], 0);
+    let cwd = work
+        .path()
+        .join("modules/examples/multi_agent/coding_assistant");
+    assert_eq!(got["tests"]["results"]["cwd"], cwd.display().to_string());
+    steady(&mut got);
+    steady(&mut want);
+    assert_eq!(got, want);
+    let file = std::fs::read_to_string(cwd.join("sample_app/__init__.py")).unwrap();
+    assert!(file.contains("return a - b"), "nothing was written: {file}");
 }
 
 #[test]

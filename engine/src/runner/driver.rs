@@ -855,7 +855,13 @@ impl Driver {
         let output = &outcome.output;
         let outputs = if write_outputs { &node.outputs } else { &None };
         let (whole, writes) = superseding(&outcome.writes);
-        if let Some((path, value)) = whole {
+        // illumo-flow's nodes change ctx while they run, and `outputs` are written after
+        // (an output to `$ctx.workspace.structure` replaces what the inspector put there).
+        let (before, after) = match flow.dialect {
+            Dialect::IllumoFlow => (writes, &[][..]),
+            Dialect::Native => (&[][..], writes),
+        };
+        for (path, value) in whole.into_iter().chain(before) {
             self.write(index, started, path, value.clone(), span)?;
         }
         match outputs {
@@ -892,7 +898,7 @@ impl Driver {
                 }
             }
         }
-        for (path, value) in writes {
+        for (path, value) in after {
             self.write(index, started, path, value.clone(), span)?;
         }
         if flow.keep_payload[index] {

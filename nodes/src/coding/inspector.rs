@@ -51,6 +51,8 @@ struct Config {
 }
 
 pub struct WorkspaceInspector {
+    /// An illumo-flow flow: WorkspaceInspectorNode's walk, defaults and shapes.
+    illumo_flow: bool,
     config: Arc<Config>,
     base_dir: PathBuf,
     structure: CtxPath,
@@ -94,7 +96,21 @@ impl NodeFactory for WorkspaceInspectorFactory {
         if !(lines_ok && bytes_ok) {
             return None;
         }
+        let illumo_flow = cx.dialect == illumo_engine::dialect::Dialect::IllumoFlow;
+        let mut config = config;
+        if illumo_flow {
+            // WorkspaceInspectorNode's defaults, for the settings the flow leaves out.
+            let setting = cx.setting.to_json();
+            let given = |key: &str| setting.get(key).is_some();
+            if !given("allowed_extensions") {
+                config.allowed_extensions = ILLUMO_FLOW_EXTENSIONS.map(String::from).to_vec();
+            }
+            if !given("preview_lines") {
+                config.preview_lines = 20;
+            }
+        }
         Some(Box::new(WorkspaceInspector {
+            illumo_flow,
             config: Arc::new(config),
             base_dir: cx.base_dir.to_path_buf(),
             structure,
@@ -102,6 +118,9 @@ impl NodeFactory for WorkspaceInspectorFactory {
         }))
     }
 }
+
+/// WorkspaceInspectorNode's default file endings.
+const ILLUMO_FLOW_EXTENSIONS: [&str; 5] = [".py", ".txt", ".md", ".json", ".yaml"];
 
 /// What a walk found.
 #[derive(Default)]
@@ -187,6 +206,105 @@ impl Walker {
         }
     }
 
+    /// WorkspaceInspectorNode's walk: the files of `ctx.request.target_files` (or every
+    /// entry under the root, in path order), each folder listed as `not-file`, each file
+    /// of another ending as `extension`; a file over `max_bytes` is listed with an empty
+    /// preview and also excluded as `preview-unavailable`; `selected` marks the target
+    /// files. Text is read as UTF-8 with bad bytes replaced, as there. Unlike there, the
+    /// folders illumo never walks (`.git`, virtualenvs, caches) and symlinks are left out.
+    fn walk_illumo_flow(&self, root: &Path, targets: &[String], walk: &mut Walk) {
+        let relative = |p: &Path| {
+            p.strip_prefix(root)
+                .unwrap_or(p)
+                .to_string_lossy()
+                .replace('\\', "/")
+        };
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        let mut selected = std::collections::HashSet::new();
+        if targets.is_empty() {
+            self.entries(root, &mut candidates);
+        } else {
+            for target in targets {
+                let candidate = lexical(&root.join(target));
+                if !candidate.starts_with(root) {
+                    walk.excluded
+                        .push(json!({"path": target, "reason": "outside-root"}));
+                    continue;
+                }
+                selected.insert(relative(&candidate));
+                candidates.push(candidate);
+            }
+        }
+        candidates.sort();
+        candidates.dedup();
+        for candidate in candidates {
+            let rel = relative(&candidate);
+            let meta = std::fs::symlink_metadata(&candidate).ok();
+            let Some(meta) = meta.filter(|m| m.is_file()) else {
+                walk.excluded
+                    .push(json!({"path": rel, "reason": "not-file"}));
+                continue;
+            };
+            let suffix = candidate
+                .extension()
+                .map(|e| format!(".{}", e.to_string_lossy().to_lowercase()))
+                .unwrap_or_default();
+            if !self.config.allowed_extensions.iter().any(|a| {
+                let a = a.trim().to_lowercase();
+                let a = if a.starts_with('.') {
+                    a
+                } else {
+                    format!(".{a}")
+                };
+                a == suffix
+            }) {
+                walk.excluded
+                    .push(json!({"path": rel, "reason": "extension"}));
+                continue;
+            }
+            let size = meta.len();
+            let preview = match size > self.config.max_bytes {
+                true => None,
+                false => super::read_regular(&candidate, self.config.max_bytes)
+                    .ok()
+                    .and_then(Result::ok)
+                    .map(|bytes| match self.config.preview_lines {
+                        0 => String::new(),
+                        n => preview(&String::from_utf8_lossy(&bytes), n),
+                    }),
+            };
+            if preview.is_none() {
+                walk.excluded
+                    .push(json!({"path": rel, "reason": "preview-unavailable", "size": size}));
+            }
+            walk.files.push(json!({"path": rel, "size": size, "preview": preview.unwrap_or_default(), "selected": selected.contains(&rel)}));
+        }
+    }
+
+    /// Every entry under `dir` but the folders illumo never walks and symlinks.
+    fn entries(&self, dir: &Path, into: &mut Vec<PathBuf>) {
+        let Ok(read) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in read.filter_map(Result::ok) {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_symlink() || SKIPPED_DIRS.contains(&name.as_str()) {
+                continue;
+            }
+            if kind.is_dir() && is_virtualenv(&path) {
+                continue;
+            }
+            into.push(path.clone());
+            if kind.is_dir() {
+                self.entries(&path, into);
+            }
+        }
+    }
+
     /// `(size, preview)`, or `(size, why it is left out)`.
     #[allow(clippy::type_complexity)]
     fn inspect(&self, path: &Path) -> std::io::Result<Result<(u64, String), (u64, String)>> {
@@ -207,6 +325,21 @@ impl Walker {
         };
         Ok(Ok((size, preview(&text, self.config.preview_lines))))
     }
+}
+
+/// `path` with `.` and `..` taken out by the letters alone (no symlink is followed).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Why a directory entry that is neither a file nor a folder is left out.
@@ -255,9 +388,17 @@ impl Node for WorkspaceInspector {
         let walker = Walker {
             config: self.config.clone(),
         };
+        let illumo_flow = self.illumo_flow;
+        let targets: Vec<String> = match cx.ctx.pointer("/request/target_files") {
+            Some(Value::String(one)) if illumo_flow => vec![one.clone()],
+            _ => selected.clone().unwrap_or_default(),
+        };
         let walk = tokio::task::spawn_blocking(move || {
             let mut walk = Walk::default();
-            walker.walk(&root, &root, &selected, &mut walk);
+            match illumo_flow {
+                true => walker.walk_illumo_flow(&root, &targets, &mut walk),
+                false => walker.walk(&root, &root, &selected, &mut walk),
+            }
             (walk, root)
         })
         .await;
@@ -269,7 +410,7 @@ impl Node for WorkspaceInspector {
             };
             if entry["reason"]
                 .as_str()
-                .is_some_and(|r| r.starts_with("larger than"))
+                .is_some_and(|r| r.starts_with("larger than") || r == "preview-unavailable")
             {
                 let mut attributes = serde_json::Map::new();
                 attributes.insert("path".into(), entry["path"].clone());
@@ -277,6 +418,9 @@ impl Node for WorkspaceInspector {
                 attributes.insert("max_bytes".into(), json!(self.config.max_bytes));
                 cx.warn("workspace.file_too_large", attributes);
             }
+        }
+        if self.illumo_flow {
+            return Ok(super::request_default(cx.ctx, self.as_illumo_flow(walk)));
         }
         let output = json!({"root": root.display().to_string(), "files": walk.files.len(), "excluded": walk.excluded.len()});
         Ok(Outcome::value(output)
@@ -294,6 +438,33 @@ impl Node for WorkspaceInspector {
             paths,
             ..Reads::default()
         }
+    }
+}
+
+impl WorkspaceInspector {
+    /// What WorkspaceInspectorNode leaves: `ctx.workspace.structure` and
+    /// `structure_excluded` (`{path, reason}` each), and output `{structure, excluded}`; a
+    /// setting that names another place (`output_path`, `excluded_path`) gets the same.
+    fn as_illumo_flow(&self, walk: Walk) -> Outcome {
+        let excluded: Vec<Value> = walk
+            .excluded
+            .into_iter()
+            .map(|e| json!({"path": e["path"], "reason": e["reason"]}))
+            .collect();
+        let (structure, excluded) = (Value::Array(walk.files), Value::Array(excluded));
+        let mut outcome = Outcome::value(json!({"structure": structure, "excluded": excluded}));
+        for (path, default, value) in [
+            (&self.structure, paths::STRUCTURE, &structure),
+            (&self.excluded, paths::EXCLUDED, &excluded),
+        ] {
+            if let Ok(default) = CtxPath::parse(default) {
+                if default != *path {
+                    outcome = outcome.with_write(default, value.clone());
+                }
+            }
+            outcome = outcome.with_write(path.clone(), value.clone());
+        }
+        outcome
     }
 }
 

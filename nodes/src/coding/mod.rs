@@ -102,6 +102,21 @@ pub fn workspace_root(
     Ok(path)
 }
 
+/// illumo-flow's workspace nodes start with `context.setdefault("request", {})`: an
+/// illumo-flow flow's ctx has a `request` map once one of them ran.
+pub fn request_default(
+    ctx: &Value,
+    outcome: illumo_engine::node::Outcome,
+) -> illumo_engine::node::Outcome {
+    match ctx.get("request") {
+        Some(_) => outcome,
+        None => outcome.with_write(
+            illumo_engine::path::CtxPath::ctx(vec![Step::Key("request".into())]),
+            Value::Object(Default::default()),
+        ),
+    }
+}
+
 /// The ctx paths every workspace node reads to find its root.
 pub fn root_reads() -> Vec<Vec<Step>> {
     vec![vec![

@@ -66,6 +66,8 @@ pub struct Patch {
     structure: CtxPath,
     write: bool,
     confirm: Confirm,
+    /// An illumo-flow flow: ctx and the output take PatchNode's shapes.
+    illumo_flow: bool,
 }
 
 pub struct PatchFactory;
@@ -116,6 +118,7 @@ impl NodeFactory for PatchFactory {
             }
         };
         Some(Box::new(Patch {
+            illumo_flow: cx.dialect == illumo_engine::dialect::Dialect::IllumoFlow,
             write: config.write,
             confirm,
             default_root: config.default_root,
@@ -610,6 +613,52 @@ fn confirm_message(root: &Path, diff: &str, changes: &[Change]) -> String {
     )
 }
 
+impl Patch {
+    /// What illumo-flow's PatchNode leaves: `ctx.workspace.files` as it was, with each
+    /// changed file's entry (found by path, else added) given its contents and status;
+    /// `ctx.diff.applied` the `{path, status}` list; output `{files, applied}`. A setting
+    /// that names another place (`output_path`, `summary_path`) gets the same value too.
+    fn as_illumo_flow(&self, ctx: &Value, changes: &[Change]) -> Outcome {
+        let mut files: Vec<Value> = match self.files.get(ctx) {
+            Some(Value::Array(items)) => items.iter().filter(|i| i.is_object()).cloned().collect(),
+            _ => Vec::new(),
+        };
+        let mut applied = Vec::new();
+        for c in changes {
+            let status = match c.status {
+                "created" => "added",
+                other => other,
+            };
+            let at = match files.iter().position(|f| f["path"] == c.path.as_str()) {
+                Some(at) => at,
+                None => {
+                    files.push(json!({"path": c.path}));
+                    files.len() - 1
+                }
+            };
+            let entry = &mut files[at];
+            entry["original_content"] = json!(c.original);
+            entry["patched_content"] = json!(c.patched.clone().unwrap_or_default());
+            entry["status"] = json!(status);
+            applied.push(json!({"path": c.path, "status": status}));
+        }
+        let (files, applied) = (Value::Array(files), Value::Array(applied));
+        let mut outcome = Outcome::value(json!({"files": files, "applied": applied}));
+        for (path, default, value) in [
+            (&self.files, paths::FILES, &files),
+            (&self.applied, paths::APPLIED, &applied),
+        ] {
+            if let Ok(default) = CtxPath::parse(default) {
+                if default != *path {
+                    outcome = outcome.with_write(default, value.clone());
+                }
+            }
+            outcome = outcome.with_write(path.clone(), value.clone());
+        }
+        outcome
+    }
+}
+
 #[illumo_engine::async_trait]
 impl Node for Patch {
     async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
@@ -694,6 +743,12 @@ impl Node for Patch {
             }
             commit(&writes).map_err(NodeError::fatal)?;
         }
+        if self.illumo_flow {
+            return Ok(super::request_default(
+                cx.ctx,
+                self.as_illumo_flow(cx.ctx, &changes),
+            ));
+        }
         // Every file the inspector listed, patched or as it was.
         let mut files: Vec<Value> = changes
             .iter()
@@ -774,6 +829,7 @@ mod tests {
 
     fn patcher(allowed: &[&str]) -> Patch {
         Patch {
+            illumo_flow: false,
             default_root: None,
             allowed: allowed.iter().map(|s| s.to_string()).collect(),
             base_dir: PathBuf::from("."),

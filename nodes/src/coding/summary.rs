@@ -35,6 +35,10 @@ struct Config {
 }
 
 pub struct Summary {
+    /// An illumo-flow flow: SummaryAgent's report and shapes.
+    illumo_flow: bool,
+    /// `json_path` (illumo-flow's `structured_path`) was given.
+    json_given: bool,
     title: Option<String>,
     report: CtxPath,
     json: CtxPath,
@@ -79,6 +83,8 @@ impl NodeFactory for SummaryFactory {
         );
         let review = cx.ctx_path("review_path", config.review_path.as_deref(), paths::REVIEW);
         Some(Box::new(Summary {
+            illumo_flow: cx.dialect == illumo_engine::dialect::Dialect::IllumoFlow,
+            json_given: config.json_path.is_some(),
             title: config.title,
             report: report?,
             json: json?,
@@ -106,10 +112,106 @@ fn line_counts(original: &str, patched: &str) -> (usize, usize) {
     counts
 }
 
+/// A value as Python's `str()` prints it, for SummaryAgent's report.
+fn py_str(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Python's truth of a ctx value: not null, false, 0, "", [] or {}.
+fn truthy(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Number(n)) => n.as_f64() != Some(0.0),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => !o.is_empty(),
+        Some(Value::Bool(true)) => true,
+    }
+}
+
+impl Summary {
+    /// illumo-flow's SummaryAgent: a short report of the files, the tests and the review,
+    /// in `ctx.summary.report`, the parts it read in `ctx.summary.structured`, output
+    /// `{report, structured}`; `output_path` and `structured_path` get the same values.
+    fn as_illumo_flow(&self, ctx: &Value) -> Outcome {
+        let files = self.files.get(ctx).cloned().unwrap_or(json!([]));
+        let tests = self.tests.get(ctx).cloned().unwrap_or(json!({}));
+        let review = self.review.get(ctx).cloned().unwrap_or(json!({}));
+        let mut lines: Vec<String> = Vec::new();
+        if truthy(Some(&files)) {
+            lines.push("### Files".into());
+            for entry in files.as_array().into_iter().flatten() {
+                let field = |k: &str| py_str(entry.get(k).unwrap_or(&Value::Null));
+                lines.push(format!("- {}: {}", field("path"), field("status")));
+            }
+        }
+        if truthy(Some(&tests)) {
+            let pass = tests.get("returncode").and_then(Value::as_i64) == Some(0);
+            lines.push("### Tests".into());
+            lines.push(format!("- Status: {}", if pass { "PASS" } else { "FAIL" }));
+            if let Some(command) = tests.get("command") {
+                let parts: Vec<String> = match command {
+                    Value::Array(items) => items.iter().map(py_str).collect(),
+                    Value::String(s) => s.chars().map(String::from).collect(),
+                    other => vec![py_str(other)],
+                };
+                lines.push(format!("- Command: {}", parts.join(" ")));
+            }
+            for (key, label) in [("stdout", "Stdout"), ("stderr", "Stderr")] {
+                if truthy(tests.get(key)) {
+                    let text = py_str(&tests[key]);
+                    let snippet: String = text.trim().chars().take(200).collect();
+                    lines.push(format!("- {label} snippet:\n{snippet}"));
+                }
+            }
+        }
+        if truthy(Some(&review)) {
+            lines.push("### Review".into());
+            if truthy(review.get("status")) {
+                lines.push(format!("- Status: {}", py_str(&review["status"])));
+            }
+            if truthy(review.get("summary")) {
+                lines.push(format!("- Notes: {}", py_str(&review["summary"])));
+            }
+        }
+        if lines.is_empty() {
+            lines.push("No updates were recorded.".into());
+        }
+        let report = Value::String(lines.join("\n"));
+        let structured = json!({"files": files, "tests": tests, "review": review});
+        let mut outcome = Outcome::value(json!({"report": report, "structured": structured}));
+        let at = |p: &str| CtxPath::parse(p).ok();
+        for (path, value) in [
+            (at(paths::REPORT), &report),
+            (at("$ctx.summary.structured"), &structured),
+        ] {
+            if let Some(path) = path {
+                outcome = outcome.with_write(path, value.clone());
+            }
+        }
+        if at(paths::REPORT).as_ref() != Some(&self.report) {
+            outcome = outcome.with_write(self.report.clone(), report);
+        }
+        if self.json_given {
+            outcome = outcome.with_write(self.json.clone(), structured);
+        }
+        outcome
+    }
+}
+
 #[illumo_engine::async_trait]
 impl Node for Summary {
     async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
         let ctx = cx.ctx;
+        if self.illumo_flow {
+            return Ok(self.as_illumo_flow(ctx));
+        }
         let request = ctx.pointer("/request/summary").and_then(Value::as_str);
         let title = self
             .title

@@ -177,6 +177,8 @@ fn default_max_output() -> usize {
 }
 
 pub struct TestExecutor {
+    /// An illumo-flow flow: the results take TestExecutorNode's shape.
+    illumo_flow: bool,
     config: Config,
     timeout: Duration,
     limits: Limits,
@@ -293,6 +295,7 @@ impl NodeFactory for TestExecutorFactory {
             processes: Some(256),
         };
         Some(Box::new(TestExecutor {
+            illumo_flow: cx.dialect == illumo_engine::dialect::Dialect::IllumoFlow,
             config,
             timeout,
             limits,
@@ -445,7 +448,8 @@ impl Node for TestExecutor {
                     },
                 )?;
                 match (status, file.get("patched_content").and_then(Value::as_str)) {
-                    ("patched" | "created", Some(text)) => {
+                    // `added` is illumo-flow's PatchNode's word for `created`.
+                    ("patched" | "created" | "added", Some(text)) => {
                         if let Some(parent) = target.parent() {
                             let _ = std::fs::create_dir_all(parent);
                         }
@@ -516,6 +520,20 @@ impl Node for TestExecutor {
         };
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        if self.illumo_flow {
+            // TestExecutorNode's results: `cwd` is the workspace (absolute), where the
+            // tests ran as a patched copy, and nothing else is kept.
+            let results = json!({
+                "command": argv,
+                "returncode": output.status.code(),
+                "stdout": capped(&stdout, self.config.max_output),
+                "stderr": capped(&stderr, self.config.max_output),
+                "duration": started.elapsed().as_secs_f64(),
+                "cwd": root.join(&cwd).components().collect::<std::path::PathBuf>().display().to_string(),
+            });
+            let outcome = Outcome::value(results.clone()).with_write(self.results.clone(), results);
+            return Ok(super::request_default(cx.ctx, outcome));
+        }
         let (passed, failed) = pytest_counts(&stdout);
         let results = json!({
             "command": argv,
