@@ -112,47 +112,41 @@ fn decode_outputs(
             None
         }
     };
+    // `{field: $ctx.path}` entries, each checked; None when one is wrong.
+    let fields = |dec: &mut Decoder, map: &Yaml, at: &YPath, what: &str| {
+        let entries = dec.map(map, at, what)?;
+        let mut all = Some(vec![]);
+        for e in &entries {
+            let parsed = dec
+                .string(e, "an output path")
+                .and_then(|text| target(dec, &text, e.path.clone()));
+            match (parsed, all.as_mut()) {
+                (Some(p), Some(a)) => a.push((e.key.to_string(), p)),
+                _ => all = None,
+            }
+        }
+        all
+    };
+    let named = |list: Vec<(String, CtxPath)>| -> Vec<(Option<String>, CtxPath)> {
+        list.into_iter().map(|(k, p)| (Some(k), p)).collect()
+    };
     let illumo_flow = dec.dialect == crate::dialect::Dialect::IllumoFlow;
     match yaml {
         Yaml::Scalar(serde_json::Value::String(s)) => {
             target(dec, s, path.clone()).map(Outputs::Path)
         }
         Yaml::Map(_) if illumo_flow => {
-            let entries = dec.map(yaml, path, "`outputs`")?;
-            let mut targets = Some(vec![]);
-            for e in &entries {
-                let parsed = dec
-                    .string(e, "an output path")
-                    .and_then(|text| target(dec, &text, e.path.clone()));
-                match (parsed, targets.as_mut()) {
-                    (Some(p), Some(t)) => t.push((Some(e.key.to_string()), p)),
-                    _ => targets = None,
-                }
-            }
-            targets.map(Outputs::Targets)
+            fields(dec, yaml, path, "`outputs`").map(|f| Outputs::Targets(named(f)))
         }
         Yaml::Seq(items) if !items.is_empty() => {
             let mut targets = Some(vec![]);
             for (i, item) in items.iter().enumerate() {
                 let at = path.index(i);
-                let parsed: Option<Vec<(Option<String>, CtxPath)>> = match item {
+                let parsed = match item {
                     Yaml::Scalar(serde_json::Value::String(s)) => {
                         target(dec, s, at).map(|p| vec![(None, p)])
                     }
-                    Yaml::Map(_) => {
-                        let entries = dec.map(item, &at, "an `outputs` item")?;
-                        let mut all = Some(vec![]);
-                        for e in &entries {
-                            let parsed = dec
-                                .string(e, "an output path")
-                                .and_then(|text| target(dec, &text, e.path.clone()));
-                            match (parsed, all.as_mut()) {
-                                (Some(p), Some(a)) => a.push((Some(e.key.to_string()), p)),
-                                _ => all = None,
-                            }
-                        }
-                        all
-                    }
+                    Yaml::Map(_) => fields(dec, item, &at, "an `outputs` item").map(named),
                     other => {
                         dec.push(
                             Diagnostic::error(format!(
@@ -171,20 +165,7 @@ fn decode_outputs(
             }
             targets.map(Outputs::Targets)
         }
-        Yaml::Map(_) => {
-            let entries = dec.map(yaml, path, "`outputs`")?;
-            let mut fields = Some(vec![]);
-            for e in &entries {
-                let parsed = dec
-                    .string(e, "an output path")
-                    .and_then(|text| target(dec, &text, e.path.clone()));
-                match (parsed, fields.as_mut()) {
-                    (Some(p), Some(f)) => f.push((e.key.to_string(), p)),
-                    _ => fields = None,
-                }
-            }
-            fields.map(Outputs::Fields)
-        }
+        Yaml::Map(_) => fields(dec, yaml, path, "`outputs`").map(Outputs::Fields),
         other => {
             dec.push(
                 Diagnostic::error(format!(

@@ -452,19 +452,9 @@ impl WorkspaceInspector {
             .map(|e| json!({"path": e["path"], "reason": e["reason"]}))
             .collect();
         let (structure, excluded) = (Value::Array(walk.files), Value::Array(excluded));
-        let mut outcome = Outcome::value(json!({"structure": structure, "excluded": excluded}));
-        for (path, default, value) in [
-            (&self.structure, paths::STRUCTURE, &structure),
-            (&self.excluded, paths::EXCLUDED, &excluded),
-        ] {
-            if let Ok(default) = CtxPath::parse(default) {
-                if default != *path {
-                    outcome = outcome.with_write(default, value.clone());
-                }
-            }
-            outcome = outcome.with_write(path.clone(), value.clone());
-        }
-        outcome
+        let outcome = Outcome::value(json!({"structure": structure, "excluded": excluded}));
+        let outcome = super::at_both(outcome, &self.structure, paths::STRUCTURE, &structure);
+        super::at_both(outcome, &self.excluded, paths::EXCLUDED, &excluded)
     }
 }
 

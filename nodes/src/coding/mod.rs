@@ -117,6 +117,21 @@ pub fn request_default(
     }
 }
 
+/// Writes `value` at `path`, and at `default` too when `path` names another place, as
+/// illumo-flow's workspace nodes fill their own bucket and the place a setting names.
+pub fn at_both(
+    outcome: illumo_engine::node::Outcome,
+    path: &illumo_engine::path::CtxPath,
+    default: &str,
+    value: &Value,
+) -> illumo_engine::node::Outcome {
+    let outcome = match illumo_engine::path::CtxPath::parse(default) {
+        Ok(default) if default != *path => outcome.with_write(default, value.clone()),
+        _ => outcome,
+    };
+    outcome.with_write(path.clone(), value.clone())
+}
+
 /// The ctx paths every workspace node reads to find its root.
 pub fn root_reads() -> Vec<Vec<Step>> {
     vec![vec![

@@ -643,19 +643,9 @@ impl Patch {
             applied.push(json!({"path": c.path, "status": status}));
         }
         let (files, applied) = (Value::Array(files), Value::Array(applied));
-        let mut outcome = Outcome::value(json!({"files": files, "applied": applied}));
-        for (path, default, value) in [
-            (&self.files, paths::FILES, &files),
-            (&self.applied, paths::APPLIED, &applied),
-        ] {
-            if let Ok(default) = CtxPath::parse(default) {
-                if default != *path {
-                    outcome = outcome.with_write(default, value.clone());
-                }
-            }
-            outcome = outcome.with_write(path.clone(), value.clone());
-        }
-        outcome
+        let outcome = Outcome::value(json!({"files": files, "applied": applied}));
+        let outcome = super::at_both(outcome, &self.files, paths::FILES, &files);
+        super::at_both(outcome, &self.applied, paths::APPLIED, &applied)
     }
 }
 

@@ -112,6 +112,9 @@ fn line_counts(original: &str, patched: &str) -> (usize, usize) {
     counts
 }
 
+/// Where illumo-flow's SummaryAgent keeps what it read.
+const STRUCTURED: &str = "$ctx.summary.structured";
+
 /// A value as Python's `str()` prints it, for SummaryAgent's report.
 fn py_str(v: &Value) -> String {
     match v {
@@ -185,23 +188,15 @@ impl Summary {
         }
         let report = Value::String(lines.join("\n"));
         let structured = json!({"files": files, "tests": tests, "review": review});
-        let mut outcome = Outcome::value(json!({"report": report, "structured": structured}));
-        let at = |p: &str| CtxPath::parse(p).ok();
-        for (path, value) in [
-            (at(paths::REPORT), &report),
-            (at("$ctx.summary.structured"), &structured),
-        ] {
-            if let Some(path) = path {
-                outcome = outcome.with_write(path, value.clone());
-            }
+        let outcome = Outcome::value(json!({"report": report, "structured": structured}));
+        let outcome = super::at_both(outcome, &self.report, paths::REPORT, &report);
+        match self.json_given {
+            true => super::at_both(outcome, &self.json, STRUCTURED, &structured),
+            false => match CtxPath::parse(STRUCTURED) {
+                Ok(path) => outcome.with_write(path, structured),
+                Err(_) => outcome,
+            },
         }
-        if at(paths::REPORT).as_ref() != Some(&self.report) {
-            outcome = outcome.with_write(self.report.clone(), report);
-        }
-        if self.json_given {
-            outcome = outcome.with_write(self.json.clone(), structured);
-        }
-        outcome
     }
 }
 
