@@ -465,3 +465,93 @@ fn an_illumo_flow_flows_failure_report_is_illumo_flows() {
         })
     );
 }
+
+/// illumo-flow's WorkspaceInspectorNode and SummaryAgent, as an illumo-flow flow uses
+/// them: the walk's reasons (`not-file`, `extension`, `outside-root`, and a file over
+/// max_bytes listed with an empty preview and as `preview-unavailable`, still a warning
+/// event), only the target files when ctx names them, and the short report. Each final
+/// ctx is the one illumo-flow 0.1.5 gives for the same flow and ctx.
+#[test]
+fn illumo_flows_inspector_and_summary_leave_its_shapes() {
+    let dir = crate::support::TempDir::new();
+    dir.write("ws/pkg/a.py", "x = 1\n");
+    dir.write("ws/big.txt", &format!("{}\n", "y".repeat(300)));
+    dir.write("ws/notes.md", "hello\n");
+    dir.write("ws/c.json", "{}");
+    dir.write("ws/skip.bin", "zz");
+    dir.write(
+        "f.yaml",
+        "flow:\n  entry: inspect\n  nodes:\n    inspect:\n      type: illumo_flow.nodes.WorkspaceInspectorNode\n      setting: {default_root: ws, max_bytes: 100, preview_lines: 1}\n    report:\n      type: illumo_flow.nodes.SummaryAgent\n      setting: {output_path: $ctx.out.text}\n  edges: [inspect >> report]\n",
+    );
+    let run = |ctx: &str| {
+        let db = dir.path().join("t.db");
+        let _ = std::fs::remove_file(&db);
+        let out = Illumo::new()
+            .in_dir(dir.path())
+            .args([
+                "run",
+                "f.yaml",
+                "-q",
+                "--trace-db",
+                "t.db",
+                "--context",
+                ctx,
+            ])
+            .run()
+            .success()
+            .ctx();
+        let warned = sqlite3(
+            &db,
+            "SELECT attributes FROM events WHERE name = 'workspace.file_too_large'",
+        );
+        (out, warned)
+    };
+    let (ctx, warned) = run("{}");
+    let entry = |path: &str, size: u64, preview: &str, selected: bool| json!({"path": path, "size": size, "preview": preview, "selected": selected});
+    let structure = json!([
+        entry("big.txt", 301, "", false),
+        entry("c.json", 2, "{}", false),
+        entry("notes.md", 6, "hello", false),
+        entry("pkg/a.py", 6, "x = 1", false)
+    ]);
+    let excluded = json!([
+        {"path": "big.txt", "reason": "preview-unavailable"},
+        {"path": "pkg", "reason": "not-file"},
+        {"path": "skip.bin", "reason": "extension"}
+    ]);
+    assert_eq!(
+        ctx["workspace"],
+        json!({"structure": structure, "structure_excluded": excluded})
+    );
+    assert_eq!(
+        ctx["payloads"]["inspect"],
+        json!({"structure": structure, "excluded": excluded})
+    );
+    assert_eq!(ctx["request"], json!({}));
+    assert_eq!(
+        warned,
+        "{\"path\":\"big.txt\",\"size\":301,\"max_bytes\":100}\n"
+    );
+    // Nothing patched or tested: SummaryAgent's fallback line.
+    let report = json!("No updates were recorded.");
+    assert_eq!(
+        ctx["summary"],
+        json!({"report": report, "structured": {"files": [], "tests": {}, "review": {}}})
+    );
+    assert_eq!(ctx["out"]["text"], report);
+
+    let (ctx, _) = run(
+        r#"{"request": {"target_files": ["pkg/a.py", "../m.py", "nope.py"]}, "review": {"status": "approved", "summary": "fine"}, "tests": {"results": {"command": ["pytest", "-q"], "returncode": 2, "stderr": "  boom  "}}}"#,
+    );
+    assert_eq!(
+        ctx["workspace"],
+        json!({"structure": [entry("pkg/a.py", 6, "x = 1", true)], "structure_excluded": [
+            {"path": "../m.py", "reason": "outside-root"},
+            {"path": "nope.py", "reason": "not-file"}
+        ]})
+    );
+    assert_eq!(
+        ctx["summary"]["report"],
+        "### Tests\n- Status: FAIL\n- Command: pytest -q\n- Stderr snippet:\nboom\n### Review\n- Status: approved\n- Notes: fine"
+    );
+}
