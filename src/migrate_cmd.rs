@@ -101,6 +101,16 @@ fn rebase_roots(value: &mut serde_json::Value, path: &str) -> Vec<String> {
             *root = serde_json::Value::String(rebased);
         }
     }
+    let workspace = nodes.values().any(|n| {
+        matches!(
+            n.get("type").and_then(|t| t.as_str()),
+            Some("WorkspaceInspector" | "Patch" | "TestExecutor")
+        )
+    });
+    if workspace {
+        // The contexts are not in the file: say what changes for them.
+        changes.push("a relative `ctx.request.target_root` is now read from the flow file's folder (illumo-flow read it from the working folder): give the flow's contexts an absolute root, or one from the flow file's folder".into());
+    }
     changes
 }
 

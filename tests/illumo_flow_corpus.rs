@@ -419,4 +419,10 @@ fn migrate_rebases_a_relative_default_root_on_the_flow_files_folder() {
         .path()
         .join("flows/../modules/examples/multi_agent/coding_assistant")
         .is_dir());
+    // The contexts are not in the file, so what changes for them is said.
+    assert!(
+        out.stderr.contains("changed: a relative `ctx.request.target_root` is now read from the flow file's folder (illumo-flow read it from the working folder): give the flow's contexts an absolute root, or one from the flow file's folder\n"),
+        "{}",
+        out.stderr
+    );
 }

@@ -544,6 +544,7 @@ pub fn migrate(text: &str) -> Result<Option<(Value, Vec<String>)>, String> {
         ) {
             changes.extend(agent_changes(&node.id, &mut setting));
         }
+        changes.extend(workspace_changes(&node.id, &node.type_name, &mut setting));
         if !setting.is_null() {
             out.insert("setting".into(), setting);
         }
@@ -615,6 +616,36 @@ pub fn migrate(text: &str) -> Result<Option<(Value, Vec<String>)>, String> {
     let mut file = Map::new();
     file.insert("flow".into(), Value::Object(flow));
     Ok(Some((Value::Object(file), changes)))
+}
+
+/// What a coding-assistant node keeps of illumo-flow's: the inspector's defaults, written
+/// out; and a word on the shapes, which are illumo's once migrated.
+fn workspace_changes(id: &str, type_name: &str, setting: &mut Value) -> Vec<String> {
+    let node = |what: &str| format!("node `{id}`: {what}");
+    match type_name {
+        "WorkspaceInspector" => {
+            let mut out = Vec::new();
+            if setting.is_null() {
+                *setting = Value::Object(Map::new());
+            }
+            if let Some(map) = setting.as_object_mut() {
+                if !map.contains_key("preview_lines") {
+                    map.insert("preview_lines".into(), Value::from(20));
+                    out.push(node("illumo-flow's default written out: `preview_lines: 20` (illumo's is 10)"));
+                }
+                if !map.contains_key("allowed_extensions") {
+                    map.insert("allowed_extensions".into(), serde_json::json!([".py", ".txt", ".md", ".json", ".yaml"]));
+                    out.push(node("illumo-flow's default written out: `allowed_extensions: [.py, .txt, .md, .json, .yaml]`"));
+                }
+            }
+            out.push(node("illumo's WorkspaceInspector outputs counts `{root, files, excluded}`, lists no folders or other endings in `structure_excluded`, and marks every file `selected` when ctx.request.target_files is absent"));
+            out
+        }
+        "Patch" => vec![node("illumo's Patch outputs and writes `{ok, files, rejected, written}` (at `diff.applied` or `applied_path`), and `workspace.files` lists every inspected file, `original` when unchanged; a new file's status is `created` (illumo-flow: `added`)")],
+        "TestExecutor" => vec![node("illumo's TestExecutor adds `passed`, `failed` and `patched_files` to its results, appends to `ctx.tests.history`, and gives `cwd` relative to the workspace")],
+        "Summary" => vec![node("illumo's Summary writes a markdown report (changes, tests, review, next actions) to `summary.report` and its JSON to `summary.json`; its output is the report text")],
+        _ => Vec::new(),
+    }
 }
 
 /// What an agent keeps of illumo-flow's: its default model, written out; and a word on the
