@@ -555,3 +555,34 @@ fn illumo_flows_inspector_and_summary_leave_its_shapes() {
         "### Tests\n- Status: FAIL\n- Command: pytest -q\n- Stderr snippet:\nboom\n### Review\n- Status: approved\n- Notes: fine"
     );
 }
+
+/// Migrating an illumo-flow inspector writes its defaults out, so the native flow reads
+/// the same files with the same previews.
+#[test]
+fn migrate_writes_out_the_inspectors_illumo_flow_defaults() {
+    let dir = crate::support::TempDir::new();
+    dir.write("ws/a.yaml", "k: 1\n");
+    dir.write(
+        "f.yaml",
+        "flow:\n  entry: inspect\n  nodes:\n    inspect:\n      type: illumo_flow.nodes.WorkspaceInspectorNode\n      setting: {default_root: ws}\n",
+    );
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args(["migrate", "f.yaml"])
+        .run()
+        .success();
+    assert!(
+        out.stdout.contains("        preview_lines: 20\n        allowed_extensions:\n        - .py\n        - .txt\n        - .md\n        - .json\n        - .yaml\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("changed: node `inspect`: illumo-flow's default written out: `preview_lines: 20` (illumo's is 10)\n"), "{}", out.stderr);
+    dir.write("native.yaml", &out.stdout);
+    let ctx = Illumo::new()
+        .in_dir(dir.path())
+        .args(["run", "native.yaml", "-q", "--tracer", "none"])
+        .run()
+        .success()
+        .ctx();
+    assert_eq!(ctx["workspace"]["structure"][0]["path"], "a.yaml");
+}
