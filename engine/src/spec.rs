@@ -655,8 +655,34 @@ pub fn parse_chain(text: &str) -> Result<Vec<ChainEdge>, ChainError> {
     loop {
         match tokens.get(i) {
             Some((Token::Name(n), at)) => {
-                groups.push((vec![(n.clone(), *at)], JoinMode::All));
+                // `a | b >> c` as `(a | b) >> c`: a group without parentheses.
+                let mut names = vec![(n.clone(), *at)];
+                let mut mode = None;
                 i += 1;
+                while let Some((t @ (Token::Or | Token::And), op_at)) = tokens.get(i) {
+                    let this = if *t == Token::Or {
+                        JoinMode::Any
+                    } else {
+                        JoinMode::All
+                    };
+                    if mode.is_some_and(|m| m != this) {
+                        return Err(err(
+                            "do not mix `|` and `&` in one group",
+                            *op_at,
+                            if this == JoinMode::Any { "|" } else { "&" },
+                        ));
+                    }
+                    mode = Some(this);
+                    match tokens.get(i + 1) {
+                        Some((Token::Name(n), at)) => names.push((n.clone(), *at)),
+                        other => {
+                            let at = other.map_or(length, |t| t.1);
+                            return Err(err("expected a node name", at, &char_at(at)));
+                        }
+                    }
+                    i += 2;
+                }
+                groups.push((names, mode.unwrap_or(JoinMode::All)));
             }
             Some((Token::Open, open_at)) => {
                 let mut names = vec![];
@@ -761,6 +787,10 @@ mod tests {
             pairs("(a | b) >> c"),
             [("a".into(), "c".into(), Any), ("b".into(), "c".into(), Any)]
         );
+        // Groups without parentheses, as illumo-flow writes them.
+        assert_eq!(pairs("a | b >> c"), pairs("(a | b) >> c"));
+        assert_eq!(pairs("a >> b|c"), pairs("a >> (b | c)"));
+        assert_eq!(pairs("a & b >> c >> d"), pairs("(a & b) >> c >> d"));
     }
 
     #[test]
@@ -774,6 +804,13 @@ mod tests {
             (e.reason.as_str(), e.offset),
             ("do not mix `|` and `&` in one group", 7)
         );
+        let e = parse_chain("a | b & c >> d").unwrap_err();
+        assert_eq!(
+            (e.reason.as_str(), e.offset),
+            ("do not mix `|` and `&` in one group", 6)
+        );
+        let e = parse_chain("a | >> d").unwrap_err();
+        assert_eq!((e.reason.as_str(), e.offset), ("expected a node name", 4));
         let e = parse_chain("a").unwrap_err();
         assert_eq!(e.reason, "an edge needs at least two nodes joined by `>>`");
     }
