@@ -408,7 +408,9 @@ impl AgentCore {
             Some(Value::Object(map)) => map.clone(),
             _ => Map::new(),
         };
-        let timestamp = illumo_engine::ids::iso8601(std::time::SystemTime::now());
+        // As illumo-flow writes it (`datetime.utcnow().isoformat()`): UTC without the `Z`.
+        let mut timestamp = illumo_engine::ids::iso8601(std::time::SystemTime::now());
+        timestamp.pop();
         for (key, value) in slots {
             let Some(value) = value.clone().filter(|v| !v.is_null()) else {
                 continue;
