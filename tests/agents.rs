@@ -908,7 +908,12 @@ fn illumo_flows_evaluation_agent_keeps_the_raw_score_in_metrics() {
         (&entry["score"], &entry["reasons"]),
         (&json!(85), &json!(["warm", "short"]))
     );
-    assert!(entry["timestamp"].as_str().unwrap().ends_with('Z'));
+    // Python's `datetime.utcnow().isoformat()`, as illumo-flow writes it: no zone.
+    let stamp = entry["timestamp"].as_str().unwrap();
+    assert!(
+        stamp.len() == 26 && stamp.as_bytes()[10] == b'T' && !stamp.ends_with('Z'),
+        "{stamp}"
+    );
     assert_eq!(
         ctx["payloads"]["review"], 85,
         "the score is the node's output"

@@ -394,6 +394,16 @@ impl AgentCore {
         })
     }
 
+    /// Now, in ISO-8601 UTC; in an illumo-flow flow as illumo-flow writes it
+    /// (`datetime.utcnow().isoformat()`), without the `Z`.
+    pub(crate) fn timestamp(&self) -> String {
+        let mut now = illumo_engine::ids::iso8601(std::time::SystemTime::now());
+        if self.bucket.is_some() {
+            now.pop();
+        }
+        now
+    }
+
     /// illumo-flow's `ctx.agents.<id>` bucket with this answer's `slots` (`response`,
     /// `metadata`, `structured`: each one the agent has no path for) added as
     /// `{timestamp, value}`: the first entry of a slot as it is, a list from the second
@@ -408,9 +418,7 @@ impl AgentCore {
             Some(Value::Object(map)) => map.clone(),
             _ => Map::new(),
         };
-        // As illumo-flow writes it (`datetime.utcnow().isoformat()`): UTC without the `Z`.
-        let mut timestamp = illumo_engine::ids::iso8601(std::time::SystemTime::now());
-        timestamp.pop();
+        let timestamp = self.timestamp();
         for (key, value) in slots {
             let Some(value) = value.clone().filter(|v| !v.is_null()) else {
                 continue;

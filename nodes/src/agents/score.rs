@@ -110,10 +110,7 @@ impl Node for ScoreAgent {
             _ => (Value::String(text.clone()), None),
         };
         let mut entry = Map::new();
-        entry.insert(
-            "timestamp".into(),
-            json!(illumo_engine::ids::iso8601(std::time::SystemTime::now())),
-        );
+        entry.insert("timestamp".into(), json!(self.core.timestamp()));
         entry.insert("score".into(), score.clone());
         // As illumo-flow keeps them: reasons when there are some, and the reply parsed as
         // JSON whatever it is (`72` too).
