@@ -3,7 +3,7 @@
 //! files read back with the `sqlite3` CLI.
 
 use crate::support::{sqlite3, Illumo, TempDir};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -1295,5 +1295,44 @@ fn resume_writes_o_where_the_caller_is_and_explains_max_steps() {
         refused.stderr.ends_with(&format!("error: cannot resume `{id}`: max_steps (3) exceeded in cycle `b -> a -> b`: the steps it already took count; raise `max_steps` in the flow file to let it go on\n")),
         "{}",
         refused.stderr
+    );
+}
+
+/// A Python function may write ctx keys no path can spell (`ctx["a.b"]`, `ctx["c d"]`):
+/// the journal keeps their steps, so a resumed run rebuilds the same ctx.
+#[test]
+fn keys_no_path_can_spell_come_back_whole_on_resume() {
+    let dir = TempDir::new();
+    dir.write(
+        "jm.py",
+        "def w(payload, ctx):\n    ctx['a.b'] = 1\n    ctx['c d'] = {'e[0]': 2}\n    return 1\n",
+    );
+    dir.write(
+        "flow.yaml",
+        "flow:\n  entry: f\n  nodes:\n    f: {type: FunctionNode, setting: {callable: jm.w}}\n    ok: {type: Approval, setting: {message: go?}}\n  edges: [f >> ok]\n",
+    );
+    run_in(
+        dir.path(),
+        &["run", "flow.yaml", "-q", "--no-input", "--trace-db", "t.db"],
+    )
+    .code(3);
+    let id = trace_id(&dir.path().join("t.db"));
+    let resumed = run_in(
+        dir.path(),
+        &[
+            "resume",
+            &id,
+            "--db",
+            "t.db",
+            "-q",
+            "--input",
+            r#"{"choice": "approve"}"#,
+        ],
+    )
+    .success()
+    .ctx();
+    assert_eq!(
+        (&resumed["a.b"], &resumed["c d"], resumed.get("a")),
+        (&json!(1), &json!({"e[0]": 2}), None)
     );
 }

@@ -201,11 +201,36 @@ pub struct StepColumns {
     pub error: Option<Value>,
 }
 
+/// Each write as `[path, value]`; a path whose keys its text cannot spell (a Python
+/// function's `ctx["a.b"]`, `ctx["c d"]`) also carries its steps: `[path, value, steps]`.
 fn writes_json(writes: Vec<(CtxPath, Value)>) -> Value {
+    let spelled = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+    };
     Value::Array(
         writes
             .into_iter()
-            .map(|(path, value)| Value::Array(vec![Value::String(path.as_str().into()), value]))
+            .map(|(path, value)| {
+                let mut entry = vec![Value::String(path.as_str().into()), value];
+                let plain = path.steps.iter().all(|s| match s {
+                    crate::path::Step::Key(k) => spelled(k),
+                    crate::path::Step::Index(_) => true,
+                });
+                if !plain {
+                    entry.push(Value::Array(
+                        path.steps
+                            .iter()
+                            .map(|s| match s {
+                                crate::path::Step::Key(k) => Value::String(k.clone()),
+                                crate::path::Step::Index(i) => Value::from(*i),
+                            })
+                            .collect(),
+                    ));
+                }
+                Value::Array(entry)
+            })
             .collect(),
     )
 }
@@ -216,6 +241,19 @@ fn parse_writes(value: &Value) -> Result<Vec<(CtxPath, Value)>, String> {
     };
     list.iter()
         .map(|pair| {
+            if let Some(Value::Array(steps)) = pair.get(2) {
+                let steps = steps
+                    .iter()
+                    .map(|s| match s {
+                        Value::String(k) => Ok(crate::path::Step::Key(k.clone())),
+                        other => other
+                            .as_u64()
+                            .map(|i| crate::path::Step::Index(i as usize))
+                            .ok_or_else(|| format!("a journal write's step `{other}`")),
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                return Ok((CtxPath::ctx(steps), pair[1].clone()));
+            }
             let path = pair[0].as_str().unwrap_or_default();
             let path =
                 CtxPath::parse(path).map_err(|e| format!("a journal write `{path}`: {e}"))?;
