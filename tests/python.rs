@@ -893,3 +893,100 @@ fn an_illumo_flow_template_prints_booleans_as_python_does() {
         json!("ok=true no=false n=3 f=1.5 s=str")
     );
 }
+
+/// illumo-flow's goto and shared ctx, as illumo-flow 0.1.5 runs them: the goto's target
+/// runs next; a goto to a node that finished (itself too) runs nothing more, though the
+/// node's payload is set; branches write the same ctx path, one after the other.
+#[test]
+fn illumo_flow_gotos_run_next_or_not_at_all_and_branches_share_ctx() {
+    let dir = crate::support::TempDir::new();
+    dir.write(
+        "mods.py",
+        "def ident(payload):\n    return payload\ndef boom(payload):\n    raise ValueError('boom %r' % (payload,))\ndef mark(payload, ctx):\n    ctx.setdefault('marks', []).append(payload)\n    return 'marked'\n",
+    );
+    let node = |id: &str, callable: &str, extra: &str| {
+        format!("    {id}:\n      context: {{inputs: {{callable: mods.{callable}}}, outputs: $ctx.{id}}}\n{extra}")
+    };
+    let goto = |target: &str| {
+        format!("      setting: {{policy: {{on_error: {{action: goto, target: {target}}}}}}}\n")
+    };
+    let flow = |nodes: Vec<String>, edges: &str| {
+        format!("flow:\n  entry: s\n  nodes:\n    s:\n      context: {{inputs: {{callable: mods.mark, payload: $ctx.x}}, outputs: $ctx.s}}\n{}  edges: [{edges}]\n", nodes.concat())
+    };
+    let steps = |ctx: &serde_json::Value| -> Vec<String> {
+        ctx["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {}",
+                    s["node_id"].as_str().unwrap(),
+                    s["status"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let run = |text: &str| {
+        dir.write("f.yaml", text);
+        Illumo::new()
+            .in_dir(dir.path())
+            .args([
+                "run",
+                "f.yaml",
+                "-q",
+                "--tracer",
+                "none",
+                "--context",
+                r#"{"x": 7}"#,
+            ])
+            .run()
+            .success()
+            .ctx()
+    };
+    // The goto's target runs before the branch queued earlier.
+    let ctx = run(&flow(
+        vec![
+            node("f", "boom", &goto("h")),
+            node("h", "mark", ""),
+            node("k", "mark", ""),
+        ],
+        "s >> f, s >> k",
+    ));
+    assert_eq!(
+        steps(&ctx),
+        [
+            "s start",
+            "s success",
+            "f start",
+            "f failed",
+            "f goto",
+            "h start",
+            "h success",
+            "k start",
+            "k success"
+        ]
+    );
+    // Three nodes appended to one list (s its input, h and k theirs, s's output).
+    assert_eq!(ctx["marks"], json!([7, "marked", "marked"]));
+    // Back to a node that finished: nothing runs again, and the flow ends well.
+    let ctx = run(&flow(
+        vec![node("f", "boom", &goto("s")), node("g", "ident", "")],
+        "s >> f >> g",
+    ));
+    assert_eq!(
+        steps(&ctx),
+        ["s start", "s success", "f start", "f failed", "f goto"]
+    );
+    assert_eq!(ctx["payloads"]["s"], "marked");
+    // To itself: the same, and its payload is the input it had.
+    let ctx = run(&flow(
+        vec![node("f", "boom", &goto("f")), node("g", "ident", "")],
+        "s >> f >> g",
+    ));
+    assert_eq!(
+        steps(&ctx),
+        ["s start", "s success", "f start", "f failed", "f goto"]
+    );
+    assert_eq!(ctx["payloads"]["f"], "marked");
+}

@@ -133,6 +133,16 @@ impl Scheduler {
         });
     }
 
+    /// Queues `node` to run next (illumo-flow's goto).
+    fn push_front(&mut self, node: usize, input: Value, clock: u64) {
+        self.queued[node] += 1;
+        self.ready.push_front(Activation {
+            node,
+            input,
+            queued_at: clock,
+        });
+    }
+
     fn pop(&mut self) -> Option<Activation> {
         let a = self.ready.pop_front()?;
         self.queued[a.node] -= 1;
@@ -151,6 +161,9 @@ pub(super) struct Driver {
     interrupt: Arc<Interrupt>,
     state: RunState,
     sched: Scheduler,
+    /// Per node: it finished and no edge has queued it since (illumo-flow's `completed`,
+    /// which a goto to it does not run again).
+    finished: Vec<bool>,
     joins: Joins,
     replaying: Option<Replaying>,
     recorder: Option<Recorder>,
@@ -257,6 +270,7 @@ impl Driver {
                 writes: WriteLog::new(),
             },
             sched,
+            finished: vec![false; count],
             joins: Joins::default(),
         }
     }
@@ -741,6 +755,7 @@ impl Driver {
 
     fn finish(&mut self, mut done: Done) -> Result<(), RunError> {
         self.state.clock += 1;
+        self.finished[done.node] = true;
         let result = std::mem::replace(&mut done.result, Err(Failed::fatal("")));
         let failed = match result {
             Ok(mut outcome) => {
@@ -824,6 +839,7 @@ impl Driver {
                 None if i + 1 == count => output.take().unwrap_or_default(),
                 None => output.clone().unwrap_or_default(),
             };
+            self.finished[to] = false;
             if let Some(value) = self.joins.arrive(&self.shared.flow, to, from, value) {
                 self.enqueue(to, value);
             }
@@ -955,9 +971,12 @@ impl Driver {
     ) -> Result<(), NodeError> {
         let flow = &self.shared.flow;
         let state = &mut self.state;
+        // illumo-flow's flows run one node at a time: branches share ctx as there.
+        let checked = flow.dialect == Dialect::Native;
         if let Some(other) = state
             .writes
             .conflict(&path.steps, node, started, &flow.graph)
+            .filter(|_| checked)
         {
             return Err(NodeError::fatal(format!(
                 "nodes `{}` and `{}` wrote `{path}` while running in parallel; give each branch its own path",
@@ -1082,7 +1101,20 @@ impl Driver {
                 shared.event(&span, "node.goto", Level::Warn, json!({"target": target}));
                 shared.end_span(span, Err((&failed.error, failed.timed_out)));
                 let to = shared.flow.index[&target];
-                self.enqueue(to, input);
+                match shared.flow.dialect {
+                    // illumo-flow runs a goto's target next, and not at all when it has
+                    // finished and no edge queued it since (a goto to itself included),
+                    // nor twice when it is queued already.
+                    Dialect::IllumoFlow => {
+                        if shared.flow.keep_payload[to] {
+                            self.record("payloads", &target, input.clone());
+                        }
+                        if !self.finished[to] && self.sched.queued[to] == 0 {
+                            self.sched.push_front(to, input, self.state.clock);
+                        }
+                    }
+                    Dialect::Native => self.enqueue(to, input),
+                }
                 Ok(())
             }
             OnError::Stop => {
@@ -1102,7 +1134,14 @@ impl Driver {
     /// max_steps: it stops instead.
     fn on_error(&self, index: usize) -> OnError {
         match &self.shared.policies[index].on_error {
-            OnError::Goto(t) if self.shared.flow.index.get(t) == Some(&index) => OnError::Stop,
+            // A goto to itself would fail forever; illumo-flow records the goto and, as
+            // the node has finished, runs nothing more of that branch.
+            OnError::Goto(t)
+                if self.shared.flow.index.get(t) == Some(&index)
+                    && self.shared.flow.dialect == Dialect::Native =>
+            {
+                OnError::Stop
+            }
             other => other.clone(),
         }
     }
