@@ -422,7 +422,7 @@ fn a_loop_node_over_a_map_needs_items_key_and_a_body_that_is_a_node() {
     assert_eq!(out.code, 1);
     assert_eq!(
         out.stderr.lines().next(),
-        Some("error: node `loop` failed on attempt 1 of 1: the LoopNode's payload is a map: give `items_key` to name its list of items")
+        Some("error: node `loop` failed on attempt 1 of 1: LoopNode payload must be a sequence, not a mapping")
     );
     assert_eq!(out.ctx()["failed_exception_type"], "FlowError");
 
@@ -989,4 +989,95 @@ fn illumo_flow_gotos_run_next_or_not_at_all_and_branches_share_ctx() {
         ["s start", "s success", "f start", "f failed", "f goto"]
     );
     assert_eq!(ctx["payloads"]["f"], "marked");
+}
+
+/// An illumo-flow routing node follows its decision along its own edges only, as
+/// illumo-flow 0.1.5 does: no edges, and the branch ends; a target without an edge fails
+/// the run; a rule that raises under `fail_fast: false` ends the branch when its input is
+/// null, and fails the run otherwise (the input is no decision).
+#[test]
+fn an_illumo_flow_routing_node_routes_along_its_edges_only() {
+    let dir = crate::support::TempDir::new();
+    dir.write(
+        "mods.py",
+        "from illumo_flow.core import Routing\ndef ident(payload):\n    return payload\ndef to_c(payload, ctx):\n    return Routing('c')\ndef boom(payload, ctx):\n    raise ValueError('bad rule')\n",
+    );
+    let flow = |rule: &str, policy: &str, edges: &str| {
+        format!("flow:\n  entry: r\n  nodes:\n    r:\n      type: illumo_flow.core.CustomRoutingNode\n      context: {{inputs: {{routing_rule: mods.{rule}, payload: $ctx.x}}}}\n      setting: {{policy: {{{policy}}}}}\n    a: {{context: {{inputs: {{callable: mods.ident}}, outputs: $ctx.a}}}}\n    c: {{context: {{inputs: {{callable: mods.ident}}, outputs: $ctx.c}}}}\n  edges: [{edges}]\n")
+    };
+    let run = |text: &str, ctx: &str| {
+        dir.write("f.yaml", text);
+        Illumo::new()
+            .in_dir(dir.path())
+            .args(["run", "f.yaml", "-q", "--tracer", "none", "--context", ctx])
+            .run()
+    };
+    let ctx = run(&flow("to_c", "", ""), r#"{"x": 1}"#).success().ctx();
+    assert_eq!(
+        (&ctx["routing"]["r"], ctx.get("c")),
+        (&json!([{"target": "c"}]), None)
+    );
+    let out = run(&flow("to_c", "", "r >> a"), r#"{"x": 1}"#).code(1);
+    assert_eq!(
+        out.stderr.lines().next(),
+        Some(
+            "error: node `r` failed on attempt 1 of 1: Node 'r' returned unknown successors: ['c']"
+        )
+    );
+    let ctx = run(&flow("boom", "fail_fast: false", "r >> (a | c)"), "{}")
+        .success()
+        .ctx();
+    assert_eq!(
+        (
+            &ctx["routing"]["r"],
+            &ctx["payloads"]["r"],
+            ctx.get("a"),
+            ctx.get("c")
+        ),
+        (&json!([]), &json!({}), None, None)
+    );
+    assert_eq!(
+        ctx["steps"],
+        json!([{"node_id": "r", "status": "start"}, {"node_id": "r", "status": "failed", "message": "bad rule"}, {"node_id": "r", "status": "continue"}])
+    );
+    let out = run(
+        &flow("boom", "fail_fast: false", "r >> (a | c)"),
+        r#"{"x": "hello"}"#,
+    )
+    .code(1);
+    assert_eq!(
+        out.stderr.lines().next(),
+        Some("error: node `r` failed on attempt 1 of 1: RoutingNode must return Routing instances or (Routing, payload) tuples")
+    );
+}
+
+/// A Routing from an illumo-flow FunctionNode is an error there: only routing nodes route.
+#[test]
+fn an_illumo_flow_function_node_may_not_route() {
+    let dir = crate::support::TempDir::new();
+    dir.write(
+        "mods.py",
+        "from illumo_flow.core import Routing\ndef rt(payload):\n    return Routing('b')\ndef ident(payload):\n    return payload\n",
+    );
+    dir.write(
+        "f.yaml",
+        "flow:\n  entry: s\n  nodes:\n    s: {context: {inputs: {callable: mods.rt, payload: $ctx.x}, outputs: $ctx.s}}\n    b: {context: {inputs: {callable: mods.ident}, outputs: $ctx.b}}\n  edges: [s >> b]\n",
+    );
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args([
+            "run",
+            "f.yaml",
+            "-q",
+            "--tracer",
+            "none",
+            "--context",
+            r#"{"x": 1}"#,
+        ])
+        .run()
+        .code(1);
+    assert_eq!(
+        out.ctx()["errors"],
+        json!([{"node_id": "s", "exception": "FlowError", "message": "Node 's' returned a Routing result but is not a RoutingNode"}])
+    );
 }

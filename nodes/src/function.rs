@@ -302,6 +302,12 @@ impl Node for Function {
             } => {
                 record_printed(&cx, &printed);
                 let routed = routes.is_some();
+                if routed && !self.routing && self.illumo_flow {
+                    return Err(NodeError::fatal(format!(
+                        "Node '{}' returned a Routing result but is not a RoutingNode",
+                        cx.id
+                    )));
+                }
                 if self.routing && !routed {
                     return Err(NodeError::fatal(format!(
                         "`{callable}` must return Routing decisions (Routing, (Routing, payload) or a list of them), not `{}`",
@@ -357,5 +363,9 @@ impl Node for Function {
     /// The function may take ctx; which functions do is known only in the worker.
     fn reads(&self) -> Reads {
         Reads::all()
+    }
+
+    fn routes(&self) -> bool {
+        self.routing
     }
 }

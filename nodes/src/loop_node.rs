@@ -239,15 +239,14 @@ impl FlowLoop {
             .get("__loop_state__")
             .or_else(|| input.get(&self.id).and_then(|v| v.get("__loop_state__")));
         if let Some(state) = state {
-            let items = state["items"].as_array().cloned().ok_or_else(|| {
-                NodeError::fatal("the LoopNode's `__loop_state__` has no list of `items`")
-            })?;
+            // illumo-flow's own words, as they end up in ctx.errors.
+            let items = state["items"]
+                .as_array()
+                .cloned()
+                .ok_or_else(|| NodeError::fatal("Invalid loop state payload"))?;
             let index = state["index"].as_u64().unwrap_or(0) as usize;
             if index > items.len() {
-                return Err(NodeError::fatal(format!(
-                    "the LoopNode's `__loop_state__` index {index} is past its {} items",
-                    items.len()
-                )));
+                return Err(NodeError::fatal("Loop state index is out of range"));
             }
             return Ok((items, index));
         }
@@ -259,12 +258,12 @@ impl FlowLoop {
             Value::Null => Ok((Vec::new(), 0)),
             Value::Array(items) => Ok((items, 0)),
             Value::Object(_) => Err(NodeError::fatal(
-                "the LoopNode's payload is a map: give `items_key` to name its list of items",
+                "LoopNode payload must be a sequence, not a mapping",
             )),
-            other => Err(NodeError::fatal(format!(
-                "the LoopNode's payload is {}, not a list of items",
-                kind_of(&other)
-            ))),
+            Value::String(_) => Err(NodeError::fatal(
+                "LoopNode does not iterate over plain strings; provide a list instead",
+            )),
+            _ => Err(NodeError::fatal("LoopNode payload must be iterable")),
         }
     }
 }
@@ -274,20 +273,24 @@ impl Node for FlowLoop {
     async fn run(&self, cx: NodeCx<'_>) -> Result<Outcome, NodeError> {
         let (items, index) = self.state(cx.input)?;
         let Some(item) = items.get(index) else {
-            return Ok(Outcome::routed(json!([]), illumo_engine::Route::default()));
+            // A routing node's output is its `{target: payload}` map: none here.
+            return Ok(Outcome::routed(json!({}), illumo_engine::Route::default()));
         };
-        let sent = if self.enumerate {
-            json!({"item": item, "index": index})
-        } else {
-            item.clone()
+        let sent = match (self.enumerate, item) {
+            (true, item) => json!({"item": item, "index": index}),
+            // A null payload is no payload there: the body gets the loop's own input.
+            (false, Value::Null) => cx.input.clone(),
+            (false, item) => item.clone(),
         };
         let mut targets = vec![self.body.clone()];
         let mut inputs = vec![Some(sent.clone())];
+        let mut output = serde_json::Map::new();
+        output.insert(self.body.clone(), sent);
         if index + 1 < items.len() {
+            let state = json!({"__loop_state__": {"items": items, "index": index + 1}});
             targets.push(self.again.clone());
-            inputs.push(Some(
-                json!({"__loop_state__": {"items": items, "index": index + 1}}),
-            ));
+            inputs.push(Some(state.clone()));
+            output.insert(self.again.clone(), state);
         }
         let route = illumo_engine::Route {
             targets,
@@ -296,7 +299,7 @@ impl Node for FlowLoop {
             reason: None,
             inputs,
         };
-        Ok(Outcome::routed(json!({ self.body.as_str(): sent }), route))
+        Ok(Outcome::routed(Value::Object(output), route))
     }
 
     fn routes(&self) -> bool {

@@ -10,7 +10,7 @@ use super::{Interrupt, RunError, RunOptions};
 use crate::dialect::Dialect;
 use crate::flow::Outputs;
 use crate::journal::{Durability, Journal, Replay, StepRecord, StepResult};
-use crate::node::{NodeError, Outcome};
+use crate::node::{NodeError, Outcome, Route};
 use crate::path::{set_steps, CtxPath};
 use crate::policy::OnError;
 use crate::tracer::{Level, SpanData};
@@ -936,6 +936,32 @@ impl Driver {
             return Ok(next);
         };
         self.record("routing", &node.id, shapes::routing(flow.dialect, route));
+        if flow.dialect == Dialect::IllumoFlow && !route.targets.is_empty() {
+            // illumo-flow follows a decision along the node's edges only: none, and the
+            // branch ends; a target without an edge is an error.
+            if flow.edges[index].is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut unknown: Vec<&String> = route
+                .targets
+                .iter()
+                .filter(|t| {
+                    !flow.edges[index]
+                        .iter()
+                        .any(|e| flow.id(e.to) == t.as_str())
+                })
+                .collect();
+            if !unknown.is_empty() {
+                unknown.sort();
+                unknown.dedup();
+                let listed: Vec<String> = unknown.iter().map(|t| format!("'{t}'")).collect();
+                return Err(NodeError::fatal(format!(
+                    "Node '{}' returned unknown successors: [{}]",
+                    node.id,
+                    listed.join(", ")
+                )));
+            }
+        }
         let (name, level) = if route.targets.is_empty() {
             ("routing.empty", Level::Warn)
         } else {
@@ -1068,6 +1094,25 @@ impl Driver {
             json!({"attempt": failed.attempt, "message": failed.error.to_string(), "timed_out": failed.timed_out, "action": action}),
         );
         match on_error {
+            OnError::Continue
+                if shared.flow.dialect == Dialect::IllumoFlow && node.node.routes() =>
+            {
+                // illumo-flow reads the input passed on as the routing decision: none
+                // (null or []) ends the branch; anything else is not one, and the run fails.
+                if !(input.is_null() || input == json!([])) {
+                    let error = NodeError::fatal(
+                        "RoutingNode must return Routing instances or (Routing, payload) tuples",
+                    );
+                    shared.end_span(span, Err((&failed.error, failed.timed_out)));
+                    return Err(self.node_failed(index, failed.attempt, &error, false));
+                }
+                let outcome = Outcome::routed(json!({}), Route::default());
+                self.apply(index, self.state.clock, &outcome, &span)
+                    .map_err(|e| self.node_failed(index, 1, &e, false))?;
+                self.push_step(index, Step::Continue);
+                shared.end_span(span, Err((&failed.error, failed.timed_out)));
+                Ok(())
+            }
             OnError::Continue => {
                 self.push_step(index, Step::Continue);
                 let outcome = Outcome::value(input);
