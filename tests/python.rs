@@ -1081,3 +1081,36 @@ fn an_illumo_flow_function_node_may_not_route() {
         json!([{"node_id": "s", "exception": "FlowError", "message": "Node 's' returned a Routing result but is not a RoutingNode"}])
     );
 }
+
+/// A decision that names a target twice runs it once there, and ctx.routing keeps every
+/// entry with its own confidence and reason (illumo-flow 0.1.5's final ctx).
+#[test]
+fn an_illumo_flow_decision_runs_a_target_once_and_records_each_entry() {
+    let dir = crate::support::TempDir::new();
+    dir.write(
+        "mods.py",
+        "from illumo_flow.core import Routing\ndef ident(payload):\n    return payload\ndef dupconf(payload, ctx):\n    return [Routing('a', 0.1, 'r1'), (Routing('a', 0.9, 'r2'), 5), Routing('b', 0.5)]\n",
+    );
+    dir.write(
+        "f.yaml",
+        "flow:\n  entry: r\n  nodes:\n    r:\n      type: illumo_flow.core.CustomRoutingNode\n      context: {inputs: {routing_rule: mods.dupconf, payload: $ctx.x}}\n    a: {context: {inputs: {callable: mods.ident}, outputs: $ctx.a}}\n    b: {context: {inputs: {callable: mods.ident}, outputs: $ctx.b}}\n  edges: [r >> (a | b)]\n",
+    );
+    let ctx = Illumo::new()
+        .in_dir(dir.path())
+        .args([
+            "run",
+            "f.yaml",
+            "-q",
+            "--tracer",
+            "none",
+            "--context",
+            r#"{"x": 1}"#,
+        ])
+        .run()
+        .success()
+        .ctx();
+    assert_eq!(
+        ctx,
+        json!({"x": 1, "steps": [{"node_id": "r", "status": "start"}, {"node_id": "r", "status": "success"}, {"node_id": "a", "status": "start"}, {"node_id": "a", "status": "success"}, {"node_id": "b", "status": "start"}, {"node_id": "b", "status": "success"}], "joins": {}, "errors": [], "payloads": {"r": {"a": 5, "b": 1}, "a": 5, "b": 1}, "routing": {"r": [{"target": "a", "confidence": 0.1, "reason": "r1"}, {"target": "a", "confidence": 0.9, "reason": "r2"}, {"target": "b", "confidence": 0.5}]}, "a": 5, "b": 1})
+    );
+}

@@ -110,7 +110,7 @@ impl StepResult {
                 writes: writes_json(outcome.writes),
                 output: outcome.output,
                 route: outcome.route.as_ref().map(|r| {
-                    json!({"targets": r.targets, "confidence": r.confidence, "reason": r.reason, "inputs": r.inputs})
+                    json!({"targets": r.targets, "confidence": r.confidence, "reason": r.reason, "inputs": r.inputs, "each": r.each})
                 }),
                 error: None,
             },
@@ -182,6 +182,7 @@ impl StepResult {
                         .collect(),
                     _ => Vec::new(),
                 },
+                each: serde_json::from_value(r["each"].clone()).unwrap_or_default(),
             }),
         };
         Ok(StepResult::Done(Outcome {
@@ -324,6 +325,10 @@ mod tests {
                 confidence: Some(0.5),
                 reason: Some("why".into()),
                 inputs: vec![None, Some(json!(2))],
+                each: vec![
+                    (Some(0.5), Some("why".into())),
+                    (None, Some("second".into())),
+                ],
             },
         )
         .with_write(CtxPath::parse("$ctx.out.v").unwrap(), json!([1]));
@@ -338,6 +343,7 @@ mod tests {
         assert_eq!(route.targets, ["x", "y"]);
         assert_eq!(route.inputs, vec![None, Some(json!(2))]);
         assert_eq!(route.reason.as_deref(), Some("why"));
+        assert_eq!(route.each[1], (None, Some("second".to_string())));
 
         let failed = StepResult::Failed {
             error: NodeError::retryable("boom")

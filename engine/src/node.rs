@@ -83,6 +83,9 @@ pub struct Route {
     /// The input each target gets instead of the node's output, by position (a Python
     /// routing rule's `(Routing, payload)`); missing or `None`: the output.
     pub inputs: Vec<Option<Value>>,
+    /// Each target's own confidence and reason, by position, when they differ (a Python
+    /// rule's list of `Routing`); empty: `confidence` and `reason` are the first target's.
+    pub each: Vec<(Option<f64>, Option<String>)>,
 }
 
 /// A node's failure. The node says whether trying again may help; the policy decides.

@@ -352,6 +352,10 @@ impl Node for Function {
                         confidence: first.and_then(|r| r.confidence),
                         reason: first.and_then(|r| r.reason.clone()),
                         inputs,
+                        each: routes
+                            .iter()
+                            .map(|r| (r.confidence, r.reason.clone()))
+                            .collect(),
                         targets: routes.into_iter().map(|r| r.target).collect(),
                     });
                 }

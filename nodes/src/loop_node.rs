@@ -298,6 +298,7 @@ impl Node for FlowLoop {
             // illumo-flow's ctx.routing records no reason for a loop's routes.
             reason: None,
             inputs,
+            each: Vec::new(),
         };
         Ok(Outcome::routed(Value::Object(output), route))
     }

@@ -829,7 +829,27 @@ impl Driver {
 
     /// Sends `output` along to each next node (or into its join); `inputs` replaces it
     /// for the targets a route gave their own input.
-    fn follow(&mut self, from: usize, next: Vec<usize>, output: Value, inputs: Vec<Option<Value>>) {
+    fn follow(
+        &mut self,
+        from: usize,
+        mut next: Vec<usize>,
+        output: Value,
+        mut inputs: Vec<Option<Value>>,
+    ) {
+        if self.shared.flow.dialect == Dialect::IllumoFlow && next.len() > 1 {
+            // illumo-flow runs a target once however often a decision names it, with the
+            // input its last naming gives.
+            let mut kept: Vec<(usize, Option<Value>)> = Vec::with_capacity(next.len());
+            let mut given = inputs.into_iter();
+            for to in next {
+                let input = given.next().flatten();
+                match kept.iter_mut().find(|(k, _)| *k == to) {
+                    Some(slot) => slot.1 = input.or(slot.1.take()),
+                    None => kept.push((to, input)),
+                }
+            }
+            (next, inputs) = kept.into_iter().unzip();
+        }
         let mut output = Some(output);
         let mut inputs = inputs.into_iter();
         let count = next.len();

@@ -93,8 +93,7 @@ pub(super) fn routing(dialect: Dialect, route: &Route) -> Value {
             };
             json!({"target": target, "confidence": route.confidence, "reason": route.reason})
         }
-        // One entry per target; `confidence` and `reason` only when known (the first
-        // route's, which is what illumo keeps).
+        // One entry per target, with its `confidence` and `reason` when known.
         Dialect::IllumoFlow => Value::Array(
             route
                 .targets
@@ -103,13 +102,16 @@ pub(super) fn routing(dialect: Dialect, route: &Route) -> Value {
                 .map(|(i, target)| {
                     let mut entry = Map::new();
                     entry.insert("target".into(), json!(target));
-                    if i == 0 {
-                        if let Some(c) = route.confidence {
-                            entry.insert("confidence".into(), json!(c));
-                        }
-                        if let Some(r) = &route.reason {
-                            entry.insert("reason".into(), json!(r));
-                        }
+                    let (confidence, reason) = match route.each.get(i) {
+                        Some((c, r)) => (*c, r.as_ref()),
+                        None if i == 0 => (route.confidence, route.reason.as_ref()),
+                        None => (None, None),
+                    };
+                    if let Some(c) = confidence {
+                        entry.insert("confidence".into(), json!(c));
+                    }
+                    if let Some(r) = reason {
+                        entry.insert("reason".into(), json!(r));
                     }
                     Value::Object(entry)
                 })
