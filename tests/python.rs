@@ -585,6 +585,23 @@ fn illumo_flow_policies_mean_the_same_on_the_flow_and_on_the_command_line() {
         on.ctx(),
         json!({"x": 1, "steps": [{"node_id": "f", "status": "start"}, {"node_id": "f", "status": "failed", "message": "division by zero"}, {"node_id": "f", "status": "continue"}, {"node_id": "g", "status": "start"}, {"node_id": "g", "status": "success"}], "joins": {}, "errors": [{"node_id": "f", "exception": "ZeroDivisionError", "message": "division by zero"}], "payloads": {"f": 1, "g": 1}, "routing": {}, "failed_node_id": "f", "failed_exception_type": "ZeroDivisionError", "failed_message": "division by zero", "f": 1, "g": 1})
     );
+    // The levels merge field by field before `fail_fast: false` means going on: a node's
+    // own `fail_fast: true` stops under `--policy '{"fail_fast": false}'`, and its
+    // `on_error: stop` goes on under it, as in illumo-flow.
+    let with_node = |policy: &str| {
+        let text = std::fs::read_to_string(dir.path().join("boom.yaml")).unwrap();
+        let text = text.replace(
+            "outputs: $ctx.f}\n",
+            &format!("outputs: $ctx.f}}\n      setting: {{policy: {policy}}}\n"),
+        );
+        dir.write("node.yaml", &text);
+        run(
+            "node.yaml",
+            &["--policy", r#"{"fail_fast": false}"#, "-c", r#"{"x": 1}"#],
+        )
+    };
+    assert_eq!(with_node("{fail_fast: true}").code, 1);
+    assert_eq!(with_node("{on_error: stop}").success().ctx()["g"], 1);
 }
 
 /// In an illumo-flow flow a path that is not in ctx is null (a template renders it as

@@ -440,8 +440,11 @@ pub fn decode_policy(dec: &mut Decoder, y: &Yaml, path: &YPath) -> PolicySpec {
     let Yaml::Map(entries) = y else {
         return PolicySpec::decode(dec, y, path);
     };
+    let lower = |v: &Yaml| match v {
+        Yaml::Scalar(Value::String(a)) => Yaml::Scalar(Value::String(a.to_lowercase())),
+        other => other.clone(),
+    };
     let mut out: Vec<(String, Yaml)> = Vec::new();
-    let fail_fast_off = matches!(get(y, "fail_fast"), Some(Yaml::Scalar(Value::Bool(false))));
     for (key, value) in entries {
         let value = match (key.as_str(), value) {
             ("retry", Yaml::Scalar(Value::Number(n))) => {
@@ -454,33 +457,16 @@ pub fn decode_policy(dec: &mut Decoder, y: &Yaml, path: &YPath) -> PolicySpec {
                         ("max_attempts", Yaml::Scalar(Value::Number(n))) => {
                             (k.clone(), retries_as_attempts(n))
                         }
-                        ("mode", Yaml::Scalar(Value::String(m))) => {
-                            (k.clone(), Yaml::Scalar(Value::String(m.to_lowercase())))
-                        }
+                        ("mode", v) => (k.clone(), lower(v)),
                         _ => (k.clone(), v.clone()),
                     })
                     .collect(),
             ),
-            ("on_error", Yaml::Scalar(Value::String(a))) => {
-                let a = a.to_lowercase();
-                Yaml::Scalar(Value::String(if a == "stop" && fail_fast_off {
-                    "continue".into()
-                } else {
-                    a
-                }))
-            }
+            ("on_error", Yaml::Scalar(_)) => lower(value),
             ("on_error", Yaml::Map(m)) => Yaml::Map(
                 m.iter()
-                    .map(|(k, v)| match (k.as_str(), v) {
-                        ("action", Yaml::Scalar(Value::String(a))) => {
-                            let a = a.to_lowercase();
-                            let a = if a == "stop" && fail_fast_off {
-                                "continue".into()
-                            } else {
-                                a
-                            };
-                            (k.clone(), Yaml::Scalar(Value::String(a)))
-                        }
+                    .map(|(k, v)| match k.as_str() {
+                        "action" => (k.clone(), lower(v)),
                         _ => (k.clone(), v.clone()),
                     })
                     .collect(),
@@ -489,13 +475,21 @@ pub fn decode_policy(dec: &mut Decoder, y: &Yaml, path: &YPath) -> PolicySpec {
         };
         out.push((key.clone(), value));
     }
-    if fail_fast_off && get(y, "on_error").is_none() {
-        out.push((
-            "on_error".into(),
-            Yaml::Scalar(Value::String("continue".into())),
-        ));
-    }
+    // `fail_fast` keeps its own meaning until the levels are merged (see
+    // [`illumo_flow_meaning`]): a node's `fail_fast: true` over a flow's `false` stops.
     PolicySpec::decode(dec, &Yaml::Map(out), path)
+}
+
+/// illumo-flow's `on_error: stop` with `fail_fast: false` goes on downstream: as illumo's
+/// `continue`. Applied to a node's policy once the flow's, `--policy`'s and the node's
+/// own fields are merged, as illumo-flow merges them.
+pub fn illumo_flow_meaning(mut spec: PolicySpec) -> PolicySpec {
+    if spec.fail_fast == Some(false)
+        && matches!(spec.on_error, None | Some(crate::policy::OnError::Stop))
+    {
+        spec.on_error = Some(crate::policy::OnError::Continue);
+    }
+    spec
 }
 
 fn retries_as_attempts(n: &serde_json::Number) -> Yaml {
@@ -554,7 +548,16 @@ pub fn migrate(text: &str) -> Result<Option<(Value, Vec<String>)>, String> {
         if let Some((outputs, _)) = &node.outputs {
             out.insert("outputs".into(), outputs.to_json());
         }
-        let policy = policy_json(&node.policy);
+        let mut own = illumo_flow_meaning(node.policy.clone());
+        if node.policy.on_error.is_none() {
+            // The flow's `fail_fast: false` became `on_error: continue`; a node whose own
+            // `fail_fast` undoes that says what it does.
+            let merged = illumo_flow_meaning(spec.policy.overlay(&node.policy)).on_error;
+            if merged != illumo_flow_meaning(spec.policy.clone()).on_error {
+                own.on_error = merged;
+            }
+        }
+        let policy = policy_json(&own);
         if !policy.as_object().is_some_and(Map::is_empty) {
             out.insert("policy".into(), policy);
         }
@@ -571,7 +574,7 @@ pub fn migrate(text: &str) -> Result<Option<(Value, Vec<String>)>, String> {
         flow.insert("entry".into(), Value::String(entry.clone()));
     }
     flow.insert("max_parallel".into(), Value::from(spec.max_parallel));
-    let policy = policy_json(&spec.policy);
+    let policy = policy_json(&illumo_flow_meaning(spec.policy.clone()));
     if !policy.as_object().is_some_and(Map::is_empty) {
         if let Some(written) = get(flow_yaml, "policy") {
             changes.extend(

@@ -110,10 +110,16 @@ impl Flow {
         index: usize,
         overrides: &crate::policy::PolicySpec,
     ) -> crate::policy::Policy {
-        self.policy
+        let spec = self
+            .policy
             .overlay(overrides)
-            .overlay(&self.nodes[index].policy)
-            .resolve()
+            .overlay(&self.nodes[index].policy);
+        match self.dialect {
+            crate::dialect::Dialect::IllumoFlow => {
+                crate::dialect::illumo_flow_meaning(spec).resolve()
+            }
+            crate::dialect::Dialect::Native => spec.resolve(),
+        }
     }
 
     /// The values of the credentials nodes send ([`Flow::secret_env`]), as set now.
