@@ -118,10 +118,8 @@ pub fn ctx_path(text: &str) -> Result<CtxPath, String> {
 /// here (`Err(None)`), or returned as one message.
 /// For a flow in illumo-flow's vocabulary (`dialect`), the policy means what illumo-flow's
 /// `--policy` means: `retry.max_attempts` counts retries, `fail_fast: false` goes on.
-pub fn policy(
-    arg: &str,
-    dialect: illumo_engine::dialect::Dialect,
-) -> Result<PolicySpec, Option<String>> {
+pub fn policy(arg: &str, flow: &illumo_engine::flow::Flow) -> Result<PolicySpec, Option<String>> {
+    let dialect = flow.dialect;
     let (name, text) = read_arg("--policy", arg)?;
     let source = Source::new(name, text);
     let parsed = illumo_engine::yaml::parse(&source.text)
@@ -136,11 +134,15 @@ pub fn policy(
         }
     };
     illumo_engine::diagnostic::resolve(&mut dec.diags, &parsed);
-    if let Some(illumo_engine::policy::OnError::Goto(_)) = &spec.on_error {
-        return Err(Some(
-            "--policy: `on_error: goto` must be set in the flow file, where its target is checked"
-                .into(),
-        ));
+    if let Some(illumo_engine::policy::OnError::Goto(target)) = &spec.on_error {
+        if !flow.index.contains_key(target) {
+            let mut ids: Vec<&str> = flow.nodes.iter().map(|n| n.id.as_str()).collect();
+            ids.sort_unstable();
+            return Err(Some(format!(
+                "--policy: `on_error: goto` names `{target}`, which is not a node of the flow (its nodes: {})",
+                ids.join(", ")
+            )));
+        }
     }
     if dec.has_errors() {
         eprint!("{}", source.render_all(&dec.diags, crate::stderr_color()));

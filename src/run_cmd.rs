@@ -144,7 +144,7 @@ pub fn overrides(
         overrides = profile.clone();
     }
     if let Some(policy) = policy {
-        overrides = overrides.overlay(&inputs::policy(policy, flow.dialect)?);
+        overrides = overrides.overlay(&inputs::policy(policy, flow)?);
     }
     Ok(overrides)
 }

@@ -602,6 +602,31 @@ fn illumo_flow_policies_mean_the_same_on_the_flow_and_on_the_command_line() {
     };
     assert_eq!(with_node("{fail_fast: true}").code, 1);
     assert_eq!(with_node("{on_error: stop}").success().ctx()["g"], 1);
+    // A goto on the command line, to a node of the flow.
+    let goto = run(
+        "boom.yaml",
+        &[
+            "--policy",
+            r#"{"on_error": {"action": "GOTO", "target": "g"}}"#,
+            "-c",
+            r#"{"x": 1}"#,
+        ],
+    );
+    assert_eq!(
+        goto.success().ctx()["steps"][2],
+        json!({"node_id": "f", "status": "goto", "target": "g"})
+    );
+    let nowhere = run(
+        "boom.yaml",
+        &[
+            "--policy",
+            r#"{"on_error": {"action": "goto", "target": "zz"}}"#,
+        ],
+    );
+    assert_eq!(
+        (nowhere.code, nowhere.stderr.as_str()),
+        (2, "error: --policy: `on_error: goto` names `zz`, which is not a node of the flow (its nodes: f, g)\n")
+    );
 }
 
 /// In an illumo-flow flow a path that is not in ctx is null (a template renders it as
