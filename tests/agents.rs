@@ -1053,3 +1053,44 @@ fn an_illumo_flow_router_agent_asks_and_records_as_illumo_flow_does() {
         json!({"x": 1, "steps": [{"node_id": "decide", "status": "start"}, {"node_id": "decide", "status": "success"}, {"node_id": "ship", "status": "start"}, {"node_id": "ship", "status": "success"}], "joins": {}, "errors": [], "payloads": {"decide": {"ship": null}, "ship": {"ship": null}}, "routing": {"decide": [{"target": "ship", "reason": "Ship it, looks good"}]}, "agents": {"decide": {}}, "route": {"decision": "ship", "reason": "Ship it, looks good"}, "shipped": {"ship": null}})
     );
 }
+
+/// An illumo-flow Agent without a prompt sends its system text alone, as illumo-flow
+/// sends no input then; natively a prompt is required.
+#[test]
+fn an_illumo_flow_agent_without_a_prompt_sends_its_system_text_alone() {
+    let server = LlmServer::start(vec![Reply::Text("hi")]);
+    let dir = TempDir::new();
+    dir.write(
+        "flow.yaml",
+        &format!(
+            "flow:\n  entry: a\n  nodes:\n    a:\n      type: illumo_flow.nodes.Agent\n      setting: {{system: You are terse, model: m1, base_url: '{}'}}\n",
+            server.base_url
+        ),
+    );
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args(["run", "flow.yaml", "-q", "--tracer", "none"])
+        .env("OPENAI_API_KEY", "k")
+        .run();
+    assert_eq!(out.success().ctx()["payloads"]["a"], "hi");
+    assert_eq!(
+        server.requests()[0].body["messages"],
+        json!([{"role": "system", "content": "You are terse"}])
+    );
+    dir.write(
+        "native.yaml",
+        "flow:\n  nodes:\n    a: {type: Agent, setting: {system: You are terse}}\n",
+    );
+    let native = Illumo::new()
+        .in_dir(dir.path())
+        .args(["run", "native.yaml", "-q", "--tracer", "none"])
+        .run()
+        .code(2);
+    assert!(
+        native
+            .stderr
+            .starts_with("error: node `a`: an agent needs a `prompt`\n"),
+        "{}",
+        native.stderr
+    );
+}

@@ -267,6 +267,11 @@ impl AgentCore {
         };
         let prompt = match &config.prompt {
             Some(text) => cx.value(cx.at(&["prompt"]), &Value::String(text.clone())),
+            // illumo-flow sends no input then: the model gets the system text alone (a
+            // router, its "Choose exactly one of" line).
+            None if cx.dialect == illumo_engine::dialect::Dialect::IllumoFlow => {
+                Some(ValueSpec::Literal(Value::String(String::new())))
+            }
             None => {
                 cx.error(
                     cx.setting_at.clone(),
@@ -527,7 +532,9 @@ impl AgentCore {
                 }
             }
         }
-        messages.push(Message::new("user", prompt.clone()));
+        if !(prompt.is_empty() && self.bucket.is_some()) {
+            messages.push(Message::new("user", prompt.clone()));
+        }
         let response_format = match format {
             ReplyFormat::Text => None,
             ReplyFormat::Json => Some(json!({"type": "json_object"})),
