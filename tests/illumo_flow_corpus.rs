@@ -273,7 +273,6 @@ fn every_corpus_flow_loads_or_is_refused_with_its_reason() {
         ("tut04_router_decision_ja", "node `decision` routes to `Ship`, which is not a node"),
         ("tut06_flow_launch", "node `decide` routes to `Ship`, which is not a node"),
         ("tut06_flow_launch_ja", "node `decide` routes to `Ship`, which is not a node"),
-        ("update_req_node_policy", "node `Review`: an agent needs a `prompt`"),
         ("update_req_router_scenario", "node `RouteSelector`: `RouterAgent` needs `choices`"),
         ("update_req_schema", "`flow` has no `nodes`"),
     ];
