@@ -230,7 +230,8 @@ changed: illumo-flow runs one node at a time, in queue order: `max_parallel: 1` 
 changed: ctx.steps, ctx.errors and ctx.routing take illumo's shapes, and a node's null output is no longer replaced by its input (FunctionNode still passes its input on)
 changed: relative paths in settings (such as default_root) now resolve against the flow file's folder, not the working folder
 changed: a path that is not in ctx, in inputs, settings or templates, fails the node naming it (illumo-flow read it as null, and an unset $env variable as \"\")
-wrote `{path}` (12 changes)
+changed: `ctx.payloads` holds outputs only: a function no longer finds its own input, or a queued node's, there
+wrote `{path}` (13 changes)
 ")
     );
     assert_eq!(

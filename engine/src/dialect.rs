@@ -537,6 +537,9 @@ pub fn migrate(text: &str) -> Result<Option<(Value, Vec<String>)>, String> {
             "Agent" | "RouterAgent" | "ScoreAgent"
         ) {
             changes.extend(agent_changes(&node.id, &mut setting));
+            if node.type_name == "RouterAgent" {
+                changes.push(format!("node `{}`: illumo's RouterAgent asks for its choice in a system message (not illumo-flow's `Choose exactly one of:` line), `metadata_path` gets the call's metadata (provider, model, tokens), not the reply, and the chosen node gets the router's input (illumo-flow: `{{choice: input}}`)", node.id));
+            }
         }
         changes.extend(workspace_changes(&node.id, &node.type_name, &mut setting));
         if !setting.is_null() {
@@ -616,6 +619,15 @@ pub fn migrate(text: &str) -> Result<Option<(Value, Vec<String>)>, String> {
     changes.push("ctx.steps, ctx.errors and ctx.routing take illumo's shapes, and a node's null output is no longer replaced by its input (FunctionNode still passes its input on)".into());
     changes.push("relative paths in settings (such as default_root) now resolve against the flow file's folder, not the working folder".into());
     changes.push("a path that is not in ctx, in inputs, settings or templates, fails the node naming it (illumo-flow read it as null, and an unset $env variable as \"\")".into());
+    if text.contains("{{") {
+        changes.push(
+            "templates print a boolean as `true`/`false` (illumo-flow: Python's `True`/`False`)"
+                .into(),
+        );
+    }
+    if spec.nodes.iter().any(|n| n.type_name == "FunctionNode") {
+        changes.push("`ctx.payloads` holds outputs only: a function no longer finds its own input, or a queued node's, there".into());
+    }
     let mut file = Map::new();
     file.insert("flow".into(), Value::Object(flow));
     Ok(Some((Value::Object(file), changes)))
