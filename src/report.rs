@@ -85,8 +85,43 @@ fn snapshot(policy: &Policy, illumo_flow: bool) -> Value {
 }
 
 /// JSON of `value`, cut to 200 characters as illumo-flow cuts it.
+/// JSON as Python's `json.dumps` writes it by default: `{"a": 1, "b": [1, 2]}`.
+fn py_json(value: &Value) -> String {
+    fn put(value: &Value, out: &mut String) {
+        match value {
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    put(item, out);
+                }
+                out.push(']');
+            }
+            Value::Object(map) => {
+                out.push('{');
+                for (i, (key, item)) in map.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    out.push_str(&Value::String(key.clone()).to_string());
+                    out.push_str(": ");
+                    put(item, out);
+                }
+                out.push('}');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let mut out = String::new();
+    put(value, &mut out);
+    out
+}
+
+/// The payload as illumo-flow previews it: its JSON, cut at 200 characters.
 fn preview(value: &Value) -> String {
-    let text = value.to_string();
+    let text = py_json(value);
     if text.chars().count() > 200 {
         format!("{}...", text.chars().take(197).collect::<String>())
     } else {
@@ -142,14 +177,15 @@ pub fn append_log(report: &Value, dir: &str) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
     let path = dir.join("runtime_execution.log");
     let mut entry = serde_json::Map::new();
-    entry.insert(
-        "timestamp".into(),
-        json!(illumo_engine::ids::iso8601(std::time::SystemTime::now())),
-    );
+    // As illumo-flow writes it, so its readers parse it: `datetime.utcnow().isoformat()`
+    // (no zone) and `json.dumps` spacing.
+    let mut now = illumo_engine::ids::iso8601(std::time::SystemTime::now());
+    now.pop();
+    entry.insert("timestamp".into(), json!(now));
     if let Value::Object(fields) = report {
         entry.extend(fields.clone());
     }
-    let mut line = serde_json::to_string(&entry).unwrap_or_default();
+    let mut line = py_json(&Value::Object(entry));
     line.push('\n');
     std::fs::OpenOptions::new()
         .create(true)
