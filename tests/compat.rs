@@ -139,6 +139,25 @@ fn trace_db_records_into_that_file() {
         sqlite3(&db, "SELECT name FROM spans ORDER BY start"),
         "flow hello\na\n"
     );
+    // An illumo-flow flow has no name there: its run is named after its entry.
+    let old = crate::support::TempDir::new();
+    old.write("m.py", "def ident(payload):\n    return payload\n");
+    old.write(
+        "f.yaml",
+        "flow:\n  entry: start\n  nodes:\n    start: {context: {inputs: {callable: m.ident}}}\n",
+    );
+    Illumo::new()
+        .in_dir(old.path())
+        .args(["run", "f.yaml", "--quiet", "--trace-db", "t.db"])
+        .run()
+        .success();
+    assert_eq!(
+        sqlite3(
+            &old.path().join("t.db"),
+            "SELECT name FROM spans ORDER BY start"
+        ),
+        "flow start\nstart\n"
+    );
 }
 
 /// Two runs into one database: `failing` (prep ok, boom twice in error), then `hello`.

@@ -567,7 +567,7 @@ pub fn migrate(text: &str) -> Result<Option<(Value, Vec<String>)>, String> {
         nodes.insert(node.id.clone(), Value::Object(out));
     }
     let mut flow = Map::new();
-    if spec.name != "flow" {
+    if get(flow_yaml, "name").is_some() {
         flow.insert("name".into(), Value::String(spec.name.clone()));
     }
     if let Some(d) = &spec.describe {

@@ -261,6 +261,12 @@ pub fn decode_flow<'y>(dec: &mut Decoder, root: &'y Yaml) -> Option<FlowSpec<'y>
             _ => {}
         }
     }
+    // illumo-flow names a run after its entry (its root span, its trace list).
+    if dialect == Dialect::IllumoFlow && !fields.iter().any(|e| e.key == "name") {
+        if let Some((entry, _)) = spec.entry.first() {
+            spec.name = entry.clone();
+        }
+    }
     // The chosen profile's `llm:` keys replace the flow's.
     if let Some(profile_llm) = chosen_llm {
         for (key, value) in profile_llm {
