@@ -616,6 +616,24 @@ fn illumo_flow_policies_mean_the_same_on_the_flow_and_on_the_command_line() {
         goto.success().ctx()["steps"][2],
         json!({"node_id": "f", "status": "goto", "target": "g"})
     );
+    // Counts as Python's int() reads them: "2" is 2 retries, 1.9 is one.
+    assert_eq!(
+        run(
+            "flaky.yaml",
+            &["--policy", r#"{"retry": {"max_attempts": "2"}}"#]
+        )
+        .success()
+        .ctx()["f"],
+        3
+    );
+    let once = run("flaky.yaml", &["--policy", r#"{"retry": 1.9}"#]);
+    assert_eq!(once.code, 1, "two attempts, and flaky needs three");
+    assert!(
+        once.stderr
+            .starts_with("error: node `f` failed on attempt 2 of 2:"),
+        "{}",
+        once.stderr
+    );
     let nowhere = run(
         "boom.yaml",
         &[

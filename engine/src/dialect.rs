@@ -444,33 +444,53 @@ pub fn decode_policy(dec: &mut Decoder, y: &Yaml, path: &YPath) -> PolicySpec {
         Yaml::Scalar(Value::String(a)) => Yaml::Scalar(Value::String(a.to_lowercase())),
         other => other.clone(),
     };
+    // illumo-flow reads counts with Python's `int()`: `1.5` is 1, `"2"` is 2.
+    let count = |v: &Yaml| -> Option<serde_json::Number> {
+        match v {
+            Yaml::Scalar(Value::Number(n)) if n.is_f64() => n
+                .as_f64()
+                .filter(|f| *f >= 0.0)
+                .map(|f| (f.trunc() as u64).into()),
+            Yaml::Scalar(Value::Number(n)) => Some(n.clone()),
+            Yaml::Scalar(Value::String(t)) => t.trim().parse::<u64>().ok().map(Into::into),
+            _ => None,
+        }
+    };
     let mut out: Vec<(String, Yaml)> = Vec::new();
     for (key, value) in entries {
         let value = match (key.as_str(), value) {
-            ("retry", Yaml::Scalar(Value::Number(n))) => {
-                Yaml::Map(vec![("max_attempts".into(), retries_as_attempts(n))])
-            }
+            ("retry", v) if count(v).is_some() => Yaml::Map(vec![(
+                "max_attempts".into(),
+                retries_as_attempts(&count(v).unwrap_or_else(|| 0.into())),
+            )]),
             ("retry", Yaml::Map(retry)) => Yaml::Map(
                 retry
                     .iter()
-                    .map(|(k, v)| match (k.as_str(), v) {
-                        ("max_attempts", Yaml::Scalar(Value::Number(n))) => {
-                            (k.clone(), retries_as_attempts(n))
-                        }
-                        ("mode", v) => (k.clone(), lower(v)),
+                    .map(|(k, v)| match (k.as_str(), count(v)) {
+                        ("max_attempts", Some(n)) => (k.clone(), retries_as_attempts(&n)),
+                        ("mode", _) => (k.clone(), lower(v)),
                         _ => (k.clone(), v.clone()),
                     })
                     .collect(),
             ),
             ("on_error", Yaml::Scalar(_)) => lower(value),
-            ("on_error", Yaml::Map(m)) => Yaml::Map(
-                m.iter()
+            ("on_error", Yaml::Map(m)) => {
+                let mut m: Vec<(String, Yaml)> = m
+                    .iter()
                     .map(|(k, v)| match k.as_str() {
                         "action" => (k.clone(), lower(v)),
                         _ => (k.clone(), v.clone()),
                     })
-                    .collect(),
-            ),
+                    .collect();
+                // No action is illumo-flow's default one, `stop`.
+                if !m.iter().any(|(k, _)| k == "action") {
+                    m.insert(
+                        0,
+                        ("action".into(), Yaml::Scalar(Value::String("stop".into()))),
+                    );
+                }
+                Yaml::Map(m)
+            }
             _ => value.clone(),
         };
         out.push((key.clone(), value));
