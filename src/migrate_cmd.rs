@@ -22,6 +22,26 @@ pub fn run(path: &str, write: bool, registry: &NodeRegistry) -> i32 {
     };
     let (mut value, mut changes) = migrated;
     changes.extend(rebase_roots(&mut value, path));
+    // Settings illumo-flow ignored (the loader warned about each): illumo refuses them.
+    for node in &flow.nodes {
+        let Some(setting) = value
+            .pointer_mut(&format!(
+                "/flow/nodes/{}/setting",
+                node.id.replace('~', "~0").replace('/', "~1")
+            ))
+            .and_then(|s| s.as_object_mut())
+        else {
+            continue;
+        };
+        for key in &node.ignored_settings {
+            if setting.remove(key).is_some() {
+                changes.push(format!(
+                    "node `{}`: setting `{key}` dropped: the node has no such setting (illumo-flow ignored it)",
+                    node.id
+                ));
+            }
+        }
+    }
     let yaml = match serde_yaml::to_string(&value) {
         Ok(y) => format!("# migrated from illumo-flow's spelling by `illumo migrate`\n{y}"),
         Err(e) => {

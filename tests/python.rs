@@ -1174,3 +1174,54 @@ fn an_illumo_flow_decision_runs_a_target_once_and_records_each_entry() {
         json!({"x": 1, "steps": [{"node_id": "r", "status": "start"}, {"node_id": "r", "status": "success"}, {"node_id": "a", "status": "start"}, {"node_id": "a", "status": "success"}, {"node_id": "b", "status": "start"}, {"node_id": "b", "status": "success"}], "joins": {}, "errors": [], "payloads": {"r": {"a": 5, "b": 1}, "a": 5, "b": 1}, "routing": {"r": [{"target": "a", "confidence": 0.1, "reason": "r1"}, {"target": "a", "confidence": 0.9, "reason": "r2"}, {"target": "b", "confidence": 0.5}]}, "a": 5, "b": 1})
     );
 }
+
+/// A setting an illumo-flow node does not have is ignored there: here it is left out with
+/// a warning naming it, `illumo migrate` drops it, and a native flow refuses it.
+#[test]
+fn an_illumo_flow_nodes_unknown_settings_are_left_out_with_a_warning() {
+    let dir = crate::support::TempDir::new();
+    dir.write("m.py", "def ident(payload):\n    return payload\n");
+    dir.write(
+        "f.yaml",
+        "flow:\n  entry: a\n  nodes:\n    a:\n      type: illumo_flow.core.FunctionNode\n      context: {inputs: {callable: m.ident, payload: $ctx.x}, outputs: $ctx.a}\n      setting: {label: first, python_path: .}\n",
+    );
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args([
+            "run",
+            "f.yaml",
+            "--tracer",
+            "none",
+            "--color",
+            "never",
+            "--context",
+            r#"{"x": 2}"#,
+        ])
+        .run();
+    assert!(
+        out.stderr.contains("warning: node `a`: unknown setting `label`; illumo-flow ignores it, and so does illumo here\n --> f.yaml:7:17\n"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.success().ctx()["a"], 2);
+    let migrated = Illumo::new()
+        .in_dir(dir.path())
+        .args(["migrate", "f.yaml"])
+        .run()
+        .success();
+    assert!(migrated.stderr.contains("changed: node `a`: setting `label` dropped: the node has no such setting (illumo-flow ignored it)\n"), "{}", migrated.stderr);
+    assert!(!migrated.stdout.contains("label"), "{}", migrated.stdout);
+    dir.write("native.yaml", "flow:\n  nodes:\n    a: {type: FunctionNode, setting: {callable: m.ident, label: first}}\n");
+    let native = Illumo::new()
+        .in_dir(dir.path())
+        .args(["validate", "native.yaml"])
+        .run()
+        .code(2);
+    assert!(
+        native
+            .stderr
+            .starts_with("error: node `a`: unknown setting `label`"),
+        "{}",
+        native.stderr
+    );
+}

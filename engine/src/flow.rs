@@ -49,6 +49,8 @@ pub struct FlowNode {
     pub describe: Option<String>,
     /// A digest of the node as written (type, settings, inputs, outputs, policy).
     pub digest: String,
+    /// Settings left out as illumo-flow leaves them (keys the node type does not have).
+    pub ignored_settings: Vec<String>,
 }
 
 pub struct Edge {

@@ -594,6 +594,8 @@ pub struct BuildCx<'a> {
     /// The flow file's folder, whatever `base_dir` is (illumo-flow's flows resolve paths
     /// against the working folder, but their Python modules are looked for here too).
     pub flow_dir: &'a std::path::Path,
+    /// Settings left out (an illumo-flow flow's keys the node does not have).
+    ignored: Vec<String>,
 }
 
 impl<'a> BuildCx<'a> {
@@ -613,7 +615,34 @@ impl<'a> BuildCx<'a> {
             registry: None,
             dialect: crate::dialect::Dialect::Native,
             flow_dir: base_dir,
+            ignored: Vec::new(),
         }
+    }
+
+    /// The settings left out by [`BuildCx::ignore_setting`].
+    pub fn ignored(&self) -> &[String] {
+        &self.ignored
+    }
+
+    /// In a flow written for illumo-flow, a setting the node does not have is left out
+    /// with a warning, as illumo-flow ignores it; natively it is an error (the caller's).
+    /// Says whether it was left out.
+    pub fn ignore_setting(&mut self, key: &str, why: &str) -> bool {
+        if self.dialect != crate::dialect::Dialect::IllumoFlow {
+            return false;
+        }
+        if !self.ignored.iter().any(|k| k == key) {
+            let at = self.at(&[key]).as_key();
+            self.dec.push(
+                Diagnostic::warning(format!(
+                    "node `{}`: {why}; illumo-flow ignores it, and so does illumo here",
+                    self.node_id
+                ))
+                .at(at, key),
+            );
+            self.ignored.push(key.to_string());
+        }
+        true
     }
 
     /// The same, for a flow file in `flow_dir` when that is not `base_dir`.
@@ -643,12 +672,39 @@ impl<'a> BuildCx<'a> {
     /// Deserializes the settings into a config struct (use `deny_unknown_fields`); every
     /// serde error is reported at its place.
     pub fn config<T: DeserializeOwned>(&mut self) -> Option<T> {
-        let json = if self.setting.is_null() {
+        let mut json = if self.setting.is_null() {
             Value::Object(Map::new())
         } else {
             self.setting.to_json()
         };
-        match serde_path_to_error::deserialize::<_, T>(json) {
+        if let Value::Object(map) = &mut json {
+            map.retain(|k, _| !self.ignored.contains(k));
+        }
+        loop {
+            let attempt = serde_path_to_error::deserialize::<_, T>(json.clone());
+            // An illumo-flow flow's setting the node does not have: left out, and again.
+            if let Err(err) = &attempt {
+                let top = err.path().iter().count() <= 1;
+                if let (true, Some(field)) = (top, unknown_field(&err.inner().to_string())) {
+                    if json.get(&field).is_some()
+                        && self.ignore_setting(&field, &format!("unknown setting `{field}`"))
+                    {
+                        if let Value::Object(map) = &mut json {
+                            map.remove(&field);
+                        }
+                        continue;
+                    }
+                }
+            }
+            return self.config_result(attempt);
+        }
+    }
+
+    fn config_result<T>(
+        &mut self,
+        attempt: Result<T, serde_path_to_error::Error<serde_json::Error>>,
+    ) -> Option<T> {
+        match attempt {
             Ok(config) => Some(config),
             Err(err) => {
                 let mut path = self.setting_at.clone();

@@ -51,13 +51,14 @@ fn build_node(
         dec.push(d.help(format!("known types: {}", names.join(", "))));
         return None;
     };
-    let node = factory.build(
-        &mut BuildCx::new(&n.id, base_dir, &n.setting, n.setting_at.clone(), dec)
-            .with_registry(registry)
-            .with_dialect(dialect)
-            .with_flow_dir(flow_dir),
-    );
+    let mut cx = BuildCx::new(&n.id, base_dir, &n.setting, n.setting_at.clone(), dec)
+        .with_registry(registry)
+        .with_dialect(dialect)
+        .with_flow_dir(flow_dir);
+    let node = factory.build(&mut cx);
+    let ignored_settings = cx.ignored().to_vec();
     Some(FlowNode {
+        ignored_settings,
         digest: digest_of(n),
         id: n.id.clone(),
         at: n.at.clone(),

@@ -175,6 +175,9 @@ pub(crate) fn check_keys(cx: &mut BuildCx, type_name: &str, allowed: &[&str]) ->
     let mut ok = true;
     for (key, _) in entries {
         if !allowed.contains(&key.as_str()) {
+            if cx.ignore_setting(key, &format!("`{type_name}` has no setting `{key}`")) {
+                continue;
+            }
             let hint = did_you_mean(key, allowed.iter().copied())
                 .map(|s| format!("; did you mean `{s}`?"))
                 .unwrap_or_default();
