@@ -1225,3 +1225,32 @@ fn an_illumo_flow_nodes_unknown_settings_are_left_out_with_a_warning() {
         native.stderr
     );
 }
+
+/// Modules written against illumo-flow's Python API import in the worker; using that API
+/// says it is not there, by name (a constructor or a class method alike).
+#[test]
+fn illumo_flows_python_api_imports_and_says_it_is_not_available_when_used() {
+    let dir = crate::support::TempDir::new();
+    dir.write(
+        "m.py",
+        "from illumo_flow import Flow, FlowRuntime\nfrom illumo_flow.core import Routing\n\ndef build(payload):\n    Flow.from_config('flow.yaml')\n\ndef make(payload):\n    FlowRuntime()\n",
+    );
+    for (callable, said) in [
+        ("m.build", "illumo_flow.Flow.from_config is illumo-flow's Python API, which illumo's worker does not provide"),
+        ("m.make", "illumo_flow.FlowRuntime is illumo-flow's Python API, which illumo's worker does not provide"),
+    ] {
+        dir.write(
+            "f.yaml",
+            &format!("flow:\n  entry: a\n  nodes:\n    a: {{context: {{inputs: {{callable: {callable}}}}}}}\n"),
+        );
+        let out = Illumo::new()
+            .in_dir(dir.path())
+            .args(["run", "f.yaml", "-q", "--tracer", "none"])
+            .run()
+            .code(1);
+        assert_eq!(
+            out.ctx()["errors"],
+            json!([{"node_id": "a", "exception": "FlowError", "message": said}])
+        );
+    }
+}

@@ -81,7 +81,21 @@ def compat_module():
                 f"illumo_flow.{name} is illumo-flow's Python API, which illumo's worker does not provide"
             )
 
-        return type(name, (), {"__init__": refuse, "__module__": "illumo_flow.core"})
+        class Unavailable(type):
+            # `Flow.from_config(...)`, `FlowRuntime.configure(...)`: any class attribute
+            # refuses when called, with the same words.
+            def __getattr__(cls, attr):
+                if attr.startswith("__"):
+                    raise AttributeError(attr)
+
+                def method(*args, **kwargs):
+                    raise FlowError(
+                        f"illumo_flow.{name}.{attr} is illumo-flow's Python API, which illumo's worker does not provide"
+                    )
+
+                return method
+
+        return Unavailable(name, (), {"__init__": refuse, "__module__": "illumo_flow.core"})
 
     core.Routing = Routing
     core.FlowError = FlowError
