@@ -1254,3 +1254,37 @@ fn illumo_flows_python_api_imports_and_says_it_is_not_available_when_used() {
         );
     }
 }
+
+/// illumo-flow fills `ctx.joins.<join>` parent by parent as they arrive, so a stop halfway
+/// (FLOW_DEBUG_MAX_STEPS) leaves what arrived (illumo-flow 0.1.5 gives this very ctx).
+#[test]
+fn an_illumo_flow_join_records_each_parent_as_it_arrives() {
+    let dir = crate::support::TempDir::new();
+    dir.write(
+        "m.py",
+        "def plus1(payload):\n    return (payload or 0) + 1\n",
+    );
+    dir.write(
+        "f.yaml",
+        "flow:\n  entry: a\n  nodes:\n    a: {callable: m.plus1, context: {inputs: ctx.x}}\n    b: {callable: m.plus1}\n    j: {callable: m.plus1}\n  edges: [a >> b, a >> j, b >> j]\n",
+    );
+    let ctx = Illumo::new()
+        .in_dir(dir.path())
+        .args([
+            "run",
+            "f.yaml",
+            "-q",
+            "--tracer",
+            "none",
+            "--context",
+            r#"{"x": 1}"#,
+        ])
+        .env("FLOW_DEBUG_MAX_STEPS", "1")
+        .run()
+        .success()
+        .ctx();
+    assert_eq!(
+        ctx,
+        json!({"x": 1, "steps": [{"node_id": "a", "status": "start"}, {"node_id": "a", "status": "success"}], "joins": {"j": {"a": 2}}, "errors": [], "payloads": {"a": 2, "b": 2}, "routing": {}})
+    );
+}

@@ -860,6 +860,16 @@ impl Driver {
                 None => output.clone().unwrap_or_default(),
             };
             self.finished[to] = false;
+            let flow = &self.shared.flow;
+            if flow.dialect == Dialect::IllumoFlow && flow.joins[to].is_some() {
+                // illumo-flow fills `ctx.joins.<join>` parent by parent as they arrive.
+                let (join, parent) = (flow.id(to).to_string(), flow.id(from).to_string());
+                let ctx = &mut self.state.ctx;
+                if !ctx["joins"][&join].is_object() {
+                    ctx["joins"][&join] = json!({});
+                }
+                ctx["joins"][&join][&parent] = value.clone();
+            }
             if let Some(value) = self.joins.arrive(&self.shared.flow, to, from, value) {
                 self.enqueue(to, value);
             }
