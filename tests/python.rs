@@ -712,6 +712,17 @@ fn a_node_without_type_but_with_a_callable_is_an_illumo_flow_function() {
         out.success().ctx(),
         json!({"steps": [{"node_id": "a", "status": "start"}, {"node_id": "a", "status": "success"}], "joins": {}, "errors": [], "payloads": {"a": 3}, "routing": {}})
     );
+    // The function given in `setting:` alone, with no type: the same (illumo's nodes
+    // always name their type).
+    dir.write(
+        "in_setting.yaml",
+        "flow:\n  entry: a\n  nodes:\n    a:\n      setting: {callable: mods.flaky, policy: {retry: 2}}\n",
+    );
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args(["run", "in_setting.yaml", "-q", "--tracer", "none"])
+        .run();
+    assert_eq!(out.success().ctx()["payloads"]["a"], 3);
 }
 
 /// illumo-flow's `FLOW_DEBUG_MAX_STEPS`: an illumo-flow flow starts no node after that

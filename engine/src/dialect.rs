@@ -46,6 +46,9 @@ pub fn detect(flow: &Yaml) -> Dialect {
             // Keys only illumo-flow writes beside `type` (illumo's go under `setting:`);
             // a node without a type is a FunctionNode there.
             || FUNCTION_KEYS.iter().chain(LOOP_KEYS.iter()).any(|k| get(node, k).is_some())
+            // No type but a function in `setting:`: illumo's nodes always name their type.
+            || (get(node, "type").is_none()
+                && get(node, "setting").is_some_and(|s| FUNCTION_KEYS.iter().any(|k| get(s, k).is_some())))
     });
     if illumo_flow {
         Dialect::IllumoFlow
