@@ -3,7 +3,7 @@
 //! ctx illumo-flow 0.1.5's CLI produced for them (`tests/illumo_flow/expected/`,
 //! recorded by `tests/illumo_flow/record.sh`).
 
-use crate::support::{copy_dir, root, Illumo, TempDir};
+use crate::support::{copy_dir, root, step_lines, Illumo, TempDir};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
@@ -74,21 +74,7 @@ fn a_fan_out_gives_the_same_ctx_with_its_branches_in_any_order() {
     let steps = |ctx: &mut Value| ctx.as_object_mut().unwrap().remove("steps").unwrap();
     let (got_steps, want_steps) = (steps(&mut got), steps(&mut want));
     assert_eq!(got, want);
-    let order = |steps: &Value| -> Vec<String> {
-        steps
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| {
-                format!(
-                    "{} {}",
-                    s["node_id"].as_str().unwrap(),
-                    s["status"].as_str().unwrap()
-                )
-            })
-            .collect()
-    };
-    let (mut g, mut w) = (order(&got_steps), order(&want_steps));
+    let (mut g, mut w) = (step_lines(&got_steps), step_lines(&want_steps));
     // Each node starts before it succeeds, seed first and merge last, in both.
     for steps in [&g, &w] {
         assert_eq!(steps.first().map(String::as_str), Some("seed start"));

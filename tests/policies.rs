@@ -286,18 +286,7 @@ fn a_goto_target_that_fails_stops_instead_of_jumping_to_itself() {
             Some("error: node `rescue` failed on attempt 1 of 1: `python3` exited with code 4"),
             "{place}"
         );
-        let steps: Vec<String> = out.ctx()["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| {
-                format!(
-                    "{} {}",
-                    s["node"].as_str().unwrap(),
-                    s["status"].as_str().unwrap()
-                )
-            })
-            .collect();
+        let steps = crate::support::step_lines(&out.ctx()["steps"]);
         assert_eq!(steps, ["work error", "rescue error"], "{place}");
         assert_eq!(out.ctx()["errors"][1]["action"], "stop", "{place}");
     }

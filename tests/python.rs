@@ -984,20 +984,7 @@ fn illumo_flow_gotos_run_next_or_not_at_all_and_branches_share_ctx() {
     let flow = |nodes: Vec<String>, edges: &str| {
         format!("flow:\n  entry: s\n  nodes:\n    s:\n      context: {{inputs: {{callable: mods.mark, payload: $ctx.x}}, outputs: $ctx.s}}\n{}  edges: [{edges}]\n", nodes.concat())
     };
-    let steps = |ctx: &serde_json::Value| -> Vec<String> {
-        ctx["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| {
-                format!(
-                    "{} {}",
-                    s["node_id"].as_str().unwrap(),
-                    s["status"].as_str().unwrap()
-                )
-            })
-            .collect()
-    };
+    let steps = |ctx: &serde_json::Value| crate::support::step_lines(&ctx["steps"]);
     let run = |text: &str| {
         dir.write("f.yaml", text);
         Illumo::new()

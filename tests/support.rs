@@ -319,3 +319,23 @@ pub fn unique() -> u64 {
     static N: AtomicUsize = AtomicUsize::new(0);
     std::process::id() as u64 * 1000 + N.fetch_add(1, Ordering::Relaxed) as u64
 }
+
+/// A ctx's `steps` list as `"node status"` lines (illumo's `node` or illumo-flow's
+/// `node_id`), to compare the order things happened in.
+pub fn step_lines(steps: &serde_json::Value) -> Vec<String> {
+    steps
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|s| {
+                    let node = s.get("node_id").or_else(|| s.get("node"));
+                    format!(
+                        "{} {}",
+                        node.and_then(|n| n.as_str()).unwrap_or("?"),
+                        s["status"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

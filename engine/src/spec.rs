@@ -646,6 +646,22 @@ fn tokenize(text: &str) -> Result<Vec<(Token, usize)>, ChainError> {
     Ok(tokens)
 }
 
+/// The mode a group's `|` or `&` at `at` gives it; one group may not mix the two.
+fn group_mode(op: &Token, at: usize, so_far: Option<JoinMode>) -> Result<JoinMode, ChainError> {
+    let (this, text) = match op {
+        Token::Or => (JoinMode::Any, "|"),
+        _ => (JoinMode::All, "&"),
+    };
+    if so_far.is_some_and(|m| m != this) {
+        return Err(ChainError {
+            reason: "do not mix `|` and `&` in one group".into(),
+            offset: at,
+            near: text.into(),
+        });
+    }
+    Ok(this)
+}
+
 /// Parses `a >> (b | c) >> d` into edges.
 pub fn parse_chain(text: &str) -> Result<Vec<ChainEdge>, ChainError> {
     let tokens = tokenize(text)?;
@@ -666,19 +682,7 @@ pub fn parse_chain(text: &str) -> Result<Vec<ChainEdge>, ChainError> {
                 let mut mode = None;
                 i += 1;
                 while let Some((t @ (Token::Or | Token::And), op_at)) = tokens.get(i) {
-                    let this = if *t == Token::Or {
-                        JoinMode::Any
-                    } else {
-                        JoinMode::All
-                    };
-                    if mode.is_some_and(|m| m != this) {
-                        return Err(err(
-                            "do not mix `|` and `&` in one group",
-                            *op_at,
-                            if this == JoinMode::Any { "|" } else { "&" },
-                        ));
-                    }
-                    mode = Some(this);
+                    mode = Some(group_mode(t, *op_at, mode)?);
                     match tokens.get(i + 1) {
                         Some((Token::Name(n), at)) => names.push((n.clone(), *at)),
                         other => {
@@ -706,19 +710,7 @@ pub fn parse_chain(text: &str) -> Result<Vec<ChainEdge>, ChainError> {
                     match tokens.get(i) {
                         Some((Token::Close, _)) => break,
                         Some((t @ (Token::Or | Token::And), at)) => {
-                            let this = if *t == Token::Or {
-                                JoinMode::Any
-                            } else {
-                                JoinMode::All
-                            };
-                            if mode.is_some_and(|m| m != this) {
-                                return Err(err(
-                                    "do not mix `|` and `&` in one group",
-                                    *at,
-                                    if this == JoinMode::Any { "|" } else { "&" },
-                                ));
-                            }
-                            mode = Some(this);
+                            mode = Some(group_mode(t, *at, mode)?);
                         }
                         _ => return Err(err("unclosed `(`", *open_at, "(")),
                     }
