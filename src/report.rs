@@ -40,8 +40,21 @@ pub fn of(
         digest["last_error"] = json!({"node_id": node_id, "message": last.get("message")});
     }
     // illumo-flow's summary is the failure's own message, as its ctx records it.
+    // (When the run failed for another reason than the node's recorded error, such as a
+    // routing node's input that is no decision, that reason is illumo-flow's summary.)
+    let reason = match &failure.error {
+        RunError::NodeFailed { reason, .. } => Some(reason.as_str()),
+        _ => None,
+    };
     let summary = match ctx.get("failed_message").and_then(Value::as_str) {
-        Some(message) if illumo_flow(flow) && node.is_some() => message.to_string(),
+        Some(message)
+            if illumo_flow(flow)
+                && node.is_some()
+                && reason.is_none_or(|r| r.contains(message)) =>
+        {
+            message.to_string()
+        }
+        _ if illumo_flow(flow) && reason.is_some() => reason.unwrap_or_default().to_string(),
         _ => failure.error.to_string(),
     };
     let mut report = json!({

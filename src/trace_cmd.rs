@@ -133,6 +133,15 @@ fn execute(command: TraceCommand) -> Result<String, String> {
                 .map(crate::traceql::parse)
                 .transpose()?
                 .unwrap_or_default();
+            if filters.name.is_some()
+                || filters.kind.is_some()
+                || filters.status.is_some()
+                || !filters.attributes.is_empty()
+                || filters.limit.is_some()
+                || !filters.pick.is_empty()
+            {
+                return Err("--traceql: `trace show` picks one trace by trace_id=\"...\"; use `trace search` to filter spans".into());
+            }
             let conn = store::open(Path::new(&db))?;
             let trace_id = match trace_id.or(filters.trace_id) {
                 Some(id) => store::resolve_trace(&conn, &id)?,
@@ -171,6 +180,9 @@ fn execute(command: TraceCommand) -> Result<String, String> {
                 .map(crate::traceql::parse)
                 .transpose()?
                 .unwrap_or_default();
+            if !filters.pick.is_empty() {
+                return Err("--traceql: pick(...) chooses the columns of `trace list`; `trace search` prints spans".into());
+            }
             let conn = store::open(Path::new(&db))?;
             let mut attrs = attrs
                 .iter()

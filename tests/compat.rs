@@ -241,6 +241,18 @@ fn traceql_filters_list_search_and_show() {
     .success();
     let found: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(found.as_array().unwrap().len(), 2, "{found}");
+    // What a command cannot apply is an error, not ignored.
+    let out = trace(&[
+        "search",
+        "--db",
+        &db,
+        "--traceql",
+        "traces{} | pick(trace_id)",
+    ])
+    .code(2);
+    assert_eq!(out.stderr, "error: --traceql: pick(...) chooses the columns of `trace list`; `trace search` prints spans\n");
+    let out = trace(&["show", "--db", &db, "--traceql", r#"span.name=="boom""#]).code(2);
+    assert_eq!(out.stderr, "error: --traceql: `trace show` picks one trace by trace_id=\"...\"; use `trace search` to filter spans\n");
 }
 
 /// illumo-flow's README query: `traces{} | pick(...) | limit N` gives those columns; the

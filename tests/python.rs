@@ -1098,11 +1098,29 @@ fn an_illumo_flow_routing_node_routes_along_its_edges_only() {
         ctx["steps"],
         json!([{"node_id": "r", "status": "start"}, {"node_id": "r", "status": "failed", "message": "bad rule"}, {"node_id": "r", "status": "continue"}])
     );
-    let out = run(
-        &flow("boom", "fail_fast: false", "r >> (a | c)"),
-        r#"{"x": "hello"}"#,
-    )
-    .code(1);
+    let report = dir.path().join("report.json");
+    dir.write("f.yaml", &flow("boom", "fail_fast: false", "r >> (a | c)"));
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args([
+            "run",
+            "f.yaml",
+            "-q",
+            "--tracer",
+            "none",
+            "--context",
+            r#"{"x": "hello"}"#,
+        ])
+        .args(["--report-path", report.to_str().unwrap()])
+        .run()
+        .code(1);
+    // The failure report's summary is why the run failed, as illumo-flow's is.
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(
+        written["summary"],
+        "RoutingNode must return Routing instances or (Routing, payload) tuples"
+    );
     assert_eq!(
         out.stderr.lines().next(),
         Some("error: node `r` failed on attempt 1 of 1: RoutingNode must return Routing instances or (Routing, payload) tuples")
