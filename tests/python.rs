@@ -1100,6 +1100,17 @@ fn an_illumo_flow_routing_node_routes_along_its_edges_only() {
     );
     let report = dir.path().join("report.json");
     dir.write("f.yaml", &flow("boom", "fail_fast: false", "r >> (a | c)"));
+    // Its edges are followed: no warning says otherwise.
+    let checked = Illumo::new()
+        .in_dir(dir.path())
+        .args(["validate", "f.yaml"])
+        .run()
+        .success();
+    assert!(
+        !checked.stderr.contains("never followed"),
+        "{}",
+        checked.stderr
+    );
     let out = Illumo::new()
         .in_dir(dir.path())
         .args([

@@ -19,6 +19,10 @@ pub(crate) fn check(flow: &Flow, spec: &FlowSpec<'_>, dec: &mut Decoder) {
 /// A router replaces its edges with its decision: an edge to a node it never routes to
 /// is never followed.
 fn unfollowed_router_edges(flow: &Flow, spec: &FlowSpec<'_>, dec: &mut Decoder) {
+    // illumo-flow's routers follow their decision along their edges.
+    if flow.dialect == crate::dialect::Dialect::IllumoFlow {
+        return;
+    }
     let mut targets: HashMap<usize, HashSet<String>> = HashMap::new();
     for e in &spec.edges {
         let Some(&from) = flow.index.get(&e.from) else {
@@ -31,7 +35,8 @@ fn unfollowed_router_edges(flow: &Flow, spec: &FlowSpec<'_>, dec: &mut Decoder) 
         let known = targets
             .entry(from)
             .or_insert_with(|| router.references().into_iter().map(|r| r.id).collect());
-        if !known.contains(&e.to) {
+        // A router whose targets come from data (a Python routing rule) names none here.
+        if !known.is_empty() && !known.contains(&e.to) {
             dec.push(
                 Diagnostic::warning(format!(
                     "edge `{} >> {}` is never followed: `{}` is a router",
