@@ -252,3 +252,43 @@ fn a_credential_an_agent_sends_is_not_passed_to_the_tests_under_another_name() {
         Some("error: node `run_tests` failed on attempt 1 of 1: pass_env `LLMCRED` holds one of the run's secrets; the tests run code an LLM may have written, and secrets are not passed to it")
     );
 }
+
+/// A Unix socket in the file system (a Docker or D-Bus socket, here one this test
+/// listens on) is out of reach: the tests cannot create a Unix socket to connect with,
+/// while a socket pair among themselves still works. `network: true` lets them out.
+#[test]
+fn the_tests_cannot_reach_a_unix_socket_of_the_host() {
+    let dir = crate::support::TempDir::new();
+    let path = dir.path().join("host.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let body = format!(
+        "import socket\n\ndef test_host_socket():\n    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n    s.connect({path:?})\n    s.close()\n\ndef test_own_pair():\n    a, b = socket.socketpair()\n    a.sendall(b'hi')\n    assert b.recv(2) == b'hi'\n",
+        path = path.display().to_string()
+    );
+    let (code, results, _) = run_tests(&body, "", &[]);
+    assert_eq!(code, 0, "a failing test is a result, not an error");
+    let stdout = results["stdout"].as_str().unwrap();
+    assert_eq!(
+        (&results["passed"], &results["failed"]),
+        (&json!(1), &json!(1)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FAILED tests/test_it.py::test_host_socket - PermissionError")
+            && stdout.contains("E       PermissionError: [Errno 13] Permission denied"),
+        "{stdout}"
+    );
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the host's socket was reached"
+    );
+    let (_, results, _) = run_tests(&body, ", network: true", &[]);
+    assert_eq!(
+        (&results["passed"], &results["failed"]),
+        (&json!(2), &json!(0)),
+        "{}",
+        results["stdout"]
+    );
+    assert!(listener.accept().is_ok(), "the host's socket was reached");
+}

@@ -211,6 +211,11 @@ pub fn confine(command: &mut tokio::process::Command, limits: Limits) {
     unsafe {
         command.pre_exec(move || {
             set_limits(&limits)?;
+            if limits.isolate_network {
+                // A network namespace leaves the file system's Unix sockets (a Docker or
+                // D-Bus socket) reachable: creating one is refused instead.
+                deny_unix_sockets()?;
+            }
             let pid = libc::CLONE_NEWPID;
             let net = if limits.isolate_network {
                 libc::CLONE_NEWNET
@@ -246,6 +251,64 @@ pub fn confine(command: &mut tokio::process::Command, limits: Limits) {
             }
         });
     }
+}
+
+/// Installs a seccomp filter that makes `socket(AF_UNIX, ...)` fail with `EACCES` (pairs
+/// from `socketpair`, which reach nothing outside, still work), and kills a process that
+/// makes a system call of another architecture's (a way around the filter).
+/// Async-signal-safe: two `prctl` calls on a filter on the stack.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+unsafe fn deny_unix_sockets() -> io::Result<()> {
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const ALLOW: u32 = 0x7fff_0000;
+    const KILL_PROCESS: u32 = 0x8000_0000;
+    const ERRNO: u32 = 0x0005_0000;
+    #[cfg(target_arch = "x86_64")]
+    const ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
+    #[cfg(target_arch = "aarch64")]
+    const ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
+                                   // x32 system calls share x86_64's architecture with this bit set in their number.
+    const X32: u32 = 0x4000_0000;
+    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    let filter = [
+        op(LD_W_ABS, 0, 0, 4), // seccomp_data.arch
+        op(JEQ_K, 1, 0, ARCH),
+        op(RET_K, 0, 0, KILL_PROCESS),
+        op(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+        op(JGE_K, 4, 0, X32),
+        op(JEQ_K, 0, 2, libc::SYS_socket as u32),
+        op(LD_W_ABS, 0, 0, 16), // seccomp_data.args[0], its low half
+        op(JEQ_K, 1, 0, libc::AF_UNIX as u32),
+        op(RET_K, 0, 0, ALLOW),
+        op(RET_K, 0, 0, ERRNO | libc::EACCES as u32),
+    ];
+    let program = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: prctl reads the filter, which outlives the call.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &program as *const libc::sock_fprog,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+unsafe fn deny_unix_sockets() -> io::Result<()> {
+    Ok(())
 }
 
 /// What [`confine`] gets from this kernel, found once by trying it on `true`.
