@@ -627,3 +627,33 @@ fn migrate_writes_out_the_inspectors_illumo_flow_defaults() {
         .ctx();
     assert_eq!(ctx["workspace"]["structure"][0]["path"], "a.yaml");
 }
+
+/// illumo-flow's inspector resolves the target files it is given: one reached through a
+/// symlink that leads out of the workspace is `outside-root`, never read.
+#[test]
+fn illumo_flows_inspector_does_not_follow_a_symlink_out_of_the_workspace() {
+    let dir = crate::support::TempDir::new();
+    dir.write("secret/key.py", "TOKEN = 'do-not-read'\n");
+    dir.write("ws/a.py", "x = 1\n");
+    std::os::unix::fs::symlink(dir.path().join("secret"), dir.path().join("ws/link")).unwrap();
+    dir.write(
+        "f.yaml",
+        "flow:\n  entry: inspect\n  nodes:\n    inspect: {type: illumo_flow.nodes.WorkspaceInspectorNode, setting: {default_root: ws}}\n",
+    );
+    let ctx = Illumo::new()
+        .in_dir(dir.path())
+        .args(["run", "f.yaml", "-q", "--tracer", "none"])
+        .args([
+            "--context",
+            r#"{"request": {"target_files": ["link/key.py", "a.py"]}}"#,
+        ])
+        .run()
+        .success()
+        .ctx();
+    assert_eq!(
+        ctx["workspace"]["structure_excluded"],
+        json!([{"path": "link/key.py", "reason": "outside-root"}])
+    );
+    assert!(!ctx.to_string().contains("do-not-read"), "{ctx}");
+    assert_eq!(ctx["workspace"]["structure"][0]["path"], "a.py");
+}

@@ -224,6 +224,7 @@ wrote `{path}` (13 changes)
         std::fs::read_to_string(&path).unwrap(),
         "# migrated from illumo-flow's spelling by `illumo migrate`
 flow:
+  name: a
   entry: a
   max_parallel: 1
   nodes:

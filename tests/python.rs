@@ -1315,3 +1315,99 @@ fn an_illumo_flow_join_records_each_parent_as_it_arrives() {
         json!({"x": 1, "steps": [{"node_id": "a", "status": "start"}, {"node_id": "a", "status": "success"}], "joins": {"j": {"a": 2}}, "errors": [], "payloads": {"a": 2, "b": 2}, "routing": {}})
     );
 }
+
+/// Natively an attempt that raises changes nothing, so what it left in ctx is not even
+/// sent: a value there that is not JSON does not hide the exception, which is retried.
+#[test]
+fn a_native_function_that_raises_after_leaving_no_json_in_ctx_is_retried_with_its_error() {
+    let dir = crate::support::TempDir::new();
+    dir.write(
+        "m.py",
+        "def f(payload, ctx):\n    ctx['odd'] = {1, 2}\n    raise ValueError('real reason')\n",
+    );
+    dir.write(
+        "f.yaml",
+        "flow:\n  nodes:\n    f: {type: FunctionNode, setting: {callable: m.f}, policy: {retry: {max_attempts: 2}}}\n",
+    );
+    let out = Illumo::new()
+        .in_dir(dir.path())
+        .args(["run", "f.yaml", "-q", "--tracer", "none"])
+        .run()
+        .code(1);
+    assert_eq!(
+        out.stderr.lines().next(),
+        Some("error: node `f` failed on attempt 2 of 2: `m.f` raised ValueError: real reason")
+    );
+}
+
+/// Review fixes for illumo-flow flows: a goto to a node already queued runs it once, with
+/// the goto's input (illumo-flow reads the input when the node runs); a join recorded
+/// parent by parent copes with a `ctx.joins` that is not a map; migrate keeps a node's
+/// own stop under a flow's `fail_fast: false`.
+#[test]
+fn illumo_flow_goto_to_a_queued_node_joins_and_a_nodes_own_stop() {
+    let dir = crate::support::TempDir::new();
+    dir.write(
+        "m.py",
+        "def ident(payload):\n    return payload\ndef boom(payload):\n    raise ValueError('no')\ndef tag(payload):\n    return 'from f'\n",
+    );
+    // s >> (f, k): f (input 9) fails and goes to k, queued already with s's output (5).
+    dir.write(
+        "goto.yaml",
+        "flow:\n  entry: s\n  nodes:\n    s: {callable: m.ident, context: {inputs: ctx.x}}\n    f: {callable: m.boom, context: {inputs: ctx.y}, setting: {policy: {on_error: {action: goto, target: k}}}}\n    k: {callable: m.ident, context: {outputs: ctx.k}}\n  edges: [s >> f, s >> k]\n",
+    );
+    let ctx = Illumo::new()
+        .in_dir(dir.path())
+        .args([
+            "run",
+            "goto.yaml",
+            "-q",
+            "--tracer",
+            "none",
+            "--context",
+            r#"{"x": 5, "y": 9}"#,
+        ])
+        .run()
+        .success()
+        .ctx();
+    let k_runs = crate::support::step_lines(&ctx["steps"])
+        .iter()
+        .filter(|l| l.as_str() == "k start")
+        .count();
+    assert_eq!((k_runs, &ctx["k"]), (1, &json!(9)));
+    dir.write(
+        "join.yaml",
+        "flow:\n  entry: a\n  nodes:\n    a: {callable: m.ident, context: {inputs: ctx.x}}\n    b: {callable: m.ident}\n    j: {callable: m.ident, context: {outputs: ctx.j}}\n  edges: [a >> b, a >> j, b >> j]\n",
+    );
+    let ctx = Illumo::new()
+        .in_dir(dir.path())
+        .args([
+            "run",
+            "join.yaml",
+            "-q",
+            "--tracer",
+            "none",
+            "--context",
+            r#"{"x": 1, "joins": []}"#,
+        ])
+        .run()
+        .success()
+        .ctx();
+    assert_eq!(ctx["j"], json!({"a": 1, "b": 1}));
+    dir.write(
+        "stop.yaml",
+        "flow:\n  entry: f\n  policy: {fail_fast: false}\n  nodes:\n    f: {callable: m.boom, setting: {policy: {fail_fast: true}}}\n",
+    );
+    let migrated = Illumo::new()
+        .in_dir(dir.path())
+        .args(["migrate", "stop.yaml"])
+        .run()
+        .success();
+    assert!(
+        migrated
+            .stdout
+            .contains("      policy:\n        fail_fast: true\n        on_error: stop\n"),
+        "{}",
+        migrated.stdout
+    );
+}

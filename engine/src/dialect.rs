@@ -517,7 +517,7 @@ pub fn illumo_flow_meaning(mut spec: PolicySpec) -> PolicySpec {
 
 fn retries_as_attempts(n: &serde_json::Number) -> Yaml {
     Yaml::Scalar(match n.as_u64() {
-        Some(retries) => Value::from(retries + 1),
+        Some(retries) => Value::from(retries.saturating_add(1)),
         None => Value::Number(n.clone()),
     })
 }
@@ -580,7 +580,7 @@ pub fn migrate(text: &str) -> Result<Option<(Value, Vec<String>)>, String> {
             // `fail_fast` undoes that says what it does.
             let merged = illumo_flow_meaning(spec.policy.overlay(&node.policy)).on_error;
             if merged != illumo_flow_meaning(spec.policy.clone()).on_error {
-                own.on_error = merged;
+                own.on_error = Some(merged.unwrap_or(crate::policy::OnError::Stop));
             }
         }
         let policy = policy_json(&own);
@@ -590,9 +590,8 @@ pub fn migrate(text: &str) -> Result<Option<(Value, Vec<String>)>, String> {
         nodes.insert(node.id.clone(), Value::Object(out));
     }
     let mut flow = Map::new();
-    if get(flow_yaml, "name").is_some() {
-        flow.insert("name".into(), Value::String(spec.name.clone()));
-    }
+    // The run's name there: the one written, else the entry's.
+    flow.insert("name".into(), Value::String(spec.name.clone()));
     if let Some(d) = &spec.describe {
         flow.insert("describe".into(), Value::String(d.clone()));
     }

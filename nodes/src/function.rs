@@ -368,8 +368,4 @@ impl Node for Function {
     fn reads(&self) -> Reads {
         Reads::all()
     }
-
-    fn routes(&self) -> bool {
-        self.routing
-    }
 }

@@ -143,6 +143,13 @@ impl Scheduler {
         });
     }
 
+    /// The input a queued activation of `node` runs with, replaced.
+    fn replace_input(&mut self, node: usize, input: Value) {
+        if let Some(a) = self.ready.iter_mut().find(|a| a.node == node) {
+            a.input = input;
+        }
+    }
+
     fn pop(&mut self) -> Option<Activation> {
         let a = self.ready.pop_front()?;
         self.queued[a.node] -= 1;
@@ -865,6 +872,9 @@ impl Driver {
                 // illumo-flow fills `ctx.joins.<join>` parent by parent as they arrive.
                 let (join, parent) = (flow.id(to).to_string(), flow.id(from).to_string());
                 let ctx = &mut self.state.ctx;
+                if !ctx.get("joins").is_some_and(Value::is_object) {
+                    ctx["joins"] = json!({});
+                }
                 if !ctx["joins"][&join].is_object() {
                     ctx["joins"][&join] = json!({});
                 }
@@ -1125,7 +1135,8 @@ impl Driver {
         );
         match on_error {
             OnError::Continue
-                if shared.flow.dialect == Dialect::IllumoFlow && node.node.routes() =>
+                if shared.flow.dialect == Dialect::IllumoFlow
+                    && (node.node.routes() || node.type_name == "CustomRoutingNode") =>
             {
                 // illumo-flow reads the input passed on as the routing decision: none
                 // (null or []) ends the branch; anything else is not one, and the run fails.
@@ -1184,7 +1195,10 @@ impl Driver {
                         if shared.flow.keep_payload[to] {
                             self.record("payloads", &target, input.clone());
                         }
-                        if !self.finished[to] && self.sched.queued[to] == 0 {
+                        if self.sched.queued[to] > 0 {
+                            // Queued already: it runs once, with the goto's input.
+                            self.sched.replace_input(to, input);
+                        } else if !self.finished[to] {
                             self.sched.push_front(to, input, self.state.clock);
                         }
                     }

@@ -180,6 +180,10 @@ impl PathTree {
 /// Two nodes that may run at the same time and write overlapping ctx paths race each
 /// other. Each node is reported once, with the first node it races.
 fn parallel_writes(flow: &Flow, spec: &FlowSpec<'_>, dec: &mut Decoder) {
+    // illumo-flow's flows run one node at a time: branches may share a path.
+    if flow.dialect == crate::dialect::Dialect::IllumoFlow {
+        return;
+    }
     let mut tree = PathTree::new();
     let mut placed = Vec::new();
     for (i, node) in flow.nodes.iter().enumerate() {

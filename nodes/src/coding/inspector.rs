@@ -224,9 +224,12 @@ impl Walker {
         if targets.is_empty() {
             self.entries(root, &mut candidates);
         } else {
+            // Resolved as illumo-flow resolves them: a symlink leading out is outside too.
+            let real_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
             for target in targets {
                 let candidate = lexical(&root.join(target));
-                if !candidate.starts_with(root) {
+                let real = std::fs::canonicalize(&candidate).unwrap_or_else(|_| candidate.clone());
+                if !candidate.starts_with(root) || !real.starts_with(&real_root) {
                     walk.excluded
                         .push(json!({"path": target, "reason": "outside-root"}));
                     continue;
@@ -239,6 +242,9 @@ impl Walker {
         candidates.dedup();
         for candidate in candidates {
             let rel = relative(&candidate);
+            if self.config.exclude.iter().any(|g| glob_match(g, &rel)) {
+                continue;
+            }
             let meta = std::fs::symlink_metadata(&candidate).ok();
             let Some(meta) = meta.filter(|m| m.is_file()) else {
                 walk.excluded

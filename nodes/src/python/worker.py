@@ -438,7 +438,9 @@ def serve(request, ctx_text):
             "traceback": user_traceback(exc),
             "stdout": out.getvalue(),
             "stderr": err.getvalue(),
-            "writes": changes(),
+            # illumo-flow keeps what a raising function changed; natively nothing is kept,
+            # so nothing is sent (a value there that is not JSON must not hide the error).
+            "writes": changes() if whole else [],
         }
     writes = changes()
     # `(output, delta)`, as illumo-flow reads any 2-tuple: the output is the first item,
