@@ -684,8 +684,15 @@ impl<'a> BuildCx<'a> {
             let attempt = serde_path_to_error::deserialize::<_, T>(json.clone());
             // An illumo-flow flow's setting the node does not have: left out, and again.
             if let Err(err) = &attempt {
-                let top = err.path().iter().count() <= 1;
-                if let (true, Some(field)) = (top, unknown_field(&err.inner().to_string())) {
+                let field = unknown_field(&err.inner().to_string());
+                // At the top of the settings: the path is empty, or the field itself.
+                let segments: Vec<_> = err.path().iter().collect();
+                let top = match segments.as_slice() {
+                    [] => true,
+                    [serde_path_to_error::Segment::Map { key }] => Some(key) == field.as_ref(),
+                    _ => false,
+                };
+                if let (true, Some(field)) = (top, field) {
                     if json.get(&field).is_some()
                         && self.ignore_setting(&field, &format!("unknown setting `{field}`"))
                     {

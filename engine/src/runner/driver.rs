@@ -1091,6 +1091,7 @@ impl Driver {
         let shared = self.shared.clone();
         let node = &shared.flow.nodes[index];
         let policy = &shared.policies[index];
+        self.finished[index] = true;
         let on_error = self.on_error(index);
         let action = match &on_error {
             OnError::Stop => "stop".to_string(),
