@@ -137,9 +137,20 @@ pub(crate) fn load_text(
     registry: &NodeRegistry,
     profile: Option<&str>,
 ) -> Result<Flow, LoadError> {
+    load_text_with(path, text, registry, profile, None)
+}
+
+/// [`load_text`] with a goto the command line adds (see [`Flow::load_with`]).
+pub(crate) fn load_text_with(
+    path: &str,
+    text: String,
+    registry: &NodeRegistry,
+    profile: Option<&str>,
+    extra_goto: Option<&str>,
+) -> Result<Flow, LoadError> {
     let parsed = match illumo_engine::yaml::parse(&text) {
         Ok(parsed) if playbook::is_playbook(&parsed.yaml) => parsed,
-        _ => return Flow::load_for(Source::new(path, text), registry, profile),
+        _ => return Flow::load_with(Source::new(path, text), registry, profile, extra_goto),
     };
     let source = Source::new(path, text);
     let translated = match playbook::translate(&parsed.yaml) {
@@ -153,7 +164,7 @@ pub(crate) fn load_text(
         }
     };
     let generated = Source::new(path, translated.text);
-    match Flow::load(generated.clone(), registry) {
+    match Flow::load_with(generated.clone(), registry, None, extra_goto) {
         Ok(mut flow) => {
             playbook::map_back(&mut flow.warnings, &generated, &translated.lines);
             playbook::resolve(&mut flow.warnings, &parsed);

@@ -182,6 +182,23 @@ fn prepare(args: &RunArgs, registry: &NodeRegistry) -> Result<Prepared, Option<S
     options.permissions.write_files = args.write;
     options.permissions.ask = can_ask(args.no_input);
     options.overrides = overrides(&flow, args.profile.as_deref(), args.policy.as_deref())?;
+    // A goto from `--policy`: the flow again, with the graph knowing where it leads (a
+    // join then waits for what the goto may bring). Its warnings were shown already.
+    let flow = match (&args.policy, &options.overrides.on_error) {
+        (Some(_), Some(illumo_engine::policy::OnError::Goto(target))) => {
+            let text = flow.source.text.clone();
+            let path = args.flow.clone();
+            let (profile, target) = (args.profile.as_deref(), target.clone());
+            crate::load_text_with(&path, text, registry, profile, Some(&target)).map_err(|e| {
+                eprint!(
+                    "{}",
+                    e.source.render_all(&e.diagnostics, crate::stderr_color())
+                );
+                None
+            })?
+        }
+        _ => flow,
+    };
     options.durability = durability(args.durability);
     options.max_text = max_text(&args.tracer_args)?;
     options.prices = prices(&args.tracer_args)?;

@@ -380,3 +380,25 @@ fn a_parallel_loop_runs_its_items_at_once_and_keeps_their_order() {
         zero.stderr
     );
 }
+
+/// A goto given on the command line is part of the graph: a join waits for a parent that
+/// only the goto can bring, and runs once with both (it ran early, then again, before).
+#[test]
+fn a_join_waits_for_a_parent_a_command_line_goto_may_bring() {
+    let flow = "flow:\n  entry: a\n  nodes:\n    a: {type: Set, setting: {value: a}}\n    b: {type: Command, setting: {argv: [sh, -c, 'exit 1']}}\n    h: {type: Set, setting: {value: h}}\n    j: {type: Set, setting: {value: $joins.j}, outputs: $ctx.j}\n  edges: [a >> b, a >> j, h >> j]\n";
+    let out = Illumo::new()
+        .run_flow(flow)
+        .args(["-q", "--tracer", "none"])
+        .args([
+            "--policy",
+            r#"{"on_error": {"action": "goto", "target": "h"}}"#,
+        ])
+        .run()
+        .success();
+    let ctx = out.ctx();
+    assert_eq!(
+        crate::support::step_lines(&ctx["steps"]),
+        ["a ok", "b error", "h ok", "j ok"]
+    );
+    assert_eq!(ctx["j"], json!({"a": "a", "h": "h"}));
+}

@@ -24,6 +24,8 @@ pub struct Decoder {
     pub profile: Option<String>,
     /// Whose vocabulary the flow being decoded is written in.
     pub dialect: crate::dialect::Dialect,
+    /// A goto the command line adds (`--policy`), so the graph knows where it leads.
+    pub extra_goto: Option<String>,
 }
 
 impl Decoder {

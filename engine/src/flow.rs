@@ -151,8 +151,20 @@ impl Flow {
         registry: &NodeRegistry,
         profile: Option<&str>,
     ) -> Result<Flow, LoadError> {
+        Flow::load_with(source, registry, profile, None)
+    }
+
+    /// The same, with a goto the command line adds (`--policy`): the graph knows the
+    /// failing nodes may lead to `extra_goto`, so a join waits for what it may bring.
+    pub fn load_with(
+        source: Source,
+        registry: &NodeRegistry,
+        profile: Option<&str>,
+        extra_goto: Option<&str>,
+    ) -> Result<Flow, LoadError> {
         let mut dec = Decoder {
             profile: profile.map(str::to_string),
+            extra_goto: extra_goto.map(str::to_string),
             ..Decoder::default()
         };
         let parsed = match crate::yaml::parse(&source.text) {

@@ -89,6 +89,7 @@ pub(crate) fn transitions(
     nodes: &[FlowNode],
     spec: &FlowSpec<'_>,
     names: &Names,
+    extra_goto: Option<&str>,
 ) -> (Vec<Vec<usize>>, Vec<bool>) {
     let mut invoked = vec![false; nodes.len()];
     let mut transitions: Vec<Vec<usize>> = wiring
@@ -109,6 +110,7 @@ pub(crate) fn transitions(
             Some(OnError::Goto(t)) => names.get(t),
             _ => None,
         })
+        .chain(extra_goto.and_then(|t| names.get(t)))
         .collect();
     for (i, n) in nodes.iter().enumerate() {
         // A node never jumps to itself on error (it fails instead).

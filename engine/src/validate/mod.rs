@@ -51,7 +51,15 @@ pub(crate) fn build(
         return None;
     }
     let mut nodes: Vec<_> = built.into_iter().collect::<Option<_>>()?;
-    let (transitions, invoked) = edges::transitions(&wiring, &references, &nodes, &spec, &names);
+    let extra_goto = dec.extra_goto.clone();
+    let (transitions, invoked) = edges::transitions(
+        &wiring,
+        &references,
+        &nodes,
+        &spec,
+        &names,
+        extra_goto.as_deref(),
+    );
     let fan_outs = edges::fan_outs(&wiring, &nodes, &names, &entry);
     let graph = GraphFacts::new(&transitions, &fan_outs, &entry);
     let joins = joins::joins(&wiring.parents, &graph);
