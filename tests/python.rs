@@ -55,6 +55,15 @@ def slow(payload):
     time.sleep(30)
 "#;
 
+/// Runs `illumo run FILE -q --tracer none` in `dir`, with `extra` arguments.
+fn run_file(dir: &crate::support::TempDir, file: &str, extra: &[&str]) -> crate::support::Output {
+    Illumo::new()
+        .in_dir(dir.path())
+        .args(["run", file, "-q", "--tracer", "none"])
+        .args(extra)
+        .run()
+}
+
 /// Writes `funcs.py` next to the flow and runs it with `extra` args.
 fn run(flow: &str, extra: &[&str]) -> crate::support::Output {
     let illumo = Illumo::new();
@@ -329,10 +338,7 @@ fn illumo_flow_errors_name_the_python_exception_class() {
         "flow.yaml",
         "flow:\n  entry: f\n  nodes:\n    f:\n      type: illumo_flow.core.FunctionNode\n      context: {inputs: {callable: funcs.bad}}\n  policy: {fail_fast: false, on_error: {action: continue}}\n",
     );
-    let out = Illumo::new()
-        .in_dir(dir.path())
-        .args(["run", "flow.yaml", "-q", "--tracer", "none"])
-        .run();
+    let out = run_file(&dir, "flow.yaml", &[]);
     let ctx = out.ctx();
     assert_eq!(ctx["errors"][0]["exception"], "ValueError", "{ctx}");
     assert_eq!(ctx["failed_exception_type"], "ValueError");
@@ -455,11 +461,11 @@ fn a_function_named_by_a_ctx_path_is_looked_up_when_the_node_runs() {
         "flow.yaml",
         "flow:\n  entry: f\n  nodes:\n    f:\n      type: illumo_flow.core.FunctionNode\n      context:\n        inputs: {callable: ctx.handler, text: ctx.text}\n        outputs: ctx.out\n",
     );
-    let out = Illumo::new()
-        .in_dir(dir.path())
-        .args(["run", "flow.yaml", "-q", "--tracer", "none"])
-        .args(["-c", r#"{"handler": "funcs.shout", "text": "Hi"}"#])
-        .run();
+    let out = run_file(
+        &dir,
+        "flow.yaml",
+        &["-c", r#"{"handler": "funcs.shout", "text": "Hi"}"#],
+    );
     assert_eq!(
         out.success().ctx(),
         json!({"handler": "funcs.shout", "text": "Hi",
@@ -552,13 +558,7 @@ fn illumo_flow_policies_mean_the_same_on_the_flow_and_on_the_command_line() {
         "boom.yaml",
         "flow:\n  entry: f\n  nodes:\n    f:\n      type: illumo_flow.core.FunctionNode\n      context: {inputs: {callable: mods.boom, payload: $ctx.x}, outputs: $ctx.f}\n    g:\n      type: illumo_flow.core.FunctionNode\n      context: {inputs: {callable: mods.ident}, outputs: $ctx.g}\n  edges:\n    - f >> g\n",
     );
-    let run = |flow: &str, extra: &[&str]| {
-        Illumo::new()
-            .in_dir(dir.path())
-            .args(["run", flow, "-q", "--tracer", "none"])
-            .args(extra)
-            .run()
-    };
+    let run = |flow: &str, extra: &[&str]| run_file(&dir, flow, extra);
     // Two retries after the first attempt: the third call succeeds.
     assert_eq!(run("flaky_policy.yaml", &[]).success().ctx()["f"], 3);
     let retry = r#"{"retry": {"max_attempts": 2, "delay": 0}}"#;
@@ -657,10 +657,7 @@ fn an_illumo_flow_flow_reads_a_missing_path_as_null() {
         "f.yaml",
         "flow:\n  entry: a\n  nodes:\n    a:\n      type: illumo_flow.core.FunctionNode\n      context:\n        inputs: {callable: m.show, text: 'hi {{ ctx.user.name }}!', e: $env.ILLUMO_TEST_UNSET, n: ctx.no.where}\n        outputs: ctx.out\n",
     );
-    let out = Illumo::new()
-        .in_dir(dir.path())
-        .args(["run", "f.yaml", "-q", "--tracer", "none"])
-        .run();
+    let out = run_file(&dir, "f.yaml", &[]);
     assert_eq!(
         out.success().ctx(),
         json!({"steps": [{"node_id": "a", "status": "start"}, {"node_id": "a", "status": "success"}], "joins": {}, "errors": [], "payloads": {"a": {"text": "hi !", "e": "", "n": null}}, "routing": {}, "out": {"text": "hi !", "e": "", "n": null}})
@@ -680,10 +677,7 @@ fn an_illumo_flow_route_without_payload_from_a_null_input_passes_the_map_on() {
         "flow.yaml",
         "flow:\n  entry: r\n  nodes:\n    r:\n      type: illumo_flow.core.CustomRoutingNode\n      context: {inputs: {routing_rule: mods.route, payload: $ctx.x}}\n    a:\n      type: illumo_flow.core.FunctionNode\n      context: {inputs: {callable: mods.ident}, outputs: $ctx.a}\n    b:\n      type: illumo_flow.core.FunctionNode\n      context: {inputs: {callable: mods.ident}, outputs: $ctx.b}\n  edges:\n    - r >> (a | b)\n",
     );
-    let out = Illumo::new()
-        .in_dir(dir.path())
-        .args(["run", "flow.yaml", "-q", "--tracer", "none"])
-        .run();
+    let out = run_file(&dir, "flow.yaml", &[]);
     assert_eq!(
         out.success().ctx(),
         json!({"steps": [{"node_id": "r", "status": "start"}, {"node_id": "r", "status": "success"}, {"node_id": "b", "status": "start"}, {"node_id": "b", "status": "success"}], "joins": {}, "errors": [], "payloads": {"r": {"b": null}, "b": {"b": null}}, "routing": {"r": [{"target": "b", "confidence": 0.9, "reason": "because"}]}, "b": {"b": null}})
@@ -704,10 +698,7 @@ fn a_node_without_type_but_with_a_callable_is_an_illumo_flow_function() {
         "bare.yaml",
         "flow:\n  entry: a\n  nodes:\n    a:\n      callable: mods.flaky\n      setting:\n        policy:\n          retry: {max_attempts: 2}\n",
     );
-    let out = Illumo::new()
-        .in_dir(dir.path())
-        .args(["run", "bare.yaml", "-q", "--tracer", "none"])
-        .run();
+    let out = run_file(&dir, "bare.yaml", &[]);
     assert_eq!(
         out.success().ctx(),
         json!({"steps": [{"node_id": "a", "status": "start"}, {"node_id": "a", "status": "success"}], "joins": {}, "errors": [], "payloads": {"a": 3}, "routing": {}})
@@ -718,10 +709,7 @@ fn a_node_without_type_but_with_a_callable_is_an_illumo_flow_function() {
         "in_setting.yaml",
         "flow:\n  entry: a\n  nodes:\n    a:\n      setting: {callable: mods.flaky, policy: {retry: 2}}\n",
     );
-    let out = Illumo::new()
-        .in_dir(dir.path())
-        .args(["run", "in_setting.yaml", "-q", "--tracer", "none"])
-        .run();
+    let out = run_file(&dir, "in_setting.yaml", &[]);
     assert_eq!(out.success().ctx()["payloads"]["a"], 3);
 }
 
@@ -784,14 +772,14 @@ fn an_illumo_flow_functions_changes_to_ctx_survive_its_exceptions_and_deletions_
         "flow:\n  entry: f\n  nodes:\n    f:\n      type: FunctionNode\n      setting: {callable: m.counted}\n      inputs: $ctx.x\n      outputs: $ctx.f\n      policy: {retry: {max_attempts: 3}}\n",
     );
     let run = |file: &str| {
-        Illumo::new()
-            .in_dir(dir.path())
-            .args(["run", file, "-q", "--tracer", "none"])
-            .args([
+        run_file(
+            &dir,
+            file,
+            &[
                 "--context",
                 r#"{"x": 7, "tmp": 1, "cfg": {"secret": "s", "keep": 2}}"#,
-            ])
-            .run()
+            ],
+        )
     };
     assert_eq!(
         run("old.yaml").success().ctx(),
@@ -821,18 +809,7 @@ fn an_illumo_flow_timeout_is_recorded_in_illumo_flows_words() {
         "to.yaml",
         "flow:\n  entry: f\n  nodes:\n    f:\n      type: illumo_flow.core.FunctionNode\n      context: {inputs: {callable: t.slow, payload: $ctx.x}, outputs: $ctx.f}\n      setting: {policy: {timeout: 300ms, retry: {max_attempts: 0}, fail_fast: false}}\n    g:\n      type: illumo_flow.core.FunctionNode\n      context: {inputs: {callable: t.ident}, outputs: $ctx.g}\n  edges:\n    - f >> g\n",
     );
-    let out = Illumo::new()
-        .in_dir(dir.path())
-        .args([
-            "run",
-            "to.yaml",
-            "-q",
-            "--tracer",
-            "none",
-            "--context",
-            r#"{"x": 1}"#,
-        ])
-        .run();
+    let out = run_file(&dir, "to.yaml", &["--context", r#"{"x": 1}"#]);
     let said = "Node 'f' timed out after 0.3 seconds";
     assert_eq!(
         out.success().ctx(),
@@ -857,13 +834,7 @@ fn illumo_flow_lists_of_inputs_and_outputs_read_and_write_as_there() {
         "native.yaml",
         "flow:\n  entry: f\n  nodes:\n    f:\n      type: FunctionNode\n      setting: {callable: i.ident}\n      inputs: {x: $ctx.x}\n      outputs: [$ctx.a, {x: $ctx.b}, {y: $ctx.c}]\n",
     );
-    let run = |file: &str| {
-        Illumo::new()
-            .in_dir(dir.path())
-            .args(["run", file, "-q", "--tracer", "none"])
-            .args(["--context", r#"{"x": 1, "cfg": {"y": 2}}"#])
-            .run()
-    };
+    let run = |file: &str| run_file(&dir, file, &["--context", r#"{"x": 1, "cfg": {"y": 2}}"#]);
     let whole = json!({"x": 1, "b": 2, "ILLUMO_TEST_UNSET": ""});
     assert_eq!(
         run("f.yaml").success().ctx(),
@@ -944,16 +915,16 @@ fn an_illumo_flow_template_prints_booleans_as_python_does() {
         ),
     );
     let run = |file: &str| {
-        Illumo::new()
-            .in_dir(dir.path())
-            .args(["run", file, "-q", "--tracer", "none"])
-            .args([
+        run_file(
+            &dir,
+            file,
+            &[
                 "--context",
                 r#"{"flag": true, "off": false, "n": 3, "fl": 1.5, "s": "str"}"#,
-            ])
-            .run()
-            .success()
-            .ctx()
+            ],
+        )
+        .success()
+        .ctx()
     };
     assert_eq!(
         run("f.yaml")["f"],
@@ -987,18 +958,7 @@ fn illumo_flow_gotos_run_next_or_not_at_all_and_branches_share_ctx() {
     let steps = |ctx: &serde_json::Value| crate::support::step_lines(&ctx["steps"]);
     let run = |text: &str| {
         dir.write("f.yaml", text);
-        Illumo::new()
-            .in_dir(dir.path())
-            .args([
-                "run",
-                "f.yaml",
-                "-q",
-                "--tracer",
-                "none",
-                "--context",
-                r#"{"x": 7}"#,
-            ])
-            .run()
+        run_file(&dir, "f.yaml", &["--context", r#"{"x": 7}"#])
             .success()
             .ctx()
     };
@@ -1150,19 +1110,7 @@ fn an_illumo_flow_function_node_may_not_route() {
         "f.yaml",
         "flow:\n  entry: s\n  nodes:\n    s: {context: {inputs: {callable: mods.rt, payload: $ctx.x}, outputs: $ctx.s}}\n    b: {context: {inputs: {callable: mods.ident}, outputs: $ctx.b}}\n  edges: [s >> b]\n",
     );
-    let out = Illumo::new()
-        .in_dir(dir.path())
-        .args([
-            "run",
-            "f.yaml",
-            "-q",
-            "--tracer",
-            "none",
-            "--context",
-            r#"{"x": 1}"#,
-        ])
-        .run()
-        .code(1);
+    let out = run_file(&dir, "f.yaml", &["--context", r#"{"x": 1}"#]).code(1);
     assert_eq!(
         out.ctx()["errors"],
         json!([{"node_id": "s", "exception": "FlowError", "message": "Node 's' returned a Routing result but is not a RoutingNode"}])
@@ -1182,18 +1130,7 @@ fn an_illumo_flow_decision_runs_a_target_once_and_records_each_entry() {
         "f.yaml",
         "flow:\n  entry: r\n  nodes:\n    r:\n      type: illumo_flow.core.CustomRoutingNode\n      context: {inputs: {routing_rule: mods.dupconf, payload: $ctx.x}}\n    a: {context: {inputs: {callable: mods.ident}, outputs: $ctx.a}}\n    b: {context: {inputs: {callable: mods.ident}, outputs: $ctx.b}}\n  edges: [r >> (a | b)]\n",
     );
-    let ctx = Illumo::new()
-        .in_dir(dir.path())
-        .args([
-            "run",
-            "f.yaml",
-            "-q",
-            "--tracer",
-            "none",
-            "--context",
-            r#"{"x": 1}"#,
-        ])
-        .run()
+    let ctx = run_file(&dir, "f.yaml", &["--context", r#"{"x": 1}"#])
         .success()
         .ctx();
     assert_eq!(
@@ -1270,10 +1207,7 @@ fn illumo_flows_python_api_imports_and_says_it_is_not_available_when_used() {
             "f.yaml",
             &format!("flow:\n  entry: a\n  nodes:\n    a: {{context: {{inputs: {{callable: {callable}}}}}}}\n"),
         );
-        let out = Illumo::new()
-            .in_dir(dir.path())
-            .args(["run", "f.yaml", "-q", "--tracer", "none"])
-            .run()
+        let out = run_file(&dir, "f.yaml", &[])
             .code(1);
         assert_eq!(
             out.ctx()["errors"],
@@ -1329,11 +1263,7 @@ fn a_native_function_that_raises_after_leaving_no_json_in_ctx_is_retried_with_it
         "f.yaml",
         "flow:\n  nodes:\n    f: {type: FunctionNode, setting: {callable: m.f}, policy: {retry: {max_attempts: 2}}}\n",
     );
-    let out = Illumo::new()
-        .in_dir(dir.path())
-        .args(["run", "f.yaml", "-q", "--tracer", "none"])
-        .run()
-        .code(1);
+    let out = run_file(&dir, "f.yaml", &[]).code(1);
     assert_eq!(
         out.stderr.lines().next(),
         Some("error: node `f` failed on attempt 2 of 2: `m.f` raised ValueError: real reason")
@@ -1356,18 +1286,7 @@ fn illumo_flow_goto_to_a_queued_node_joins_and_a_nodes_own_stop() {
         "goto.yaml",
         "flow:\n  entry: s\n  nodes:\n    s: {callable: m.ident, context: {inputs: ctx.x}}\n    f: {callable: m.boom, context: {inputs: ctx.y}, setting: {policy: {on_error: {action: goto, target: k}}}}\n    k: {callable: m.ident, context: {outputs: ctx.k}}\n  edges: [s >> f, s >> k]\n",
     );
-    let ctx = Illumo::new()
-        .in_dir(dir.path())
-        .args([
-            "run",
-            "goto.yaml",
-            "-q",
-            "--tracer",
-            "none",
-            "--context",
-            r#"{"x": 5, "y": 9}"#,
-        ])
-        .run()
+    let ctx = run_file(&dir, "goto.yaml", &["--context", r#"{"x": 5, "y": 9}"#])
         .success()
         .ctx();
     let k_runs = crate::support::step_lines(&ctx["steps"])
@@ -1379,20 +1298,13 @@ fn illumo_flow_goto_to_a_queued_node_joins_and_a_nodes_own_stop() {
         "join.yaml",
         "flow:\n  entry: a\n  nodes:\n    a: {callable: m.ident, context: {inputs: ctx.x}}\n    b: {callable: m.ident}\n    j: {callable: m.ident, context: {outputs: ctx.j}}\n  edges: [a >> b, a >> j, b >> j]\n",
     );
-    let ctx = Illumo::new()
-        .in_dir(dir.path())
-        .args([
-            "run",
-            "join.yaml",
-            "-q",
-            "--tracer",
-            "none",
-            "--context",
-            r#"{"x": 1, "joins": []}"#,
-        ])
-        .run()
-        .success()
-        .ctx();
+    let ctx = run_file(
+        &dir,
+        "join.yaml",
+        &["--context", r#"{"x": 1, "joins": []}"#],
+    )
+    .success()
+    .ctx();
     assert_eq!(ctx["j"], json!({"a": 1, "b": 1}));
     dir.write(
         "stop.yaml",
