@@ -136,17 +136,7 @@ fn rebase_roots(value: &mut serde_json::Value, path: &str) -> Vec<String> {
 
 /// `path` from `base`, `.` and `..` folded away without touching the disk.
 fn absolute(base: &std::path::Path, path: &std::path::Path) -> std::path::PathBuf {
-    let mut out = std::path::PathBuf::new();
-    for c in base.join(path).components() {
-        match c {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
+    illumo_nodes::files::lexical(&base.join(path))
 }
 
 /// `target` as a path relative to the folder `from` (both absolute).

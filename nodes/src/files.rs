@@ -73,3 +73,19 @@ pub fn read_text(path: &Path) -> Result<String, String> {
         Err(e) => Err(e.to_string()),
     }
 }
+
+/// `path` with `.` and `..` folded away by the letters alone (no symlink is followed, the
+/// disk is not touched).
+pub fn lexical(path: &Path) -> std::path::PathBuf {
+    let mut out = std::path::PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}

@@ -227,7 +227,7 @@ impl Walker {
             // Resolved as illumo-flow resolves them: a symlink leading out is outside too.
             let real_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
             for target in targets {
-                let candidate = lexical(&root.join(target));
+                let candidate = crate::files::lexical(&root.join(target));
                 let real = std::fs::canonicalize(&candidate).unwrap_or_else(|_| candidate.clone());
                 if !candidate.starts_with(root) || !real.starts_with(&real_root) {
                     walk.excluded
@@ -331,21 +331,6 @@ impl Walker {
         };
         Ok(Ok((size, preview(&text, self.config.preview_lines))))
     }
-}
-
-/// `path` with `.` and `..` taken out by the letters alone (no symlink is followed).
-fn lexical(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for part in path.components() {
-        match part {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// Why a directory entry that is neither a file nor a folder is left out.
