@@ -162,12 +162,25 @@ impl Flow {
         profile: Option<&str>,
         extra_goto: Option<&str>,
     ) -> Result<Flow, LoadError> {
+        let parsed = crate::yaml::parse(&source.text);
+        Flow::load_parsed(source, parsed, registry, profile, extra_goto)
+    }
+
+    /// [`Flow::load_with`] for a text the caller has parsed already (to look at it
+    /// first), so a big file is parsed once.
+    pub fn load_parsed(
+        source: Source,
+        parsed: Result<crate::yaml::Parsed, crate::yaml::ParseError>,
+        registry: &NodeRegistry,
+        profile: Option<&str>,
+        extra_goto: Option<&str>,
+    ) -> Result<Flow, LoadError> {
         let mut dec = Decoder {
             profile: profile.map(str::to_string),
             extra_goto: extra_goto.map(str::to_string),
             ..Decoder::default()
         };
-        let parsed = match crate::yaml::parse(&source.text) {
+        let parsed = match parsed {
             Ok(parsed) => Some(parsed),
             Err(e) => {
                 let mut d = Diagnostic::error(format!("invalid YAML: {}", e.message));
