@@ -403,6 +403,12 @@ pub trait Node: Send + Sync {
         Reads::default()
     }
 
+    /// Does this run, with this input, read ctx beyond its input? `false` spares the
+    /// copy of the parts [`Node::reads`] names (a Python function known not to take ctx).
+    fn needs_ctx(&self, _input: &Value) -> bool {
+        true
+    }
+
     /// Is this a routing node (its [`Outcome::route`] replaces its outgoing edges)?
     fn routes(&self) -> bool {
         false

@@ -368,4 +368,15 @@ impl Node for Function {
     fn reads(&self) -> Reads {
         Reads::all()
     }
+
+    /// A function named in the file that a call showed not to take ctx needs no copy of
+    /// it (a long chain of them copied the whole ctx at every node).
+    fn needs_ctx(&self, input: &Value) -> bool {
+        match &self.callable {
+            Named::Path(callable) if !input.get(self.dynamic_key).is_some_and(Value::is_string) => {
+                !self.worker.known_without_ctx(callable)
+            }
+            _ => true,
+        }
+    }
 }

@@ -604,10 +604,10 @@ impl Driver {
                 }
             },
         };
-        let view = node
-            .snapshot_reads
-            .as_ref()
-            .map_or(Value::Null, |r| r.prune(&state.ctx));
+        let view = match &node.snapshot_reads {
+            Some(reads) if node.node.needs_ctx(&input) => reads.prune(&state.ctx),
+            _ => Value::Null,
+        };
         let step = state.steps;
         let start = Started {
             node: index,

@@ -111,6 +111,8 @@ struct State {
 pub struct Worker {
     key: WorkerKey,
     state: tokio::sync::Mutex<State>,
+    /// Functions a call showed not to take ctx: their nodes need no copy of it.
+    without_ctx: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Worker {
@@ -130,6 +132,7 @@ impl Worker {
                         process: None,
                         takes_ctx: HashMap::new(),
                     }),
+                    without_ctx: Mutex::new(Default::default()),
                 })
             })
             .clone()
@@ -181,9 +184,22 @@ impl Worker {
                 continue;
             }
             state.takes_ctx.insert(callable.to_string(), send_ctx);
+            if let Ok(mut known) = self.without_ctx.lock() {
+                match send_ctx {
+                    false => known.insert(callable.to_string()),
+                    true => known.remove(callable),
+                };
+            }
             state.process = Some(process);
             return Ok(parse_answer(reply));
         }
+    }
+
+    /// A call of `callable` showed that it does not take ctx.
+    pub fn known_without_ctx(&self, callable: &str) -> bool {
+        self.without_ctx
+            .lock()
+            .is_ok_and(|known| known.contains(callable))
     }
 
     fn start(&self) -> Result<Process, String> {
